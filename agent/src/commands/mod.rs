@@ -1,0 +1,127 @@
+//! One file per command group; this file dispatches and wraps every mutating
+//! command in the lock and the operation journal.
+
+use std::time::{Duration, Instant};
+
+use crate::cli::{Cli, Command, ConfigCommand};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::journal;
+use crate::lock;
+use crate::output::Report;
+
+/// Everything a command needs from the invocation.
+pub struct Invocation<'a> {
+    pub config: &'a Config,
+    pub config_path: &'a std::path::Path,
+    pub report: &'a mut Report,
+}
+
+/// Run the parsed command. Mutating commands take the lock first and leave a
+/// start and an end record in the operation journal.
+pub async fn run(
+    cli: &Cli,
+    config: &Config,
+    config_path: &std::path::Path,
+    report: &mut Report,
+) -> Result<()> {
+    let command = &cli.command;
+    let mut inv = Invocation {
+        config,
+        config_path,
+        report,
+    };
+    if !command.mutates() {
+        return dispatch(command, &mut inv).await;
+    }
+    let timeout = Duration::from_secs(
+        cli.lock_timeout
+            .unwrap_or_else(|| config.agent.lock_timeout.get()),
+    );
+    let _lock = lock::acquire(&config.lock_path(), command.name(), timeout).await?;
+    let started_at = now();
+    let started = Instant::now();
+    let args = journal_args(command);
+    let entry = |event: &str| journal::Entry {
+        event: event.into(),
+        command: command.name().into(),
+        args: args.clone(),
+        pid: std::process::id(),
+        started_at: started_at.clone(),
+        ended_at: None,
+        outcome: None,
+        exit_code: None,
+        duration_ms: None,
+        details: Default::default(),
+    };
+    journal::append(&config.journal_path(), &entry("start"));
+    let result = dispatch(command, &mut inv).await;
+    let mut end = entry("end");
+    end.ended_at = Some(now());
+    end.duration_ms = Some(started.elapsed().as_millis() as u64);
+    let code = result.as_ref().map_or_else(Error::exit_code, |_| 0);
+    end.exit_code = Some(code);
+    end.outcome = Some(match &result {
+        Ok(()) => "success".into(),
+        Err(e) => e.kind().into(),
+    });
+    for (k, v) in inv.report.markers() {
+        if k.ends_with("_RESULT") || k.ends_with("_FAILED_STAGE") || k.ends_with("_STATE") {
+            end.details.insert(k.clone(), v.clone().into());
+        }
+    }
+    journal::append(&config.journal_path(), &end);
+    result
+}
+
+async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
+    match command {
+        Command::Config(ConfigCommand::Check) => config_check(inv),
+        Command::Daemon => Err(Error::NotBuilt { command: "daemon" }),
+        Command::Status => Err(Error::NotBuilt { command: "status" }),
+        Command::RuntimeConfig(_) => Err(Error::NotBuilt {
+            command: command.name(),
+        }),
+        Command::RuntimeEnv(_) => Err(Error::NotBuilt {
+            command: "runtime-env",
+        }),
+        Command::Runtime(_) => Err(Error::NotBuilt {
+            command: command.name(),
+        }),
+        Command::Database(_) => Err(Error::NotBuilt {
+            command: command.name(),
+        }),
+        Command::Media(_) => Err(Error::NotBuilt {
+            command: command.name(),
+        }),
+    }
+}
+
+fn config_check(inv: &mut Invocation<'_>) -> Result<()> {
+    eprint!("{}", inv.config.to_toml());
+    inv.report
+        .marker("WAVEMAP_CONFIG_PATH", inv.config_path.display());
+    inv.report.marker("WAVEMAP_CONFIG_VALID", "true");
+    Ok(())
+}
+
+/// Arguments worth keeping in the journal: flag values that identify a
+/// release. Nothing else (a database URL could carry a password).
+fn journal_args(command: &Command) -> Vec<String> {
+    use crate::cli::RuntimeCommand;
+    match command {
+        Command::Runtime(RuntimeCommand::Deploy(a))
+        | Command::Runtime(RuntimeCommand::RecordRelease(a)) => vec![
+            format!("--backend-image={}", a.backend_image),
+            format!("--frontend-image={}", a.frontend_image),
+            format!("--source-sha={}", a.source_sha),
+            format!("--deployment-version={}", a.deployment_version),
+            "--execute".into(),
+        ],
+        _ => vec!["--execute".into()],
+    }
+}
+
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

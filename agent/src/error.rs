@@ -1,0 +1,183 @@
+//! Errors and the one place they become exit codes.
+//!
+//! Modules return their own typed errors; this file wraps them in [`Error`]
+//! and [`Error::exit_code`] maps every variant to the contract's exit codes
+//! (`../shared/CONTRACT.md`, "Exit codes"). Keeping the mapping exhaustive and
+//! in one match means a new failure mode cannot silently exit 1 when the
+//! contract says 69 or 75.
+//!
+//! Messages never carry secret values: variants hold names, paths and
+//! stages, and the final text still goes through [`crate::output::redact`].
+
+use std::fmt;
+
+use crate::config::ConfigError;
+use crate::lock::LockError;
+
+/// Exit codes of the contract. The agent never exits with 137, 168, 169 or
+/// 194 on purpose: SSM gives those meanings of its own.
+pub mod exit {
+    pub const OK: i32 = 0;
+    pub const FAILED: i32 = 1;
+    pub const INVALID: i32 = 2;
+    pub const GATE: i32 = 3;
+    pub const NOTHING_TO_DO: i32 = 4;
+    pub const UNAVAILABLE: i32 = 69;
+    pub const LOCK_BUSY: i32 = 75;
+}
+
+/// An external service the agent depends on; named in exit-69 messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dependency {
+    Docker,
+    Ssm,
+    Ecr,
+    Registry,
+    Postgres,
+}
+
+impl fmt::Display for Dependency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Dependency::Docker => "Docker Engine",
+            Dependency::Ssm => "SSM Parameter Store",
+            Dependency::Ecr => "ECR",
+            Dependency::Registry => "container registry",
+            Dependency::Postgres => "PostgreSQL",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Bad command-line input: names the flag and the fix; nothing changed.
+    #[error("invalid {field}: {problem}; {fix}")]
+    InvalidInput {
+        field: String,
+        problem: String,
+        fix: String,
+    },
+
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    #[error(transparent)]
+    Lock(#[from] LockError),
+
+    /// A command of the contract that this build does not implement yet.
+    #[error("`{command}` is not built yet in this version of wavemap-agent; nothing was changed")]
+    NotBuilt { command: &'static str },
+
+    /// A gate refused the operation (database gate `block`, unproven
+    /// release, refused precondition).
+    #[error("blocked: {reason}")]
+    Gate { reason: String },
+
+    /// Nothing to do by design (rollback with no receipt).
+    #[error("nothing to do: {reason}")]
+    NothingToDo { reason: String },
+
+    /// A dependency stayed unavailable after retries.
+    #[error("{dependency} stayed unavailable: {detail}")]
+    Unavailable {
+        dependency: Dependency,
+        detail: String,
+    },
+
+    /// The operation ran and failed; `stage` names where.
+    #[error("{stage} failed: {detail}")]
+    Failed { stage: String, detail: String },
+
+    /// A local file the agent owns could not be read or written.
+    #[error("{action} {path}: {source}")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub fn invalid(
+        field: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
+    pub fn failed(stage: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Failed {
+            stage: stage.into(),
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn unavailable(dependency: Dependency, detail: impl fmt::Display) -> Self {
+        Error::Unavailable {
+            dependency,
+            detail: detail.to_string(),
+        }
+    }
+
+    pub fn io(action: &'static str, path: &std::path::Path, source: std::io::Error) -> Self {
+        Error::Io {
+            action,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The contract's exit code for this error. Exhaustive on purpose.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::InvalidInput { .. } | Error::Config(_) | Error::NotBuilt { .. } => exit::INVALID,
+            Error::Lock(LockError::Busy { .. }) => exit::LOCK_BUSY,
+            Error::Lock(LockError::Io { .. }) => exit::FAILED,
+            Error::Gate { .. } => exit::GATE,
+            Error::NothingToDo { .. } => exit::NOTHING_TO_DO,
+            Error::Unavailable { .. } => exit::UNAVAILABLE,
+            Error::Failed { .. } | Error::Io { .. } => exit::FAILED,
+        }
+    }
+
+    /// A short machine-readable kind for the `WAVEMAP_AGENT_ERROR` marker.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid-input",
+            Error::Config(_) => "invalid-config",
+            Error::NotBuilt { .. } => "not-built",
+            Error::Lock(LockError::Busy { .. }) => "lock-busy",
+            Error::Lock(LockError::Io { .. }) => "lock-io",
+            Error::Gate { .. } => "gate-blocked",
+            Error::NothingToDo { .. } => "nothing-to-do",
+            Error::Unavailable { .. } => "dependency-unavailable",
+            Error::Failed { .. } => "failed",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_match_the_contract() {
+        assert_eq!(Error::invalid("f", "p", "x").exit_code(), 2);
+        assert_eq!(Error::Gate { reason: "x".into() }.exit_code(), 3);
+        assert_eq!(Error::NothingToDo { reason: "x".into() }.exit_code(), 4);
+        assert_eq!(
+            Error::unavailable(Dependency::Docker, "down").exit_code(),
+            69
+        );
+        assert_eq!(Error::failed("pull", "no such image").exit_code(), 1);
+    }
+}

@@ -1,0 +1,31 @@
+//! wavemap-agent: the on-host half of Wavemap's deploy system.
+//!
+//! CI drives one sleepable EC2 host through SSM Run Command documents that
+//! call this binary. It renders env files from SSM Parameter Store, logs into
+//! ECR, pulls the selected image pair, converges the Docker Compose project
+//! through the Engine API, runs database and media jobs in the API container,
+//! and owns the last-good receipt that rollback reads. The outside of the
+//! agent is `../shared/CONTRACT.md`.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the command tree (clap); parsing only.
+//! - [`commands`]: one file per command group; the lock and the operation
+//!   journal wrap every mutating command.
+//! - [`config`]: the TOML file, strict parsing, deployed-dev defaults.
+//! - [`error`]: typed errors and the one map to exit codes.
+//! - [`output`]: stdout markers / JSON and secret redaction.
+//! - [`logging`]: journald or stderr, redacted.
+//! - [`lock`]: one mutating operation at a time (flock).
+//! - [`journal`]: the append-only operation journal.
+//! - [`fsutil`]: atomic, symlink-refusing writes.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod journal;
+pub mod lock;
+pub mod logging;
+pub mod output;

@@ -1,0 +1,85 @@
+//! `wavemap-agent`: parse, load config, run one command, print the report,
+//! exit with the contract's code. All the work lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use wavemap_agent::cli::Cli;
+use wavemap_agent::commands;
+use wavemap_agent::config::{Config, DEFAULT_CONFIG_PATH};
+use wavemap_agent::error::{exit, Error};
+use wavemap_agent::logging;
+use wavemap_agent::output::{redact, Report};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are successes; bad flags are exit 2.
+            let code = if e.use_stderr() {
+                exit::INVALID
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code as u8);
+        }
+    };
+    logging::init(cli.verbose);
+    let code = run(&cli);
+    ExitCode::from(code as u8)
+}
+
+fn run(cli: &Cli) -> i32 {
+    let mut report = Report::new();
+    let (config_path, explicit) = match &cli.config {
+        Some(path) => (path.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let result = Config::load(&config_path, explicit)
+        .map_err(Error::from)
+        .and_then(|config| {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .map_err(|e| {
+                    Error::failed("start", format!("cannot start the async runtime: {e}"))
+                })?;
+            runtime.block_on(commands::run(cli, &config, &config_path, &mut report))
+        });
+    let code = match &result {
+        Ok(()) => exit::OK,
+        Err(e) => e.exit_code(),
+    };
+    if let Err(e) = &result {
+        report.marker("WAVEMAP_AGENT_ERROR", e.kind());
+        log::error!("{}", redact(&error_chain(e)));
+    }
+    report.marker("WAVEMAP_AGENT_EXIT_CODE", code);
+    if let Err(e) = report.print(cli.json, code) {
+        // A closed stdout (the reader went away) is not worth a second error.
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            log::error!("cannot write markers to stdout: {e}");
+        }
+    }
+    code
+}
+
+/// The error and its causes on one line, Display only (never Debug, which
+/// could show field values an error type did not mean to show).
+fn error_chain(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,195 @@
+//! What the agent prints: markers on stdout, progress on stderr, and the one
+//! redaction layer every line passes through.
+//!
+//! SSM keeps only the first 24,000 characters of stdout and 8,000 of stderr,
+//! so stdout carries nothing but `WAVEMAP_<AREA>_<FIELD>=<value>` markers (or
+//! one JSON object with `--json`) and every value is bounded in length.
+//! Progress for people goes through `log` to stderr or the journal.
+//!
+//! Redaction is defence in depth: the code never formats a secret value on
+//! purpose, and every secret value the agent handles is registered with
+//! [`register_secret`] so that, if one slipped into a message anyway, it is
+//! replaced before it reaches any output.
+
+use std::io::Write;
+use std::sync::{Mutex, PoisonError};
+
+/// Longest marker value printed; longer values are cut with a `...` suffix.
+const MAX_MARKER_VALUE: usize = 400;
+
+/// Secrets shorter than this are not registered: replacing every "1" or "ab"
+/// in the output would corrupt markers without protecting anything real.
+const MIN_SECRET_LEN: usize = 4;
+
+pub const REDACTED: &str = "[redacted]";
+
+static SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Remember a secret value so that [`redact`] removes it from any text.
+pub fn register_secret(value: &str) {
+    if value.len() < MIN_SECRET_LEN {
+        return;
+    }
+    let mut secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    if !secrets.iter().any(|s| s == value) {
+        secrets.push(value.to_owned());
+        // Longest first, so a secret containing another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+    // Multi-line secrets (PEM keys) also leak line by line.
+    for line in value.lines() {
+        let line = line.trim();
+        if line.len() >= 16 && !secrets.iter().any(|s| s == line) {
+            secrets.push(line.to_owned());
+        }
+    }
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+}
+
+/// Replace every registered secret value in `text`.
+pub fn redact(text: &str) -> String {
+    let secrets = SECRETS.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut out = text.to_owned();
+    for secret in secrets.iter() {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), REDACTED);
+        }
+    }
+    out
+}
+
+/// The machine-readable result of one command: ordered markers plus optional
+/// structured data for `--json`.
+#[derive(Debug, Default)]
+pub struct Report {
+    markers: Vec<(String, String)>,
+    data: Option<serde_json::Value>,
+}
+
+impl Report {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Set a marker. `key` is the full name (`WAVEMAP_DATABASE_STATUS_STATE`);
+    /// setting the same key again replaces its value in place.
+    pub fn marker(&mut self, key: &str, value: impl std::fmt::Display) {
+        debug_assert!(
+            key.starts_with("WAVEMAP_")
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+            "marker names are WAVEMAP_<AREA>_<FIELD>: {key}"
+        );
+        let value = clean_value(&value.to_string());
+        if let Some(slot) = self.markers.iter_mut().find(|(k, _)| k == key) {
+            slot.1 = value;
+        } else {
+            self.markers.push((key.to_owned(), value));
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.markers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn markers(&self) -> &[(String, String)] {
+        &self.markers
+    }
+
+    /// Structured data printed under `"data"` with `--json` (status uses it).
+    pub fn set_data(&mut self, data: serde_json::Value) {
+        self.data = Some(data);
+    }
+
+    /// Print the report on stdout, as markers or as one JSON object.
+    pub fn print(&self, json: bool, exit_code: i32) -> std::io::Result<()> {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        if json {
+            let mut markers = serde_json::Map::new();
+            for (k, v) in &self.markers {
+                markers.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            let mut object = serde_json::Map::new();
+            object.insert("exit_code".into(), exit_code.into());
+            object.insert("markers".into(), serde_json::Value::Object(markers));
+            if let Some(data) = &self.data {
+                object.insert("data".into(), data.clone());
+            }
+            let text = serde_json::to_string(&serde_json::Value::Object(object))
+                .map_err(std::io::Error::other)?;
+            writeln!(out, "{}", redact(&text))?;
+        } else {
+            for (k, v) in &self.markers {
+                writeln!(out, "{k}={v}")?;
+            }
+        }
+        out.flush()
+    }
+}
+
+/// One line, bounded, redacted: a marker value can never break the
+/// `KEY=value` line format or flood SSM's output window.
+fn clean_value(value: &str) -> String {
+    let one_line: String = redact(value)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if one_line.len() <= MAX_MARKER_VALUE {
+        return one_line;
+    }
+    let mut cut = MAX_MARKER_VALUE;
+    while !one_line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...", &one_line[..cut])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_secrets_are_redacted_everywhere() {
+        register_secret("hunter2-super-secret");
+        let text = redact("password=hunter2-super-secret; again hunter2-super-secret");
+        assert!(!text.contains("hunter2"));
+        assert_eq!(text.matches(REDACTED).count(), 2);
+    }
+
+    #[test]
+    fn pem_lines_are_redacted_one_by_one() {
+        let pem = "-----BEGIN KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEF\n-----END KEY-----";
+        register_secret(pem);
+        let text = redact("got MIIBVQIBADANBgkqhkiG9w0BAQEF in a log");
+        assert!(!text.contains("MIIBVQ"));
+    }
+
+    #[test]
+    fn marker_values_are_one_bounded_line() {
+        let mut report = Report::new();
+        report.marker("WAVEMAP_TEST_VALUE", "a\nb\r\nc");
+        report.marker("WAVEMAP_TEST_LONG", "x".repeat(5000));
+        assert_eq!(report.get("WAVEMAP_TEST_VALUE"), Some("a b  c"));
+        assert!(report.get("WAVEMAP_TEST_LONG").map(str::len) < Some(410));
+    }
+
+    #[test]
+    fn setting_a_marker_twice_replaces_it() {
+        let mut report = Report::new();
+        report.marker("WAVEMAP_A_B", 1);
+        report.marker("WAVEMAP_A_C", 2);
+        report.marker("WAVEMAP_A_B", 3);
+        assert_eq!(
+            report.markers(),
+            &[
+                ("WAVEMAP_A_B".to_string(), "3".to_string()),
+                ("WAVEMAP_A_C".to_string(), "2".to_string())
+            ]
+        );
+    }
+}
