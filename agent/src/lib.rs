@@ -19,13 +19,17 @@
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
+//! - [`image`]: immutable image references, validated against allowed registries.
+//! - [`registry`]: ECR login and authenticated pulls.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fsutil;
+pub mod image;
 pub mod journal;
 pub mod lock;
 pub mod logging;
 pub mod output;
+pub mod registry;

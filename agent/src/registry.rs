@@ -1,0 +1,430 @@
+//! ECR login and image pulls on the host.
+//!
+//! Why not bollard's `create_image` with credentials: bollard 0.21 encodes
+//! `X-Registry-Auth` with *standard* base64, while the Engine decodes it as
+//! URL-safe base64 and, on failure, silently pulls anonymously. Real ECR
+//! passwords are 2 KB+ and encode to `+` and `/` almost surely, so those
+//! pulls fail as "no basic auth credentials". The pull request is therefore
+//! sent here with hyper over the Engine socket, header encoded URL-safe, and
+//! the progress stream parsed with bollard's own types.
+//!
+//! Tokens: GetAuthorizationToken returns `base64("AWS:" + password)` with an
+//! expiry. The token is kept in memory with its expiry and refreshed well
+//! before it (the daemon pulls more than once); a token already expired when
+//! received (clock skew, emulators answer with 2015) is used for this run
+//! and never cached, so there is never a refresh loop.
+
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+use bollard::Docker;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+use crate::error::{Dependency, Error};
+use crate::image::ImageRef;
+use crate::output::register_secret;
+
+/// Refresh a cached token when it has less than this left.
+const REFRESH_MARGIN: Duration = Duration::from_secs(30 * 60);
+
+/// Credentials for one registry. `password` is a secret: never printed.
+#[derive(Clone)]
+pub struct RegistryAuth {
+    pub username: String,
+    password: String,
+    pub server: String,
+    pub expires_at: Option<SystemTime>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .field("server", &self.server)
+            .finish()
+    }
+}
+
+impl RegistryAuth {
+    pub fn new(username: &str, password: &str, server: &str) -> Self {
+        register_secret(password);
+        RegistryAuth {
+            username: username.to_owned(),
+            password: password.to_owned(),
+            server: server.to_owned(),
+            expires_at: None,
+        }
+    }
+
+    /// Decode an ECR authorization token (`base64("AWS:" + password)`).
+    pub fn from_ecr_token(
+        token: &str,
+        server: &str,
+        expires_at: Option<SystemTime>,
+    ) -> Result<Self, Error> {
+        register_secret(token);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token.trim())
+            .map_err(|_| {
+                Error::failed(
+                    "ecr-login",
+                    "ECR returned an authorization token that is not base64",
+                )
+            })?;
+        let text = String::from_utf8(decoded).map_err(|_| {
+            Error::failed(
+                "ecr-login",
+                "ECR returned an authorization token that is not UTF-8",
+            )
+        })?;
+        let (user, password) = text.split_once(':').ok_or_else(|| {
+            Error::failed(
+                "ecr-login",
+                "ECR returned an authorization token without user:password",
+            )
+        })?;
+        let mut auth = RegistryAuth::new(user, password, server);
+        auth.expires_at = expires_at;
+        Ok(auth)
+    }
+
+    /// Whether a cached copy is still good for a pull starting now.
+    pub fn fresh(&self, now: SystemTime) -> bool {
+        match self.expires_at {
+            Some(at) => at
+                .duration_since(now)
+                .map(|left| left > REFRESH_MARGIN)
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// The `X-Registry-Auth` header value: URL-safe base64 of the JSON the
+    /// Engine's `registry.AuthConfig` decodes.
+    pub fn header_value(&self) -> String {
+        let json = serde_json::json!({
+            "username": self.username,
+            "password": self.password,
+            "serveraddress": self.server,
+        });
+        base64::engine::general_purpose::URL_SAFE.encode(json.to_string())
+    }
+}
+
+/// A token cache for one process (the daemon keeps one for its lifetime).
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    cached: Option<RegistryAuth>,
+}
+
+impl TokenCache {
+    /// Cached credentials for `server` if fresh, else a new login.
+    pub async fn get(
+        &mut self,
+        ecr: &aws_sdk_ecr::Client,
+        image: &ImageRef,
+    ) -> Result<RegistryAuth, Error> {
+        let now = SystemTime::now();
+        if let Some(auth) = &self.cached {
+            if auth.server == image.registry && auth.fresh(now) {
+                return Ok(auth.clone());
+            }
+        }
+        let auth = ecr_login(ecr, image).await?;
+        // Already expired, or expiring inside the margin: use once, never cache.
+        self.cached = auth.fresh(now).then(|| auth.clone());
+        if !auth.fresh(now) {
+            log::warn!(stage = "ecr-login"; "the ECR token expires within {} minutes or already expired (clock skew?); using it for this run only", REFRESH_MARGIN.as_secs() / 60);
+        }
+        Ok(auth)
+    }
+}
+
+/// GetAuthorizationToken; the credentials are bound to the image's registry host.
+pub async fn ecr_login(ecr: &aws_sdk_ecr::Client, image: &ImageRef) -> Result<RegistryAuth, Error> {
+    // No registry id: AWS deprecated it, the token covers every registry
+    // the host's role may read.
+    let output = ecr
+        .get_authorization_token()
+        .send()
+        .await
+        .map_err(ecr_error)?;
+    let data = output
+        .authorization_data()
+        .first()
+        .ok_or_else(|| Error::failed("ecr-login", "ECR returned no authorization data"))?;
+    let token = data
+        .authorization_token()
+        .ok_or_else(|| Error::failed("ecr-login", "ECR returned no authorization token"))?;
+    let expires_at = data.expires_at().and_then(|t| {
+        let secs = t.secs();
+        (secs > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
+    });
+    RegistryAuth::from_ecr_token(token, &image.registry, expires_at)
+}
+
+/// Whether the image is present locally (immutable references only, so a
+/// present image is the right image).
+pub async fn is_present(docker: &Docker, image: &ImageRef) -> Result<bool, Error> {
+    match docker.inspect_image(&image.to_string()).await {
+        Ok(_) => Ok(true),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
+        Err(e) => Err(Error::unavailable(
+            Dependency::Docker,
+            format!("inspect image {image}: {e}"),
+        )),
+    }
+}
+
+/// Pull one image through the Engine with `auth`. Progress goes to the log
+/// every few seconds; a registry or Engine error fails stage `pull`.
+pub async fn pull(
+    docker: &Docker,
+    docker_host: &str,
+    image: &ImageRef,
+    auth: Option<&RegistryAuth>,
+) -> Result<(), Error> {
+    let version = docker.client_version();
+    let mut query = format!(
+        "/v{}.{}/images/create?fromImage={}",
+        version.major_version,
+        version.minor_version,
+        query_escape(&image.name())
+    );
+    query.push_str("&tag=");
+    query.push_str(&query_escape(image.tag_or_digest()));
+    let mut request = hyper::Request::post(query).header("Host", "docker");
+    if let Some(auth) = auth {
+        request = request.header("X-Registry-Auth", auth.header_value());
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| Error::failed("pull", format!("cannot build the pull request: {e}")))?;
+
+    let unavailable = |e: &dyn std::fmt::Display| {
+        Error::unavailable(Dependency::Docker, format!("pull {image}: {e}"))
+    };
+    let response = if let Some(path) = docker_host.strip_prefix("unix://") {
+        let stream = tokio::net::UnixStream::connect(path)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        send(TokioIo::new(stream), request).await
+    } else {
+        let addr = docker_host.strip_prefix("tcp://").unwrap_or(docker_host);
+        let stream = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        send(TokioIo::new(stream), request).await
+    }
+    .map_err(|e| unavailable(&e))?;
+
+    let status = response.status();
+    let mut body = response.into_body();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut last_report = std::time::Instant::now();
+    let mut last_status = String::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unavailable(&e))?;
+        let Some(chunk) = frame.data_ref() else {
+            continue;
+        };
+        buffer.extend_from_slice(chunk);
+        while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=pos).collect();
+            if let Some(status_line) = progress_line(&line, image)? {
+                last_status = status_line;
+                if last_report.elapsed() >= Duration::from_secs(3) {
+                    log::info!(stage = "pull"; "{image}: {last_status}");
+                    last_report = std::time::Instant::now();
+                }
+            }
+        }
+    }
+    if !buffer.is_empty() {
+        progress_line(&buffer, image)?;
+    }
+    if !status.is_success() {
+        return Err(Error::failed(
+            "pull",
+            format!("{image}: the Engine answered {status}"),
+        ));
+    }
+    log::info!(stage = "pull"; "{image}: pulled ({last_status})");
+    Ok(())
+}
+
+/// A refused or unreachable ECR. The SDK already retried with backoff, so a
+/// dispatch or timeout failure here means ECR stayed unavailable (exit 69);
+/// a service answer (access denied, ...) is a failed login (exit 1).
+fn ecr_error(
+    e: aws_sdk_ecr::error::SdkError<
+        aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
+        aws_sdk_ecr::config::http::HttpResponse,
+    >,
+) -> Error {
+    use aws_sdk_ecr::error::SdkError;
+    match &e {
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::unavailable(
+            Dependency::Ecr,
+            format!(
+                "GetAuthorizationToken: {}",
+                aws_sdk_ecr::error::DisplayErrorContext(&e)
+            ),
+        ),
+        SdkError::ResponseError(_) => Error::unavailable(
+            Dependency::Ecr,
+            "GetAuthorizationToken: unreadable response",
+        ),
+        SdkError::ServiceError(service) if service.raw().status().as_u16() >= 500 => {
+            Error::unavailable(
+                Dependency::Ecr,
+                format!(
+                    "GetAuthorizationToken: {}",
+                    aws_sdk_ecr::error::DisplayErrorContext(&e)
+                ),
+            )
+        }
+        _ => Error::failed(
+            "ecr-login",
+            format!(
+                "GetAuthorizationToken refused: {}",
+                aws_sdk_ecr::error::DisplayErrorContext(&e)
+            ),
+        ),
+    }
+}
+
+async fn send<T>(
+    io: TokioIo<T>,
+    request: hyper::Request<Empty<Bytes>>,
+) -> Result<hyper::Response<hyper::body::Incoming>, hyper::Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        // The connection ends when the response body is done; its error,
+        // if any, already surfaced through the body stream.
+        let _ = connection.await;
+    });
+    sender.send_request(request).await
+}
+
+/// Parse one progress line; an `error`/`errorDetail` fails the pull, and
+/// the Engine's own error message (free of credentials) is kept.
+fn progress_line(line: &[u8], image: &ImageRef) -> Result<Option<String>, Error> {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        // A plain-text error body (non-2xx answers are not JSON lines).
+        Err(_) => return Err(Error::failed("pull", format!("{image}: {text}"))),
+    };
+    if let Some(message) = value
+        .get("errorDetail")
+        .and_then(|d| d.get("message"))
+        .or_else(|| value.get("error"))
+        .or_else(|| value.get("message"))
+        .and_then(|m| m.as_str())
+    {
+        return Err(pull_error(image, message));
+    }
+    Ok(value
+        .get("status")
+        .and_then(|s| s.as_str())
+        .map(str::to_owned))
+}
+
+fn pull_error(image: &ImageRef, message: &str) -> Error {
+    let lower = message.to_ascii_lowercase();
+    let hint = if lower.contains("unauthorized")
+        || lower.contains("authentication required")
+        || lower.contains("no basic auth")
+    {
+        " (the registry refused the credentials: check the ECR token and the host's IAM role)"
+    } else if lower.contains("not found") || lower.contains("manifest unknown") {
+        " (no such image or tag in the registry: check the image URI CI passed)"
+    } else {
+        ""
+    };
+    Error::failed("pull", format!("{image}: {message}{hint}"))
+}
+
+fn query_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_is_url_safe_base64_of_the_auth_json() {
+        // A password whose standard base64 has '+' and '/'.
+        let password = "\u{fb}\u{ff}?>".repeat(700);
+        let auth = RegistryAuth::new("AWS", &password, "127.0.0.1:5000");
+        let header = auth.header_value();
+        assert!(
+            !header.contains('+') && !header.contains('/'),
+            "URL-safe alphabet only"
+        );
+        let json = base64::engine::general_purpose::URL_SAFE
+            .decode(&header)
+            .unwrap();
+        let value: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(value["password"], password);
+        assert_eq!(value["username"], "AWS");
+        assert!(!format!("{auth:?}").contains(&password));
+    }
+
+    #[test]
+    fn ecr_token_decodes_and_expired_token_is_not_fresh() {
+        let token = base64::engine::general_purpose::STANDARD.encode("AWS:secret-password-123");
+        let past = SystemTime::UNIX_EPOCH + Duration::from_secs(1_420_070_400); // 2015
+        let auth = RegistryAuth::from_ecr_token(&token, "r", Some(past)).unwrap();
+        assert_eq!(auth.username, "AWS");
+        assert!(!auth.fresh(SystemTime::now()));
+        let later = SystemTime::now() + Duration::from_secs(12 * 3600);
+        let auth = RegistryAuth::from_ecr_token(&token, "r", Some(later)).unwrap();
+        assert!(auth.fresh(SystemTime::now()));
+        assert!(RegistryAuth::from_ecr_token("%%%", "r", None).is_err());
+    }
+
+    #[test]
+    fn progress_errors_fail_the_pull_with_a_hint() {
+        let image = ImageRef::parse(
+            "f",
+            &format!("127.0.0.1:5000/a:sha-{}", "1".repeat(40)),
+            &["127.0.0.1:5000".into()],
+        )
+        .unwrap();
+        let err = progress_line(
+            br#"{"errorDetail":{"message":"manifest unknown"},"error":"manifest unknown"}"#,
+            &image,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no such image"), "{err}");
+        assert_eq!(
+            progress_line(br#"{"status":"Downloading"}"#, &image)
+                .unwrap()
+                .as_deref(),
+            Some("Downloading")
+        );
+    }
+}
