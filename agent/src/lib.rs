@@ -21,6 +21,7 @@
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
+//! - [`release`]: the image pair, the last-good receipt, the current release.
 
 pub mod cli;
 pub mod commands;
@@ -33,3 +34,4 @@ pub mod lock;
 pub mod logging;
 pub mod output;
 pub mod registry;
+pub mod release;

@@ -1,0 +1,466 @@
+//! What identifies a release, and the two files that remember one.
+//!
+//! - The **last-good receipt** (`receipt.path`, mode 0644): written only by
+//!   `runtime record-release`, for a pair that runs and passed endpoint
+//!   smoke. Rollback's input. Earlier receipts are kept, bounded, under
+//!   `state_dir/receipts/`.
+//! - The **current release** (`state_dir/current-release.json`): written by
+//!   a successful deploy or rollback. Boot recovery brings it back up.
+//!
+//! Both are written atomically ([`crate::fsutil::write_atomic`]), so a reader
+//! sees the old file or the new one, never half of either. Both carry a
+//! schema version; a reader refuses a file it does not understand (exit 2)
+//! instead of guessing what to deploy.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::cli::ReleaseArgs;
+use crate::config::Config;
+use crate::error::Error;
+use crate::fsutil;
+use crate::image::ImageRef;
+use crate::output::Report;
+
+pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
+pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+
+/// CI's workflow run that produced the release.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkflowRun {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_attempt: Option<String>,
+}
+
+/// A validated image pair and its provenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Release {
+    pub source_sha: String,
+    /// The immutable tag shared by the pair (`sha-<source sha>`), or the
+    /// backend's digest when the pair is pinned by digest.
+    pub image_tag: String,
+    pub backend_image_uri: String,
+    pub frontend_image_uri: String,
+    pub deployment_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selected_ref: Option<String>,
+    #[serde(default)]
+    pub workflow_run: WorkflowRun,
+}
+
+/// The last-good receipt file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Receipt {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub release: Release,
+    pub recorded_at: String,
+}
+
+/// The current-release state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CurrentRelease {
+    pub schema_version: u32,
+    #[serde(flatten)]
+    pub release: Release,
+    pub deployed_at: String,
+    /// `deploy` or `rollback`.
+    pub deployed_by: String,
+}
+
+impl Release {
+    /// Validate CLI input. Every problem names the flag and the fix.
+    pub fn from_args(args: &ReleaseArgs, config: &Config) -> Result<Release, Error> {
+        let release = Release {
+            source_sha: args.source_sha.clone(),
+            image_tag: String::new(),
+            backend_image_uri: args.backend_image.clone(),
+            frontend_image_uri: args.frontend_image.clone(),
+            deployment_version: args.deployment_version.clone(),
+            selected_ref: args.selected_ref.clone(),
+            workflow_run: WorkflowRun {
+                name: args.workflow_name.clone(),
+                run_id: args.workflow_run_id.clone(),
+                run_attempt: args.workflow_run_attempt.clone(),
+            },
+        };
+        release.validated(config, Source::Flags)
+    }
+
+    /// Check every field and derive `image_tag`; `source` words the errors.
+    pub fn validated(mut self, config: &Config, source: Source) -> Result<Release, Error> {
+        let allowed = &config.docker.allowed_registries;
+        let backend = ImageRef::parse(
+            source.field("backend-image"),
+            &self.backend_image_uri,
+            allowed,
+        )?;
+        let frontend = ImageRef::parse(
+            source.field("frontend-image"),
+            &self.frontend_image_uri,
+            allowed,
+        )?;
+        if !is_lower_hex(&self.source_sha, 40) {
+            return Err(Error::invalid(
+                source.field("source-sha"),
+                "expected the full 40-character lowercase git SHA",
+                "pass the commit SHA the images were built from",
+            ));
+        }
+        check_text(
+            source.field("deployment-version"),
+            &self.deployment_version,
+            false,
+        )?;
+        if let Some(r) = &self.selected_ref {
+            check_text(source.field("selected-ref"), r, true)?;
+        }
+        for (field, value) in [
+            ("workflow-name", &self.workflow_run.name),
+            ("workflow-run-id", &self.workflow_run.run_id),
+            ("workflow-run-attempt", &self.workflow_run.run_attempt),
+        ] {
+            if let Some(v) = value {
+                check_text(source.field(field), v, true)?;
+            }
+        }
+        // The pair must come from one build: same immutable tag, and that
+        // tag must be the source SHA's.
+        match (backend.tag(), frontend.tag()) {
+            (Some(b), Some(f)) => {
+                if b != f {
+                    return Err(Error::invalid(
+                        source.field("frontend-image"),
+                        format!("tag {f} differs from the backend's {b}"),
+                        "deploy a backend and frontend built from the same commit",
+                    ));
+                }
+                if b != format!("sha-{}", self.source_sha) {
+                    return Err(Error::invalid(
+                        source.field("source-sha"),
+                        format!("the images are tagged {b}, not sha-{}", self.source_sha),
+                        "pass the SHA the images were built from",
+                    ));
+                }
+                self.image_tag = b.to_owned();
+            }
+            _ => self.image_tag = backend.tag_or_digest().to_owned(),
+        }
+        Ok(self)
+    }
+
+    pub fn backend(&self, config: &Config) -> Result<ImageRef, Error> {
+        ImageRef::parse(
+            "backend image",
+            &self.backend_image_uri,
+            &config.docker.allowed_registries,
+        )
+    }
+
+    pub fn frontend(&self, config: &Config) -> Result<ImageRef, Error> {
+        ImageRef::parse(
+            "frontend image",
+            &self.frontend_image_uri,
+            &config.docker.allowed_registries,
+        )
+    }
+
+    /// Markers `<prefix>_SOURCE_SHA`, `_IMAGE_TAG`, ... for this release.
+    pub fn add_markers(&self, report: &mut Report, prefix: &str) {
+        report.marker(&format!("{prefix}_SOURCE_SHA"), &self.source_sha);
+        report.marker(&format!("{prefix}_IMAGE_TAG"), &self.image_tag);
+        report.marker(&format!("{prefix}_BACKEND_IMAGE"), &self.backend_image_uri);
+        report.marker(
+            &format!("{prefix}_FRONTEND_IMAGE"),
+            &self.frontend_image_uri,
+        );
+        report.marker(
+            &format!("{prefix}_DEPLOYMENT_VERSION"),
+            &self.deployment_version,
+        );
+        if let Some(r) = &self.selected_ref {
+            report.marker(&format!("{prefix}_SELECTED_REF"), r);
+        }
+    }
+}
+
+/// Where release fields came from, so errors name the flag or the file.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    Flags,
+    Receipt,
+    CurrentRelease,
+}
+
+impl Source {
+    fn field(self, flag: &'static str) -> &'static str {
+        match (self, flag) {
+            (Source::Flags, "backend-image") => "--backend-image",
+            (Source::Flags, "frontend-image") => "--frontend-image",
+            (Source::Flags, "source-sha") => "--source-sha",
+            (Source::Flags, "deployment-version") => "--deployment-version",
+            (Source::Flags, "selected-ref") => "--selected-ref",
+            (Source::Flags, "workflow-name") => "--workflow-name",
+            (Source::Flags, "workflow-run-id") => "--workflow-run-id",
+            (Source::Flags, "workflow-run-attempt") => "--workflow-run-attempt",
+            (Source::Receipt, _) => "receipt",
+            (Source::CurrentRelease, _) => "current release state",
+            (Source::Flags, other) => other,
+        }
+    }
+}
+
+fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Short printable text: `[A-Za-z0-9._/+-]`, what versions, refs and run
+/// ids use. Nothing that could break a marker line or a shell.
+fn check_text(field: &str, value: &str, allow_empty: bool) -> Result<(), Error> {
+    if value.is_empty() && allow_empty {
+        return Ok(());
+    }
+    let ok = !value.is_empty()
+        && value.len() <= 200
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._/+-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            field,
+            "expected 1 to 200 characters of letters, digits and . _ / + -",
+            "pass the value CI produced, without spaces or quotes",
+        ))
+    }
+}
+
+/// Read the last-good receipt. `Ok(None)` when there is none; a file that
+/// is not a receipt this agent understands is exit 2 (nothing touched).
+pub fn read_receipt(config: &Config) -> Result<Option<Receipt>, Error> {
+    let path = config.receipt.path.as_path();
+    let Some(bytes) = fsutil::read_owned(path)? else {
+        return Ok(None);
+    };
+    let receipt = parse_receipt(&bytes, path)?;
+    let release = receipt.release.clone().validated(config, Source::Receipt)?;
+    Ok(Some(Receipt { release, ..receipt }))
+}
+
+/// Parse receipt bytes; errors say what is wrong and what to do.
+pub fn parse_receipt(bytes: &[u8], path: &Path) -> Result<Receipt, Error> {
+    let corrupt = |problem: String| {
+        Error::invalid(
+            format!("receipt {}", path.display()),
+            problem,
+            "record a fresh receipt with `runtime record-release --execute` after a known-good deploy, \
+             or restore one from the receipt history",
+        )
+    };
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON ({e})")))?;
+    match value.get("schemaVersion").and_then(|v| v.as_u64()) {
+        Some(v) if v == u64::from(RECEIPT_SCHEMA_VERSION) => {}
+        Some(v) => {
+            return Err(corrupt(format!(
+                "unknown schemaVersion {v} (this agent reads {RECEIPT_SCHEMA_VERSION})"
+            )))
+        }
+        None => return Err(corrupt("no schemaVersion".into())),
+    }
+    serde_json::from_value(value).map_err(|e| corrupt(format!("unexpected content ({e})")))
+}
+
+/// Write the receipt atomically (0644), first copying the previous one into
+/// the bounded history.
+pub fn write_receipt(config: &Config, release: &Release) -> Result<Receipt, Error> {
+    let receipt = Receipt {
+        schema_version: RECEIPT_SCHEMA_VERSION,
+        release: release.clone(),
+        recorded_at: crate::commands::now(),
+    };
+    let path = config.receipt.path.as_path();
+    if let Some(dir) = path.parent() {
+        fsutil::ensure_dir(dir, 0o755)?;
+    }
+    if let Some(previous) = fsutil::read_owned(path)? {
+        keep_in_history(config, &previous)?;
+    }
+    let mut bytes = serde_json::to_vec_pretty(&receipt).map_err(|e| {
+        Error::failed(
+            "record-release",
+            format!("cannot serialize the receipt: {e}"),
+        )
+    })?;
+    bytes.push(b'\n');
+    fsutil::write_atomic(path, &bytes, 0o644)?;
+    Ok(receipt)
+}
+
+fn keep_in_history(config: &Config, previous: &[u8]) -> Result<(), Error> {
+    let dir = config.receipt_history_dir();
+    fsutil::ensure_dir(&dir, 0o755)?;
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+    fsutil::write_atomic(&dir.join(format!("receipt-{stamp}.json")), previous, 0o644)?;
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| Error::io("list", &dir, e))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("receipt-"))
+        })
+        .collect();
+    entries.sort();
+    let excess = entries.len().saturating_sub(config.receipt.history_limit);
+    for old in &entries[..excess] {
+        let _ = std::fs::remove_file(old);
+    }
+    Ok(())
+}
+
+/// Read the current release. `Ok(None)` when nothing was deployed yet.
+pub fn read_current(config: &Config) -> Result<Option<CurrentRelease>, Error> {
+    let path = config.current_release_path();
+    let Some(bytes) = fsutil::read_owned(&path)? else {
+        return Ok(None);
+    };
+    let current: CurrentRelease = serde_json::from_slice(&bytes).map_err(|e| {
+        Error::invalid(
+            format!("current release state {}", path.display()),
+            format!("unreadable ({e})"),
+            "run `runtime deploy --execute` (or `runtime rollback --execute`) to write it again",
+        )
+    })?;
+    if current.schema_version != CURRENT_SCHEMA_VERSION {
+        return Err(Error::invalid(
+            format!("current release state {}", path.display()),
+            format!("unknown schemaVersion {}", current.schema_version),
+            "run `runtime deploy --execute` to write it again",
+        ));
+    }
+    let release = current
+        .release
+        .clone()
+        .validated(config, Source::CurrentRelease)?;
+    Ok(Some(CurrentRelease { release, ..current }))
+}
+
+/// Record a successful deploy as the release boot recovery restores.
+pub fn write_current(
+    config: &Config,
+    release: &Release,
+    deployed_by: &str,
+) -> Result<CurrentRelease, Error> {
+    let current = CurrentRelease {
+        schema_version: CURRENT_SCHEMA_VERSION,
+        release: release.clone(),
+        deployed_at: crate::commands::now(),
+        deployed_by: deployed_by.to_owned(),
+    };
+    fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
+    let mut bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
+        Error::failed(
+            "deploy",
+            format!("cannot serialize the current release: {e}"),
+        )
+    })?;
+    bytes.push(b'\n');
+    fsutil::write_atomic(&config.current_release_path(), &bytes, 0o644)?;
+    Ok(current)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AbsPath;
+
+    const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn config(dir: &Path) -> Config {
+        let mut c = Config::default();
+        c.agent.state_dir = AbsPath::new(dir.join("state"));
+        c.receipt.path = AbsPath::new(dir.join("deployment/receipt.json"));
+        c.receipt.history_limit = 2;
+        c.docker.allowed_registries = vec!["127.0.0.1:5000".into()];
+        c
+    }
+
+    fn release() -> Release {
+        Release {
+            source_sha: SHA.into(),
+            image_tag: String::new(),
+            backend_image_uri: format!("127.0.0.1:5000/wavemap/backend:sha-{SHA}"),
+            frontend_image_uri: format!("127.0.0.1:5000/wavemap/frontend:sha-{SHA}"),
+            deployment_version: "2026.11.25-1".into(),
+            selected_ref: Some("develop".into()),
+            workflow_run: WorkflowRun::default(),
+        }
+    }
+
+    #[test]
+    fn receipt_round_trips_and_history_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        assert!(read_receipt(&c).unwrap().is_none());
+        let r = release().validated(&c, Source::Flags).unwrap();
+        assert_eq!(r.image_tag, format!("sha-{SHA}"));
+        for _ in 0..4 {
+            write_receipt(&c, &r).unwrap();
+        }
+        let back = read_receipt(&c).unwrap().unwrap();
+        assert_eq!(back.release, r);
+        let history = std::fs::read_dir(c.receipt_history_dir()).unwrap().count();
+        assert_eq!(history, 2);
+        let text = std::fs::read_to_string(c.receipt.path.as_path()).unwrap();
+        assert!(text.contains("\"sourceSha\""), "{text}");
+        assert!(text.contains("\"schemaVersion\": 1"), "{text}");
+    }
+
+    #[test]
+    fn corrupt_or_unknown_receipt_is_invalid_input() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        std::fs::create_dir_all(dir.path().join("deployment")).unwrap();
+        for (content, needle) in [
+            ("{not json", "not JSON"),
+            ("{\"schemaVersion\": 9}", "unknown schemaVersion 9"),
+            (
+                "{\"schemaVersion\": 1, \"sourceSha\": 3}",
+                "unexpected content",
+            ),
+        ] {
+            std::fs::write(c.receipt.path.as_path(), content).unwrap();
+            let err = read_receipt(&c).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn mismatched_pair_or_sha_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let mut r = release();
+        r.source_sha = "f".repeat(40);
+        let err = r.validated(&c, Source::Flags).unwrap_err().to_string();
+        assert!(err.contains("--source-sha"), "{err}");
+        let mut r = release();
+        r.deployment_version = "1; rm -rf /".into();
+        let err = r.validated(&c, Source::Flags).unwrap_err().to_string();
+        assert!(err.contains("--deployment-version"), "{err}");
+    }
+}
