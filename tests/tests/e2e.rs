@@ -1,2 +1,4 @@
 //! End-to-end tests.
 mod foundation;
+mod packaging;
+mod ssm_documents;

@@ -1,0 +1,1 @@
+//! Packaging: the systemd unit, tmpfiles.d, the default config and the .deb.
