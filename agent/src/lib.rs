@@ -19,13 +19,21 @@
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
+//! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
+//!   and the map from SDK errors to exit codes.
+//! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
+//! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
+//! - [`envrender`]: `render_env`, SSM -> checked -> atomically written env files.
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 
 pub mod cli;
+pub mod aws;
 pub mod commands;
 pub mod config;
+pub mod envfile;
+pub mod envrender;
 pub mod error;
 pub mod fsutil;
 pub mod image;
@@ -35,3 +43,4 @@ pub mod logging;
 pub mod output;
 pub mod registry;
 pub mod release;
+pub mod ssm;

@@ -1,9 +1,12 @@
 //! One file per command group; this file dispatches and wraps every mutating
 //! command in the lock and the operation journal.
 
+mod runtime_config;
+mod runtime_env;
+
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, ConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, RuntimeConfigCommand};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal;
@@ -79,12 +82,9 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Config(ConfigCommand::Check) => config_check(inv),
         Command::Daemon => Err(Error::NotBuilt { command: "daemon" }),
         Command::Status => Err(Error::NotBuilt { command: "status" }),
-        Command::RuntimeConfig(_) => Err(Error::NotBuilt {
-            command: command.name(),
-        }),
-        Command::RuntimeEnv(_) => Err(Error::NotBuilt {
-            command: "runtime-env",
-        }),
+        Command::RuntimeConfig(RuntimeConfigCommand::Plan) => runtime_config::plan(inv),
+        Command::RuntimeConfig(RuntimeConfigCommand::Live) => runtime_config::live(inv).await,
+        Command::RuntimeEnv(e) => runtime_env::run(inv, e.execute).await,
         Command::Runtime(_) => Err(Error::NotBuilt {
             command: command.name(),
         }),

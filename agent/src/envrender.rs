@@ -1,0 +1,517 @@
+//! Rendering the env files from SSM Parameter Store: the `env-render` stage
+//! of `runtime deploy`, boot recovery in the daemon, and `runtime-env`.
+//!
+//! The order is what keeps a deploy from half-applying configuration:
+//! fetch every parameter, check all of them against the contract, and only
+//! then touch files. A missing required parameter, a wrong type or a name
+//! that cannot be rendered is a gate (exit 3) before anything is written, so
+//! every existing env file stays byte for byte as it was. Each changed file
+//! is then written atomically (temp file, fsync, rename, fsync dir; mode
+//! 0600) and a file whose bytes would not change is not touched at all, so
+//! its mtime says when its content last changed.
+//!
+//! Entry point: [`render_env`]. The caller holds the agent lock when
+//! `execute` is true (`commands` does that for every mutating command).
+//!
+//! Markers ([`RenderSummary::add_markers`]):
+//! - `WAVEMAP_RUNTIME_ENV_RESULT`: `rendered` (files written), `unchanged`
+//!   (executed, nothing to write) or `planned` (dry run)
+//! - `WAVEMAP_RUNTIME_ENV_DIR`, `_FILES`, `_PARAMETERS`, `_CHANGED_FILES`
+//!   (count), `_CHANGED_FILE_NAMES`, `_UNDECLARED` (count),
+//!   `_UNDECLARED_NAMES`, `_MISSING_OPTIONAL` (count)
+//! - per file, with `<G>` the group upper-cased and `-` as `_`:
+//!   `WAVEMAP_RUNTIME_ENV_FILE_<G>` = `created|updated|unchanged|would-create|would-update`,
+//!   `_VARIABLES`, and `_ADDED`, `_CHANGED`, `_REMOVED` (key names only).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::aws;
+use crate::config::Config;
+use crate::envfile::{self, EnvMap, KeyDiff};
+use crate::error::Error;
+use crate::fsutil;
+use crate::output::Report;
+use crate::ssm::{self, Contract};
+
+/// Env files hold secrets: owner read/write only, folder owner only.
+pub const ENV_FILE_MODE: u32 = 0o600;
+pub const ENV_DIR_MODE: u32 = 0o700;
+
+/// What happened (or would happen) to one env file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileState {
+    Created,
+    Updated,
+    Unchanged,
+    WouldCreate,
+    WouldUpdate,
+}
+
+impl FileState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileState::Created => "created",
+            FileState::Updated => "updated",
+            FileState::Unchanged => "unchanged",
+            FileState::WouldCreate => "would-create",
+            FileState::WouldUpdate => "would-update",
+        }
+    }
+
+    pub fn changes(self) -> bool {
+        self != FileState::Unchanged
+    }
+}
+
+/// One env file: where, how many variables, which keys differ.
+#[derive(Debug, Clone)]
+pub struct FileSummary {
+    pub group: String,
+    pub path: PathBuf,
+    pub variables: usize,
+    pub diff: KeyDiff,
+    pub state: FileState,
+}
+
+/// The result of one render. Names and counts only; no values.
+#[derive(Debug, Clone)]
+pub struct RenderSummary {
+    pub executed: bool,
+    pub env_dir: PathBuf,
+    /// Parameters rendered into files.
+    pub parameters: usize,
+    /// Full names of parameters rendered by the convention, not declared.
+    pub undeclared: Vec<String>,
+    /// Full names of optional parameters that SSM does not have.
+    pub missing_optional: Vec<String>,
+    pub files: Vec<FileSummary>,
+}
+
+impl RenderSummary {
+    pub fn changed_files(&self) -> impl Iterator<Item = &FileSummary> {
+        self.files.iter().filter(|f| f.state.changes())
+    }
+
+    /// `rendered`, `unchanged` or `planned`.
+    pub fn result(&self) -> &'static str {
+        match (self.executed, self.changed_files().next().is_some()) {
+            (false, _) => "planned",
+            (true, true) => "rendered",
+            (true, false) => "unchanged",
+        }
+    }
+
+    pub fn add_markers(&self, report: &mut Report) {
+        const P: &str = "WAVEMAP_RUNTIME_ENV";
+        report.marker(&format!("{P}_RESULT"), self.result());
+        report.marker(&format!("{P}_DIR"), self.env_dir.display());
+        report.marker(&format!("{P}_FILES"), self.files.len());
+        report.marker(&format!("{P}_PARAMETERS"), self.parameters);
+        let changed: Vec<String> = self
+            .changed_files()
+            .map(|f| format!("{}.env", f.group))
+            .collect();
+        report.marker(&format!("{P}_CHANGED_FILES"), changed.len());
+        report.marker(&format!("{P}_CHANGED_FILE_NAMES"), changed.join(","));
+        report.marker(&format!("{P}_UNDECLARED"), self.undeclared.len());
+        report.marker(&format!("{P}_UNDECLARED_NAMES"), self.undeclared.join(","));
+        report.marker(
+            &format!("{P}_MISSING_OPTIONAL"),
+            self.missing_optional.len(),
+        );
+        for f in &self.files {
+            let g = marker_part(&f.group);
+            report.marker(&format!("{P}_FILE_{g}"), f.state.as_str());
+            report.marker(&format!("{P}_FILE_{g}_VARIABLES"), f.variables);
+            report.marker(&format!("{P}_FILE_{g}_ADDED"), f.diff.added.join(","));
+            report.marker(&format!("{P}_FILE_{g}_CHANGED"), f.diff.changed.join(","));
+            report.marker(&format!("{P}_FILE_{g}_REMOVED"), f.diff.removed.join(","));
+        }
+    }
+}
+
+/// A group name as part of a marker name (`my-group` -> `MY_GROUP`).
+fn marker_part(group: &str) -> String {
+    group
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => c.to_ascii_uppercase(),
+            'A'..='Z' | '0'..='9' => c,
+            _ => '_',
+        })
+        .collect()
+}
+
+/// The env file of `group` under the configured env folder.
+pub fn env_file_path(config: &Config, group: &str) -> PathBuf {
+    config.runtime.env_dir.join(format!("{group}.env"))
+}
+
+/// Fetch every parameter under the prefix, check the contract, and render
+/// one file per group; with `execute`, write the files that change.
+///
+/// Errors: [`Error::Gate`] (exit 3) when the contract is not met, naming
+/// the parameters and never a value, with nothing written;
+/// [`Error::Unavailable`] (exit 69) when SSM does not answer within the
+/// configured retries and timeouts; [`Error::Io`] when a file cannot be
+/// read or written.
+pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary, Error> {
+    let contract = Contract::from_config(config);
+    let sdk = aws::sdk_config(config).await;
+    let client = aws::ssm_client(&sdk, config);
+    log::info!(stage = "env-render"; "reading parameters under {} from SSM Parameter Store", contract.prefix);
+    let live = ssm::fetch(&client, &contract.prefix).await?;
+    log::info!(stage = "env-render"; "read {} parameters", live.len());
+    render_fetched(config, &contract, &live, execute)
+}
+
+/// Everything after the fetch; separate so unit tests need no SSM.
+fn render_fetched(
+    config: &Config,
+    contract: &Contract,
+    live: &[ssm::LiveParameter],
+    execute: bool,
+) -> Result<RenderSummary, Error> {
+    let check = contract.check(live);
+    check.gate()?;
+    let groups = group_values(contract, &check, live)?;
+
+    let mut plans = Vec::new();
+    for (group, vars) in &groups {
+        let path = env_file_path(config, group);
+        let header = [
+            format!(
+                "Rendered by wavemap-agent from SSM Parameter Store ({}{group}/ and runtime.parameters).",
+                contract.prefix
+            ),
+            "Do not edit: the next `wavemap-agent runtime-env --execute` replaces this file.".to_owned(),
+        ];
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        // Values were checked for NUL in group_values; a failure here is a bug.
+        let text = envfile::render(&header, vars).map_err(|e| Error::failed("env-render", e))?;
+        plans.push(plan_file(group, &path, vars, text.into_bytes())?);
+    }
+
+    if execute && plans.iter().any(|p| p.write) {
+        fsutil::ensure_dir(config.runtime.env_dir.as_path(), ENV_DIR_MODE)?;
+    }
+    let mut files = Vec::new();
+    for plan in plans {
+        let state = match (plan.write, plan.exists, execute) {
+            (false, _, _) => FileState::Unchanged,
+            (true, false, false) => FileState::WouldCreate,
+            (true, true, false) => FileState::WouldUpdate,
+            (true, exists, true) => {
+                fsutil::write_atomic(&plan.summary.path, &plan.bytes, ENV_FILE_MODE)?;
+                if exists {
+                    FileState::Updated
+                } else {
+                    FileState::Created
+                }
+            }
+        };
+        let mut summary = plan.summary;
+        summary.state = state;
+        log::info!(
+            stage = "env-render";
+            "{}: {} ({} variables; {})",
+            summary.path.display(),
+            state.as_str(),
+            summary.variables,
+            summary.diff
+        );
+        files.push(summary);
+    }
+    let summary = RenderSummary {
+        executed: execute,
+        env_dir: config.runtime.env_dir.as_path().to_path_buf(),
+        parameters: groups.values().map(BTreeMap::len).sum(),
+        undeclared: check.undeclared.iter().map(|u| u.name.clone()).collect(),
+        missing_optional: check.missing.iter().map(|d| d.name.clone()).collect(),
+        files,
+    };
+    if !summary.undeclared.is_empty() {
+        log::warn!(
+            stage = "env-render";
+            "{} parameters are not declared in runtime.parameters and were rendered by the <group>/<VAR> convention: {}",
+            summary.undeclared.len(),
+            summary.undeclared.join(", ")
+        );
+    }
+    if !summary.missing_optional.is_empty() {
+        log::info!(stage = "env-render"; "optional parameters not in SSM: {}", summary.missing_optional.join(", "));
+    }
+    if execute && summary.changed_files().next().is_none() {
+        log::info!(stage = "env-render"; "every env file is already up to date; nothing was rewritten");
+    }
+    Ok(summary)
+}
+
+/// Variables per group, every configured group present (Compose fails on
+/// an `env_file` that does not exist, so an empty group still gets a file).
+fn group_values(
+    contract: &Contract,
+    check: &ssm::Check,
+    live: &[ssm::LiveParameter],
+) -> Result<BTreeMap<String, EnvMap>, Error> {
+    let by_name: BTreeMap<&str, &ssm::LiveParameter> =
+        live.iter().map(|p| (p.name.as_str(), p)).collect();
+    let mut groups: BTreeMap<String, EnvMap> = contract
+        .file_groups()
+        .into_iter()
+        .map(|g| (g, EnvMap::new()))
+        .collect();
+    let targets = contract
+        .declared
+        .iter()
+        .map(|d| (d.name.as_str(), d.group.as_str(), d.variable.as_str()))
+        .chain(
+            check
+                .undeclared
+                .iter()
+                .map(|u| (u.name.as_str(), u.group.as_str(), u.variable.as_str())),
+        );
+    let mut bad = Vec::new();
+    for (name, group, variable) in targets {
+        let Some(parameter) = by_name.get(name) else {
+            continue; // a missing optional parameter
+        };
+        let Some(value) = &parameter.value else {
+            bad.push(format!("parameter {name} came back without a value"));
+            continue;
+        };
+        if value.expose().contains('\0') {
+            bad.push(format!(
+                "parameter {name} contains a NUL character, which no environment variable can hold"
+            ));
+            continue;
+        }
+        groups
+            .entry(group.to_owned())
+            .or_default()
+            .insert(variable.to_owned(), value.expose().to_owned());
+    }
+    if !bad.is_empty() {
+        return Err(Error::Gate {
+            reason: format!("{}; nothing was written", bad.join("; ")),
+        });
+    }
+    Ok(groups)
+}
+
+struct FilePlan {
+    summary: FileSummary,
+    bytes: Vec<u8>,
+    exists: bool,
+    write: bool,
+}
+
+/// Compare the rendered bytes with the file on disk.
+fn plan_file(group: &str, path: &Path, vars: &EnvMap, bytes: Vec<u8>) -> Result<FilePlan, Error> {
+    let current = fsutil::read_owned(path)?;
+    let exists = current.is_some();
+    let old = match &current {
+        None => EnvMap::new(),
+        Some(old_bytes) => envfile::parse_bytes(old_bytes).unwrap_or_else(|e| {
+            log::warn!(
+                stage = "env-render";
+                "{} cannot be read as an env file ({e}); it will be replaced whole",
+                path.display()
+            );
+            EnvMap::new()
+        }),
+    };
+    let same_bytes = current.as_deref() == Some(bytes.as_slice());
+    let mode_ok = std::fs::symlink_metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777 == ENV_FILE_MODE)
+        .unwrap_or(false);
+    if same_bytes && !mode_ok {
+        log::warn!(
+            stage = "env-render";
+            "{} has the right content but not mode 0600; it will be rewritten",
+            path.display()
+        );
+    }
+    Ok(FilePlan {
+        summary: FileSummary {
+            group: group.to_owned(),
+            path: path.to_path_buf(),
+            variables: vars.len(),
+            diff: KeyDiff::between(&old, vars),
+            state: FileState::Unchanged,
+        },
+        bytes,
+        exists,
+        write: !(same_bytes && mode_ok),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ssm::{LiveParameter, LiveType, SecretValue};
+
+    fn config(dir: &Path) -> Config {
+        Config::parse(
+            &format!(
+                r#"
+[runtime]
+env_dir = "{}/env"
+parameter_prefix = "/app/dev/"
+groups = ["backend", "frontend"]
+
+[[runtime.parameters]]
+name = "backend/DATABASE_URL"
+type = "SecureString"
+
+[[runtime.parameters]]
+name = "backend/OPTIONAL"
+type = "String"
+required = false
+"#,
+                dir.display()
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn live(name: &str, kind: LiveType, value: &str) -> LiveParameter {
+        LiveParameter {
+            name: name.into(),
+            kind,
+            value: Some(SecretValue::new(value.into())),
+        }
+    }
+
+    fn params(db: &str) -> Vec<LiveParameter> {
+        vec![
+            live("/app/dev/backend/DATABASE_URL", LiveType::SecureString, db),
+            live(
+                "/app/dev/frontend/PUBLIC_URL",
+                LiveType::String,
+                "https://x.example/",
+            ),
+        ]
+    }
+
+    fn render(dir: &Path, live: &[LiveParameter], execute: bool) -> Result<RenderSummary, Error> {
+        let config = config(dir);
+        render_fetched(&config, &Contract::from_config(&config), live, execute)
+    }
+
+    #[test]
+    fn dry_run_plans_and_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = render(dir.path(), &params("postgres://u:p@db/x"), false).unwrap();
+        assert_eq!(summary.result(), "planned");
+        assert_eq!(summary.files[0].state, FileState::WouldCreate);
+        assert_eq!(summary.files[0].diff.added, vec!["DATABASE_URL"]);
+        assert!(!dir.path().join("env").exists());
+    }
+
+    #[test]
+    fn render_writes_0600_files_then_leaves_them_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+        assert_eq!(summary.result(), "rendered");
+        assert_eq!(summary.undeclared, vec!["/app/dev/frontend/PUBLIC_URL"]);
+        assert_eq!(summary.missing_optional, vec!["/app/dev/backend/OPTIONAL"]);
+        let backend = dir.path().join("env/backend.env");
+        let bytes = std::fs::read(&backend).unwrap();
+        let vars = envfile::parse_bytes(&bytes).unwrap();
+        assert_eq!(
+            vars.get("DATABASE_URL").map(String::as_str),
+            Some("postgres://u:p@db/x")
+        );
+        let mode = std::fs::metadata(&backend).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(dir.path().join("env"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+
+        let inode_before = std::fs::metadata(&backend)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        let again = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+        assert_eq!(again.result(), "unchanged");
+        let inode_after = std::fs::metadata(&backend)
+            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+            .unwrap();
+        assert_eq!(
+            inode_before, inode_after,
+            "an unchanged file is not replaced"
+        );
+
+        let changed = render(dir.path(), &params("postgres://u:q@db/x"), true).unwrap();
+        assert_eq!(changed.files[0].state, FileState::Updated);
+        assert_eq!(changed.files[0].diff.changed, vec!["DATABASE_URL"]);
+        assert_eq!(changed.files[1].state, FileState::Unchanged);
+    }
+
+    #[test]
+    fn a_contract_breach_writes_nothing_and_names_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        render(dir.path(), &params("first-secret-value"), true).unwrap();
+        let backend = dir.path().join("env/backend.env");
+        let before = std::fs::read(&backend).unwrap();
+        let wrong = vec![
+            live(
+                "/app/dev/backend/DATABASE_URL",
+                LiveType::String,
+                "second-secret-value",
+            ),
+            live(
+                "/app/dev/frontend/PUBLIC_URL",
+                LiveType::String,
+                "changed-public",
+            ),
+        ];
+        let err = render(dir.path(), &wrong, true).unwrap_err();
+        assert_eq!(err.exit_code(), 3);
+        let text = err.to_string();
+        assert!(text.contains("/app/dev/backend/DATABASE_URL"), "{text}");
+        assert!(!text.contains("secret-value"), "{text}");
+        assert_eq!(std::fs::read(&backend).unwrap(), before);
+    }
+
+    #[test]
+    fn an_empty_group_still_gets_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let only_backend = vec![live(
+            "/app/dev/backend/DATABASE_URL",
+            LiveType::SecureString,
+            "x",
+        )];
+        let summary = render(dir.path(), &only_backend, true).unwrap();
+        assert_eq!(summary.files.len(), 2);
+        let frontend = std::fs::read(dir.path().join("env/frontend.env")).unwrap();
+        assert!(envfile::parse_bytes(&frontend).unwrap().is_empty());
+    }
+
+    #[test]
+    fn markers_carry_counts_states_and_key_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let summary = render(dir.path(), &params("v"), false).unwrap();
+        let mut report = Report::new();
+        summary.add_markers(&mut report);
+        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_RESULT"), Some("planned"));
+        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_FILES"), Some("2"));
+        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_PARAMETERS"), Some("2"));
+        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_CHANGED_FILES"), Some("2"));
+        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_UNDECLARED"), Some("1"));
+        assert_eq!(
+            report.get("WAVEMAP_RUNTIME_ENV_FILE_BACKEND"),
+            Some("would-create")
+        );
+        assert_eq!(
+            report.get("WAVEMAP_RUNTIME_ENV_FILE_BACKEND_ADDED"),
+            Some("DATABASE_URL")
+        );
+    }
+}
