@@ -27,16 +27,30 @@
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
+//! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
+//!   shared by deploy, rollback and boot recovery.
+//! - [`daemon`]: the systemd service: boot recovery, watchdog, heartbeat.
+//! - [`status`]: the operator's read-only view.
+//! - [`database`]: migration status (journal vs ledger) and the gate.
+//! - [`docker`]: connecting to the Engine (bounded wait, version negotiation).
+//! - [`compose`]: load a compose file, plan, converge, wait for health.
+//! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
 
 pub mod cli;
 pub mod aws;
 pub mod commands;
+pub mod compose;
 pub mod config;
+pub mod daemon;
+pub mod deploy;
 pub mod envfile;
 pub mod envrender;
+pub mod database;
+pub mod docker;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod jobs;
 pub mod journal;
 pub mod lock;
 pub mod logging;
@@ -44,3 +58,4 @@ pub mod output;
 pub mod registry;
 pub mod release;
 pub mod ssm;
+pub mod status;

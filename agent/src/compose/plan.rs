@@ -1,0 +1,404 @@
+//! What a converge would change, decided from one container list call and
+//! one image inspect per service.
+//!
+//! A service is recreated when its `com.docker.compose.config-hash` label
+//! differs from the hash of its effective config (env file contents
+//! included), when the image ID its tag points to now differs from the
+//! `com.docker.compose.image` label, or when its container lost a network or
+//! volume: the same rules `docker compose up` applies, so the two agree.
+//! Containers of the project whose service left the file are orphans.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use bollard::query_parameters::ListContainersOptions;
+use bollard::Docker;
+use serde::Serialize;
+
+use super::hash;
+use super::labels;
+use super::model::{MountKind, Project};
+use crate::error::{Dependency, Error};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// The tag now points to another image ID.
+    Image,
+    /// Only the effective environment changed.
+    Env,
+    /// Anything else in the service config (or a lost network/volume).
+    Config,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Reason::Image => "image",
+            Reason::Env => "env",
+            Reason::Config => "config",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum Action {
+    Create,
+    Recreate { reason: Reason },
+    /// Up to date; `running: false` means converge starts it.
+    Keep { running: bool },
+    /// An orphan (service no longer in the file) or a surplus container.
+    Remove,
+}
+
+/// The container a service has now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Existing {
+    pub id: String,
+    pub name: String,
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ServicePlan {
+    pub service: String,
+    #[serde(flatten)]
+    pub action: Action,
+    pub container: Option<Existing>,
+    /// The image reference of the file.
+    pub image: Option<String>,
+    /// The local image ID that reference points to; `None` when the image
+    /// is not present (converge then fails without touching anything).
+    pub image_id: Option<String>,
+    pub config_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub project: String,
+    /// Services in dependency order, then removals.
+    pub services: Vec<ServicePlan>,
+}
+
+impl Plan {
+    /// True when converge would change nothing.
+    pub fn is_noop(&self) -> bool {
+        self.services
+            .iter()
+            .all(|s| s.action == Action::Keep { running: true })
+    }
+
+    pub fn action(&self, service: &str) -> Option<&Action> {
+        self.services
+            .iter()
+            .find(|s| s.service == service && s.action != Action::Remove)
+            .map(|s| &s.action)
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "project {}:", self.project)?;
+        let width = self
+            .services
+            .iter()
+            .map(|s| s.service.len())
+            .max()
+            .unwrap_or(0);
+        for s in &self.services {
+            let action = match &s.action {
+                Action::Create => "create".to_owned(),
+                Action::Recreate { reason } => format!("recreate ({reason})"),
+                Action::Keep { running: true } => "keep".to_owned(),
+                Action::Keep { running: false } => "keep (start)".to_owned(),
+                Action::Remove => "remove".to_owned(),
+            };
+            let missing = if s.action != Action::Remove && s.image_id.is_none() {
+                "  [image not present locally]"
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  {:width$}  {:14}  {}{}",
+                s.service,
+                action,
+                s.image.as_deref().unwrap_or("-"),
+                missing
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Services in an order where every dependency comes first (file order
+/// otherwise); `Err` names a cycle.
+pub fn dependency_order(project: &Project) -> Result<Vec<String>, String> {
+    let mut done: BTreeSet<&str> = BTreeSet::new();
+    let mut order = Vec::new();
+    fn visit<'a>(
+        project: &'a Project,
+        name: &'a str,
+        done: &mut BTreeSet<&'a str>,
+        stack: &mut Vec<&'a str>,
+        order: &mut Vec<String>,
+    ) -> Result<(), String> {
+        if done.contains(name) {
+            return Ok(());
+        }
+        if stack.contains(&name) {
+            let mut cycle: Vec<&str> = stack.clone();
+            cycle.push(name);
+            return Err(cycle.join(" -> "));
+        }
+        stack.push(name);
+        if let Some(service) = project.service(name) {
+            for dep in service.depends_on.keys() {
+                visit(project, dep, done, stack, order)?;
+            }
+        }
+        stack.pop();
+        done.insert(name);
+        order.push(name.to_owned());
+        Ok(())
+    }
+    for service in &project.services {
+        visit(project, &service.name, &mut done, &mut Vec::new(), &mut order)?;
+    }
+    Ok(order)
+}
+
+/// A container of the project as the list call shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct Listed {
+    pub id: String,
+    pub name: String,
+    pub service: String,
+    pub number: u32,
+    pub state: String,
+    pub labels: BTreeMap<String, String>,
+    pub image_id: Option<String>,
+    pub networks: BTreeSet<String>,
+    pub volumes: BTreeSet<String>,
+}
+
+/// All non-one-off containers of `project` (one API call).
+pub(crate) async fn list_project(docker: &Docker, project: &str) -> Result<Vec<Listed>, Error> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("{}={project}", labels::PROJECT)],
+    )]);
+    let containers = docker
+        .list_containers(Some(ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .map_err(|e| docker_error("list containers", e))?;
+    let mut out = Vec::new();
+    for c in containers {
+        let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+        if labels.get(labels::ONEOFF).map(String::as_str) == Some("True") {
+            continue;
+        }
+        let Some(service) = labels.get(labels::SERVICE).cloned() else {
+            continue;
+        };
+        let name = c
+            .names
+            .unwrap_or_default()
+            .first()
+            .map(|n| n.trim_start_matches('/').to_owned())
+            .unwrap_or_default();
+        out.push(Listed {
+            id: c.id.unwrap_or_default(),
+            name,
+            number: labels
+                .get(labels::CONTAINER_NUMBER)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
+            service,
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            image_id: c.image_id,
+            networks: c
+                .network_settings
+                .and_then(|n| n.networks)
+                .map(|n| n.into_keys().collect())
+                .unwrap_or_default(),
+            volumes: c
+                .mounts
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|m| m.name)
+                .collect(),
+            labels,
+        });
+    }
+    Ok(out)
+}
+
+pub(crate) fn docker_error(action: &str, e: bollard::errors::Error) -> Error {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::failed("converge", format!("{action}: Docker said {status_code}: {message}")),
+        E::RequestTimeoutError => {
+            Error::unavailable(Dependency::Docker, format!("{action}: request timed out"))
+        }
+        other if is_connection_error(&other) => {
+            Error::unavailable(Dependency::Docker, format!("{action}: {other}"))
+        }
+        other => Error::failed("converge", format!("{action}: {other}")),
+    }
+}
+
+fn is_connection_error(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    matches!(
+        e,
+        E::HyperResponseError { .. } | E::IOError { .. } | E::HyperLegacyError { .. }
+    )
+}
+
+/// The image ID `reference` points to locally, `None` if it is absent.
+pub(crate) async fn local_image_id(docker: &Docker, reference: &str) -> Result<Option<String>, Error> {
+    match docker.inspect_image(reference).await {
+        Ok(image) => Ok(image.id),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(docker_error(&format!("inspect image {reference}"), e)),
+    }
+}
+
+/// Decide what converge would do for every service and orphan.
+pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, Error> {
+    let order = dependency_order(project).map_err(|cycle| {
+        Error::invalid("compose file", format!("dependency cycle: {cycle}"), "break the cycle")
+    })?;
+    let listed = list_project(docker, &project.name).await?;
+
+    // One image inspect per distinct reference, run together.
+    let references: BTreeSet<&str> = project.services.iter().map(|s| s.image.as_str()).collect();
+    let lookups = futures_util::future::join_all(
+        references
+            .iter()
+            .map(|r| async move { (*r, local_image_id(docker, r).await) }),
+    )
+    .await;
+    let mut image_ids: BTreeMap<&str, Option<String>> = BTreeMap::new();
+    for (reference, result) in lookups {
+        image_ids.insert(reference, result?);
+    }
+
+    let mut services = Vec::new();
+    let mut removals = Vec::new();
+    for name in &order {
+        let Some(service) = project.service(name) else {
+            continue;
+        };
+        let image_id = image_ids.get(service.image.as_str()).cloned().flatten();
+        let config_hash = hash::service_hash(service);
+        let mut mine: Vec<&Listed> = listed.iter().filter(|c| &c.service == name).collect();
+        // Keep the lowest container number; any others are surplus.
+        mine.sort_by_key(|c| (c.number != 1, c.number, c.name.clone()));
+        let action = match mine.first() {
+            None => Action::Create,
+            Some(current) => decide(project, service, current, &config_hash, image_id.as_deref()),
+        };
+        for surplus in mine.iter().skip(1) {
+            removals.push(removal(surplus));
+        }
+        services.push(ServicePlan {
+            service: name.clone(),
+            action,
+            container: mine.first().map(|c| Existing {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                state: c.state.clone(),
+            }),
+            image: Some(service.image.clone()),
+            image_id,
+            config_hash: Some(config_hash),
+        });
+    }
+    for orphan in listed.iter().filter(|c| project.service(&c.service).is_none()) {
+        removals.push(removal(orphan));
+    }
+    services.extend(removals);
+    Ok(Plan {
+        project: project.name.clone(),
+        services,
+    })
+}
+
+fn removal(c: &Listed) -> ServicePlan {
+    ServicePlan {
+        service: c.service.clone(),
+        action: Action::Remove,
+        container: Some(Existing {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            state: c.state.clone(),
+        }),
+        image: None,
+        image_id: c.image_id.clone(),
+        config_hash: None,
+    }
+}
+
+fn decide(
+    project: &Project,
+    service: &super::model::Service,
+    current: &Listed,
+    config_hash: &str,
+    image_id: Option<&str>,
+) -> Action {
+    let label = |key: &str| current.labels.get(key).map(String::as_str);
+    let current_image = label(labels::IMAGE).or(current.image_id.as_deref());
+    if image_id.is_none() || current_image != image_id {
+        return Action::Recreate {
+            reason: Reason::Image,
+        };
+    }
+    if label(labels::CONFIG_HASH) != Some(config_hash) {
+        let env_changed = label(labels::AGENT_ENV_HASH)
+            .is_some_and(|h| h != hash::environment_hash(service));
+        let rest_same =
+            label(labels::AGENT_BASE_HASH) == Some(&hash::service_hash_without_env(service));
+        let reason = if env_changed && rest_same {
+            Reason::Env
+        } else {
+            Reason::Config
+        };
+        return Action::Recreate { reason };
+    }
+    let running = current.state == "running";
+    // Compose's own extra checks: a running container must be on every
+    // network of the service, and every named volume must be mounted.
+    if running {
+        for key in service.networks.iter().flat_map(|n| n.keys()) {
+            if let Some(def) = project.networks.get(key) {
+                if !current.networks.contains(&def.name) {
+                    return Action::Recreate {
+                        reason: Reason::Config,
+                    };
+                }
+            }
+        }
+    }
+    for mount in service.volumes.iter().filter(|m| m.kind == MountKind::Volume) {
+        if let Some(def) = project.volumes.get(&mount.source) {
+            if !current.volumes.contains(&def.name) {
+                return Action::Recreate {
+                    reason: Reason::Config,
+                };
+            }
+        }
+    }
+    Action::Keep { running }
+}

@@ -1,0 +1,82 @@
+//! The one way the agent reaches the Docker Engine.
+//!
+//! At boot the daemon may start before dockerd answers, so connecting is a
+//! bounded wait (`docker.connect_wait`), not a single try; past it the
+//! contract wants exit 69 ("a dependency stayed unavailable"). The API
+//! version is negotiated so the same binary drives Engine 20.10 (API 1.41)
+//! and current engines.
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+
+use crate::config::Config;
+use crate::error::{Dependency, Error};
+
+/// Connect to `config.docker.host`, wait up to `config.docker.connect_wait`
+/// for the Engine to answer, and negotiate the API version.
+pub async fn connect(config: &Config) -> Result<Docker, Error> {
+    connect_to(
+        &config.docker.host,
+        config.docker.request_timeout.duration(),
+        config.docker.connect_wait.duration(),
+    )
+    .await
+}
+
+/// [`connect`] without a whole config (tests, tools).
+pub async fn connect_to(
+    host: &str,
+    request_timeout: Duration,
+    wait: Duration,
+) -> Result<Docker, Error> {
+    let docker = Docker::connect_with_host(host)
+        .map_err(|e| Error::unavailable(Dependency::Docker, format!("{host}: {e}")))?
+        .with_timeout(request_timeout);
+    let deadline = Instant::now() + wait;
+    let mut delay = Duration::from_millis(250);
+    loop {
+        // A short per-attempt timeout so a hung socket cannot eat the wait.
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(10).min(request_timeout),
+            docker.clone().negotiate_version(),
+        )
+        .await;
+        let failure = match attempt {
+            Ok(Ok(negotiated)) => return Ok(negotiated),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "no answer within 10s".to_owned(),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::unavailable(
+                Dependency::Docker,
+                format!(
+                    "{host} did not answer within {}s: {failure}",
+                    wait.as_secs()
+                ),
+            ));
+        }
+        log::info!(stage = "docker"; "waiting for the Docker Engine at {host}: {failure}");
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_absent_engine_is_unavailable_exit_69_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = format!("unix://{}/none.sock", dir.path().display());
+        let started = Instant::now();
+        let err = connect_to(&host, Duration::from_secs(5), Duration::from_secs(1))
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), 69);
+        assert!(err.to_string().contains("Docker Engine"), "{err}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+    }
+}
