@@ -1,0 +1,402 @@
+//! `database status | migrate | reset`.
+//!
+//! Status is read-only: journal from the image, ledger from the database,
+//! classification, markers, exit 3 when the gate blocks. Migrate is status,
+//! then the configured migrate job in the API container only when the state
+//! is `behind`, then status again. Reset is destructive and asks for the
+//! environment name; it runs migrate, base seed and dev seed as jobs and
+//! counts warnings (the dev seed's known event-series warnings are not a
+//! failure).
+
+use serde::Serialize;
+
+use crate::cli::{DatabaseCommand, DatabaseTarget};
+use crate::commands::Invocation;
+use crate::config::Config;
+use crate::database::classify::{self, Gate, State, Status};
+use crate::database::journal::Journal;
+use crate::database::ledger::{self, LedgerError, Target};
+use crate::database::source;
+use crate::error::{Dependency, Error, Result};
+use crate::fsutil;
+use crate::jobs::{self, Job};
+use crate::output::Report;
+
+pub async fn run(command: &DatabaseCommand, inv: &mut Invocation<'_>) -> Result<()> {
+    match command {
+        DatabaseCommand::Status {
+            allow_migrate,
+            target,
+        } => status(inv, *allow_migrate, target).await,
+        DatabaseCommand::Migrate { execute, target } => migrate(inv, execute.execute, target).await,
+        DatabaseCommand::Reset {
+            execute,
+            confirm,
+            target: _,
+        } => reset(inv, execute.execute, confirm.as_deref()).await,
+    }
+}
+
+/// The inputs of a status check, kept so migrate can re-read only the ledger.
+struct Inputs {
+    journal: Journal,
+    journal_origin: String,
+    url: String,
+    table: Target,
+}
+
+async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
+    let table = Target {
+        schema: target
+            .migrations_schema
+            .clone()
+            .unwrap_or_else(|| config.database.migrations_schema.clone()),
+        table: target
+            .migrations_table
+            .clone()
+            .unwrap_or_else(|| config.database.migrations_table.clone()),
+    };
+    let (url, url_origin) = source::database_url(config, target.database_url.as_deref())?;
+    log::debug!(stage = "database"; "connection string from {url_origin}");
+    let loaded = source::load_journal(config, target.migrations_dir.as_deref()).await?;
+    log::info!(stage = "database"; "journal: {} entries from {}", loaded.journal.migrations.len(), loaded.origin);
+    Ok(Inputs {
+        journal: loaded.journal,
+        journal_origin: loaded.origin,
+        url,
+        table,
+    })
+}
+
+async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<Status> {
+    let ledger = ledger::read(
+        &inputs.url,
+        &inputs.table,
+        config.database.connect_timeout.duration(),
+    )
+    .await
+    .map_err(|e| ledger_error(e, &inputs.url))?;
+    let status = classify::classify(&inputs.journal, &ledger, allow_migrate);
+    for line in status.explain(&inputs.table.display()) {
+        log::info!(stage = "database"; "{line}");
+    }
+    Ok(status)
+}
+
+fn ledger_error(e: LedgerError, url: &str) -> Error {
+    if e.is_unavailable() {
+        // The rendered env names the Compose service; the host cannot
+        // resolve it. Say so instead of leaving a bare DNS error.
+        let hint = match url_host(url) {
+            Some(host) if !host.contains('.') && host != "localhost" => format!(
+                "; `{host}` is a name inside the Compose network: on the host pass --database-url (or set database.url) with the published address"
+            ),
+            _ => String::new(),
+        };
+        return Error::unavailable(Dependency::Postgres, format!("{e}{hint}"));
+    }
+    match e {
+        LedgerError::BadUrl { .. } => Error::invalid(
+            "database URL",
+            e.to_string(),
+            "pass a postgres://user:password@host:port/db URL",
+        ),
+        other => Error::failed("ledger", other),
+    }
+}
+
+/// Host name of a connection string, if it has one (for the hint only).
+fn url_host(url: &str) -> Option<String> {
+    let config: tokio_postgres::Config = url.parse().ok()?;
+    match config.get_hosts().first()? {
+        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
+        tokio_postgres::config::Host::Unix(_) => None,
+    }
+}
+
+fn status_markers(report: &mut Report, status: &Status, origin: &str) {
+    report.marker("WAVEMAP_DATABASE_STATUS_STATE", status.state);
+    report.marker(
+        "WAVEMAP_DATABASE_STATUS_EXPECTED_COUNT",
+        status.expected_count,
+    );
+    report.marker(
+        "WAVEMAP_DATABASE_STATUS_APPLIED_COUNT",
+        status.applied_count,
+    );
+    report.marker(
+        "WAVEMAP_DATABASE_STATUS_PENDING_COUNT",
+        status.pending_count,
+    );
+    report.marker("WAVEMAP_DATABASE_STATUS_GATE", status.gate);
+    report.marker("WAVEMAP_DATABASE_STATUS_JOURNAL_SOURCE", origin);
+}
+
+/// The cache `status` shows: the last answer, not a live one.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Cached<'a> {
+    schema_version: u32,
+    state: State,
+    gate: Gate,
+    expected_count: usize,
+    applied_count: usize,
+    pending_count: usize,
+    journal_source: &'a str,
+    checked_at: String,
+}
+
+fn save_status(config: &Config, status: &Status, origin: &str) {
+    let cached = Cached {
+        schema_version: 1,
+        state: status.state,
+        gate: status.gate,
+        expected_count: status.expected_count,
+        applied_count: status.applied_count,
+        pending_count: status.pending_count,
+        journal_source: origin,
+        checked_at: super::now(),
+    };
+    let path = config.database_status_path();
+    let result = serde_json::to_vec_pretty(&cached)
+        .map_err(|e| Error::failed("status cache", e))
+        .and_then(|mut bytes| {
+            bytes.push(b'\n');
+            fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
+            fsutil::write_atomic(&path, &bytes, 0o644)
+        });
+    if let Err(e) = result {
+        log::warn!(stage = "database"; "cannot save the last status to {}: {e}", path.display());
+    }
+}
+
+async fn status(
+    inv: &mut Invocation<'_>,
+    allow_migrate: bool,
+    target: &DatabaseTarget,
+) -> Result<()> {
+    let inputs = inputs(inv.config, target).await?;
+    let status = check(inv.config, &inputs, allow_migrate).await?;
+    status_markers(inv.report, &status, &inputs.journal_origin);
+    inv.report.set_data(serde_json::json!({
+        "status": status,
+        "journal": {"source": inputs.journal_origin, "layout": inputs.journal.layout},
+        "ledger": inputs.table.display(),
+    }));
+    save_status(inv.config, &status, &inputs.journal_origin);
+    gate_result(&status)
+}
+
+fn gate_result(status: &Status) -> Result<()> {
+    match status.gate {
+        Gate::Pass | Gate::Migrate => Ok(()),
+        Gate::Block => Err(Error::Gate {
+            reason: format!(
+                "database gate: state {} ({} expected, {} applied, {} pending)",
+                status.state, status.expected_count, status.applied_count, status.pending_count
+            ),
+        }),
+    }
+}
+
+async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarget) -> Result<()> {
+    let config = inv.config;
+    let inputs = inputs(config, target).await?;
+    let before = check(config, &inputs, true).await?;
+    status_markers(inv.report, &before, &inputs.journal_origin);
+    inv.report
+        .marker("WAVEMAP_DATABASE_MIGRATE_BEFORE_STATE", before.state);
+    inv.report.marker(
+        "WAVEMAP_DATABASE_MIGRATE_PENDING_COUNT",
+        before.pending_count,
+    );
+    if before.state != State::Behind {
+        save_status(config, &before, &inputs.journal_origin);
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "blocked");
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT", 0);
+        let reason = if before.state == State::UpToDate {
+            "the database is up-to-date; there is nothing to migrate".to_owned()
+        } else {
+            format!(
+                "the database is {}; migrate only applies pending entries to a `behind` database, and the migrator cannot repair this state",
+                before.state
+            )
+        };
+        return Err(Error::Gate { reason });
+    }
+    let argv = &config.jobs.migrate_command;
+    let names: Vec<&str> = before.pending.iter().map(|e| e.name.as_str()).collect();
+    if !execute {
+        log::info!(stage = "migrate"; "dry run: would run `{}` in the API container to apply {} entries: {}", argv.join(" "), names.len(), names.join(", "));
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "planned");
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT", 0);
+        return Ok(());
+    }
+    log::info!(stage = "migrate"; "applying {} entries: {}", names.len(), names.join(", "));
+    let job = Job {
+        name: "migrate",
+        argv,
+        capture_stdout: false,
+    };
+    let outcome = match jobs::run(config, &job).await {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            inv.report
+                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+            return Err(e);
+        }
+    };
+    let after = check(config, &inputs, false).await;
+    let after = match after {
+        Ok(after) => after,
+        Err(e) => {
+            inv.report
+                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+            return Err(e);
+        }
+    };
+    save_status(config, &after, &inputs.journal_origin);
+    status_markers(inv.report, &after, &inputs.journal_origin);
+    inv.report
+        .marker("WAVEMAP_DATABASE_MIGRATE_AFTER_STATE", after.state);
+    inv.report.marker(
+        "WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT",
+        after.applied_count.saturating_sub(before.applied_count),
+    );
+    if !outcome.success() {
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+        return Err(Error::failed(
+            "migrate",
+            format!(
+                "`{}` exited {}; the database is now {}",
+                argv.join(" "),
+                outcome.exit_code,
+                after.state
+            ),
+        ));
+    }
+    if after.state != State::UpToDate {
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+        return Err(Error::failed(
+            "migrate",
+            format!(
+                "the migrate job exited 0 but the database is {} afterwards, not up-to-date",
+                after.state
+            ),
+        ));
+    }
+    inv.report
+        .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "applied");
+    Ok(())
+}
+
+/// One step of reset, in order, with its marker.
+struct Step<'a> {
+    name: &'static str,
+    marker: &'static str,
+    argv: &'a [String],
+}
+
+async fn reset(inv: &mut Invocation<'_>, execute: bool, confirm: Option<&str>) -> Result<()> {
+    let config = inv.config;
+    let environment = &config.agent.environment;
+    let steps = [
+        Step {
+            name: "migrate",
+            marker: "WAVEMAP_DATABASE_RESET_MIGRATE_RESULT",
+            argv: &config.jobs.migrate_command,
+        },
+        Step {
+            name: "base-seed",
+            marker: "WAVEMAP_DATABASE_RESET_BASE_SEED_RESULT",
+            argv: &config.jobs.base_seed_command,
+        },
+        Step {
+            name: "dev-seed",
+            marker: "WAVEMAP_DATABASE_RESET_DEV_SEED_RESULT",
+            argv: &config.jobs.dev_seed_command,
+        },
+    ];
+    inv.report
+        .marker("WAVEMAP_DATABASE_RESET_ENVIRONMENT", environment);
+    if !execute {
+        log::info!(stage = "reset"; "dry run: `database reset --execute --confirm {environment}` would run in the API container of project `{}`:", config.runtime.project_name);
+        for (i, step) in steps.iter().enumerate() {
+            log::info!(stage = "reset"; "  {}. {}: `{}`", i + 1, step.name, step.argv.join(" "));
+            inv.report.marker(step.marker, "planned");
+        }
+        if confirm.is_some_and(|c| c != environment) {
+            log::warn!(stage = "reset"; "--confirm does not match the environment name; --execute would refuse it");
+        }
+        inv.report.marker("WAVEMAP_DATABASE_RESET_WARNING_COUNT", 0);
+        inv.report
+            .marker("WAVEMAP_DATABASE_RESET_RESULT", "planned");
+        return Ok(());
+    }
+    if confirm != Some(environment.as_str()) {
+        inv.report
+            .marker("WAVEMAP_DATABASE_RESET_RESULT", "refused");
+        let problem = match confirm {
+            None => "destructive reset needs the environment name as confirmation".to_owned(),
+            Some(_) => "the confirmation does not match the environment name".to_owned(),
+        };
+        return Err(Error::invalid(
+            "--confirm",
+            problem,
+            format!("pass --confirm {environment} (agent.environment) to reset this database"),
+        ));
+    }
+    let mut warnings = 0;
+    let mut failure = None;
+    for step in &steps {
+        if failure.is_some() {
+            inv.report.marker(step.marker, "skipped");
+            continue;
+        }
+        let job = Job {
+            name: step.name,
+            argv: step.argv,
+            capture_stdout: false,
+        };
+        match jobs::run(config, &job).await {
+            Ok(outcome) => {
+                warnings += outcome.warning_count;
+                if outcome.success() {
+                    inv.report.marker(step.marker, "success");
+                } else {
+                    inv.report.marker(step.marker, "failed");
+                    failure = Some(Error::failed(
+                        step.name,
+                        format!("`{}` exited {}", step.argv.join(" "), outcome.exit_code),
+                    ));
+                }
+            }
+            Err(e) => {
+                inv.report.marker(step.marker, "failed");
+                failure = Some(e);
+            }
+        }
+    }
+    inv.report
+        .marker("WAVEMAP_DATABASE_RESET_WARNING_COUNT", warnings);
+    if warnings > 0 {
+        log::warn!(stage = "reset"; "{warnings} warning lines (matching {:?}) in the job output; warnings are not a failure", config.jobs.warning_pattern);
+    }
+    match failure {
+        Some(e) => {
+            inv.report.marker("WAVEMAP_DATABASE_RESET_RESULT", "failed");
+            Err(e)
+        }
+        None => {
+            inv.report
+                .marker("WAVEMAP_DATABASE_RESET_RESULT", "success");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! Migration status: does the live database match the migrations shipped in
+//! the deployed API image, and may a deploy go on?
+//!
+//! Routine deploys gate endpoint smoke on this answer, so it must predict
+//! what the real Drizzle migrator will do rather than count rows. The parts:
+//!
+//! - [`journal`]: the migrations folder (0.x journal or 1.0 folders) and the
+//!   hash exactly as Node computes it;
+//! - [`ledger`]: the rows in `drizzle.__drizzle_migrations`, read-only;
+//! - [`classify`]: the runbook's states, counts and the gate decision;
+//! - [`source`]: where the journal (image or local folder) and the
+//!   connection string (flag, config, rendered env) come from.
+//!
+//! `commands::database` turns a [`classify::Status`] into markers; migrate,
+//! reset and the media report run through [`crate::jobs`].
+
+pub mod classify;
+pub mod journal;
+pub mod ledger;
+pub mod source;

@@ -1,0 +1,300 @@
+//! Where the journal and the connection string come from.
+//!
+//! The journal is the migrations folder inside the deployed API image, read
+//! without running anything: a container is created from the image (never
+//! started), the folder is downloaded through the Engine's archive API, and
+//! the container is removed. The image is the one the running API container
+//! uses, or else the backend image of the current release. `--migrations-dir`
+//! reads a local folder instead (operators debugging, tests).
+//!
+//! The connection string comes from `--database-url` / `DATABASE_URL`, then
+//! `database.url`, then the rendered backend env file
+//! (`<runtime.env_dir>/<database.url_env_group>.env`, variable
+//! `database.url_env_variable`). Inside the Compose network that URL names the
+//! host `postgres`, which the host itself cannot resolve: an operator on the
+//! host passes `--database-url` (or sets `database.url`) with the published
+//! address when the database is not reachable under that name.
+
+use std::path::Path;
+
+use bollard::models::ContainerCreateBody;
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+use super::journal::{self, Files, Journal};
+use crate::config::Config;
+use crate::error::{Dependency, Error};
+use crate::jobs;
+use crate::output::register_secret;
+
+/// Bytes accepted from the archive API (the tar of the folder).
+const MAX_ARCHIVE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The journal and a description of where it came from (for markers).
+pub struct Loaded {
+    pub journal: Journal,
+    pub origin: String,
+}
+
+/// Read the journal from `dir`, or from the API image when `dir` is `None`.
+pub async fn load_journal(config: &Config, dir: Option<&Path>) -> Result<Loaded, Error> {
+    if let Some(dir) = dir {
+        if !dir.is_dir() {
+            return Err(Error::invalid(
+                "--migrations-dir",
+                format!("{} is not a directory", dir.display()),
+                "pass the Drizzle migrations folder (the one holding meta/_journal.json or <timestamp>_<name>/ folders)",
+            ));
+        }
+        let origin = dir.display().to_string();
+        let files = Files::from_dir(dir).map_err(|e| Error::failed("journal", e))?;
+        let journal = journal::parse(&files, &origin).map_err(|e| Error::failed("journal", e))?;
+        return Ok(Loaded { journal, origin });
+    }
+    let docker = jobs::connect_docker(config).await?;
+    let image = api_image(&docker, config).await?;
+    let path = config.database.migrations_path_in_image.to_string();
+    let files = files_from_image(&docker, &image, &path).await?;
+    let origin = format!("{image}:{path}");
+    let journal = journal::parse(&files, &origin).map_err(|e| Error::failed("journal", e))?;
+    Ok(Loaded { journal, origin })
+}
+
+/// The image whose journal counts: the running API container's, else the
+/// current release's backend image.
+async fn api_image(docker: &Docker, config: &Config) -> Result<String, Error> {
+    if let Some((_, image_id)) = jobs::find_api_container(docker, config).await? {
+        if !image_id.is_empty() {
+            return Ok(image_id);
+        }
+    }
+    if let Some(current) = crate::release::read_current(config)? {
+        return Ok(current.release.backend_image_uri);
+    }
+    Err(Error::invalid(
+        "journal source",
+        format!(
+            "no running `{}` container in project `{}` and no current release to take the API image from",
+            config.runtime.backend_service, config.runtime.project_name
+        ),
+        "deploy first, or pass --migrations-dir DIR",
+    ))
+}
+
+/// Create (never start) a container from `image`, download `path` from it,
+/// remove it.
+pub async fn files_from_image(docker: &Docker, image: &str, path: &str) -> Result<Files, Error> {
+    let docker_err = |e: bollard::errors::Error| Error::unavailable(Dependency::Docker, e);
+    let name = format!(
+        "wavemap-agent-journal-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        // Never run; a command is only needed because images without one
+        // (FROM scratch) cannot be created otherwise.
+        cmd: Some(vec!["/wavemap-agent-never-started".into()]),
+        entrypoint: Some(vec![]),
+        labels: Some(
+            [(
+                "wavemap-agent.purpose".to_string(),
+                "journal-read".to_string(),
+            )]
+            .into_iter()
+            .collect(),
+        ),
+        network_disabled: Some(true),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            body,
+        )
+        .await
+        .map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => Error::failed(
+                "journal",
+                format!(
+                    "image {image} is not present locally; pull it first or pass --migrations-dir"
+                ),
+            ),
+            other => docker_err(other),
+        })?;
+    let result = download(docker, &created.id, path).await;
+    if let Err(e) = docker
+        .remove_container(
+            &created.id,
+            Some(
+                RemoveContainerOptionsBuilder::new()
+                    .force(true)
+                    .v(true)
+                    .build(),
+            ),
+        )
+        .await
+    {
+        log::warn!(stage = "journal"; "cannot remove the helper container {name}: {e}");
+    }
+    let tar = result?;
+    Files::from_tar(&tar[..], &format!("{image}:{path}")).map_err(|e| Error::failed("journal", e))
+}
+
+async fn download(docker: &Docker, container: &str, path: &str) -> Result<Vec<u8>, Error> {
+    let mut stream = docker.download_from_container(
+        container,
+        Some(
+            DownloadFromContainerOptionsBuilder::new()
+                .path(path)
+                .build(),
+        ),
+    );
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => Error::failed(
+                "journal",
+                format!("the API image has no {path} (database.migrations_path_in_image)"),
+            ),
+            other => Error::unavailable(Dependency::Docker, other),
+        })?;
+        if tar.len() + chunk.len() > MAX_ARCHIVE_BYTES {
+            return Err(Error::failed(
+                "journal",
+                format!("{path} in the image is larger than {MAX_ARCHIVE_BYTES} bytes"),
+            ));
+        }
+        tar.extend_from_slice(&chunk);
+    }
+    Ok(tar)
+}
+
+/// The connection string and where it came from (never the value itself).
+pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, String), Error> {
+    if let Some(url) = flag.filter(|u| !u.is_empty()) {
+        register_secret(url);
+        return Ok((url.to_owned(), "--database-url / DATABASE_URL".into()));
+    }
+    if let Some(url) = config.database.url.as_deref().filter(|u| !u.is_empty()) {
+        register_secret(url);
+        return Ok((url.to_owned(), "config database.url".into()));
+    }
+    let path = config
+        .runtime
+        .env_dir
+        .join(format!("{}.env", config.database.url_env_group));
+    let variable = &config.database.url_env_variable;
+    let Some(bytes) = crate::fsutil::read_owned(&path)? else {
+        return Err(Error::invalid(
+            "database URL",
+            format!(
+                "no --database-url, no database.url and no env file {}",
+                path.display()
+            ),
+            "render the env (`runtime-env --execute`) or pass --database-url",
+        ));
+    };
+    match env_value(&bytes, variable) {
+        Some(url) if !url.is_empty() => {
+            register_secret(&url);
+            Ok((url, format!("{variable} in {}", path.display())))
+        }
+        _ => Err(Error::invalid(
+            "database URL",
+            format!("{} has no {variable}", path.display()),
+            "check database.url_env_group / url_env_variable, or pass --database-url",
+        )),
+    }
+}
+
+/// Minimal reader for the rendered env file: `KEY=value`, `KEY='value'`
+/// (literal) and `KEY="value"` (with `\\ \" \$ \n \r` escapes), which is
+/// every form the renderer writes. Private on purpose: `envfile` owns the
+/// format; this only needs one variable and must not fail on others.
+fn env_value(bytes: &[u8], key: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
+        rest = after;
+        let trimmed = line.trim_start();
+        let trimmed = trimmed.strip_prefix("export ").unwrap_or(trimmed);
+        let Some((name, value)) = trimmed.split_once('=') else {
+            continue;
+        };
+        if name.trim() != key {
+            continue;
+        }
+        let value = value.trim_start();
+        if let Some(body) = value.strip_prefix('\'') {
+            // Single quotes may span lines.
+            let full = format!("{body}\n{rest}");
+            return full.split_once('\'').map(|(v, _)| v.to_owned());
+        }
+        if let Some(body) = value.strip_prefix('"') {
+            let full = format!("{body}\n{rest}");
+            let mut out = String::new();
+            let mut chars = full.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' => return Some(out),
+                    '\\' => match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some('r') => out.push('\r'),
+                        Some(other) => out.push(other),
+                        None => return None,
+                    },
+                    c => out.push(c),
+                }
+            }
+            return None;
+        }
+        let value = value.split(" #").next().unwrap_or(value);
+        return Some(value.trim_end().to_owned());
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_value_reads_every_rendered_form() {
+        let text = b"# header\nA=1\nDATABASE_URL='postgres://u:p@postgres:5432/db'\nB=\"x\\\"y\"\n";
+        assert_eq!(
+            env_value(text, "DATABASE_URL").as_deref(),
+            Some("postgres://u:p@postgres:5432/db")
+        );
+        assert_eq!(env_value(text, "B").as_deref(), Some("x\"y"));
+        assert_eq!(env_value(text, "A").as_deref(), Some("1"));
+        assert_eq!(env_value(text, "C"), None);
+    }
+
+    #[test]
+    fn url_from_env_file_when_no_flag_or_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.runtime.env_dir = crate::config::AbsPath::new(dir.path());
+        std::fs::write(
+            dir.path().join("backend.env"),
+            "DATABASE_URL=\"postgres://app:pw-in-env-file@postgres/app\"\n",
+        )
+        .unwrap();
+        let (url, origin) = database_url(&config, None).unwrap();
+        assert_eq!(url, "postgres://app:pw-in-env-file@postgres/app");
+        assert!(origin.contains("backend.env") && !origin.contains("pw-in"));
+        let (url, _) = database_url(&config, Some("postgres://flag@h/db")).unwrap();
+        assert_eq!(url, "postgres://flag@h/db");
+    }
+}
