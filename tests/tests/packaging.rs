@@ -1,1 +1,534 @@
 //! Packaging: the systemd unit, tmpfiles.d, the default config and the .deb.
+//!
+//! The unit is checked by `systemd-analyze verify` (which insists that the
+//! ExecStart binary exists, so a copy of the unit points at the freshly
+//! built `target/debug/wavemap-agent`; the installed unit is verified again
+//! at its real path by the .deb test) and by the settings the daemon relies
+//! on. The tmpfiles.d file runs through `systemd-tmpfiles --root`. The
+//! default config is compared with `wavemap-agent config check`, so it
+//! cannot drift from `agent/src/config.rs`.
+//!
+//! The .deb test installs into the real /usr/bin, /etc and /lib/systemd, so
+//! it runs only as root with `WAVEMAP_TEST_PACKAGING=1` (CI sets it) and
+//! purges the package and its test files afterwards.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn packaging_dir() -> PathBuf {
+    wavemap_e2e::repo_root().join("packaging")
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(program: &str, args: &[&str]) -> Run {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn run_ok(program: &str, args: &[&str]) -> Run {
+    let r = run(program, args);
+    assert_eq!(
+        r.code, 0,
+        "{program} {args:?} failed:\n{}\n{}",
+        r.stdout, r.stderr
+    );
+    r
+}
+
+/// `section -> key -> values` (a key may repeat in a unit file).
+fn parse_unit(text: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut out: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+    let mut section = String::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+            continue;
+        }
+        let (key, value) = line
+            .split_once('=')
+            .unwrap_or_else(|| panic!("unit line without '=': {line:?}"));
+        out.entry(section.clone())
+            .or_default()
+            .entry(key.trim().to_owned())
+            .or_default()
+            .push(value.trim().to_owned());
+    }
+    out
+}
+
+fn unit_path() -> PathBuf {
+    packaging_dir().join("wavemap-agent.service")
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    // verify needs ExecStart's binary to exist: point a copy of the unit at
+    // the built agent. Same file name, so verify reads it as this unit.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let agent = wavemap_e2e::agent_bin();
+    let text = read(&unit_path());
+    assert!(text.contains("ExecStart=/usr/bin/wavemap-agent daemon"));
+    let copy = dir.path().join("wavemap-agent.service");
+    std::fs::write(
+        &copy,
+        text.replace(
+            "ExecStart=/usr/bin/wavemap-agent ",
+            &format!("ExecStart={} ", agent.display()),
+        ),
+    )
+    .expect("write unit copy");
+    let r = run("systemd-analyze", &["verify", &copy.display().to_string()]);
+    assert_eq!(
+        r.code, 0,
+        "systemd-analyze verify refused the unit:\n{}",
+        r.stderr
+    );
+    // Unknown keys and bad values are only warnings (exit 0): none allowed.
+    assert!(
+        r.stderr.trim().is_empty() && r.stdout.trim().is_empty(),
+        "systemd-analyze verify warned:\n{}{}",
+        r.stdout,
+        r.stderr
+    );
+}
+
+#[test]
+fn unit_has_the_settings_the_daemon_relies_on() {
+    let unit = parse_unit(&read(&unit_path()));
+    let get = |section: &str, key: &str| -> Vec<String> {
+        unit.get(section)
+            .and_then(|s| s.get(key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let one = |section: &str, key: &str| -> String {
+        let v = get(section, key);
+        assert_eq!(
+            v.len(),
+            1,
+            "[{section}] {key}: expected one value, got {v:?}"
+        );
+        v[0].clone()
+    };
+    let words = |section: &str, key: &str| -> Vec<String> {
+        get(section, key)
+            .iter()
+            .flat_map(|v| v.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+            .collect()
+    };
+
+    for dep in ["docker.service", "network-online.target"] {
+        assert!(
+            words("Unit", "Wants").contains(&dep.to_owned()),
+            "Wants={dep}"
+        );
+        assert!(
+            words("Unit", "After").contains(&dep.to_owned()),
+            "After={dep}"
+        );
+    }
+    assert_eq!(one("Service", "Type"), "notify");
+    assert_eq!(one("Service", "NotifyAccess"), "main");
+    assert_eq!(one("Service", "ExecStart"), "/usr/bin/wavemap-agent daemon");
+    assert_eq!(one("Service", "WatchdogSec"), "60");
+    assert_eq!(one("Service", "Restart"), "on-failure");
+    assert_eq!(one("Service", "TimeoutStopSec"), "30");
+    assert_eq!(one("Service", "KillMode"), "mixed");
+    // Boot recovery: Docker wait (300) + health (300) + pull and SSM.
+    let start: u64 = one("Service", "TimeoutStartSec").parse().expect("seconds");
+    assert!(
+        start >= 600,
+        "TimeoutStartSec={start} is shorter than boot recovery"
+    );
+    // Runs as root: the Docker socket is root:docker 0660.
+    assert!(
+        get("Service", "User").is_empty(),
+        "User= would lose the Docker socket"
+    );
+
+    assert_eq!(one("Service", "ProtectSystem"), "strict");
+    for (key, value) in [
+        ("ProtectHome", "yes"),
+        ("PrivateTmp", "yes"),
+        ("NoNewPrivileges", "yes"),
+        // The lock lives here and SSM commands use it while the service is
+        // stopped: systemd must not delete the folder at stop.
+        ("RuntimeDirectoryPreserve", "yes"),
+    ] {
+        assert_eq!(one("Service", key), value, "{key}");
+    }
+    // Everything the agent writes by default is writable under
+    // ProtectSystem=strict; the Docker socket is not bind-mounted (a stale
+    // bind would outlive a dockerd restart).
+    let rw: Vec<String> = words("Service", "ReadWritePaths")
+        .into_iter()
+        .map(|p| p.trim_start_matches('-').to_owned())
+        .collect();
+    for path in [
+        "/run/wavemap-agent",
+        "/var/lib/wavemap-agent",
+        "/opt/wavemap/runtime/env/backend.env",
+        "/opt/wavemap/deployment/last-successful-runtime-release.json",
+    ] {
+        assert!(
+            rw.iter().any(|w| Path::new(path).starts_with(w)),
+            "{path} is not under ReadWritePaths {rw:?}"
+        );
+    }
+    assert!(
+        !rw.iter().any(|w| w.contains("docker.sock")),
+        "do not bind the Docker socket"
+    );
+    let families = words("Service", "RestrictAddressFamilies");
+    assert!(
+        families.contains(&"AF_UNIX".to_owned()),
+        "Docker socket and journald"
+    );
+    assert!(families.contains(&"AF_INET".to_owned()), "SSM and ECR");
+    assert_eq!(one("Install", "WantedBy"), "multi-user.target");
+}
+
+#[test]
+fn tmpfiles_create_the_agent_folders_and_never_clean_them() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let file = packaging_dir().join("wavemap-agent.tmpfile");
+    let root_arg = format!("--root={}", root.path().display());
+    let file_arg = file.display().to_string();
+    run_ok("systemd-tmpfiles", &["--create", &root_arg, &file_arg]);
+    for (path, want) in [
+        ("run/wavemap-agent", 0o750),
+        ("var/lib/wavemap-agent", 0o750),
+        ("opt/wavemap", 0o755),
+    ] {
+        let p = root.path().join(path);
+        assert!(p.is_dir(), "{path} not created");
+        assert_eq!(mode(&p), want, "{path} mode");
+    }
+    // State written by the agent survives --clean and --remove.
+    let state = root
+        .path()
+        .join("var/lib/wavemap-agent/current-release.json");
+    let lock = root.path().join("run/wavemap-agent/agent.lock");
+    std::fs::write(&state, "{}").expect("write state");
+    std::fs::write(&lock, "").expect("write lock");
+    run_ok(
+        "systemd-tmpfiles",
+        &["--create", "--clean", "--remove", &root_arg, &file_arg],
+    );
+    assert_eq!(read(&state), "{}");
+    assert!(lock.exists());
+}
+
+/// `wavemap-agent config check` prints the effective config on stderr.
+fn effective_config(config: &Path) -> String {
+    let agent = wavemap_e2e::agent_bin();
+    let out = Command::new(&agent)
+        .arg("--config")
+        .arg(config)
+        .args(["config", "check"])
+        .env_remove("WAVEMAP_AGENT_CONFIG")
+        .output()
+        .expect("run agent");
+    assert!(
+        out.status.success(),
+        "config check {} failed: {}",
+        config.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `[section]` and `key` pairs of TOML text, with `section` "" at the top.
+fn keys(toml_text: &str) -> Vec<(String, String)> {
+    let mut section = String::new();
+    let mut out = Vec::new();
+    for line in toml_text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((key, _)) = line.split_once(" = ") {
+            if key.chars().all(|c| c.is_ascii_lowercase() || c == '_') && !key.is_empty() {
+                out.push((section.clone(), key.to_owned()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn default_config_lists_every_key_with_its_default() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("empty.toml");
+    std::fs::write(&empty, "").expect("write");
+    let defaults = effective_config(&empty);
+
+    let shipped_path = packaging_dir().join("agent.toml");
+    let shipped = read(&shipped_path);
+    // As shipped everything is commented out: the effective config is the
+    // built-in defaults, so an upgrade that changes a default applies it.
+    assert_eq!(effective_config(&shipped_path), defaults);
+
+    // Uncommented ('#' directly followed by a letter or '['), the file must
+    // name every key the agent has and give each exactly its default.
+    let uncommented: String = shipped
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let uncommented_path = dir.path().join("uncommented.toml");
+    std::fs::write(&uncommented_path, &uncommented).expect("write");
+    assert_eq!(
+        keys(&uncommented),
+        keys(&defaults),
+        "packaging/agent.toml and `wavemap-agent config check` disagree on the keys; \
+         the effective defaults are:\n{defaults}"
+    );
+    assert_eq!(
+        effective_config(&uncommented_path),
+        defaults,
+        "a value in packaging/agent.toml is not the agent's default"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The .deb on this machine.
+
+const PACKAGE: &str = "wavemap-agent";
+const RECEIPT: &str = "/opt/wavemap/deployment/last-successful-runtime-release.json";
+
+/// What the machine looked like before the test, so it can be put back.
+struct Restore {
+    created_files: Vec<PathBuf>,
+    created_dirs: Vec<PathBuf>,
+}
+
+impl Restore {
+    /// Create `path` with `bytes` unless it exists; remember what was new.
+    fn sentinel(&mut self, path: &Path, bytes: &str) -> String {
+        let mut missing = Vec::new();
+        let mut parent = path.parent();
+        while let Some(p) = parent {
+            if p.exists() {
+                break;
+            }
+            missing.push(p.to_path_buf());
+            parent = p.parent();
+        }
+        self.created_dirs.extend(missing.into_iter());
+        if let Ok(existing) = std::fs::read_to_string(path) {
+            return existing;
+        }
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("create dirs");
+        std::fs::write(path, bytes).expect("write sentinel");
+        self.created_files.push(path.to_path_buf());
+        bytes.to_owned()
+    }
+
+    fn note_dir(&mut self, path: &str) {
+        if !Path::new(path).exists() {
+            self.created_dirs.push(PathBuf::from(path));
+        }
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        if run("dpkg", &["-s", PACKAGE]).code == 0 {
+            let _ = run("dpkg", &["--purge", PACKAGE]);
+        }
+        for file in &self.created_files {
+            let _ = std::fs::remove_file(file);
+        }
+        // Deepest first; only folders that are empty again.
+        self.created_dirs
+            .sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for dir in &self.created_dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+fn deb_path() -> PathBuf {
+    if let Some(deb) = std::env::var_os("WAVEMAP_TEST_DEB") {
+        return PathBuf::from(deb);
+    }
+    let script = wavemap_e2e::repo_root().join("scripts/build-deb");
+    let r = run_ok(&script.display().to_string(), &[]);
+    let path = r
+        .stdout
+        .lines()
+        .last()
+        .expect("build-deb prints the .deb path");
+    PathBuf::from(path.trim())
+}
+
+#[test]
+fn deb_installs_upgrades_and_purges_keeping_state() {
+    let enabled = std::env::var("WAVEMAP_TEST_PACKAGING").is_ok_and(|v| v == "1");
+    if !enabled {
+        eprintln!(
+            "skipped: set WAVEMAP_TEST_PACKAGING=1 (as root) to install the .deb on this machine"
+        );
+        return;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(
+        euid, 0,
+        "WAVEMAP_TEST_PACKAGING=1 needs root: dpkg -i writes /usr/bin and /etc"
+    );
+    assert_ne!(
+        run("dpkg", &["-s", PACKAGE]).code,
+        0,
+        "{PACKAGE} is already installed here; this test installs and purges it, so remove it first"
+    );
+
+    let deb = deb_path();
+    let deb_arg = deb.display().to_string();
+    let version = run_ok("dpkg-deb", &["--field", &deb_arg, "Version"]).stdout;
+    let version = version.trim();
+
+    let mut restore = Restore {
+        created_files: Vec::new(),
+        created_dirs: Vec::new(),
+    };
+    for dir in [
+        "/etc/wavemap-agent",
+        "/var/lib/wavemap-agent",
+        "/run/wavemap-agent",
+        "/opt/wavemap",
+    ] {
+        restore.note_dir(dir);
+    }
+    let receipt_bytes = restore.sentinel(
+        Path::new(RECEIPT),
+        "{\"schema_version\":1,\"note\":\"wavemap packaging test\"}\n",
+    );
+    let state_file = PathBuf::from(format!(
+        "/var/lib/wavemap-agent/packaging-test-{}.json",
+        std::process::id()
+    ));
+    let state_bytes = restore.sentinel(&state_file, "{\"packaging\":\"test\"}\n");
+
+    // Install.
+    run_ok("dpkg", &["-i", &deb_arg]);
+    let bin = Path::new("/usr/bin/wavemap-agent");
+    assert_eq!(mode(bin), 0o755);
+    let v = run_ok("/usr/bin/wavemap-agent", &["--version"]);
+    assert_eq!(v.stdout.trim(), format!("wavemap-agent {version}"));
+
+    let unit = Path::new("/lib/systemd/system/wavemap-agent.service");
+    assert_eq!(read(unit), read(&unit_path()), "installed unit");
+    assert_eq!(
+        read(Path::new("/usr/lib/tmpfiles.d/wavemap-agent.conf")),
+        read(&packaging_dir().join("wavemap-agent.tmpfile")),
+        "installed tmpfiles.d"
+    );
+    let conf = Path::new("/etc/wavemap-agent/agent.toml");
+    assert_eq!(
+        read(conf),
+        read(&packaging_dir().join("agent.toml")),
+        "installed config"
+    );
+    assert_eq!(mode(conf), 0o640);
+    let conffiles = run_ok("dpkg-query", &["-W", "-f=${Conffiles}", PACKAGE]).stdout;
+    assert!(
+        conffiles.contains("/etc/wavemap-agent/agent.toml"),
+        "agent.toml is a conffile: {conffiles}"
+    );
+    // Enabled (no running systemd needed), not started by the package.
+    let wants = Path::new("/etc/systemd/system/multi-user.target.wants/wavemap-agent.service");
+    assert!(wants.symlink_metadata().is_ok(), "the unit is enabled");
+    // The postinst made the folders even without a running systemd.
+    for dir in ["/var/lib/wavemap-agent", "/run/wavemap-agent"] {
+        assert!(Path::new(dir).is_dir(), "{dir}");
+    }
+    // The installed unit verifies at its real path, the shipped config is
+    // what the installed binary accepts, and the documents are shipped.
+    let verify = run("systemd-analyze", &["verify", &unit.display().to_string()]);
+    assert_eq!(verify.code, 0, "{}", verify.stderr);
+    assert!(verify.stderr.trim().is_empty(), "{}", verify.stderr);
+    let check = run_ok("/usr/bin/wavemap-agent", &["config", "check"]);
+    assert!(
+        check.stdout.contains("WAVEMAP_CONFIG_VALID=true"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        Path::new("/usr/share/wavemap-agent/ssm-documents/wavemap-runtime-deploy.json").exists()
+    );
+
+    // Upgrade (the same version again runs the upgrade path of postinst):
+    // an operator's edit to the conffile stays.
+    let mut edited = read(conf);
+    edited.push_str("\n# operator edit kept across upgrades\n");
+    std::fs::write(conf, &edited).expect("edit conffile");
+    run_ok("dpkg", &["-i", &deb_arg]);
+    assert_eq!(
+        read(conf),
+        edited,
+        "the operator's config survives an upgrade"
+    );
+    run_ok("/usr/bin/wavemap-agent", &["--version"]);
+
+    // Purge: the package's files go, the release state and receipt stay.
+    run_ok("dpkg", &["--purge", PACKAGE]);
+    for gone in [
+        "/usr/bin/wavemap-agent",
+        "/lib/systemd/system/wavemap-agent.service",
+        "/usr/lib/systemd/system/wavemap-agent.service",
+        "/usr/lib/tmpfiles.d/wavemap-agent.conf",
+        "/etc/wavemap-agent/agent.toml",
+        "/etc/wavemap-agent",
+        "/usr/share/wavemap-agent",
+    ] {
+        assert!(
+            Path::new(gone).symlink_metadata().is_err(),
+            "{gone} survived purge"
+        );
+    }
+    assert!(
+        wants.symlink_metadata().is_err(),
+        "enable link survived purge"
+    );
+    assert_eq!(
+        read(Path::new(RECEIPT)),
+        receipt_bytes,
+        "the receipt survives purge"
+    );
+    assert_eq!(read(&state_file), state_bytes, "agent state survives purge");
+    assert_ne!(run("dpkg", &["-s", PACKAGE]).code, 0, "purged");
+    drop(restore);
+}
