@@ -151,7 +151,7 @@ pub async fn ecr_login(ecr: &aws_sdk_ecr::Client, image: &ImageRef) -> Result<Re
         .get_authorization_token()
         .send()
         .await
-        .map_err(ecr_error)?;
+        .map_err(|e| crate::aws::classify(Dependency::Ecr, "GetAuthorizationToken", &e))?;
     let data = output
         .authorization_data()
         .first()
@@ -256,47 +256,6 @@ pub async fn pull(
     }
     log::info!(stage = "pull"; "{image}: pulled ({last_status})");
     Ok(())
-}
-
-/// A refused or unreachable ECR. The SDK already retried with backoff, so a
-/// dispatch or timeout failure here means ECR stayed unavailable (exit 69);
-/// a service answer (access denied, ...) is a failed login (exit 1).
-fn ecr_error(
-    e: aws_sdk_ecr::error::SdkError<
-        aws_sdk_ecr::operation::get_authorization_token::GetAuthorizationTokenError,
-        aws_sdk_ecr::config::http::HttpResponse,
-    >,
-) -> Error {
-    use aws_sdk_ecr::error::SdkError;
-    match &e {
-        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => Error::unavailable(
-            Dependency::Ecr,
-            format!(
-                "GetAuthorizationToken: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(&e)
-            ),
-        ),
-        SdkError::ResponseError(_) => Error::unavailable(
-            Dependency::Ecr,
-            "GetAuthorizationToken: unreadable response",
-        ),
-        SdkError::ServiceError(service) if service.raw().status().as_u16() >= 500 => {
-            Error::unavailable(
-                Dependency::Ecr,
-                format!(
-                    "GetAuthorizationToken: {}",
-                    aws_sdk_ecr::error::DisplayErrorContext(&e)
-                ),
-            )
-        }
-        _ => Error::failed(
-            "ecr-login",
-            format!(
-                "GetAuthorizationToken refused: {}",
-                aws_sdk_ecr::error::DisplayErrorContext(&e)
-            ),
-        ),
-    }
 }
 
 async fn send<T>(

@@ -3,10 +3,13 @@
 
 mod runtime_config;
 mod runtime_env;
+mod database;
+mod media;
+mod runtime;
 
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, ConfigCommand, RuntimeConfigCommand};
+use crate::cli::{Cli, Command, ConfigCommand, RuntimeCommand, RuntimeConfigCommand};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::journal;
@@ -18,6 +21,8 @@ pub struct Invocation<'a> {
     pub config: &'a Config,
     pub config_path: &'a std::path::Path,
     pub report: &'a mut Report,
+    /// `--json`: commands with a human view (status) print it as JSON.
+    pub json: bool,
 }
 
 /// Run the parsed command. Mutating commands take the lock first and leave a
@@ -33,7 +38,10 @@ pub async fn run(
         config,
         config_path,
         report,
+        json: cli.json,
     };
+    // Bad input is exit 2 before anything else, lock included.
+    validate(command, config)?;
     if !command.mutates() {
         return dispatch(command, &mut inv).await;
     }
@@ -80,20 +88,35 @@ pub async fn run(
 async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
     match command {
         Command::Config(ConfigCommand::Check) => config_check(inv),
-        Command::Daemon => Err(Error::NotBuilt { command: "daemon" }),
-        Command::Status => Err(Error::NotBuilt { command: "status" }),
+        Command::Daemon => crate::daemon::run(inv.config).await,
+        Command::Status => crate::status::command(inv.config, inv.json, inv.report).await,
         Command::RuntimeConfig(RuntimeConfigCommand::Plan) => runtime_config::plan(inv),
         Command::RuntimeConfig(RuntimeConfigCommand::Live) => runtime_config::live(inv).await,
         Command::RuntimeEnv(e) => runtime_env::run(inv, e.execute).await,
-        Command::Runtime(_) => Err(Error::NotBuilt {
-            command: command.name(),
-        }),
-        Command::Database(_) => Err(Error::NotBuilt {
-            command: command.name(),
-        }),
-        Command::Media(_) => Err(Error::NotBuilt {
-            command: command.name(),
-        }),
+        Command::Runtime(RuntimeCommand::Deploy(args)) => {
+            runtime::deploy(inv.config, args, inv.report).await
+        }
+        Command::Runtime(RuntimeCommand::RecordRelease(args)) => {
+            runtime::record_release(inv.config, args, inv.report).await
+        }
+        Command::Runtime(RuntimeCommand::Rollback(e)) => {
+            runtime::rollback(inv.config, e.execute, inv.report).await
+        }
+        Command::Database(c) => database::run(c, inv).await,
+        Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
+            media::discrepancy_report(inv, *e).await
+        }
+    }
+}
+
+/// Checks of the command line that need no system access.
+fn validate(command: &Command, config: &Config) -> Result<()> {
+    match command {
+        Command::Runtime(RuntimeCommand::Deploy(args))
+        | Command::Runtime(RuntimeCommand::RecordRelease(args)) => {
+            crate::release::Release::from_args(args, config).map(|_| ())
+        }
+        _ => Ok(()),
     }
 }
 

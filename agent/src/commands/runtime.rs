@@ -1,0 +1,172 @@
+//! `runtime deploy`, `runtime record-release`, `runtime rollback`.
+//!
+//! Deploy and rollback both go through [`crate::deploy::run`]; this file
+//! adds what is specific to each: input validation, the receipt gate of
+//! record-release, and rollback's reading of the receipt.
+
+use crate::cli::ReleaseArgs;
+use crate::compose;
+use crate::config::Config;
+use crate::deploy::{self, EnvPolicy, Options};
+use crate::error::Error;
+use crate::output::Report;
+use crate::release::{self, Release};
+
+const DEPLOY: &str = "WAVEMAP_RUNTIME_DEPLOY";
+const RECEIPT: &str = "WAVEMAP_RUNTIME_RECEIPT";
+const ROLLBACK: &str = "WAVEMAP_RUNTIME_ROLLBACK";
+
+pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) -> Result<(), Error> {
+    let release = Release::from_args(args, config)?;
+    release.add_markers(report, DEPLOY);
+    let execute = args.execute.execute;
+    deploy::run(
+        config,
+        &release,
+        Options {
+            execute,
+            env: EnvPolicy::Required,
+        },
+        report,
+        DEPLOY,
+    )
+    .await?;
+    if execute {
+        release::write_current(config, &release, "deploy")?;
+        log::info!(
+            "deployed {} ({})",
+            release.image_tag,
+            release.deployment_version
+        );
+    } else {
+        log::info!("dry run: nothing was changed; rerun with --execute to deploy");
+    }
+    Ok(())
+}
+
+/// Write the receipt, but only for the pair that runs and is healthy: a
+/// receipt for an unproven pair would teach rollback to restore it.
+pub async fn record_release(
+    config: &Config,
+    args: &ReleaseArgs,
+    report: &mut Report,
+) -> Result<(), Error> {
+    let release = Release::from_args(args, config)?;
+    report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
+    release.add_markers(report, RECEIPT);
+    let docker = crate::docker::connect(config).await?;
+    let states = compose::service_states(&docker, &config.runtime.project_name).await?;
+    for (service, uri) in [
+        (&config.runtime.backend_service, &release.backend_image_uri),
+        (
+            &config.runtime.frontend_service,
+            &release.frontend_image_uri,
+        ),
+    ] {
+        let problem = match states.iter().find(|s| &s.service == service) {
+            None => Some(format!("service {service} has no container")),
+            Some(s) if &s.image != uri => {
+                Some(format!("service {service} runs {}, not {uri}", s.image))
+            }
+            Some(s)
+                if !(s.health.as_deref() == Some("healthy")
+                    || (s.health.is_none() && s.state == "running")) =>
+            {
+                Some(format!(
+                    "service {service} is {} (health: {}), not running and healthy",
+                    s.state,
+                    s.health.as_deref().unwrap_or("none")
+                ))
+            }
+            Some(_) => None,
+        };
+        if let Some(problem) = problem {
+            report.marker(&format!("{RECEIPT}_RESULT"), "refused");
+            return Err(Error::Gate {
+                reason: format!(
+                    "{problem}; a receipt is recorded only for the pair that runs and passed smoke; nothing was written"
+                ),
+            });
+        }
+    }
+    if !args.execute.execute {
+        report.marker(&format!("{RECEIPT}_RESULT"), "planned");
+        log::info!(
+            "dry run: the receipt would be written to {}; rerun with --execute",
+            config.receipt.path
+        );
+        return Ok(());
+    }
+    let receipt = release::write_receipt(config, &release)?;
+    report.marker(&format!("{RECEIPT}_RECORDED_AT"), &receipt.recorded_at);
+    report.marker(&format!("{RECEIPT}_SCHEMA_VERSION"), receipt.schema_version);
+    report.marker(&format!("{RECEIPT}_RESULT"), "recorded");
+    log::info!(
+        "recorded the last-good receipt for {} at {}",
+        release.image_tag,
+        config.receipt.path
+    );
+    Ok(())
+}
+
+/// Redeploy the receipt's pair. Never touches the database, SSM parameters
+/// or media: it is a deploy of known-good images and nothing else.
+pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Result<(), Error> {
+    report.marker(
+        &format!("{ROLLBACK}_RECEIPT_PATH"),
+        config.receipt.path.to_string(),
+    );
+    let receipt = match release::read_receipt(config) {
+        Ok(Some(receipt)) => receipt,
+        Ok(None) => {
+            report.marker(&format!("{ROLLBACK}_RESULT"), "skipped-no-receipt");
+            return Err(Error::NothingToDo {
+                reason: format!(
+                    "no last-good receipt at {}; record one after a known-good deploy",
+                    config.receipt.path
+                ),
+            });
+        }
+        Err(e) => {
+            report.marker(&format!("{ROLLBACK}_RESULT"), "failed");
+            return Err(e);
+        }
+    };
+    let release = receipt.release;
+    report.marker(&format!("{ROLLBACK}_RESTORED_SHA"), &release.source_sha);
+    report.marker(&format!("{ROLLBACK}_IMAGE_TAG"), &release.image_tag);
+    report.marker(
+        &format!("{ROLLBACK}_DEPLOYMENT_VERSION"),
+        &release.deployment_version,
+    );
+    report.marker(
+        &format!("{ROLLBACK}_BACKEND_IMAGE"),
+        &release.backend_image_uri,
+    );
+    report.marker(
+        &format!("{ROLLBACK}_FRONTEND_IMAGE"),
+        &release.frontend_image_uri,
+    );
+    report.marker(&format!("{ROLLBACK}_RECORDED_AT"), &receipt.recorded_at);
+    log::info!(
+        "rolling back to {} ({}, recorded {})",
+        release.image_tag,
+        release.deployment_version,
+        receipt.recorded_at
+    );
+    deploy::run(
+        config,
+        &release,
+        Options {
+            execute,
+            env: EnvPolicy::Required,
+        },
+        report,
+        ROLLBACK,
+    )
+    .await?;
+    if execute {
+        release::write_current(config, &release, "rollback")?;
+    }
+    Ok(())
+}

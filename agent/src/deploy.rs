@@ -1,0 +1,350 @@
+//! The deploy path: env-render, ecr-login, pull, converge, health.
+//!
+//! `runtime deploy`, `runtime rollback` and the daemon's boot recovery all
+//! run this one pipeline, so a rollback is exactly a deploy of the receipt's
+//! pair and boot recovery is exactly a deploy of the current release. Each
+//! stage is timed and logged; a failure names its stage in the
+//! `<PREFIX>_FAILED_STAGE` marker and keeps its own exit code (69 for a
+//! dependency that stayed down, 3 for a parameter gate, 1 otherwise).
+//!
+//! Order matters for safety: everything that can fail without touching the
+//! running project (env render checks, login, pulls) happens before
+//! converge, so a bad image URI or a refused token leaves the running
+//! release untouched. Env files are rendered before converge because the
+//! containers read them at creation.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use crate::compose::{self, Project};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fsutil;
+use crate::output::Report;
+use crate::registry::{self, TokenCache};
+use crate::release::Release;
+
+/// Stages in the order they run; their names are the contract's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    EnvRender,
+    EcrLogin,
+    Pull,
+    Converge,
+    Health,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::EnvRender => "env-render",
+            Stage::EcrLogin => "ecr-login",
+            Stage::Pull => "pull",
+            Stage::Converge => "converge",
+            Stage::Health => "health",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What to do when SSM cannot be reached during env-render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvPolicy {
+    /// Deploys: SSM must answer (exit 69 otherwise).
+    Required,
+    /// Boot recovery: keep the existing env files and say so.
+    KeepExistingIfUnavailable,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub execute: bool,
+    pub env: EnvPolicy,
+}
+
+/// Timings and facts of one run of the pipeline.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Outcome {
+    /// Milliseconds per stage, in order.
+    pub stage_ms: Vec<(String, u64)>,
+    pub env_kept_existing: bool,
+    pub pulled: Vec<String>,
+    pub changed_services: Vec<String>,
+}
+
+impl Outcome {
+    fn timings(&self) -> String {
+        self.stage_ms
+            .iter()
+            .map(|(s, ms)| format!("{s}:{ms}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Interpolation variables the Compose file reads: the image pair and the
+/// env folder. They are also written to `.env` beside the Compose file so
+/// an operator's `docker compose up -d` there sees the same project.
+pub fn compose_vars(config: &Config, release: &Release) -> BTreeMap<String, String> {
+    let mut vars = BTreeMap::new();
+    vars.insert(
+        config.runtime.backend_image_variable.clone(),
+        release.backend_image_uri.clone(),
+    );
+    vars.insert(
+        config.runtime.frontend_image_variable.clone(),
+        release.frontend_image_uri.clone(),
+    );
+    vars.insert("WAVEMAP_ENV_DIR".into(), config.runtime.env_dir.to_string());
+    vars
+}
+
+/// Run the pipeline for `release`. `prefix` is the marker area
+/// (`WAVEMAP_RUNTIME_DEPLOY`, `WAVEMAP_RUNTIME_ROLLBACK`, ...).
+pub async fn run(
+    config: &Config,
+    release: &Release,
+    options: Options,
+    report: &mut Report,
+    prefix: &str,
+) -> Result<Outcome, Error> {
+    let mut outcome = Outcome::default();
+    let result = run_stages(config, release, options, report, &mut outcome).await;
+    report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
+    if outcome.env_kept_existing {
+        report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");
+    }
+    if !outcome.changed_services.is_empty() {
+        report.marker(
+            &format!("{prefix}_CHANGED_SERVICES"),
+            outcome.changed_services.join(","),
+        );
+    }
+    match &result {
+        Ok(()) => {
+            report.marker(
+                &format!("{prefix}_RESULT"),
+                if options.execute {
+                    "success"
+                } else {
+                    "planned"
+                },
+            );
+        }
+        Err((stage, _)) => {
+            report.marker(&format!("{prefix}_RESULT"), "failed");
+            report.marker(&format!("{prefix}_FAILED_STAGE"), stage.name());
+        }
+    }
+    result.map(|()| outcome).map_err(|(_, e)| e)
+}
+
+async fn run_stages(
+    config: &Config,
+    release: &Release,
+    options: Options,
+    report: &mut Report,
+    outcome: &mut Outcome,
+) -> Result<(), (Stage, Error)> {
+    let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
+    let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
+
+    // env-render
+    let started = Instant::now();
+    log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
+    match crate::envrender::render_env(config, options.execute).await {
+        Ok(summary) => summary.add_markers(report),
+        Err(Error::Unavailable { dependency, detail })
+            if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+        {
+            log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+            outcome.env_kept_existing = true;
+        }
+        Err(e) => return Err((Stage::EnvRender, e)),
+    }
+    outcome
+        .stage_ms
+        .push((Stage::EnvRender.name().into(), ms(started)));
+
+    let docker = crate::docker::connect(config)
+        .await
+        .map_err(|e| (Stage::Pull, e))?;
+
+    // ecr-login + pull, only for images not present (tags are immutable).
+    let started = Instant::now();
+    let mut missing = Vec::new();
+    for image in [&backend, &frontend] {
+        if !registry::is_present(&docker, image)
+            .await
+            .map_err(|e| (Stage::Pull, e))?
+        {
+            missing.push(image.clone());
+        }
+    }
+    let mut auths = Vec::new();
+    if missing.is_empty() {
+        log::info!(stage = "ecr-login"; "both images are present on the host; no login or pull needed");
+    } else if options.execute {
+        let sdk = crate::aws::sdk_config(config).await;
+        let ecr = crate::aws::ecr_client(&sdk, config);
+        let mut cache = TokenCache::default();
+        for image in &missing {
+            log::info!(stage = "ecr-login"; "getting registry credentials for {}", image.registry);
+            auths.push(
+                cache
+                    .get(&ecr, image)
+                    .await
+                    .map_err(|e| (Stage::EcrLogin, e))?,
+            );
+        }
+    }
+    outcome
+        .stage_ms
+        .push((Stage::EcrLogin.name().into(), ms(started)));
+
+    let started = Instant::now();
+    if options.execute && !missing.is_empty() {
+        let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
+            log::info!(stage = "pull"; "pulling {image}");
+            registry::pull(&docker, &config.docker.host, image, Some(auth))
+        });
+        let deadline = config.runtime.pull_timeout.duration();
+        let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
+            .await
+            .map_err(|_| {
+                (
+                    Stage::Pull,
+                    Error::failed(
+                        "pull",
+                        format!("pulls did not finish within {}s", deadline.as_secs()),
+                    ),
+                )
+            })?;
+        for result in results {
+            result.map_err(|e| (Stage::Pull, e))?;
+        }
+        outcome.pulled = missing.iter().map(ToString::to_string).collect();
+    } else if missing.is_empty() {
+        log::info!(stage = "pull"; "nothing to pull");
+    } else {
+        for image in &missing {
+            log::info!(stage = "pull"; "would pull {image}");
+        }
+    }
+    outcome
+        .stage_ms
+        .push((Stage::Pull.name().into(), ms(started)));
+
+    // converge
+    let started = Instant::now();
+    let vars = compose_vars(config, release);
+    if options.execute {
+        write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
+    }
+    let project = Project::load(
+        config.runtime.compose_file.as_path(),
+        &config.runtime.project_name,
+        &vars,
+    )
+    .map_err(|e| (Stage::Converge, e))?;
+    if !options.execute && !missing.is_empty() {
+        // The plan compares image ids; images not pulled yet will be new.
+        log::info!(stage = "converge"; "plan below assumes the missing images change their services");
+    }
+    let plan = compose::plan(&docker, &project)
+        .await
+        .map_err(|e| (Stage::Converge, e))?;
+    log::info!(stage = "converge"; "plan:\n{plan}");
+    outcome.changed_services = plan
+        .services
+        .iter()
+        .filter(|s| !matches!(s.action, compose::Action::Keep { running: true }))
+        .map(|s| format!("{}:{}", s.service, action_word(&s.action)))
+        .collect();
+    if !options.execute {
+        outcome
+            .stage_ms
+            .push((Stage::Converge.name().into(), ms(started)));
+        return Ok(());
+    }
+    compose::converge(&docker, &project, &plan)
+        .await
+        .map_err(|e| (Stage::Converge, e))?;
+    outcome
+        .stage_ms
+        .push((Stage::Converge.name().into(), ms(started)));
+
+    // health
+    let started = Instant::now();
+    log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
+    let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
+        .await
+        .map_err(|e| (Stage::Health, e))?;
+    let summary: Vec<String> = health
+        .services
+        .iter()
+        .map(|s| format!("{}={}", s.service, s.health.as_deref().unwrap_or(&s.state)))
+        .collect();
+    log::info!(stage = "health"; "healthy after {}ms: {}", health.waited_ms, summary.join(" "));
+    outcome
+        .stage_ms
+        .push((Stage::Health.name().into(), ms(started)));
+    Ok(())
+}
+
+const DOTENV_HEADER: &str =
+    "# wavemap-agent: the release that runs (the lines below are rewritten on deploy)";
+
+/// `.env` beside the Compose file: the interpolation variables of the
+/// release that runs, so a manual `docker compose up -d` agrees with us.
+fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Result<(), Error> {
+    let compose_file = config.runtime.compose_file.as_path();
+    let dir = compose_file.parent().unwrap_or(compose_file);
+    let path = dir.join(".env");
+    let ours = |line: &str| {
+        let key = line.split_once('=').map_or("", |(k, _)| k.trim());
+        key == "COMPOSE_PROJECT_NAME" || vars.contains_key(key) || line.starts_with(DOTENV_HEADER)
+    };
+    // Keep whatever else an operator put in .env; replace only our keys.
+    let existing = fsutil::read_owned(&path)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut text = String::new();
+    for line in existing.lines().filter(|l| !ours(l)) {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(DOTENV_HEADER);
+    text.push('\n');
+    text.push_str(&format!(
+        "COMPOSE_PROJECT_NAME={}\n",
+        config.runtime.project_name
+    ));
+    for (key, value) in vars {
+        // Image URIs and paths only: validated, no quoting needed.
+        text.push_str(&format!("{key}={value}\n"));
+    }
+    if fsutil::read_owned(&path)?.as_deref() == Some(text.as_bytes()) {
+        return Ok(());
+    }
+    fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+}
+
+fn action_word(action: &compose::Action) -> String {
+    match action {
+        compose::Action::Create => "create".into(),
+        compose::Action::Recreate { reason } => format!("recreate-{reason}"),
+        compose::Action::Keep { .. } => "start".into(),
+        compose::Action::Remove => "remove".into(),
+    }
+}
+
+fn ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

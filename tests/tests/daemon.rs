@@ -1,0 +1,224 @@
+//! The daemon under a real `NOTIFY_SOCKET` (issue 8): READY only once the
+//! project is healthy, WATCHDOG at the expected cadence, STATUS lines that
+//! say what happens, boot recovery with and without SSM, and `status`.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use wavemap_e2e::{docker, ssm_client, stack, toml_str, TestDir};
+
+/// A notify socket like systemd's, collecting every datagram.
+struct NotifyListener {
+    socket: UnixDatagram,
+    path: std::path::PathBuf,
+    messages: Vec<(Duration, String)>,
+    started: Instant,
+}
+
+impl NotifyListener {
+    fn new(dir: &std::path::Path) -> Self {
+        let path = dir.join("notify.sock");
+        let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+        socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        NotifyListener { socket, path, messages: Vec::new(), started: Instant::now() }
+    }
+
+    /// Read until a message containing `needle` arrives or `limit` passes.
+    fn wait_for(&mut self, needle: &str, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        let mut buf = vec![0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                self.messages.push((self.started.elapsed(), text.clone()));
+                if text.lines().any(|l| l.contains(needle)) {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    fn all(&self) -> String {
+        self.messages.iter().map(|(t, m)| format!("{:>6}ms {}\n", t.as_millis(), m.replace('\n', " | "))).collect()
+    }
+}
+
+fn spawn_daemon(td: &TestDir, notify: &NotifyListener, watchdog_usec: u64) -> Child {
+    let mut cmd = td.command();
+    cmd.arg("daemon")
+        .env("NOTIFY_SOCKET", &notify.path)
+        .env("WATCHDOG_USEC", watchdog_usec.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    cmd.spawn().expect("spawn daemon")
+}
+
+fn stop(mut child: Child) -> String {
+    // SIGTERM, as systemd does; the daemon must exit promptly and cleanly.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "daemon exited with {status:?} on SIGTERM");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "daemon ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    stderr
+}
+
+#[test]
+fn no_release_yet_is_ready_and_says_so_with_watchdog_pings() {
+    let td = TestDir::new("daemon-empty");
+    let mut notify = NotifyListener::new(td.path());
+    let child = spawn_daemon(&td, &notify, 1_000_000);
+    assert!(notify.wait_for("READY=1", Duration::from_secs(30)), "{}", notify.all());
+    assert!(notify.all().contains("no release deployed yet"), "{}", notify.all());
+    // WATCHDOG_USEC=1s: a ping every 0.5s.
+    let before = notify.messages.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count();
+    notify.wait_for("never", Duration::from_millis(2600));
+    let pings = notify.messages.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count() - before;
+    assert!((3..=7).contains(&pings), "expected about 5 watchdog pings in 2.6s, got {pings}:\n{}", notify.all());
+    let status = td.run(["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.dump());
+    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("status --json is JSON");
+    assert_eq!(json["data"]["daemon"]["state"], "running", "{}", status.stdout);
+    stop(child);
+}
+
+async fn containers_of(project: &str) -> Vec<(String, String, String)> {
+    let d = docker().await;
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_string(), vec![format!("com.docker.compose.project={project}")]);
+    let list = d
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+        .expect("list containers");
+    list.into_iter()
+        .map(|c| {
+            let service = c.labels.as_ref().and_then(|l| l.get("com.docker.compose.service").cloned()).unwrap_or_default();
+            (service, c.image.unwrap_or_default(), c.status.unwrap_or_default())
+        })
+        .collect()
+}
+
+async fn remove_containers(project: &str) {
+    let d = docker().await;
+    let mut filters = std::collections::HashMap::new();
+    filters.insert("label".to_string(), vec![format!("com.docker.compose.project={project}")]);
+    let list = d
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+        .await
+        .expect("list");
+    for c in list {
+        d.remove_container(
+            c.id.as_deref().unwrap_or_default(),
+            Some(bollard::query_parameters::RemoveContainerOptions { force: true, v: false, ..Default::default() }),
+        )
+        .await
+        .expect("remove container");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
+    let s = stack();
+    let mut td = TestDir::new("daemon-boot");
+    let project = td.name.clone();
+    struct Down(String);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("docker").args(["compose", "-p", &self.0, "down", "-v", "-t", "1"]).output();
+        }
+    }
+    let _down = Down(project.clone());
+    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
+    let text = std::fs::read_to_string(fixture).expect("fixture").replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+    std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
+    std::fs::write(td.compose_file(), text).unwrap();
+    let ssm = ssm_client().await;
+    let secret = format!("boot-secret-{project}");
+    for (name, value) in [
+        ("postgres/POSTGRES_USER", "wavemap".to_string()),
+        ("postgres/POSTGRES_DB", "wavemap".to_string()),
+        ("postgres/POSTGRES_PASSWORD", secret.clone()),
+        ("backend/DATABASE_URL", format!("postgres://wavemap:{secret}@postgres:5432/wavemap")),
+        ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api".to_string()),
+    ] {
+        ssm.put_parameter()
+            .name(format!("{}{name}", td.parameter_prefix()))
+            .value(value)
+            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put parameter");
+    }
+    let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
+    let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
+    let out = td.run([
+        "runtime", "deploy", "--backend-image", &backend, "--frontend-image", &frontend,
+        "--source-sha", &s.sha_a, "--deployment-version", "boot-a", "--execute",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+
+    for ssm_down in [false, true] {
+        remove_containers(&project).await;
+        assert!(containers_of(&project).await.is_empty());
+        if ssm_down {
+            // A closed loopback port: SSM stays unreachable.
+            td.set("aws", "ssm_endpoint", toml_str("http://127.0.0.1:9"));
+        }
+        let env_before = std::fs::read(td.env_dir().join("backend.env")).expect("env file");
+        let mut notify = NotifyListener::new(&td.path().join(if ssm_down { "b" } else { "a" }).tap_mkdir());
+        let child = spawn_daemon(&td, &notify, 30_000_000);
+        assert!(notify.wait_for("READY=1", Duration::from_secs(240)), "{}", notify.all());
+        // READY only once healthy: every service is up and healthy right now.
+        let running = containers_of(&project).await;
+        assert_eq!(running.len(), 3, "{running:?}");
+        for (service, image, status) in &running {
+            assert!(status.contains("(healthy)"), "{service} not healthy at READY: {status}");
+            if service == "api" {
+                assert_eq!(image, &backend);
+            }
+        }
+        let all = notify.all();
+        assert!(all.contains("STATUS=waiting for Docker"), "{all}");
+        assert!(all.contains("STATUS=recovering release"), "{all}");
+        assert!(all.contains("recovered"), "{all}");
+        if ssm_down {
+            assert!(all.contains("kept existing env files"), "{all}");
+            assert_eq!(std::fs::read(td.env_dir().join("backend.env")).unwrap(), env_before);
+        }
+        let status = td.run(["status"]);
+        assert_eq!(status.code, 0, "{}", status.dump());
+        assert!(status.stdout.contains("boot recovery"), "{}", status.stdout);
+        assert!(status.stdout.lines().all(|l| l.chars().count() <= 80), "status wider than 80 columns:\n{}", status.stdout);
+        let stderr = stop(child);
+        assert!(!stderr.contains(&secret) && !all.contains(&secret), "secret leaked");
+        // Stopping the daemon never stops the app.
+        assert_eq!(containers_of(&project).await.len(), 3);
+    }
+}
+
+trait TapMkdir {
+    fn tap_mkdir(self) -> Self;
+}
+impl TapMkdir for std::path::PathBuf {
+    fn tap_mkdir(self) -> Self {
+        std::fs::create_dir_all(&self).expect("mkdir");
+        self
+    }
+}
