@@ -28,6 +28,9 @@ pub mod model;
 pub mod plan;
 pub mod status;
 
+#[cfg(test)]
+mod parity_tests;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
