@@ -322,6 +322,37 @@ fn default_config_lists_every_key_with_its_default() {
     );
 }
 
+#[test]
+fn user_data_snippet_is_valid_bash_and_installs_checked_package() {
+    let path = packaging_dir().join("user-data.sh");
+    let text = read(&path);
+    run_ok("bash", &["-n", &path.display().to_string()]);
+    assert!(
+        text.starts_with("#!/bin/bash\n"),
+        "cloud-init runs it by shebang"
+    );
+    assert!(
+        text.contains("set -euo pipefail"),
+        "stops at the first failed step"
+    );
+    // The package is checked before it is installed, then enabled and started
+    // without holding cloud-init for the whole boot recovery.
+    let pos = |needle: &str| {
+        text.find(needle)
+            .unwrap_or_else(|| panic!("user-data.sh lacks {needle:?}"))
+    };
+    assert!(pos("sha256sum --check") < pos("apt-get install -y -q \"$deb\""));
+    assert!(pos("apt-get install -y -q \"$deb\"") < pos("systemctl enable wavemap-agent.service"));
+    assert!(
+        pos("systemctl enable wavemap-agent.service")
+            < pos("systemctl start --no-block wavemap-agent.service")
+    );
+    assert!(
+        text.contains("3.3.2746.0"),
+        "names the SSM Agent the documents need"
+    );
+}
+
 // ---------------------------------------------------------------------------
 // The .deb on this machine.
 

@@ -1,0 +1,70 @@
+#!/bin/bash
+# EC2 user data for the Wavemap runtime host (Debian or Ubuntu AMI):
+# install Docker and wavemap-agent, put the host config in place, enable the
+# agent and start it. Runs once, as root, at first boot (cloud-init).
+#
+# Fill in the three values below (the .deb and its checksum come from the
+# release that built them: scripts/build-deb prints the path; sha256sum it).
+# The instance profile needs s3:GetObject on the .deb, plus what the agent
+# itself needs (SSM GetParametersByPath/GetParameters with decryption on
+# /wavemap/dev/runtime/*, ECR GetAuthorizationToken and image pulls) and
+# the AmazonSSMManagedInstanceCore policy for Run Command.
+set -euo pipefail
+
+WAVEMAP_AGENT_DEB_URI="s3://REPLACE-artifacts-bucket/wavemap-agent/wavemap-agent_0.1.0-1_amd64.deb"
+WAVEMAP_AGENT_DEB_SHA256="REPLACE-with-the-64-hex-sha256-of-the-deb"
+WAVEMAP_COMPOSE_URI="s3://REPLACE-artifacts-bucket/wavemap-runtime/compose.yaml"
+
+log() { echo "wavemap user-data: $*" >&2; }
+
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -q
+# Docker Engine from the distribution (the agent talks to the Engine API).
+apt-get install -y -q docker.io ca-certificates curl
+systemctl enable --now docker.service
+# The AWS CLI for the S3 copies: a snap on recent Ubuntu, a package on Debian.
+if ! command -v aws >/dev/null 2>&1; then
+	snap install aws-cli --classic 2>/dev/null || apt-get install -y -q awscli
+fi
+
+fetch() { # URI DEST
+	case "$1" in
+	s3://*) aws s3 cp --only-show-errors "$1" "$2" ;;
+	https://*) curl --fail --silent --show-error --location --output "$2" "$1" ;;
+	*) log "unsupported URI $1"; exit 1 ;;
+	esac
+}
+
+# The Compose project definition the agent converges (host bootstrap owns it).
+install -d -m 0755 /opt/wavemap /opt/wavemap/runtime /opt/wavemap/deployment
+install -d -m 0700 /opt/wavemap/runtime/env
+fetch "$WAVEMAP_COMPOSE_URI" /opt/wavemap/runtime/compose.yaml
+
+# The agent package: checksum first, then apt resolves its dependencies.
+deb="$(mktemp --suffix=.deb)"
+fetch "$WAVEMAP_AGENT_DEB_URI" "$deb"
+echo "$WAVEMAP_AGENT_DEB_SHA256  $deb" | sha256sum --check --strict -
+chmod 0644 "$deb"
+apt-get install -y -q "$deb"
+rm -f "$deb"
+
+# Host settings go into the conffile after install, so dpkg keeps them on
+# upgrades. Every key and its default is listed (commented) in the file;
+# for example, a second allowed registry:
+# sed -i 's|^#\[docker\]|[docker]|; s|^#allowed_registries = .*|allowed_registries = ["*.dkr.ecr.us-east-2.amazonaws.com"]|' /etc/wavemap-agent/agent.toml
+/usr/bin/wavemap-agent config check >/dev/null
+
+# Run Command documents need SSM Agent 3.3.2746.0 or later (parameters as
+# SSM_* environment variables). Ubuntu AMIs ship it as a snap that updates
+# itself; say which version is here so a too-old agent shows in the log.
+if command -v snap >/dev/null 2>&1; then
+	snap list amazon-ssm-agent 2>/dev/null | tail -n 1 | awk '{print "wavemap user-data: SSM Agent " $2}' >&2 || true
+fi
+
+# The package enabled the unit but did not start it: start it now without
+# blocking cloud-init (Type=notify: systemd waits for boot recovery, up to
+# TimeoutStartSec, before it calls the service started).
+systemctl daemon-reload
+systemctl enable wavemap-agent.service
+systemctl start --no-block wavemap-agent.service
+log "wavemap-agent installed: $(/usr/bin/wavemap-agent --version)"
