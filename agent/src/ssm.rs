@@ -43,6 +43,11 @@ impl SecretValue {
         output::register_secret(&value);
         SecretValue(value)
     }
+    /// A String parameter's value: kept out of logs all the same, but not
+    /// registered for redaction.
+    pub fn plain(value: String) -> Self {
+        SecretValue(value)
+    }
     /// The value itself, for the env file writer only.
     pub fn expose(&self) -> &str {
         &self.0
@@ -353,7 +358,16 @@ pub async fn fetch(
             .map_err(|e| aws::classify(Dependency::Ssm, "GetParametersByPath", &e))?;
         for p in page.parameters() {
             // Register first: nothing below may see an unregistered value.
-            let value = p.value().map(|v| SecretValue::new(v.to_owned()));
+            // Only SecureString values are secrets: redacting plain String
+            // values ("wavemap", "dev") would mangle paths and markers.
+            let secure = matches!(p.r#type(), Some(aws_sdk_ssm::types::ParameterType::SecureString));
+            let value = p.value().map(|v| {
+                if secure {
+                    SecretValue::new(v.to_owned())
+                } else {
+                    SecretValue::plain(v.to_owned())
+                }
+            });
             let Some(name) = p.name() else { continue };
             out.push(LiveParameter {
                 name: name.to_owned(),
