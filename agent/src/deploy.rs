@@ -247,6 +247,25 @@ async fn run_stages(
     if options.execute {
         write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
     }
+    if !options.execute {
+        let missing_env: Vec<String> = config
+            .runtime
+            .groups
+            .iter()
+            .map(|g| config.runtime.env_dir.join(format!("{g}.env")))
+            .filter(|p| !p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !missing_env.is_empty() {
+            // The Compose file reads them at load; a first deploy's dry run
+            // cannot plan converge before they exist.
+            log::info!(stage = "converge"; "no converge plan yet: env files not rendered ({}); the execute run renders them first", missing_env.join(", "));
+            outcome
+                .stage_ms
+                .push((Stage::Converge.name().into(), ms(started)));
+            return Ok(());
+        }
+    }
     let project = Project::load(
         config.runtime.compose_file.as_path(),
         &config.runtime.project_name,

@@ -66,6 +66,7 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
         ("postgres/POSTGRES_DB", "wavemap"),
         ("postgres/POSTGRES_PASSWORD", "crash-test-password"),
         ("backend/DATABASE_URL", "postgres://wavemap:crash-test-password@postgres:5432/wavemap"),
+        ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api"),
     ] {
         ssm.put_parameter()
             .name(format!("{}{name}", td.parameter_prefix()))

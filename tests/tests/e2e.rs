@@ -2,3 +2,7 @@
 mod foundation;
 mod packaging;
 mod ssm_documents;
+mod crash;
+mod daemon;
+mod runtime;
+mod database;
