@@ -137,12 +137,7 @@ pub async fn converge(
                 let grace = grace_seconds(service);
                 stop_and_remove(docker, &old.id, grace).await?;
                 docker
-                    .rename_container(
-                        &id,
-                        RenameContainerOptions {
-                            name: name.clone(),
-                        },
-                    )
+                    .rename_container(&id, RenameContainerOptions { name: name.clone() })
                     .await
                     .map_err(|e| docker_error(&format!("rename {temporary} to {name}"), e))?;
                 start(docker, &id).await?;
@@ -256,7 +251,10 @@ async fn ensure_networks(
         if def.external {
             return Err(Error::failed(
                 STAGE,
-                format!("external network {} does not exist; create it first", def.name),
+                format!(
+                    "external network {} does not exist; create it first",
+                    def.name
+                ),
             ));
         }
         let mut network_labels: HashMap<String, String> = def.labels.clone().into_iter().collect();
@@ -310,7 +308,10 @@ async fn ensure_volumes(
         if def.external {
             return Err(Error::failed(
                 STAGE,
-                format!("external volume {} does not exist; create it first", def.name),
+                format!(
+                    "external volume {} does not exist; create it first",
+                    def.name
+                ),
             ));
         }
         let mut volume_labels: HashMap<String, String> = def.labels.clone().into_iter().collect();
@@ -335,7 +336,11 @@ async fn ensure_volumes(
 }
 
 /// Labels Compose v2 puts on a service container, plus the agent's two.
-pub fn container_labels(project: &Project, service: &Service, image_id: &str) -> BTreeMap<String, String> {
+pub fn container_labels(
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+) -> BTreeMap<String, String> {
     let mut out = service.labels.clone();
     let files: Vec<String> = project
         .config_files
@@ -362,7 +367,10 @@ pub fn container_labels(project: &Project, service: &Service, image_id: &str) ->
         (labels::SERVICE, service.name.clone()),
         (labels::VERSION, labels::COMPOSE_VERSION.to_owned()),
         (labels::AGENT_ENV_HASH, hash::environment_hash(service)),
-        (labels::AGENT_BASE_HASH, hash::service_hash_without_env(service)),
+        (
+            labels::AGENT_BASE_HASH,
+            hash::service_hash_without_env(service),
+        ),
     ] {
         out.insert(key.to_owned(), value);
     }
@@ -374,7 +382,12 @@ fn nanos(d: std::time::Duration) -> i64 {
 }
 
 /// The Engine's create body for `service`, as Compose builds it.
-pub fn create_body(project: &Project, service: &Service, image_id: &str, name: &str) -> ContainerCreateBody {
+pub fn create_body(
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    name: &str,
+) -> ContainerCreateBody {
     let env: Vec<String> = service
         .environment
         .iter()
@@ -492,10 +505,16 @@ pub fn create_body(project: &Project, service: &Service, image_id: &str, name: &
         env: Some(env),
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
-        labels: Some(container_labels(project, service, image_id).into_iter().collect()),
+        labels: Some(
+            container_labels(project, service, image_id)
+                .into_iter()
+                .collect(),
+        ),
         healthcheck,
         exposed_ports: (!exposed.is_empty()).then_some(exposed),
-        stop_timeout: service.stop_grace_period.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        stop_timeout: service
+            .stop_grace_period
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         attach_stdout: Some(true),
         attach_stderr: Some(true),
         host_config: Some(HostConfig {

@@ -95,10 +95,14 @@ async fn observe(docker: &Docker, container: &str) -> Result<Option<Observed>, E
     };
     let state = info.state.unwrap_or_default();
     let status = state.status.unwrap_or(ContainerStateStatusEnum::EMPTY);
-    let health = state.health.as_ref().and_then(|h| h.status).and_then(|s| match s {
-        HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
-        other => Some(other.to_string()),
-    });
+    let health = state
+        .health
+        .as_ref()
+        .and_then(|h| h.status)
+        .and_then(|s| match s {
+            HealthStatusEnum::EMPTY | HealthStatusEnum::NONE => None,
+            other => Some(other.to_string()),
+        });
     let log = state
         .health
         .and_then(|h| h.log)
@@ -203,7 +207,10 @@ pub(crate) async fn wait_for(
             Verdict::Ready => return Ok(()),
             Verdict::Failed(why) => {
                 let state = observed.as_ref().map(describe).unwrap_or_default();
-                return Err(Error::failed(stage, format!("service {label} {why} ({state})")));
+                return Err(Error::failed(
+                    stage,
+                    format!("service {label} {why} ({state})"),
+                ));
             }
             Verdict::Waiting if Instant::now() >= deadline => {
                 let state = observed.as_ref().map(describe).unwrap_or_default();
@@ -273,7 +280,10 @@ pub async fn wait_healthy(
                 service: service.name.clone(),
                 container,
                 target,
-                state: observed.as_ref().map(|o| o.state.clone()).unwrap_or_default(),
+                state: observed
+                    .as_ref()
+                    .map(|o| o.state.clone())
+                    .unwrap_or_default(),
                 health: observed.as_ref().and_then(|o| o.health.clone()),
                 exit_code: observed.as_ref().and_then(|o| o.exit_code),
                 ready,
@@ -299,6 +309,9 @@ pub async fn wait_healthy(
             ));
         }
         log::debug!(stage = "health"; "waiting for {}", waiting.join("; "));
-        tokio::time::sleep(Duration::from_secs(1).min(until.saturating_duration_since(Instant::now()))).await;
+        tokio::time::sleep(
+            Duration::from_secs(1).min(until.saturating_duration_since(Instant::now())),
+        )
+        .await;
     }
 }

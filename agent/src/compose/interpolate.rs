@@ -28,10 +28,16 @@ impl std::fmt::Display for TemplateError {
                 write!(f, "required variable {variable} is missing a value")
             }
             TemplateError::Required { variable, message } => {
-                write!(f, "required variable {variable} is missing a value: {message}")
+                write!(
+                    f,
+                    "required variable {variable} is missing a value: {message}"
+                )
             }
             TemplateError::Invalid { near } => {
-                write!(f, "invalid interpolation format near {near:?}; write $$ for a literal $")
+                write!(
+                    f,
+                    "invalid interpolation format near {near:?}; write $$ for a literal $"
+                )
             }
         }
     }
@@ -58,9 +64,10 @@ pub fn substitute(
                 i += 2;
             }
             Some('{') => {
-                let close = matching_brace(&chars, i + 2).ok_or_else(|| TemplateError::Invalid {
-                    near: chars[i..].iter().take(40).collect(),
-                })?;
+                let close =
+                    matching_brace(&chars, i + 2).ok_or_else(|| TemplateError::Invalid {
+                        near: chars[i..].iter().take(40).collect(),
+                    })?;
                 let body: String = chars[i + 2..close].iter().collect();
                 out.push_str(&braced(&body, lookup)?);
                 i = close + 1;

@@ -45,9 +45,13 @@ impl fmt::Display for Reason {
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum Action {
     Create,
-    Recreate { reason: Reason },
+    Recreate {
+        reason: Reason,
+    },
     /// Up to date; `running: false` means converge starts it.
-    Keep { running: bool },
+    Keep {
+        running: bool,
+    },
     /// An orphan (service no longer in the file) or a surplus container.
     Remove,
 }
@@ -164,7 +168,13 @@ pub fn dependency_order(project: &Project) -> Result<Vec<String>, String> {
         Ok(())
     }
     for service in &project.services {
-        visit(project, &service.name, &mut done, &mut Vec::new(), &mut order)?;
+        visit(
+            project,
+            &service.name,
+            &mut done,
+            &mut Vec::new(),
+            &mut order,
+        )?;
     }
     Ok(order)
 }
@@ -245,7 +255,10 @@ pub(crate) fn docker_error(action: &str, e: bollard::errors::Error) -> Error {
         E::DockerResponseServerError {
             status_code,
             message,
-        } => Error::failed("converge", format!("{action}: Docker said {status_code}: {message}")),
+        } => Error::failed(
+            "converge",
+            format!("{action}: Docker said {status_code}: {message}"),
+        ),
         E::RequestTimeoutError => {
             Error::unavailable(Dependency::Docker, format!("{action}: request timed out"))
         }
@@ -265,7 +278,10 @@ fn is_connection_error(e: &bollard::errors::Error) -> bool {
 }
 
 /// The image ID `reference` points to locally, `None` if it is absent.
-pub(crate) async fn local_image_id(docker: &Docker, reference: &str) -> Result<Option<String>, Error> {
+pub(crate) async fn local_image_id(
+    docker: &Docker,
+    reference: &str,
+) -> Result<Option<String>, Error> {
     match docker.inspect_image(reference).await {
         Ok(image) => Ok(image.id),
         Err(bollard::errors::Error::DockerResponseServerError {
@@ -278,7 +294,11 @@ pub(crate) async fn local_image_id(docker: &Docker, reference: &str) -> Result<O
 /// Decide what converge would do for every service and orphan.
 pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, Error> {
     let order = dependency_order(project).map_err(|cycle| {
-        Error::invalid("compose file", format!("dependency cycle: {cycle}"), "break the cycle")
+        Error::invalid(
+            "compose file",
+            format!("dependency cycle: {cycle}"),
+            "break the cycle",
+        )
     })?;
     let listed = list_project(docker, &project.name).await?;
 
@@ -326,7 +346,10 @@ pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, Error> {
             config_hash: Some(config_hash),
         });
     }
-    for orphan in listed.iter().filter(|c| project.service(&c.service).is_none()) {
+    for orphan in listed
+        .iter()
+        .filter(|c| project.service(&c.service).is_none())
+    {
         removals.push(removal(orphan));
     }
     services.extend(removals);
@@ -366,8 +389,8 @@ fn decide(
         };
     }
     if label(labels::CONFIG_HASH) != Some(config_hash) {
-        let env_changed = label(labels::AGENT_ENV_HASH)
-            .is_some_and(|h| h != hash::environment_hash(service));
+        let env_changed =
+            label(labels::AGENT_ENV_HASH).is_some_and(|h| h != hash::environment_hash(service));
         let rest_same =
             label(labels::AGENT_BASE_HASH) == Some(&hash::service_hash_without_env(service));
         let reason = if env_changed && rest_same {
@@ -391,7 +414,11 @@ fn decide(
             }
         }
     }
-    for mount in service.volumes.iter().filter(|m| m.kind == MountKind::Volume) {
+    for mount in service
+        .volumes
+        .iter()
+        .filter(|m| m.kind == MountKind::Volume)
+    {
         if let Some(def) = project.volumes.get(&mount.source) {
             if !current.volumes.contains(&def.name) {
                 return Action::Recreate {

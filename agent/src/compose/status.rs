@@ -26,7 +26,10 @@ pub struct ServiceState {
 }
 
 /// Every (non one-off) container of `project_name`, sorted by service.
-pub async fn service_states(docker: &Docker, project_name: &str) -> Result<Vec<ServiceState>, Error> {
+pub async fn service_states(
+    docker: &Docker,
+    project_name: &str,
+) -> Result<Vec<ServiceState>, Error> {
     let listed = list_project(docker, project_name).await?;
     let mut out = Vec::new();
     for c in listed {
@@ -56,6 +59,10 @@ pub async fn service_states(docker: &Docker, project_name: &str) -> Result<Vec<S
             started_at: state.started_at,
         });
     }
-    out.sort_by(|a, b| a.service.cmp(&b.service).then(a.container_name.cmp(&b.container_name)));
+    out.sort_by(|a, b| {
+        a.service
+            .cmp(&b.service)
+            .then(a.container_name.cmp(&b.container_name))
+    });
     Ok(out)
 }
