@@ -132,6 +132,25 @@ impl RenderSummary {
     }
 }
 
+/// Names for a log line, bounded: SSM keeps only 8,000 characters of a
+/// command's stderr, and 300 names would push everything else out.
+pub(crate) fn name_list(names: &[String]) -> String {
+    const SHOWN: usize = 12;
+    let mut text = names
+        .iter()
+        .take(SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    if text.is_empty() {
+        text.push('-');
+    }
+    text
+}
+
 /// A group name as part of a marker name (`my-group` -> `MY_GROUP`).
 fn marker_part(group: &str) -> String {
     group
@@ -216,11 +235,16 @@ fn render_fetched(
         summary.state = state;
         log::info!(
             stage = "env-render";
-            "{}: {} ({} variables; {})",
+            "{}: {} ({} variables; added {}: {}; changed {}: {}; removed {}: {})",
             summary.path.display(),
             state.as_str(),
             summary.variables,
-            summary.diff
+            summary.diff.added.len(),
+            name_list(&summary.diff.added),
+            summary.diff.changed.len(),
+            name_list(&summary.diff.changed),
+            summary.diff.removed.len(),
+            name_list(&summary.diff.removed),
         );
         files.push(summary);
     }
@@ -228,7 +252,11 @@ fn render_fetched(
         executed: execute,
         env_dir: config.runtime.env_dir.as_path().to_path_buf(),
         parameters: groups.values().map(BTreeMap::len).sum(),
-        undeclared: check.undeclared.iter().map(|u| u.name.clone()).collect(),
+        undeclared: {
+            let mut names: Vec<String> = check.undeclared.iter().map(|u| u.name.clone()).collect();
+            names.sort();
+            names
+        },
         missing_optional: check.missing.iter().map(|d| d.name.clone()).collect(),
         files,
     };
@@ -237,11 +265,11 @@ fn render_fetched(
             stage = "env-render";
             "{} parameters are not declared in runtime.parameters and were rendered by the <group>/<VAR> convention: {}",
             summary.undeclared.len(),
-            summary.undeclared.join(", ")
+            name_list(&summary.undeclared)
         );
     }
     if !summary.missing_optional.is_empty() {
-        log::info!(stage = "env-render"; "optional parameters not in SSM: {}", summary.missing_optional.join(", "));
+        log::info!(stage = "env-render"; "optional parameters not in SSM: {}", name_list(&summary.missing_optional));
     }
     if execute && summary.changed_files().next().is_none() {
         log::info!(stage = "env-render"; "every env file is already up to date; nothing was rewritten");

@@ -6,3 +6,4 @@ mod crash;
 mod daemon;
 mod runtime;
 mod database;
+mod runtime_env;

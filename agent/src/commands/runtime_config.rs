@@ -14,11 +14,14 @@ use serde_json::json;
 
 use super::Invocation;
 use crate::aws;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::output::Report;
 use crate::ssm::{self, Check, Contract};
 
 const P: &str = "WAVEMAP_RUNTIME_CONFIG";
+
+/// Lines of unproblematic parameters printed by `live` before "... and N more".
+const SHOWN_LINES: usize = 40;
 
 /// `runtime-config plan`: print the contract, grouped. No cloud call.
 pub fn plan(inv: &mut Invocation<'_>) -> Result<()> {
@@ -66,29 +69,53 @@ pub async fn live(inv: &mut Invocation<'_>) -> Result<()> {
     let sdk = aws::sdk_config(inv.config).await;
     let client = aws::ssm_client(&sdk, inv.config);
     log::info!(stage = "runtime-config"; "describing parameters under {} (metadata only)", contract.prefix);
-    let described = ssm::describe(&client, &contract.prefix).await?;
+    let described = match ssm::describe(&client, &contract.prefix).await {
+        Ok(described) => described,
+        Err(e) => {
+            let result = match &e {
+                Error::Unavailable { .. } => "unavailable",
+                _ => "failed",
+            };
+            inv.report.marker(&format!("{P}_RESULT"), result);
+            return Err(e);
+        }
+    };
     let check = contract.check(&described);
 
+    // Problems first and all of them; the rest bounded, since SSM keeps only
+    // 8,000 characters of stderr and the markers carry the counts anyway.
+    let mut fine = Vec::new();
     for d in &contract.declared {
-        let state = if check.present.contains(&d.name) {
-            "present".to_owned()
+        if check.present.contains(&d.name) {
+            fine.push(format!("  {:<56} present", d.name));
         } else if let Some(w) = check.wrong_type.iter().find(|w| w.name == d.name) {
-            format!("WRONG TYPE ({}, expected {})", w.actual, w.expected)
+            eprintln!(
+                "  {:<56} WRONG TYPE ({}, expected {})",
+                d.name, w.actual, w.expected
+            );
         } else if d.required {
-            "MISSING (required)".to_owned()
+            eprintln!("  {:<56} MISSING (required)", d.name);
         } else {
-            "missing (optional)".to_owned()
-        };
-        eprintln!("  {:<56} {state}", d.name);
-    }
-    for u in &check.undeclared {
-        eprintln!(
-            "  {:<56} undeclared -> {}.env as {}",
-            u.name, u.group, u.variable
-        );
+            fine.push(format!("  {:<56} missing (optional)", d.name));
+        }
     }
     for u in &check.unmappable {
         eprintln!("  {:<56} CANNOT BE RENDERED: {}", u.name, u.problem);
+    }
+    fine.extend(check.undeclared.iter().map(|u| {
+        format!(
+            "  {:<56} undeclared -> {}.env as {}",
+            u.name, u.group, u.variable
+        )
+    }));
+    for line in fine.iter().take(SHOWN_LINES) {
+        eprintln!("{line}");
+    }
+    if fine.len() > SHOWN_LINES {
+        eprintln!(
+            "  ... and {} more (see the markers or --json)",
+            fine.len() - SHOWN_LINES
+        );
     }
 
     check_markers(inv.report, &check);
