@@ -46,12 +46,26 @@ impl NotifyListener {
 }
 
 fn spawn_daemon(td: &TestDir, notify: &NotifyListener, watchdog_usec: u64) -> Child {
-    let mut cmd = td.command();
-    cmd.arg("daemon")
+    // systemd sets WATCHDOG_PID to the service's pid; `exec` keeps the
+    // shell's pid, so `$$` is the agent's pid too.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(wavemap_e2e::agent_bin())
+        .arg("--config")
+        .arg(td.config_path())
+        .arg("daemon")
+        .env_remove("WAVEMAP_AGENT_CONFIG")
         .env("NOTIFY_SOCKET", &notify.path)
         .env("WATCHDOG_USEC", watchdog_usec.to_string())
+        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
+    for (k, v) in &stack().vars {
+        if k.starts_with("AWS_") {
+            cmd.env(k, v);
+        }
+    }
     cmd.spawn().expect("spawn daemon")
 }
 
