@@ -7,3 +7,4 @@ mod daemon;
 mod runtime;
 mod database;
 mod runtime_env;
+mod compose;

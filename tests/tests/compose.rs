@@ -1,0 +1,678 @@
+//! The Compose engine against the real dockerd and the real Compose CLIs.
+//!
+//! The engine is driven through the library (`wavemap_agent::compose`), the
+//! way `runtime deploy` and the daemon call it, and every check is what an
+//! operator would look at: container IDs and start times, `docker compose
+//! ps` (v2) and `docker-compose ps` (v1), a file in the Postgres volume,
+//! the config-hash labels Compose itself writes. Each test has its own
+//! project name and removes it at the end (`docker compose down -v`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use bollard::Docker;
+use wavemap_agent::compose::{self, Action, Plan, Project, Reason};
+use wavemap_e2e::{docker, registry_credentials, repo_root, stack, unique_name};
+
+/// Removes the project (containers, network, volumes) when the test ends,
+/// pass or fail.
+struct Cleanup {
+    project: String,
+    file: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = compose_v2(
+            &self.project,
+            &self.file,
+            &self.vars,
+            &["down", "-v", "-t", "1"],
+        );
+    }
+}
+
+/// Run the Compose v2 CLI on the project; returns (success, stdout+stderr).
+fn compose_v2(
+    project: &str,
+    file: &Path,
+    vars: &BTreeMap<String, String>,
+    args: &[&str],
+) -> (bool, String) {
+    let out = Command::new(&stack().compose_v2)
+        .arg("-p")
+        .arg(project)
+        .arg("-f")
+        .arg(file)
+        .args(args)
+        .envs(vars)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run docker compose v2");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Make sure the stack's image is on dockerd (the deploy pulls; here the
+/// harness does, so the engine's "never pull" rule holds).
+async fn ensure_image(docker: &Docker, reference: &str) {
+    use futures_util::StreamExt;
+    if docker.inspect_image(reference).await.is_ok() {
+        return;
+    }
+    let (repo, tag) = reference.rsplit_once(':').expect("reference has a tag");
+    let options = bollard::query_parameters::CreateImageOptions {
+        from_image: Some(repo.to_owned()),
+        tag: Some(tag.to_owned()),
+        ..Default::default()
+    };
+    let mut stream = docker.create_image(Some(options), None, Some(registry_credentials()));
+    while let Some(item) = stream.next().await {
+        item.unwrap_or_else(|e| panic!("pull {reference}: {e}"));
+    }
+}
+
+/// The production-shaped fixture in a temp dir with the sample env files.
+struct Production {
+    _dir: tempfile::TempDir,
+    file: PathBuf,
+    vars: BTreeMap<String, String>,
+}
+
+async fn production(docker: &Docker) -> Production {
+    let s = stack();
+    for image in [
+        &s.postgres_image,
+        &s.backend_image_a,
+        &s.backend_image_b,
+        &s.frontend_image_a,
+    ] {
+        ensure_image(docker, image).await;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let fixture = repo_root().join("tests/fixtures/runtime");
+    let file = dir.path().join("compose.yaml");
+    std::fs::copy(fixture.join("compose.yaml"), &file).expect("copy compose file");
+    let env_dir = dir.path().join("env");
+    std::fs::create_dir(&env_dir).expect("env dir");
+    for name in ["backend.env", "frontend.env", "postgres.env"] {
+        std::fs::copy(fixture.join("env-sample").join(name), env_dir.join(name))
+            .expect("copy env file");
+    }
+    let vars: BTreeMap<String, String> = [
+        ("WAVEMAP_POSTGRES_IMAGE", s.postgres_image.clone()),
+        ("WAVEMAP_BACKEND_IMAGE", s.backend_image_a.clone()),
+        ("WAVEMAP_FRONTEND_IMAGE", s.frontend_image_a.clone()),
+        ("WAVEMAP_ENV_DIR", env_dir.display().to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Production {
+        _dir: dir,
+        file,
+        vars,
+    }
+}
+
+fn actions(plan: &Plan) -> Vec<(String, Action)> {
+    plan.services
+        .iter()
+        .map(|s| (s.service.clone(), s.action.clone()))
+        .collect()
+}
+
+/// (service -> (container id, StartedAt)) of the project now.
+async fn snapshot(docker: &Docker, project: &str) -> BTreeMap<String, (String, String)> {
+    compose::service_states(docker, project)
+        .await
+        .expect("service states")
+        .into_iter()
+        .map(|s| {
+            (
+                s.service,
+                (s.container_id, s.started_at.unwrap_or_default()),
+            )
+        })
+        .collect()
+}
+
+fn exec(container: &str, script: &str) -> String {
+    let out = Command::new("docker")
+        .args(["exec", container, "sh", "-c", script])
+        .output()
+        .expect("docker exec");
+    assert!(
+        out.status.success(),
+        "docker exec {container} {script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn production_project_converges_hands_over_and_changes_only_what_changed() {
+    let docker = docker().await;
+    let p = production(&docker).await;
+    let project_name = unique_name("compose-prod");
+    let _cleanup = Cleanup {
+        project: project_name.clone(),
+        file: p.file.clone(),
+        vars: p.vars.clone(),
+    };
+    let s = stack();
+
+    // First converge: all three created, in dependency order, then healthy.
+    let project = Project::load(&p.file, &project_name, &p.vars).expect("load");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("postgres".into(), Action::Create),
+            ("api".into(), Action::Create),
+            ("frontend".into(), Action::Create)
+        ],
+        "{plan}"
+    );
+    let summary = compose::converge(&docker, &project, &plan)
+        .await
+        .expect("first converge");
+    assert_eq!(summary.created, vec!["postgres", "api", "frontend"]);
+    let health = compose::wait_healthy(&docker, &project, Duration::from_secs(120))
+        .await
+        .expect("healthy");
+    assert!(health.services.iter().all(|h| h.ready), "{health:?}");
+
+    let states = compose::service_states(&docker, &project_name)
+        .await
+        .expect("states");
+    let by_service: BTreeMap<&str, &compose::ServiceState> =
+        states.iter().map(|s| (s.service.as_str(), s)).collect();
+    assert_eq!(by_service.len(), 3);
+    for (service, image) in [
+        ("postgres", &s.postgres_image),
+        ("api", &s.backend_image_a),
+        ("frontend", &s.frontend_image_a),
+    ] {
+        let st = by_service[service];
+        assert_eq!(st.container_name, format!("{project_name}-{service}-1"));
+        assert_eq!(&st.image, image);
+        assert_eq!(st.state, "running");
+        assert_eq!(st.health.as_deref(), Some("healthy"));
+    }
+    // The API was started only after Postgres was healthy, the frontend
+    // after the API: start times are in that order.
+    let started = |svc: &str| by_service[svc].started_at.clone().unwrap_or_default();
+    assert!(started("postgres") < started("api"), "{states:?}");
+    assert!(started("api") < started("frontend"), "{states:?}");
+
+    // The real Compose CLIs list the project as their own.
+    let (ok, ps) = compose_v2(
+        &project_name,
+        &p.file,
+        &p.vars,
+        &["ps", "--format", "{{.Service}} {{.State}} {{.Health}}"],
+    );
+    assert!(ok, "{ps}");
+    for service in ["postgres", "api", "frontend"] {
+        assert!(
+            ps.lines()
+                .any(|l| l.trim() == format!("{service} running healthy")),
+            "docker compose ps:\n{ps}"
+        );
+    }
+    let v1 = Command::new(&s.compose_v1)
+        .args(["-p", &project_name, "-f"])
+        .arg(&p.file)
+        .arg("ps")
+        .envs(&p.vars)
+        .output()
+        .expect("docker-compose v1");
+    let v1_text = String::from_utf8_lossy(&v1.stdout);
+    assert!(
+        v1.status.success(),
+        "{}",
+        String::from_utf8_lossy(&v1.stderr)
+    );
+    for service in ["postgres", "api", "frontend"] {
+        let line = v1_text
+            .lines()
+            .find(|l| l.starts_with(&format!("{project_name}-{service}-1")))
+            .unwrap_or_else(|| panic!("docker-compose ps lists no {service}:\n{v1_text}"));
+        assert!(line.contains("Up (healthy)"), "{line}");
+    }
+
+    // A second converge touches nothing: same IDs and start times.
+    let before = snapshot(&docker, &project_name).await;
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+    let summary = compose::converge(&docker, &project, &plan)
+        .await
+        .expect("no-op converge");
+    assert_eq!(summary.kept, vec!["postgres", "api", "frontend"]);
+    assert!(summary.created.is_empty() && summary.recreated.is_empty());
+    assert_eq!(snapshot(&docker, &project_name).await, before);
+
+    // Operators' `docker compose up -d` right after: nothing recreated, no
+    // volume or network offered for recreation.
+    let (ok, up) = compose_v2(&project_name, &p.file, &p.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert!(!up.contains("Recreate"), "docker compose up -d:\n{up}");
+    assert!(
+        !up.contains("diverged") && !up.contains("exists but"),
+        "{up}"
+    );
+    assert_eq!(snapshot(&docker, &project_name).await, before, "{up}");
+
+    // Data in the Postgres volume, to prove it survives the API change.
+    let pg = format!("{project_name}-postgres-1");
+    exec(
+        &pg,
+        "echo kept > /var/lib/postgresql/data/wavemap-e2e-marker",
+    );
+
+    // Changing the API image recreates the API only.
+    let mut vars_b = p.vars.clone();
+    vars_b.insert("WAVEMAP_BACKEND_IMAGE".into(), s.backend_image_b.clone());
+    let project_b = Project::load(&p.file, &project_name, &vars_b).expect("load B");
+    let plan = compose::plan(&docker, &project_b).await.expect("plan B");
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("postgres".into(), Action::Keep { running: true }),
+            (
+                "api".into(),
+                Action::Recreate {
+                    reason: Reason::Image
+                }
+            ),
+            ("frontend".into(), Action::Keep { running: true })
+        ],
+        "{plan}"
+    );
+    let summary = compose::converge(&docker, &project_b, &plan)
+        .await
+        .expect("converge B");
+    assert_eq!(summary.recreated, vec!["api"]);
+    compose::wait_healthy(&docker, &project_b, Duration::from_secs(120))
+        .await
+        .expect("healthy after B");
+    let after = snapshot(&docker, &project_name).await;
+    assert_eq!(after["postgres"], before["postgres"]);
+    assert_eq!(after["frontend"], before["frontend"]);
+    assert_ne!(after["api"].0, before["api"].0);
+    let api_state = compose::service_states(&docker, &project_name)
+        .await
+        .expect("states")
+        .into_iter()
+        .find(|s| s.service == "api")
+        .expect("api");
+    assert_eq!(api_state.image, s.backend_image_b);
+    assert_eq!(
+        exec(&pg, "cat /var/lib/postgresql/data/wavemap-e2e-marker").trim(),
+        "kept"
+    );
+
+    // Compose agrees with the recreated API too.
+    let (ok, up) = compose_v2(&project_name, &p.file, &vars_b, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &project_name).await, after, "{up}");
+
+    // A service removed from the file is removed as an orphan.
+    let text = std::fs::read_to_string(&p.file).expect("read compose file");
+    let start = text.find("\n  frontend:").expect("frontend in fixture");
+    let end = text[start..].find("\nvolumes:").expect("volumes after") + start;
+    let without_frontend = format!("{}{}", &text[..start], &text[end..]);
+    let smaller = p.file.with_file_name("compose.smaller.yaml");
+    std::fs::write(&smaller, without_frontend).expect("write smaller file");
+    let project_small = Project::load(&smaller, &project_name, &vars_b).expect("load smaller");
+    let plan = compose::plan(&docker, &project_small).await.expect("plan");
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("postgres".into(), Action::Keep { running: true }),
+            ("api".into(), Action::Keep { running: true }),
+            ("frontend".into(), Action::Remove)
+        ],
+        "{plan}"
+    );
+    let summary = compose::converge(&docker, &project_small, &plan)
+        .await
+        .expect("converge smaller");
+    assert_eq!(summary.removed, vec!["frontend"]);
+    let left = snapshot(&docker, &project_name).await;
+    assert_eq!(
+        left.keys().map(String::as_str).collect::<Vec<_>>(),
+        vec!["api", "postgres"]
+    );
+    assert_eq!(left["postgres"], before["postgres"]);
+}
+
+#[tokio::test]
+async fn the_agent_adopts_a_project_compose_created_as_a_no_op() {
+    let docker = docker().await;
+    let p = production(&docker).await;
+    let project_name = unique_name("compose-adopt");
+    let _cleanup = Cleanup {
+        project: project_name.clone(),
+        file: p.file.clone(),
+        vars: p.vars.clone(),
+    };
+    let (ok, up) = compose_v2(
+        &project_name,
+        &p.file,
+        &p.vars,
+        &["up", "-d", "--wait", "--wait-timeout", "120"],
+    );
+    assert!(ok, "docker compose up:\n{up}");
+    let before = snapshot(&docker, &project_name).await;
+
+    let project = Project::load(&p.file, &project_name, &p.vars).expect("load");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+    let summary = compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    assert_eq!(summary.kept.len(), 3);
+    compose::wait_healthy(&docker, &project, Duration::from_secs(60))
+        .await
+        .expect("healthy");
+    assert_eq!(snapshot(&docker, &project_name).await, before);
+
+    // And Compose's labels are what the agent computes.
+    for state in compose::service_states(&docker, &project_name)
+        .await
+        .expect("states")
+    {
+        let info = docker
+            .inspect_container(&state.container_id, None)
+            .await
+            .expect("inspect");
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        let service = project.service(&state.service).expect("service");
+        assert_eq!(
+            labels.get("com.docker.compose.config-hash"),
+            Some(&compose::hash::service_hash(service)),
+            "{}",
+            state.service
+        );
+    }
+    let volume = docker
+        .inspect_volume(&format!("{project_name}_pgdata"))
+        .await
+        .expect("volume");
+    assert_eq!(
+        volume.labels.get("com.docker.compose.config-hash"),
+        Some(&compose::hash::volume_hash(&project.volumes["pgdata"]))
+    );
+}
+
+/// A small project on the stack's busybox image.
+struct Small {
+    dir: tempfile::TempDir,
+    file: PathBuf,
+    project: String,
+    vars: BTreeMap<String, String>,
+}
+
+async fn small(prefix: &str, services_yaml: &str) -> Small {
+    let docker = docker().await;
+    let image = stack().busybox_image.clone();
+    ensure_image(&docker, &image).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("compose.yaml");
+    std::fs::write(&file, services_yaml).expect("write compose file");
+    let vars = BTreeMap::from([("E2E_BUSYBOX".to_owned(), image)]);
+    Small {
+        dir,
+        file,
+        project: unique_name(prefix),
+        vars,
+    }
+}
+
+impl Small {
+    fn cleanup(&self) -> Cleanup {
+        Cleanup {
+            project: self.project.clone(),
+            file: self.file.clone(),
+            vars: self.vars.clone(),
+        }
+    }
+    fn load(&self) -> Project {
+        Project::load(&self.file, &self.project, &self.vars).expect("load")
+    }
+}
+
+#[tokio::test]
+async fn config_hash_equals_compose_for_env_files_anchors_interpolation_and_binds() {
+    let docker = docker().await;
+    let s = small(
+        "compose-hash",
+        r#"
+x-base: &base
+  image: ${E2E_BUSYBOX}
+  restart: unless-stopped
+  logging:
+    driver: json-file
+    options: {max-size: 1m}
+services:
+  api:
+    <<: *base
+    command: sleep 3600
+    env_file: [app.env]
+    environment:
+      - FROM_COMPOSE=${E2E_UNSET:-default}
+      - LITERAL=$${HOME}
+    volumes:
+      - ./conf:/conf:ro
+      - data:/data
+    healthcheck:
+      test: ["CMD-SHELL", "test -d /conf"]
+      interval: 1s
+      timeout: 2s
+      start_period: 1s
+    ports: ["127.0.0.1::8080"]
+    extra_hosts: ["db.internal:10.1.2.3"]
+    stop_grace_period: 3s
+  worker:
+    <<: *base
+    command: ["sh", "-c", "sleep 3600"]
+    depends_on:
+      api:
+        condition: service_healthy
+    labels: [role=worker]
+volumes:
+  data:
+"#,
+    )
+    .await;
+    std::fs::write(
+        s.dir.path().join("app.env"),
+        "A=1\nQUOTED=\"two words\"\nSINGLE='$NOT'\n",
+    )
+    .expect("env file");
+    let _cleanup = s.cleanup();
+    let (ok, out) = compose_v2(&s.project, &s.file, &s.vars, &["create"]);
+    assert!(ok, "{out}");
+    let project = s.load();
+    for service in &project.services {
+        let info = docker
+            .inspect_container(&project.container_name(&service.name), None)
+            .await
+            .expect("inspect");
+        let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+        assert_eq!(
+            labels.get("com.docker.compose.config-hash"),
+            Some(&compose::hash::service_hash(service)),
+            "service {}",
+            service.name
+        );
+    }
+    // `config --hash` agrees for the service without env_file; for env_file
+    // services it hashes the file list, not the contents `up` hashes.
+    let (ok, hashes) = compose_v2(&s.project, &s.file, &s.vars, &["config", "--hash", "*"]);
+    assert!(ok, "{hashes}");
+    let worker = project.service("worker").expect("worker");
+    assert!(
+        hashes.contains(&format!("worker {}", compose::hash::service_hash(worker))),
+        "{hashes}"
+    );
+    // With Compose's containers in place, the agent keeps them (created,
+    // not running: it would only start them).
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert_eq!(
+        actions(&plan),
+        vec![
+            ("api".into(), Action::Keep { running: false }),
+            ("worker".into(), Action::Keep { running: false })
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_healthcheck_fails_at_the_deadline_with_its_output() {
+    let docker = docker().await;
+    let s = small(
+        "compose-unhealthy",
+        r#"
+services:
+  sick:
+    image: ${E2E_BUSYBOX}
+    command: sleep 3600
+    healthcheck:
+      test: ["CMD-SHELL", "echo database-not-reachable; exit 1"]
+      interval: 1s
+      retries: 1
+  recovers:
+    image: ${E2E_BUSYBOX}
+    command: sh -c 'sleep 4; touch /tmp/ok; sleep 3600'
+    healthcheck:
+      test: ["CMD-SHELL", "test -f /tmp/ok"]
+      interval: 1s
+      retries: 1
+"#,
+    )
+    .await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let err = compose::wait_healthy(&docker, &project, Duration::from_secs(12))
+        .await
+        .expect_err("sick never becomes healthy");
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    assert!(
+        text.starts_with("health failed: not healthy after 12s"),
+        "{text}"
+    );
+    assert!(text.contains("sick: running, unhealthy"), "{text}");
+    assert!(text.contains("database-not-reachable"), "{text}");
+    // `recovers` was unhealthy for a while and then passed: not named.
+    assert!(!text.contains("recovers"), "{text}");
+}
+
+#[tokio::test]
+async fn one_shot_dependencies_run_to_completion_before_their_dependents() {
+    let docker = docker().await;
+    let s = small(
+        "compose-oneshot",
+        r#"
+services:
+  migrate:
+    image: ${E2E_BUSYBOX}
+    command: sh -c 'sleep 1; echo migrated'
+  app:
+    image: ${E2E_BUSYBOX}
+    command: sleep 3600
+    depends_on:
+      migrate:
+        condition: service_completed_successfully
+"#,
+    )
+    .await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let report = compose::wait_healthy(&docker, &project, Duration::from_secs(30))
+        .await
+        .expect("ready");
+    let migrate = report
+        .services
+        .iter()
+        .find(|h| h.service == "migrate")
+        .expect("migrate");
+    assert_eq!(
+        (migrate.state.as_str(), migrate.exit_code),
+        ("exited", Some(0))
+    );
+    let states = compose::service_states(&docker, &s.project)
+        .await
+        .expect("states");
+    let started = |svc: &str| {
+        states
+            .iter()
+            .find(|x| x.service == svc)
+            .and_then(|x| x.started_at.clone())
+            .unwrap_or_default()
+    };
+    assert!(started("migrate") < started("app"));
+
+    // A failing one-shot stops the converge with its exit status.
+    let failing = s.dir.path().join("failing.yaml");
+    std::fs::write(
+        &failing,
+        std::fs::read_to_string(&s.file)
+            .expect("read")
+            .replace("echo migrated", "exit 3"),
+    )
+    .expect("write");
+    let project = Project::load(&failing, &s.project, &s.vars).expect("load failing");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    let err = compose::converge(&docker, &project, &plan)
+        .await
+        .expect_err("migrate fails");
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("exited with status 3"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_image_fails_the_converge_before_anything_changes() {
+    let docker = docker().await;
+    let s = small(
+        "compose-noimage",
+        "services:\n  ghost:\n    image: 127.0.0.1:5000/wavemap/never-pushed:sha-0\n  real:\n    image: ${E2E_BUSYBOX}\n    command: sleep 3600\n",
+    )
+    .await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(
+        plan.to_string().contains("image not present locally"),
+        "{plan}"
+    );
+    let err = compose::converge(&docker, &project, &plan)
+        .await
+        .expect_err("missing image");
+    assert_eq!(err.exit_code(), 1);
+    let text = err.to_string();
+    assert!(text.starts_with("converge failed:"), "{text}");
+    assert!(
+        text.contains("ghost (127.0.0.1:5000/wavemap/never-pushed:sha-0)"),
+        "{text}"
+    );
+    assert!(snapshot(&docker, &s.project).await.is_empty());
+}
