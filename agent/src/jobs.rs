@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 
 use crate::config::Config;
 use crate::error::{Dependency, Error};
-use crate::output::redact;
+use crate::output::{redact, register_secret};
 
 /// Captured stdout beyond this is refused: a report is kilobytes.
 const MAX_CAPTURED_STDOUT: usize = 16 * 1024 * 1024;
@@ -168,7 +168,71 @@ pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
                 project: config.runtime.project_name.clone(),
                 service: config.runtime.backend_service.clone(),
             })?;
+    register_container_secrets(&docker, &container).await;
     Ok(run_in(&docker, &container, config, job).await?)
+}
+
+/// The job inherits the container's env, which holds SSM SecureString values
+/// the agent never read itself in this run. Register the ones that look like
+/// secrets (by name, or a URL with a password) so a job that prints them is
+/// redacted. Best effort: without the inspect, redaction of our own secrets
+/// still applies.
+async fn register_container_secrets(docker: &Docker, container: &str) {
+    let env = match docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    {
+        Ok(inspect) => inspect.config.and_then(|c| c.env).unwrap_or_default(),
+        Err(e) => {
+            log::debug!(stage = "job"; "cannot inspect the API container for its env: {e}");
+            return;
+        }
+    };
+    for entry in env {
+        let Some((name, value)) = entry.split_once('=') else {
+            continue;
+        };
+        if looks_secret(name, value) {
+            register_secret(value);
+            if let Some(password) = url_password(value) {
+                register_secret(password);
+            }
+        }
+    }
+}
+
+/// Names that carry credentials by convention, or a URL with a password.
+/// Deliberately not every `*KEY*` name: `MEDIA_KEY_PREFIX=media/` is not a
+/// secret, and redacting it would blank the media report's scope marker.
+fn looks_secret(name: &str, value: &str) -> bool {
+    const MARKERS: [&str; 10] = [
+        "PASSWORD",
+        "PASSWD",
+        "SECRET",
+        "TOKEN",
+        "CREDENTIAL",
+        "PRIVATE",
+        "AUTH",
+        "DSN",
+        "API_KEY",
+        "ACCESS_KEY",
+    ];
+    let upper = name.to_ascii_uppercase();
+    MARKERS.iter().any(|m| upper.contains(m))
+        || upper.ends_with("_KEY")
+        || url_password(value).is_some()
+}
+
+/// The password of `scheme://user:password@host...`, if any.
+fn url_password(value: &str) -> Option<&str> {
+    let (_, rest) = value.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (userinfo, _) = authority.rsplit_once('@')?;
+    let (_, password) = userinfo.split_once(':')?;
+    (!password.is_empty()).then_some(password)
 }
 
 /// Run in a given container (tests and callers that already found it).
@@ -382,6 +446,16 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_in_env_are_recognised() {
+        assert_eq!(url_password("postgres://app:pw@db:5432/x"), Some("pw"));
+        assert_eq!(url_password("https://example.com/a@b"), None);
+        assert!(looks_secret("DATABASE_URL", "postgres://app:pw@db/x"));
+        assert!(looks_secret("JWT_SECRET", "abc"));
+        assert!(!looks_secret("PORT", "8080"));
+        assert!(!looks_secret("MEDIA_BUCKET", "wavemap-dev-media"));
+    }
 
     #[test]
     fn lines_split_across_chunks_warnings_counted_tail_bounded() {

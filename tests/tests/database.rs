@@ -1,0 +1,792 @@
+//! `database status | migrate | reset` and `media discrepancy-report`
+//! against the stack's real PostgreSQL and dockerd.
+//!
+//! The status tests replay every scenario of `../shared/fixtures/drizzle`
+//! (ledgers written by the real Drizzle migrator) and compare the agent's
+//! markers with the scenario's `expected.json`, once with the journal read
+//! from `--migrations-dir` and once from an image built for the test, the way
+//! the agent reads it on the host: from the running API container's image.
+//!
+//! The job tests run an "API container" of this test's Compose project (the
+//! labels Compose would put on it) from the stack's fake-backend image, on the
+//! host network so its `DATABASE_URL` reaches the stack's PostgreSQL on
+//! 127.0.0.1. Its command is `sleep`: the jobs are `docker exec`s.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptionsBuilder, StartContainerOptions};
+use serde::Deserialize;
+use wavemap_e2e::{
+    build_image, busybox_binary, docker, pg_connect, pg_fresh_database, repo_root, stack, toml_str,
+    unique_name, Output, TestDir,
+};
+
+fn fixtures() -> PathBuf {
+    std::env::var_os("WAVEMAP_DRIZZLE_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/fixtures/drizzle"))
+}
+
+const SCENARIOS: [&str; 7] = [
+    "up-to-date",
+    "behind",
+    "ahead",
+    "hash-mismatch",
+    "drift-skipped-migration",
+    "empty",
+    "ledger-missing",
+];
+
+#[derive(Debug, Deserialize)]
+struct Expected {
+    state: String,
+    expected_count: usize,
+    applied_count: usize,
+    pending_count: usize,
+    gate_when_migration_allowed: String,
+    gate_when_migration_not_allowed: String,
+}
+
+fn expected(scenario: &str) -> Expected {
+    let path = fixtures().join(scenario).join("expected.json");
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+fn migrations_dir(scenario: &str) -> PathBuf {
+    fixtures().join(scenario).join("image-migrations")
+}
+
+/// A fresh database holding the scenario's dump; returns its URL.
+async fn load_fixture(scenario: &str) -> String {
+    let url = pg_fresh_database(&format!("db-{}", &scenario[..scenario.len().min(8)])).await;
+    let sql = std::fs::read_to_string(fixtures().join(scenario).join("database.sql"))
+        .expect("read database.sql");
+    pg_connect(&url)
+        .await
+        .batch_execute(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("load {scenario}/database.sql: {e}"));
+    url
+}
+
+/// The ledger as (id, hash, created_at), or None when the table is missing.
+async fn ledger(url: &str) -> Option<Vec<(i32, String, Option<i64>)>> {
+    let client = pg_connect(url).await;
+    let rows = client
+        .query(
+            "SELECT id, hash, created_at FROM drizzle.__drizzle_migrations ORDER BY id",
+            &[],
+        )
+        .await
+        .ok()?;
+    Some(
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect(),
+    )
+}
+
+/// Run `database status` and check every marker and the exit code against
+/// the scenario's expected answer.
+fn assert_status(out: &Output, want: &Expected, allow: bool, what: &str) {
+    let gate = if allow {
+        &want.gate_when_migration_allowed
+    } else {
+        &want.gate_when_migration_not_allowed
+    };
+    let m = |k: &str| out.marker(&format!("WAVEMAP_DATABASE_STATUS_{k}"));
+    assert_eq!(
+        m("STATE"),
+        Some(want.state.as_str()),
+        "{what}\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        m("EXPECTED_COUNT"),
+        Some(want.expected_count.to_string().as_str()),
+        "{what}\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        m("APPLIED_COUNT"),
+        Some(want.applied_count.to_string().as_str()),
+        "{what}\n{}",
+        out.dump()
+    );
+    assert_eq!(
+        m("PENDING_COUNT"),
+        Some(want.pending_count.to_string().as_str()),
+        "{what}\n{}",
+        out.dump()
+    );
+    assert_eq!(m("GATE"), Some(gate.as_str()), "{what}\n{}", out.dump());
+    let code = if gate == "block" { 3 } else { 0 };
+    assert_eq!(out.code, code, "{what}\n{}", out.dump());
+}
+
+fn status_args(url: &str, allow: bool, dir: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "database".to_string(),
+        "status".into(),
+        "--database-url".into(),
+        url.into(),
+    ];
+    if allow {
+        args.push("--allow-migrate".into());
+    }
+    if let Some(dir) = dir {
+        args.push("--migrations-dir".into());
+        args.push(dir.display().to_string());
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_gives_its_expected_answer_from_migrations_dir() {
+    let t = TestDir::new("dbstatus-dir");
+    for scenario in SCENARIOS {
+        let url = load_fixture(scenario).await;
+        let want = expected(scenario);
+        for allow in [false, true] {
+            let out = t.run(status_args(&url, allow, Some(&migrations_dir(scenario))));
+            assert_status(&out, &want, allow, &format!("{scenario} allow={allow}"));
+        }
+    }
+    // The last answer is kept for `status`, atomically, world-readable.
+    let cache = t.state_dir().join("last-database-status.json");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cache).expect("status cache written")).unwrap();
+    assert_eq!(saved["state"], "ledger-missing");
+    assert_eq!(saved["gate"], "block");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o644);
+}
+
+/// A container of this test's Compose project and service, as Compose
+/// labels it; removed on drop.
+struct ApiContainer {
+    id: String,
+    /// Unix seconds just before creation, for the event query.
+    created_at: u64,
+}
+
+impl ApiContainer {
+    async fn start(t: &TestDir, image: &str, cmd: &[&str], env: &[String]) -> ApiContainer {
+        let docker = docker().await;
+        let labels = HashMap::from([
+            ("com.docker.compose.project".to_string(), t.name.clone()),
+            ("com.docker.compose.service".to_string(), "api".to_string()),
+            ("com.docker.compose.oneoff".to_string(), "False".to_string()),
+        ]);
+        let name = unique_name("api");
+        let created_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            - 1;
+        let created = docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+                ContainerCreateBody {
+                    image: Some(image.to_owned()),
+                    cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
+                    entrypoint: Some(vec![]),
+                    env: Some(env.to_vec()),
+                    labels: Some(labels),
+                    host_config: Some(HostConfig {
+                        network_mode: Some("host".into()),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("create api container from {image}: {e}"));
+        let container = ApiContainer {
+            id: created.id,
+            created_at,
+        };
+        docker
+            .start_container(&container.id, None::<StartContainerOptions>)
+            .await
+            .unwrap_or_else(|e| panic!("start api container: {e}"));
+        container
+    }
+
+    /// How many execs were started in the container (from the Engine's
+    /// event log: finished execs leave the container's `ExecIDs` list).
+    async fn exec_count(&self) -> usize {
+        let out = std::process::Command::new("docker")
+            .args(["events", "--since", &self.created_at.to_string(), "--until"])
+            .arg(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+                    .saturating_add(1)
+                    .to_string(),
+            )
+            .args([
+                "--filter",
+                &format!("container={}", self.id),
+                "--filter",
+                "event=exec_start",
+                "--format",
+                "{{.Action}}",
+            ])
+            .output()
+            .expect("docker events");
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    }
+}
+
+impl Drop for ApiContainer {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", "-v", &self.id])
+            .output();
+    }
+}
+
+/// Journal helper containers the agent left behind for `image`.
+async fn leftover_journal_containers(image_id: &str) -> usize {
+    let docker = docker().await;
+    let filters = HashMap::from([(
+        "label".to_string(),
+        vec!["wavemap-agent.purpose=journal-read".to_string()],
+    )]);
+    docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .expect("list containers")
+        .into_iter()
+        .filter(|c| c.image_id.as_deref() == Some(image_id))
+        .count()
+}
+
+/// A tiny image like the API image as far as the journal goes: busybox (so a
+/// container can run) and the scenario's migrations at /app/drizzle.
+async fn journal_image(scenario: &str) -> String {
+    let dir = migrations_dir(scenario);
+    let mut files = vec![("bin/busybox", busybox_binary())];
+    let mut owned: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            owned.push((format!("drizzle/{name}"), std::fs::read(&path).unwrap()));
+        }
+    }
+    owned.push((
+        "drizzle/meta/_journal.json".into(),
+        std::fs::read(dir.join("meta/_journal.json")).unwrap(),
+    ));
+    for (name, bytes) in &owned {
+        files.push((name.as_str(), bytes.clone()));
+    }
+    let tag = format!("wavemap-e2e/journal-{}:{}", scenario, unique_name("t"));
+    build_image(
+        &tag,
+        "FROM scratch\nCOPY bin/busybox /bin/busybox\nCOPY drizzle/ /app/drizzle/\n",
+        &files,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_fixture_gives_its_expected_answer_from_the_api_image() {
+    for scenario in SCENARIOS {
+        let t = TestDir::new("dbstatus-img");
+        let image = journal_image(scenario).await;
+        let api = ApiContainer::start(&t, &image, &["/bin/busybox", "sleep", "600"], &[]).await;
+        let url = load_fixture(scenario).await;
+        let want = expected(scenario);
+        for allow in [false, true] {
+            let out = t.run(status_args(&url, allow, None));
+            assert_status(
+                &out,
+                &want,
+                allow,
+                &format!("{scenario} (image) allow={allow}"),
+            );
+            assert_eq!(
+                out.marker("WAVEMAP_DATABASE_STATUS_JOURNAL_SOURCE"),
+                Some(format!("{image}:/app/drizzle").as_str()),
+                "{}",
+                out.dump()
+            );
+        }
+        assert_eq!(
+            leftover_journal_containers(&image).await,
+            0,
+            "the helper container is removed"
+        );
+        // Reading the journal ran nothing in the API container.
+        assert_eq!(api.exec_count().await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_without_api_container_or_release_asks_for_migrations_dir() {
+    let t = TestDir::new("dbstatus-nojournal");
+    let out = t.run(status_args(&stack().pg_url, false, None));
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(out.stderr.contains("--migrations-dir"), "{}", out.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_postgres_exits_69_without_printing_the_url() {
+    let t = TestDir::new("dbstatus-down");
+    let secret = "pw-never-shown-4711";
+    let url = format!("postgres://app:{secret}@127.0.0.1:1/app");
+    let out = t.run(status_args(&url, false, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_AGENT_ERROR"),
+        Some("dependency-unavailable")
+    );
+    assert!(
+        !out.stdout.contains(secret) && !out.stderr.contains(secret),
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stderr.contains("127.0.0.1:1"),
+        "names where: {}",
+        out.dump()
+    );
+
+    // Refused credentials are the same outcome, without retries.
+    let wrong = stack()
+        .pg_url
+        .replacen(&format!(":{}@", pg_password()), &format!(":{secret}@"), 1);
+    let out = t.run(status_args(&wrong, false, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert!(
+        !out.stdout.contains(secret) && !out.stderr.contains(secret),
+        "{}",
+        out.dump()
+    );
+}
+
+fn pg_password() -> String {
+    let url = &stack().pg_url;
+    let (_, rest) = url.split_once("://").unwrap();
+    let (userinfo, _) = rest.rsplit_once('@').unwrap();
+    userinfo.split_once(':').unwrap().1.to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn null_created_at_blocks_even_with_permission() {
+    let t = TestDir::new("dbstatus-null");
+    let url = load_fixture("up-to-date").await;
+    pg_connect(&url)
+        .await
+        .batch_execute("INSERT INTO drizzle.__drizzle_migrations (id, hash, created_at) VALUES (99, 'x', NULL)")
+        .await
+        .unwrap();
+    let out = t.run(status_args(&url, true, Some(&migrations_dir("up-to-date"))));
+    assert_eq!(out.code, 3, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("drift"));
+    assert!(out.stderr.contains("NULL created_at"), "{}", out.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drizzle_1_0_folders_and_ledger_columns_are_read() {
+    let t = TestDir::new("dbstatus-v1");
+    let dir = tempfile::tempdir().unwrap();
+    let migrations = [
+        ("20250101000000_init", "CREATE TABLE a (id int);"),
+        ("20250102000000_more", "CREATE TABLE b (id int);"),
+        ("20250103000000_last", "CREATE TABLE c (id int);"),
+    ];
+    for (name, sql) in migrations {
+        std::fs::create_dir_all(dir.path().join(name)).unwrap();
+        std::fs::write(dir.path().join(name).join("migration.sql"), sql).unwrap();
+        std::fs::write(dir.path().join(name).join("snapshot.json"), "{}").unwrap();
+    }
+    let url = pg_fresh_database("db-v1").await;
+    let hash = |s: &str| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(s.as_bytes()))
+    };
+    // Date.UTC(2025, 0, 1) and Date.UTC(2025, 0, 2) in milliseconds.
+    pg_connect(&url)
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA app_meta;
+             CREATE TABLE app_meta.\"Migrations\" (id serial PRIMARY KEY, hash text NOT NULL,
+                 created_at bigint, name text, applied_at timestamptz DEFAULT now());
+             INSERT INTO app_meta.\"Migrations\" (hash, created_at, name) VALUES
+                 ('{}', 1735689600000, '20250101000000_init'),
+                 ('{}', 1735776000000, '20250102000000_more');",
+            hash(migrations[0].1),
+            hash(migrations[1].1)
+        ))
+        .await
+        .unwrap();
+    let mut args = status_args(&url, true, Some(dir.path()));
+    args.extend([
+        "--migrations-schema".into(),
+        "app_meta".into(),
+        "--migrations-table".into(),
+        "Migrations".into(),
+    ]);
+    let out = t.run(&args);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_STATUS_PENDING_COUNT"),
+        Some("1")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_GATE"), Some("migrate"));
+    assert!(out.stderr.contains("20250103000000_last"), "{}", out.dump());
+}
+
+// --- jobs in the API container ------------------------------------------------
+
+/// A test dir whose job commands are the fake backend's subcommands.
+fn job_test_dir(prefix: &str) -> TestDir {
+    let mut t = TestDir::new(prefix);
+    for (key, sub) in [
+        ("migrate_command", "migrate"),
+        ("base_seed_command", "seed-base"),
+        ("dev_seed_command", "seed-dev"),
+        ("media_report_command", "media-report"),
+    ] {
+        t.set(
+            "jobs",
+            key,
+            format!("[\"/app/fake-backend\", {}]", toml_str(sub)),
+        );
+    }
+    t
+}
+
+/// The stack's fake-backend image as this test's API container, with
+/// `DATABASE_URL` pointing at `url` and extra env.
+async fn fake_api(t: &TestDir, url: &str, env: &[&str]) -> ApiContainer {
+    let image = stack().require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
+    let mut vars = vec![format!("DATABASE_URL={url}")];
+    vars.extend(env.iter().map(|s| s.to_string()));
+    ApiContainer::start(t, &image, &["/bin/busybox", "sleep", "600"], &vars).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_on_behind_applies_through_the_api_container_then_up_to_date() {
+    let t = job_test_dir("dbmigrate");
+    let url = load_fixture("behind").await;
+    let api = fake_api(&t, &url, &[]).await;
+
+    // Dry run: status, the plan, nothing run.
+    let out = t.run(["database", "migrate", "--database-url", &url]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_BEFORE_STATE"),
+        Some("behind")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("planned")
+    );
+    assert_eq!(ledger(&url).await.unwrap().len(), 2);
+    assert_eq!(api.exec_count().await, 0);
+
+    let out = t.run(["database", "migrate", "--execute", "--database-url", &url]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_BEFORE_STATE"),
+        Some("behind")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_AFTER_STATE"),
+        Some("up-to-date")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT"),
+        Some("2")
+    );
+    assert_eq!(api.exec_count().await, 1);
+    // Job output went to stderr; stdout is markers only.
+    assert!(
+        out.stdout.lines().all(|l| l.starts_with("WAVEMAP_")),
+        "{}",
+        out.dump()
+    );
+    let rows = ledger(&url).await.unwrap();
+    assert_eq!(rows.len(), 4);
+    let up_to_date = ledger_of_fixture("up-to-date");
+    assert_eq!(
+        rows.iter().map(|r| (r.1.clone(), r.2)).collect::<Vec<_>>(),
+        up_to_date,
+        "the ledger now equals the one the real migrator wrote"
+    );
+
+    let out = t.run(["database", "status", "--database-url", &url]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_STATUS_STATE"),
+        Some("up-to-date")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_GATE"), Some("pass"));
+}
+
+/// (hash, created_at) of the rows in a fixture's dump.
+fn ledger_of_fixture(scenario: &str) -> Vec<(String, Option<i64>)> {
+    let sql = std::fs::read_to_string(fixtures().join(scenario).join("database.sql")).unwrap();
+    sql.lines()
+        .filter_map(|l| l.strip_prefix("INSERT INTO drizzle.__drizzle_migrations VALUES ("))
+        .map(|l| {
+            let parts: Vec<&str> = l.trim_end_matches(");").split(", ").collect();
+            (
+                parts[1].trim_matches('\'').to_owned(),
+                parts[2].parse().ok(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_refuses_drift_ahead_and_hash_mismatch_and_changes_nothing() {
+    for scenario in ["drift-skipped-migration", "ahead", "hash-mismatch"] {
+        let t = job_test_dir("dbmigrate-block");
+        let url = load_fixture(scenario).await;
+        let api = fake_api(&t, &url, &[]).await;
+        let before = ledger(&url).await;
+        let dir = migrations_dir(scenario).display().to_string();
+        let out = t.run([
+            "database",
+            "migrate",
+            "--execute",
+            "--database-url",
+            &url,
+            "--migrations-dir",
+            &dir,
+        ]);
+        assert_eq!(out.code, 3, "{scenario}\n{}", out.dump());
+        assert_eq!(
+            out.marker("WAVEMAP_DATABASE_MIGRATE_BEFORE_STATE"),
+            Some(expected(scenario).state.as_str())
+        );
+        assert_eq!(
+            out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+            Some("blocked")
+        );
+        assert_eq!(ledger(&url).await, before, "{scenario}: ledger unchanged");
+        assert_eq!(api.exec_count().await, 0, "{scenario}: nothing ran");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_needs_execute_and_the_environment_name_then_runs_three_steps() {
+    let mut t = job_test_dir("dbreset");
+    t.set("jobs", "warning_pattern", toml_str("warning:"));
+    let url = load_fixture("behind").await;
+    let api = fake_api(&t, &url, &[]).await;
+    let seed_rows = |url: String| async move {
+        pg_connect(&url)
+            .await
+            .query(
+                "SELECT kind, count(*) FROM seed_marker GROUP BY kind ORDER BY kind",
+                &[],
+            )
+            .await
+            .map(|rows| {
+                rows.iter()
+                    .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
+                    .collect::<Vec<_>>()
+            })
+            .ok()
+    };
+
+    let out = t.run(["database", "reset"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("planned"));
+    for (args, what) in [
+        (vec!["database", "reset", "--execute"], "no confirmation"),
+        (
+            vec!["database", "reset", "--execute", "--confirm", "prod"],
+            "wrong confirmation",
+        ),
+    ] {
+        let out = t.run(&args);
+        assert_eq!(out.code, 2, "{what}\n{}", out.dump());
+        assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("refused"));
+    }
+    assert_eq!(api.exec_count().await, 0, "nothing ran before confirmation");
+    assert_eq!(seed_rows(url.clone()).await, None, "no seed table yet");
+    assert_eq!(ledger(&url).await.unwrap().len(), 2);
+
+    let out = t.run(["database", "reset", "--execute", "--confirm", "dev"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    for step in ["MIGRATE", "BASE_SEED", "DEV_SEED"] {
+        assert_eq!(
+            out.marker(&format!("WAVEMAP_DATABASE_RESET_{step}_RESULT")),
+            Some("success"),
+            "{}",
+            out.dump()
+        );
+    }
+    // The dev seed's three event-series warnings, reported, not a failure.
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_WARNING_COUNT"),
+        Some("3")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("success"));
+    assert!(
+        out.stderr.contains("Summer Sessions 2024"),
+        "job output streamed: {}",
+        out.dump()
+    );
+    assert_eq!(api.exec_count().await, 3);
+    assert_eq!(ledger(&url).await.unwrap().len(), 4, "migrate ran");
+    assert_eq!(
+        seed_rows(url.clone()).await,
+        Some(vec![("base".to_string(), 3), ("dev".to_string(), 3)])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_report_markers_match_the_jobs_json() {
+    let t = job_test_dir("media");
+    let url = load_fixture("up-to-date").await;
+    // The job also prints DATABASE_URL (a test knob): it must come out redacted.
+    let api = fake_api(&t, &url, &["FAKE_PRINT_ENV=DATABASE_URL"]).await;
+
+    let out = t.run(["media", "discrepancy-report"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_RESULT"), Some("planned"));
+    assert_eq!(api.exec_count().await, 0);
+
+    let out = t.run(["media", "discrepancy-report", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let report = job_json(&api.id).await;
+    let m = |k: &str| {
+        out.marker(&format!("WAVEMAP_MEDIA_REPORT_{k}"))
+            .map(str::to_owned)
+    };
+    assert_eq!(
+        m("SCOPE"),
+        Some(format!(
+            "s3://{}/{}",
+            report["scope"]["bucket"].as_str().unwrap(),
+            report["scope"]["prefix"].as_str().unwrap()
+        ))
+    );
+    assert_eq!(
+        m("ROWS_INSPECTED"),
+        Some(report["rowsInspected"].to_string())
+    );
+    assert_eq!(
+        m("OBJECTS_INSPECTED"),
+        Some(report["objectsInspected"].to_string())
+    );
+    assert_eq!(
+        m("TOTAL_DISCREPANCIES"),
+        Some(report["totalDiscrepancies"].to_string())
+    );
+    let missing = report["discrepancies"]["missingObject"].as_array().unwrap();
+    let orphan = report["discrepancies"]["orphanObject"].as_array().unwrap();
+    assert_eq!(m("MISSING_OBJECT_COUNT"), Some(missing.len().to_string()));
+    assert_eq!(m("ORPHAN_OBJECT_COUNT"), Some(orphan.len().to_string()));
+    let ids: Vec<&str> = missing
+        .iter()
+        .map(|d| d["mediaId"].as_str().unwrap())
+        .collect();
+    assert_eq!(m("SAMPLE_MISSING_OBJECT"), Some(ids.join(",")));
+    assert_eq!(
+        m("SAMPLE_ORPHAN_OBJECT"),
+        Some(orphan[0]["key"].as_str().unwrap().to_owned())
+    );
+    assert_eq!(m("RESULT").as_deref(), Some("discrepancies"));
+    let password = pg_password();
+    assert!(
+        !out.stderr.contains(&password) && !out.stdout.contains(&password),
+        "the job printed DATABASE_URL; the agent must redact it:\n{}",
+        out.dump()
+    );
+    assert!(out.stderr.contains("env DATABASE_URL="), "{}", out.dump());
+}
+
+/// What the report job prints, run directly in the container.
+async fn job_json(container: &str) -> serde_json::Value {
+    let out = std::process::Command::new("docker")
+        .args([
+            "exec",
+            "-e",
+            "FAKE_PRINT_ENV=",
+            container,
+            "/app/fake-backend",
+            "media-report",
+        ])
+        .output()
+        .expect("docker exec");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("the job prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_media_report_is_a_clear_error_exit_1() {
+    let t = job_test_dir("media-bad");
+    let url = load_fixture("up-to-date").await;
+    // /app/VERSION is one line of text, not a report.
+    let _api = fake_api(&t, &url, &["FAKE_MEDIA_REPORT_FILE=/app/VERSION"]).await;
+    let out = t.run(["media", "discrepancy-report", "--execute"]);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_RESULT"), Some("failed"));
+    assert!(out.stderr.contains("malformed report"), "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_past_its_deadline_fails_and_says_so() {
+    let mut t = job_test_dir("job-timeout");
+    t.set("jobs", "timeout", "2");
+    let url = load_fixture("up-to-date").await;
+    let _api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=20"]).await;
+    let out = t.run(["media", "discrepancy-report", "--execute"]);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert!(
+        out.stderr.contains("did not finish within 2s"),
+        "{}",
+        out.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_without_a_running_api_container_run_nothing() {
+    let t = job_test_dir("job-noapi");
+    let out = t.run(["database", "reset", "--execute", "--confirm", "dev"]);
+    assert_eq!(out.code, 3, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_MIGRATE_RESULT"),
+        Some("failed")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_BASE_SEED_RESULT"),
+        Some("skipped")
+    );
+    assert!(
+        out.stderr.contains("no running `api` container"),
+        "{}",
+        out.dump()
+    );
+}
