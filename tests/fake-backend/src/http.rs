@@ -87,6 +87,8 @@ pub fn format_response(status: u16, body: &str) -> Vec<u8> {
 pub struct Settings {
     pub version: String,
     pub fail_health: bool,
+    /// /health answers 503 "starting" until this instant.
+    pub starting_until: Option<std::time::Instant>,
     pub unhealthy_file: Option<String>,
     pub database_url: Option<String>,
 }
@@ -104,6 +106,10 @@ impl Settings {
         Settings {
             version,
             fail_health: std::env::var("FAKE_FAIL_HEALTH").is_ok_and(|v| v == "1"),
+            starting_until: std::env::var("FAKE_STARTUP_SECS")
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .map(|secs| std::time::Instant::now() + Duration::from_secs(secs)),
             unhealthy_file: std::env::var("FAKE_UNHEALTHY_FILE")
                 .ok()
                 .filter(|v| !v.is_empty()),
@@ -127,7 +133,13 @@ pub async fn route(req: &Request, settings: &Settings) -> (u16, String) {
     }
     match req.path.as_str() {
         "/health" => {
-            if settings.healthy() {
+            if settings
+                .starting_until
+                .is_some_and(|t| std::time::Instant::now() < t)
+            {
+                let body = serde_json::json!({"status": "starting", "version": settings.version});
+                (503, body.to_string())
+            } else if settings.healthy() {
                 let body = serde_json::json!({"status": "ok", "version": settings.version});
                 (200, body.to_string())
             } else {
@@ -171,6 +183,9 @@ pub async fn serve_from_env() -> Result<(), String> {
     let listener = TcpListener::bind(("0.0.0.0", port))
         .await
         .map_err(|e| format!("cannot listen on port {port}: {e}"))?;
+    if std::env::var("FAKE_CRASH").is_ok_and(|v| v == "1") {
+        return Err("serve: crashing on purpose (FAKE_CRASH=1)".into());
+    }
     let settings = Settings::from_env();
     println!(
         "fake-backend {} listening on 0.0.0.0:{port}",
@@ -264,6 +279,7 @@ mod tests {
         Settings {
             version: "A".into(),
             fail_health: false,
+            starting_until: None,
             unhealthy_file: None,
             database_url: None,
         }
@@ -347,6 +363,21 @@ mod tests {
             "file present: unhealthy"
         );
         std::fs::remove_file(&flag).unwrap();
+
+        let starting = Settings {
+            starting_until: Some(std::time::Instant::now() + Duration::from_secs(60)),
+            ..settings()
+        };
+        let (status, body) = route(&req, &starting).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (503, r#"{"status":"starting","version":"A"}"#)
+        );
+        let started = Settings {
+            starting_until: Some(std::time::Instant::now()),
+            ..settings()
+        };
+        assert_eq!(route(&req, &started).await.0, 200);
     }
 
     #[tokio::test]

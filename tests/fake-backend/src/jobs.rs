@@ -119,6 +119,11 @@ pub fn default_report(bucket: &str, prefix: &str, clean: bool) -> serde_json::Va
 }
 
 pub async fn media_report() -> Result<(), String> {
+    if let Ok(text) = std::env::var("FAKE_MEDIA_REPORT_JSON") {
+        eprintln!("media-report: printing FAKE_MEDIA_REPORT_JSON verbatim");
+        print!("{text}");
+        return Ok(());
+    }
     if let Ok(path) = std::env::var("FAKE_MEDIA_REPORT_FILE") {
         let text = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read FAKE_MEDIA_REPORT_FILE {path}: {e}"))?;
@@ -129,6 +134,9 @@ pub async fn media_report() -> Result<(), String> {
     let bucket = std::env::var("MEDIA_BUCKET").unwrap_or_else(|_| "wavemap-dev-media".into());
     let prefix = std::env::var("MEDIA_PREFIX").unwrap_or_else(|_| "media/".into());
     let clean = std::env::var("FAKE_MEDIA_CLEAN").is_ok_and(|v| v == "1");
+    if std::env::var("FAKE_MEDIA_FAIL").is_ok_and(|v| v == "1") {
+        return Err("media-report: cannot list the bucket (FAKE_MEDIA_FAIL=1)".into());
+    }
     eprintln!("media-report: listing s3://{bucket}/{prefix}");
     eprintln!("media-report: inspected 128 media rows and 127 objects");
     let report = default_report(&bucket, &prefix, clean);
