@@ -119,12 +119,16 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     let mut tried = 0;
     let mut recovered = 0;
     let mut report = String::new();
-    // Deploy B killed at each stage, then rerun; then roll back to A the same way.
-    for (label, args, expect) in [("deploy", &deploy_b, &bb), ("rollback", &vec!["runtime".to_string(), "rollback".into(), "--execute".into()], &ba)] {
+    // Deploy B killed at each stage (A running before), then rerun; then
+    // rollback to A killed the same way (B running before).
+    let rollback: Vec<String> = vec!["runtime".into(), "rollback".into(), "--execute".into()];
+    for (label, args, expect, start) in [("deploy", &deploy_b, &bb, &deploy_a), ("rollback", &rollback, &ba, &deploy_b)] {
         for stage in STAGES {
+            let out = td.run(start);
+            assert_eq!(out.code, 0, "{}", out.dump());
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             if !kill_at(&td, &argv, stage) {
-                report.push_str(&format!("{label}@{stage}: stage not reached (nothing to pull?)\n"));
+                report.push_str(&format!("{label}@{stage}: stage not reached\n"));
                 continue;
             }
             tried += 1;
@@ -136,13 +140,9 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
             }
             report.push_str(&format!("{label}@{stage}: rerun exit {} in {:?}\n", out.code, started.elapsed()));
             assert!(ok, "{label} killed at {stage}, rerun did not converge:\n{}", out.dump());
-            // Go back to the start state for the next crash point.
-            let back = if label == "deploy" { &deploy_a } else { &deploy_b };
-            let out = td.run(back);
-            assert_eq!(out.code, 0, "{}", out.dump());
         }
     }
-    // record-release killed as soon as it starts, then rerun.
+    // record-release (A runs now) killed as soon as it starts, then rerun.
     let argv: Vec<&str> = record.iter().map(String::as_str).collect();
     let mut child = td.command().args(&argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
     std::thread::sleep(Duration::from_millis(30));
