@@ -17,7 +17,10 @@ const STAGES: [&str; 5] = ["env-render", "ecr-login", "pull", "converge", "healt
 async fn api_image(project: &str) -> String {
     docker()
         .await
-        .inspect_container(&format!("{project}-api-1"), None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            &format!("{project}-api-1"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await
         .ok()
         .and_then(|c| c.config)
@@ -28,7 +31,13 @@ async fn api_image(project: &str) -> String {
 /// Run the agent and SIGKILL it when stderr shows `[stage]`. Returns
 /// whether the kill happened before the process ended by itself.
 fn kill_at(td: &TestDir, args: &[&str], stage: &str) -> bool {
-    let mut child = td.command().args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn");
+    let mut child = td
+        .command()
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
     let stderr = child.stderr.take().expect("stderr");
     let needle = format!("[{stage}]");
     let mut killed = false;
@@ -52,12 +61,16 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     struct Down(String);
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("docker").args(["compose", "-p", &self.0, "down", "-v", "-t", "1"]).output();
+            let _ = std::process::Command::new("docker")
+                .args(["compose", "-p", &self.0, "down", "-v", "-t", "1"])
+                .output();
         }
     }
     let _down = Down(project.clone());
     let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let text = std::fs::read_to_string(fixture).expect("fixture").replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+    let text = std::fs::read_to_string(fixture)
+        .expect("fixture")
+        .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
     std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
     std::fs::write(td.compose_file(), text).unwrap();
     let ssm = ssm_client().await;
@@ -65,7 +78,10 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
         ("postgres/POSTGRES_USER", "wavemap"),
         ("postgres/POSTGRES_DB", "wavemap"),
         ("postgres/POSTGRES_PASSWORD", "crash-test-password"),
-        ("backend/DATABASE_URL", "postgres://wavemap:crash-test-password@postgres:5432/wavemap"),
+        (
+            "backend/DATABASE_URL",
+            "postgres://wavemap:crash-test-password@postgres:5432/wavemap",
+        ),
         ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api"),
     ] {
         ssm.put_parameter()
@@ -77,13 +93,31 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
             .await
             .expect("put parameter");
     }
-    let (ba, fa) = (s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned(), s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned());
-    let (bb, fb) = (s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned(), s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned());
+    let (ba, fa) = (
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned(),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned(),
+    );
+    let (bb, fb) = (
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned(),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned(),
+    );
     let deploy = |b: &str, f: &str, sha: &str| -> Vec<String> {
-        ["runtime", "deploy", "--backend-image", b, "--frontend-image", f, "--source-sha", sha, "--deployment-version", "crash", "--execute"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect()
+        [
+            "runtime",
+            "deploy",
+            "--backend-image",
+            b,
+            "--frontend-image",
+            f,
+            "--source-sha",
+            sha,
+            "--deployment-version",
+            "crash",
+            "--execute",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
     };
     let deploy_a = deploy(&ba, &fa, &s.sha_a);
     let deploy_b = deploy(&bb, &fb, &s.sha_b);
@@ -100,7 +134,10 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     let reads = Arc::new(AtomicUsize::new(0));
     let reader = {
         let (stop, torn, reads) = (stop.clone(), torn.clone(), reads.clone());
-        let files = [td.receipt_path(), td.state_dir().join("current-release.json")];
+        let files = [
+            td.receipt_path(),
+            td.state_dir().join("current-release.json"),
+        ];
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for f in &files {
@@ -122,7 +159,10 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     // Deploy B killed at each stage (A running before), then rerun; then
     // rollback to A killed the same way (B running before).
     let rollback: Vec<String> = vec!["runtime".into(), "rollback".into(), "--execute".into()];
-    for (label, args, expect, start) in [("deploy", &deploy_b, &bb, &deploy_a), ("rollback", &rollback, &ba, &deploy_b)] {
+    for (label, args, expect, start) in [
+        ("deploy", &deploy_b, &bb, &deploy_a),
+        ("rollback", &rollback, &ba, &deploy_b),
+    ] {
         for stage in STAGES {
             let out = td.run(start);
             assert_eq!(out.code, 0, "{}", out.dump());
@@ -138,13 +178,27 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
             if ok {
                 recovered += 1;
             }
-            report.push_str(&format!("{label}@{stage}: rerun exit {} in {:?}\n", out.code, started.elapsed()));
-            assert!(ok, "{label} killed at {stage}, rerun did not converge:\n{}", out.dump());
+            report.push_str(&format!(
+                "{label}@{stage}: rerun exit {} in {:?}\n",
+                out.code,
+                started.elapsed()
+            ));
+            assert!(
+                ok,
+                "{label} killed at {stage}, rerun did not converge:\n{}",
+                out.dump()
+            );
         }
     }
     // record-release (A runs now) killed as soon as it starts, then rerun.
     let argv: Vec<&str> = record.iter().map(String::as_str).collect();
-    let mut child = td.command().args(&argv).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn");
+    let mut child = td
+        .command()
+        .args(&argv)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
     std::thread::sleep(Duration::from_millis(30));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
@@ -155,8 +209,15 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     }
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader");
-    eprintln!("crash points: {recovered} of {tried} recovered; reader made {} reads\n{report}", reads.load(Ordering::Relaxed));
-    assert_eq!(torn.load(Ordering::Relaxed), 0, "a reader saw a half-written file");
+    eprintln!(
+        "crash points: {recovered} of {tried} recovered; reader made {} reads\n{report}",
+        reads.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        torn.load(Ordering::Relaxed),
+        0,
+        "a reader saw a half-written file"
+    );
     assert_eq!(recovered, tried, "{report}");
     assert!(tried >= 9, "too few crash points reached:\n{report}");
 }

@@ -20,8 +20,15 @@ impl NotifyListener {
     fn new(dir: &std::path::Path) -> Self {
         let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).expect("bind notify socket");
-        socket.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
-        NotifyListener { socket, path, messages: Vec::new(), started: Instant::now() }
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        NotifyListener {
+            socket,
+            path,
+            messages: Vec::new(),
+            started: Instant::now(),
+        }
     }
 
     /// Read until a message containing `needle` arrives or `limit` passes.
@@ -41,7 +48,10 @@ impl NotifyListener {
     }
 
     fn all(&self) -> String {
-        self.messages.iter().map(|(t, m)| format!("{:>6}ms {}\n", t.as_millis(), m.replace('\n', " | "))).collect()
+        self.messages
+            .iter()
+            .map(|(t, m)| format!("{:>6}ms {}\n", t.as_millis(), m.replace('\n', " | ")))
+            .collect()
     }
 }
 
@@ -78,7 +88,10 @@ fn stop(mut child: Child) -> String {
             assert!(status.success(), "daemon exited with {status:?} on SIGTERM");
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "daemon ignored SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "daemon ignored SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut stderr = String::new();
@@ -94,24 +107,53 @@ fn no_release_yet_is_ready_and_says_so_with_watchdog_pings() {
     let td = TestDir::new("daemon-empty");
     let mut notify = NotifyListener::new(td.path());
     let child = spawn_daemon(&td, &notify, 1_000_000);
-    assert!(notify.wait_for("READY=1", Duration::from_secs(30)), "{}", notify.all());
-    assert!(notify.all().contains("no release deployed yet"), "{}", notify.all());
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(30)),
+        "{}",
+        notify.all()
+    );
+    assert!(
+        notify.all().contains("no release deployed yet"),
+        "{}",
+        notify.all()
+    );
     // WATCHDOG_USEC=1s: a ping every 0.5s.
-    let before = notify.messages.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count();
+    let before = notify
+        .messages
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .count();
     notify.wait_for("never", Duration::from_millis(2600));
-    let pings = notify.messages.iter().filter(|(_, m)| m.contains("WATCHDOG=1")).count() - before;
-    assert!((3..=7).contains(&pings), "expected about 5 watchdog pings in 2.6s, got {pings}:\n{}", notify.all());
+    let pings = notify
+        .messages
+        .iter()
+        .filter(|(_, m)| m.contains("WATCHDOG=1"))
+        .count()
+        - before;
+    assert!(
+        (3..=7).contains(&pings),
+        "expected about 5 watchdog pings in 2.6s, got {pings}:\n{}",
+        notify.all()
+    );
     let status = td.run(["status", "--json"]);
     assert_eq!(status.code, 0, "{}", status.dump());
-    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("status --json is JSON");
-    assert_eq!(json["data"]["daemon"]["state"], "running", "{}", status.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(status.stdout.trim()).expect("status --json is JSON");
+    assert_eq!(
+        json["data"]["daemon"]["state"], "running",
+        "{}",
+        status.stdout
+    );
     stop(child);
 }
 
 async fn containers_of(project: &str) -> Vec<(String, String, String)> {
     let d = docker().await;
     let mut filters = std::collections::HashMap::new();
-    filters.insert("label".to_string(), vec![format!("com.docker.compose.project={project}")]);
+    filters.insert(
+        "label".to_string(),
+        vec![format!("com.docker.compose.project={project}")],
+    );
     let list = d
         .list_containers(Some(bollard::query_parameters::ListContainersOptions {
             all: true,
@@ -122,8 +164,16 @@ async fn containers_of(project: &str) -> Vec<(String, String, String)> {
         .expect("list containers");
     list.into_iter()
         .map(|c| {
-            let service = c.labels.as_ref().and_then(|l| l.get("com.docker.compose.service").cloned()).unwrap_or_default();
-            (service, c.image.unwrap_or_default(), c.status.unwrap_or_default())
+            let service = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("com.docker.compose.service").cloned())
+                .unwrap_or_default();
+            (
+                service,
+                c.image.unwrap_or_default(),
+                c.status.unwrap_or_default(),
+            )
         })
         .collect()
 }
@@ -131,15 +181,26 @@ async fn containers_of(project: &str) -> Vec<(String, String, String)> {
 async fn remove_containers(project: &str) {
     let d = docker().await;
     let mut filters = std::collections::HashMap::new();
-    filters.insert("label".to_string(), vec![format!("com.docker.compose.project={project}")]);
+    filters.insert(
+        "label".to_string(),
+        vec![format!("com.docker.compose.project={project}")],
+    );
     let list = d
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(filters),
+            ..Default::default()
+        }))
         .await
         .expect("list");
     for c in list {
         d.remove_container(
             c.id.as_deref().unwrap_or_default(),
-            Some(bollard::query_parameters::RemoveContainerOptions { force: true, v: false, ..Default::default() }),
+            Some(bollard::query_parameters::RemoveContainerOptions {
+                force: true,
+                v: false,
+                ..Default::default()
+            }),
         )
         .await
         .expect("remove container");
@@ -154,12 +215,16 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
     struct Down(String);
     impl Drop for Down {
         fn drop(&mut self) {
-            let _ = std::process::Command::new("docker").args(["compose", "-p", &self.0, "down", "-v", "-t", "1"]).output();
+            let _ = std::process::Command::new("docker")
+                .args(["compose", "-p", &self.0, "down", "-v", "-t", "1"])
+                .output();
         }
     }
     let _down = Down(project.clone());
     let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let text = std::fs::read_to_string(fixture).expect("fixture").replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+    let text = std::fs::read_to_string(fixture)
+        .expect("fixture")
+        .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
     std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
     std::fs::write(td.compose_file(), text).unwrap();
     let ssm = ssm_client().await;
@@ -168,8 +233,14 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
         ("postgres/POSTGRES_USER", "wavemap".to_string()),
         ("postgres/POSTGRES_DB", "wavemap".to_string()),
         ("postgres/POSTGRES_PASSWORD", secret.clone()),
-        ("backend/DATABASE_URL", format!("postgres://wavemap:{secret}@postgres:5432/wavemap")),
-        ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api".to_string()),
+        (
+            "backend/DATABASE_URL",
+            format!("postgres://wavemap:{secret}@postgres:5432/wavemap"),
+        ),
+        (
+            "frontend/PUBLIC_API_ORIGIN",
+            "https://dev.wavemap.app/api".to_string(),
+        ),
     ] {
         ssm.put_parameter()
             .name(format!("{}{name}", td.parameter_prefix()))
@@ -183,8 +254,17 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
     let out = td.run([
-        "runtime", "deploy", "--backend-image", &backend, "--frontend-image", &frontend,
-        "--source-sha", &s.sha_a, "--deployment-version", "boot-a", "--execute",
+        "runtime",
+        "deploy",
+        "--backend-image",
+        &backend,
+        "--frontend-image",
+        &frontend,
+        "--source-sha",
+        &s.sha_a,
+        "--deployment-version",
+        "boot-a",
+        "--execute",
     ]);
     assert_eq!(out.code, 0, "{}", out.dump());
 
@@ -196,14 +276,22 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
             td.set("aws", "ssm_endpoint", toml_str("http://127.0.0.1:9"));
         }
         let env_before = std::fs::read(td.env_dir().join("backend.env")).expect("env file");
-        let mut notify = NotifyListener::new(&td.path().join(if ssm_down { "b" } else { "a" }).tap_mkdir());
+        let mut notify =
+            NotifyListener::new(&td.path().join(if ssm_down { "b" } else { "a" }).tap_mkdir());
         let child = spawn_daemon(&td, &notify, 30_000_000);
-        assert!(notify.wait_for("READY=1", Duration::from_secs(240)), "{}", notify.all());
+        assert!(
+            notify.wait_for("READY=1", Duration::from_secs(240)),
+            "{}",
+            notify.all()
+        );
         // READY only once healthy: every service is up and healthy right now.
         let running = containers_of(&project).await;
         assert_eq!(running.len(), 3, "{running:?}");
         for (service, image, status) in &running {
-            assert!(status.contains("(healthy)"), "{service} not healthy at READY: {status}");
+            assert!(
+                status.contains("(healthy)"),
+                "{service} not healthy at READY: {status}"
+            );
             if service == "api" {
                 assert_eq!(image, &backend);
             }
@@ -214,14 +302,24 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
         assert!(all.contains("recovered"), "{all}");
         if ssm_down {
             assert!(all.contains("kept existing env files"), "{all}");
-            assert_eq!(std::fs::read(td.env_dir().join("backend.env")).unwrap(), env_before);
+            assert_eq!(
+                std::fs::read(td.env_dir().join("backend.env")).unwrap(),
+                env_before
+            );
         }
         let status = td.run(["status"]);
         assert_eq!(status.code, 0, "{}", status.dump());
         assert!(status.stdout.contains("boot recovery"), "{}", status.stdout);
-        assert!(status.stdout.lines().all(|l| l.chars().count() <= 80), "status wider than 80 columns:\n{}", status.stdout);
+        assert!(
+            status.stdout.lines().all(|l| l.chars().count() <= 80),
+            "status wider than 80 columns:\n{}",
+            status.stdout
+        );
         let stderr = stop(child);
-        assert!(!stderr.contains(&secret) && !all.contains(&secret), "secret leaked");
+        assert!(
+            !stderr.contains(&secret) && !all.contains(&secret),
+            "secret leaked"
+        );
         // Stopping the daemon never stops the app.
         assert_eq!(containers_of(&project).await.len(), 3);
     }

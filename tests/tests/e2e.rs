@@ -8,3 +8,4 @@ mod runtime;
 mod database;
 mod runtime_env;
 mod compose;
+mod registry;

@@ -14,7 +14,16 @@ fn private_copy(image: &str, repo_prefix: &str) -> String {
     let (name, tag) = image.rsplit_once(':').expect("image has a tag");
     let service = name.rsplit('/').next().expect("repository name");
     let copy = format!("{}/{repo_prefix}/{service}:{tag}", s.registry);
-    docker_cli(&["login", "-u", &s.registry_user, "--password-stdin", &s.registry], Some(&s.registry_password));
+    docker_cli(
+        &[
+            "login",
+            "-u",
+            &s.registry_user,
+            "--password-stdin",
+            &s.registry,
+        ],
+        Some(&s.registry_password),
+    );
     docker_cli(&["pull", image], None);
     docker_cli(&["tag", image, &copy], None);
     docker_cli(&["push", &copy], None);
@@ -32,11 +41,20 @@ fn docker_cli(args: &[&str], stdin: Option<&str>) -> String {
         .spawn()
         .expect("run docker");
     if let Some(input) = stdin {
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
     }
     drop(child.stdin.take());
     let out = child.wait_with_output().expect("docker runs");
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -57,9 +75,17 @@ async fn seed_parameters(td: &TestDir, db_password: &str) {
         ("postgres/POSTGRES_USER", "wavemap", false),
         ("postgres/POSTGRES_DB", "wavemap", false),
         ("postgres/POSTGRES_PASSWORD", db_password, true),
-        ("backend/DATABASE_URL", &format!("postgres://wavemap:{db_password}@postgres:5432/wavemap") as &str, true),
+        (
+            "backend/DATABASE_URL",
+            &format!("postgres://wavemap:{db_password}@postgres:5432/wavemap") as &str,
+            true,
+        ),
         ("backend/APP_ORIGIN", "https://dev.wavemap.app", false),
-        ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api", false),
+        (
+            "frontend/PUBLIC_API_ORIGIN",
+            "https://dev.wavemap.app/api",
+            false,
+        ),
     ];
     for (name, value, secure) in params {
         ssm.put_parameter()
@@ -81,7 +107,10 @@ async fn seed_parameters(td: &TestDir, db_password: &str) {
 async fn running(project: &str, service: &str) -> (String, String) {
     let d = docker().await;
     let info = d
-        .inspect_container(&format!("{project}-{service}-1"), None::<bollard::query_parameters::InspectContainerOptions>)
+        .inspect_container(
+            &format!("{project}-{service}-1"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
         .await
         .unwrap_or_else(|e| panic!("container {project}-{service}-1: {e}"));
     let image = info.config.and_then(|c| c.image).unwrap_or_default();
@@ -90,7 +119,16 @@ async fn running(project: &str, service: &str) -> (String, String) {
 
 fn compose_down(project: &str) {
     let _ = Command::new("docker")
-        .args(["compose", "-p", project, "down", "-v", "--remove-orphans", "-t", "1"])
+        .args([
+            "compose",
+            "-p",
+            project,
+            "down",
+            "-v",
+            "--remove-orphans",
+            "-t",
+            "1",
+        ])
         .output();
 }
 
@@ -101,7 +139,12 @@ impl Drop for Cleanup {
     }
 }
 
-fn release_args<'a>(backend: &'a str, frontend: &'a str, sha: &'a str, version: &'a str) -> Vec<&'a str> {
+fn release_args<'a>(
+    backend: &'a str,
+    frontend: &'a str,
+    sha: &'a str,
+    version: &'a str,
+) -> Vec<&'a str> {
     vec![
         "--backend-image",
         backend,
@@ -136,17 +179,27 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("planned"));
-    assert!(!td.env_dir().join("backend.env").exists(), "dry run wrote env files");
+    assert!(
+        !td.env_dir().join("backend.env").exists(),
+        "dry run wrote env files"
+    );
 
     // Deploy A.
     args.push("--execute");
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_SOURCE_SHA"), Some(s.sha_a.as_str()));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_DEPLOY_SOURCE_SHA"),
+        Some(s.sha_a.as_str())
+    );
     assert_eq!(running(&td.name, "api").await.0, backend_a);
     assert_eq!(running(&td.name, "frontend").await.0, frontend_a);
-    let env_mode = std::fs::metadata(td.env_dir().join("backend.env")).unwrap().permissions().mode() & 0o777;
+    let env_mode = std::fs::metadata(td.env_dir().join("backend.env"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(env_mode, 0o600);
     let current = std::fs::read_to_string(td.state_dir().join("current-release.json")).unwrap();
     assert!(current.contains(&backend_a), "{current}");
@@ -157,10 +210,20 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     args.push("--execute");
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_RECEIPT_RESULT"), Some("recorded"));
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_RECEIPT_PATH"), Some(td.receipt_path().to_str().unwrap()));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_RECEIPT_RESULT"),
+        Some("recorded")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_RECEIPT_PATH"),
+        Some(td.receipt_path().to_str().unwrap())
+    );
     let receipt_a = std::fs::read(td.receipt_path()).unwrap();
-    let mode = std::fs::metadata(td.receipt_path()).unwrap().permissions().mode() & 0o777;
+    let mode = std::fs::metadata(td.receipt_path())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o644);
     let json: serde_json::Value = serde_json::from_slice(&receipt_a).unwrap();
     assert_eq!(json["sourceSha"], s.sha_a.as_str());
@@ -188,7 +251,11 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(running(&td.name, "api").await.0, backend_b);
     assert_eq!(running(&td.name, "frontend").await.0, frontend_b);
-    assert_eq!(running(&td.name, "postgres").await.1, postgres_before, "postgres was recreated");
+    assert_eq!(
+        running(&td.name, "postgres").await.1,
+        postgres_before,
+        "postgres was recreated"
+    );
 
     // A deploy naming an image that does not exist fails at pull; B runs on.
     let api_b = running(&td.name, "api").await.1;
@@ -196,21 +263,40 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let missing_backend = format!("{}/{repo}/backend:sha-{missing_sha}", s.registry);
     let missing_frontend = format!("{}/{repo}/frontend:sha-{missing_sha}", s.registry);
     let mut args = vec!["runtime", "deploy"];
-    args.extend(release_args(&missing_backend, &missing_frontend, missing_sha, "v-x"));
+    args.extend(release_args(
+        &missing_backend,
+        &missing_frontend,
+        missing_sha,
+        "v-x",
+    ));
     args.push("--execute");
     let out = td.run(&args);
     assert_eq!(out.code, 1, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"), Some("pull"), "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
+        Some("pull"),
+        "{}",
+        out.dump()
+    );
     assert_eq!(running(&td.name, "api").await, (backend_b.clone(), api_b));
 
     // Rollback restores A; the receipt is unchanged.
     let out = td.run(["runtime", "rollback"]);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"), Some("planned"));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
+        Some("planned")
+    );
     let out = td.run(["runtime", "rollback", "--execute"]);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"), Some("success"));
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"), Some(s.sha_a.as_str()));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
+        Some("success")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
+        Some(s.sha_a.as_str())
+    );
     assert_eq!(running(&td.name, "api").await.0, backend_a);
     assert_eq!(running(&td.name, "frontend").await.0, frontend_a);
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
@@ -231,7 +317,10 @@ fn rollback_without_receipt_is_skipped_and_changes_nothing() {
     let td = TestDir::new("rb-none");
     let out = td.run(["runtime", "rollback", "--execute"]);
     assert_eq!(out.code, 4, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"), Some("skipped-no-receipt"));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
+        Some("skipped-no-receipt")
+    );
     assert!(!td.state_dir().join("current-release.json").exists());
     assert!(!td.env_dir().exists(), "rollback rendered env files");
 }
@@ -240,7 +329,10 @@ fn rollback_without_receipt_is_skipped_and_changes_nothing() {
 fn rollback_with_corrupt_receipt_exits_2_and_changes_nothing() {
     let td = TestDir::new("rb-corrupt");
     std::fs::create_dir_all(td.receipt_path().parent().unwrap()).unwrap();
-    for content in ["{\"schemaVersion\": 1, \"sourceSha\": ", "{\"schemaVersion\": 7}"] {
+    for content in [
+        "{\"schemaVersion\": 1, \"sourceSha\": ",
+        "{\"schemaVersion\": 7}",
+    ] {
         std::fs::write(td.receipt_path(), content).unwrap();
         let out = td.run(["runtime", "rollback", "--execute"]);
         assert_eq!(out.code, 2, "{}", out.dump());
@@ -257,12 +349,27 @@ fn invalid_release_input_exits_2_naming_the_flag() {
     let sha = "0123456789abcdef0123456789abcdef01234567";
     let good = format!("{}/wavemap/backend:sha-{sha}", s.registry);
     for (backend, needle) in [
-        (format!("{}/wavemap/backend:latest", s.registry), "--backend-image"),
-        (format!("evil.example.com/wavemap/backend:sha-{sha}"), "not allowed"),
+        (
+            format!("{}/wavemap/backend:latest", s.registry),
+            "--backend-image",
+        ),
+        (
+            format!("evil.example.com/wavemap/backend:sha-{sha}"),
+            "not allowed",
+        ),
     ] {
         let out = td.run([
-            "runtime", "deploy", "--backend-image", &backend, "--frontend-image", &good,
-            "--source-sha", sha, "--deployment-version", "v1", "--execute",
+            "runtime",
+            "deploy",
+            "--backend-image",
+            &backend,
+            "--frontend-image",
+            &good,
+            "--source-sha",
+            sha,
+            "--deployment-version",
+            "v1",
+            "--execute",
         ]);
         assert_eq!(out.code, 2, "{}", out.dump());
         assert!(out.stderr.contains(needle), "{}", out.dump());
