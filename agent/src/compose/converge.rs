@@ -91,9 +91,16 @@ pub async fn converge(
         let Some(service) = project.service(&entry.service) else {
             continue;
         };
+        let restart_for = service
+            .depends_on
+            .iter()
+            .find(|(dep, d)| d.restart && recreated.contains(*dep))
+            .map(|(dep, _)| dep.clone());
+        let untouched = entry.action == (Action::Keep { running: true }) && restart_for.is_none();
         // Dependencies first, with their conditions (Compose waits before
-        // starting the dependent).
-        for (dep, dependency) in &service.depends_on {
+        // starting the dependent). A running service left as is waits for
+        // nothing: that keeps a no-op converge to a few API calls.
+        for (dep, dependency) in service.depends_on.iter().filter(|_| !untouched) {
             let target = Target::for_condition(dependency.condition);
             let waited = wait_for(
                 docker,
@@ -145,11 +152,6 @@ pub async fn converge(
                 summary.recreated.push(service.name.clone());
             }
             Action::Keep { running } => {
-                let restart_for = service
-                    .depends_on
-                    .iter()
-                    .find(|(dep, d)| d.restart && recreated.contains(*dep))
-                    .map(|(dep, _)| dep.clone());
                 match (running, restart_for, &entry.container) {
                     (_, Some(dep), Some(c)) => {
                         log::info!(stage = STAGE; "restarting {name} because {dep} was recreated");

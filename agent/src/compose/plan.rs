@@ -324,8 +324,11 @@ pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, Error> {
         let image_id = image_ids.get(service.image.as_str()).cloned().flatten();
         let config_hash = hash::service_hash(service);
         let mut mine: Vec<&Listed> = listed.iter().filter(|c| &c.service == name).collect();
-        // Keep the lowest container number; any others are surplus.
-        mine.sort_by_key(|c| (c.number != 1, c.number, c.name.clone()));
+        // Keep the container with Compose's name (number 1); any others
+        // (a leftover `<id>_<name>` from an interrupted recreate, a scaled
+        // replica) are surplus.
+        let canonical = project.container_name(name);
+        mine.sort_by_key(|c| (c.name != canonical, c.number != 1, c.number, c.name.clone()));
         let action = match mine.first() {
             None => Action::Create,
             Some(current) => decide(project, service, current, &config_hash, image_id.as_deref()),
