@@ -646,7 +646,12 @@ services:
         .await
         .expect_err("migrate fails");
     assert_eq!(err.exit_code(), 1);
-    assert!(err.to_string().contains("exited with status 3"), "{err}");
+    assert!(
+        err.to_string().starts_with(
+            "converge failed: app waits on migrate: service migrate exited with status 3"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]

@@ -116,12 +116,13 @@ pub async fn converge(
                 Err(e) if !dependency.required => {
                     log::warn!(stage = STAGE; "optional dependency of {}: {e}", service.name);
                 }
-                Err(e) => {
+                Err(Error::Failed { detail, .. }) => {
                     return Err(Error::failed(
                         STAGE,
-                        format!("{} waits on {dep}: {e}", service.name),
+                        format!("{} waits on {dep}: {detail}", service.name),
                     ))
                 }
+                Err(other) => return Err(other),
             }
         }
         let image_id = entry.image_id.as_deref().unwrap_or_default();
@@ -151,24 +152,22 @@ pub async fn converge(
                 recreated.insert(service.name.clone());
                 summary.recreated.push(service.name.clone());
             }
-            Action::Keep { running } => {
-                match (running, restart_for, &entry.container) {
-                    (_, Some(dep), Some(c)) => {
-                        log::info!(stage = STAGE; "restarting {name} because {dep} was recreated");
-                        docker
-                            .restart_container(&c.id, None)
-                            .await
-                            .map_err(|e| docker_error(&format!("restart {name}"), e))?;
-                        summary.restarted.push(service.name.clone());
-                    }
-                    (false, None, Some(c)) => {
-                        log::info!(stage = STAGE; "starting {name}");
-                        start(docker, &c.id).await?;
-                        summary.started.push(service.name.clone());
-                    }
-                    _ => summary.kept.push(service.name.clone()),
+            Action::Keep { running } => match (running, restart_for, &entry.container) {
+                (_, Some(dep), Some(c)) => {
+                    log::info!(stage = STAGE; "restarting {name} because {dep} was recreated");
+                    docker
+                        .restart_container(&c.id, None)
+                        .await
+                        .map_err(|e| docker_error(&format!("restart {name}"), e))?;
+                    summary.restarted.push(service.name.clone());
                 }
-            }
+                (false, None, Some(c)) => {
+                    log::info!(stage = STAGE; "starting {name}");
+                    start(docker, &c.id).await?;
+                    summary.started.push(service.name.clone());
+                }
+                _ => summary.kept.push(service.name.clone()),
+            },
             Action::Remove => {}
         }
     }
