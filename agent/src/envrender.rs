@@ -10,7 +10,8 @@
 //! 0600) and a file whose bytes would not change is not touched at all, so
 //! its mtime says when its content last changed.
 //!
-//! Entry point: [`render_env`]. The caller holds the agent lock when
+//! Entry points: [`render_env`]; [`read_group`] reads a rendered file back
+//! (registering its values as secrets). The caller holds the agent lock when
 //! `execute` is true (`commands` does that for every mutating command).
 //!
 //! Markers ([`RenderSummary::add_markers`]):
@@ -103,6 +104,26 @@ impl RenderSummary {
         }
     }
 
+    /// Names, counts and states for `--json` (no values).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "result": self.result(),
+            "env_dir": self.env_dir.display().to_string(),
+            "parameters": self.parameters,
+            "undeclared": self.undeclared,
+            "missing_optional": self.missing_optional,
+            "files": self.files.iter().map(|f| serde_json::json!({
+                "group": f.group,
+                "path": f.path.display().to_string(),
+                "state": f.state.as_str(),
+                "variables": f.variables,
+                "added": f.diff.added,
+                "changed": f.diff.changed,
+                "removed": f.diff.removed,
+            })).collect::<Vec<_>>(),
+        })
+    }
+
     pub fn add_markers(&self, report: &mut Report) {
         const P: &str = "WAVEMAP_RUNTIME_ENV";
         report.marker(&format!("{P}_RESULT"), self.result());
@@ -166,6 +187,26 @@ fn marker_part(group: &str) -> String {
 /// The env file of `group` under the configured env folder.
 pub fn env_file_path(config: &Config, group: &str) -> PathBuf {
     config.runtime.env_dir.join(format!("{group}.env"))
+}
+
+/// Read the rendered env file of `group` (for example `backend`, to find
+/// `DATABASE_URL`), registering every value as a secret before returning
+/// it. `Ok(None)` when the file does not exist yet.
+pub fn read_group(config: &Config, group: &str) -> Result<Option<EnvMap>, Error> {
+    let path = env_file_path(config, group);
+    let Some(bytes) = fsutil::read_owned(&path)? else {
+        return Ok(None);
+    };
+    let vars = envfile::parse_bytes(&bytes).map_err(|e| {
+        Error::failed(
+            "env-read",
+            format!("{} is not a valid env file: {e}", path.display()),
+        )
+    })?;
+    for value in vars.values() {
+        crate::output::register_secret(value);
+    }
+    Ok(Some(vars))
 }
 
 /// Fetch every parameter under the prefix, check the contract, and render
@@ -506,6 +547,29 @@ required = false
         assert!(text.contains("/app/dev/backend/DATABASE_URL"), "{text}");
         assert!(!text.contains("secret-value"), "{text}");
         assert_eq!(std::fs::read(&backend).unwrap(), before);
+    }
+
+    #[test]
+    fn a_file_with_the_right_bytes_but_a_loose_mode_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+        let backend = dir.path().join("env/backend.env");
+        std::fs::set_permissions(&backend, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let again = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+        assert_eq!(again.files[0].state, FileState::Updated);
+        assert_eq!(again.files[1].state, FileState::Unchanged);
+        let mode = std::fs::metadata(&backend).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn read_group_returns_the_rendered_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        assert_eq!(read_group(&config, "backend").unwrap(), None);
+        render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+        let vars = read_group(&config, "backend").unwrap().unwrap();
+        assert_eq!(vars["DATABASE_URL"], "postgres://u:p@db/x");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub async fn run(inv: &mut Invocation<'_>, execute: bool) -> Result<()> {
     match envrender::render_env(inv.config, execute).await {
         Ok(summary) => {
             summary.add_markers(inv.report);
+            inv.report.set_data(summary.to_json());
             if !execute {
                 log::info!(stage = "env-render"; "dry run: nothing was written; run with --execute to write the files");
             }
