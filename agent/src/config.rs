@@ -156,7 +156,7 @@ impl From<Seconds> for u64 {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub agent: AgentConfig,
@@ -319,21 +319,6 @@ pub struct DaemonConfig {
     pub docker_wait: Seconds,
     /// How long boot recovery waits for SSM before keeping the existing env.
     pub ssm_wait: Seconds,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            agent: AgentConfig::default(),
-            aws: AwsConfig::default(),
-            docker: DockerConfig::default(),
-            runtime: RuntimeConfig::default(),
-            receipt: ReceiptConfig::default(),
-            database: DatabaseConfig::default(),
-            jobs: JobsConfig::default(),
-            daemon: DaemonConfig::default(),
-        }
-    }
 }
 
 impl Default for AgentConfig {
