@@ -16,8 +16,9 @@
 //!   transaction, and recorded as `(hash, when)`: older entries missing from
 //!   the ledger are never looked at.
 //!
-//! drizzle-orm releases after 0.45 also turn CRLF into LF before hashing; the
-//! fixtures were made with 0.45.4, which does not, so neither does this.
+//! Some later drizzle-orm sources also turn CRLF into LF before hashing; the
+//! fixtures were made with 0.45.4, which hashes the file as read, and so does
+//! this.
 
 use std::path::{Path, PathBuf};
 
