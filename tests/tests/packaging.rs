@@ -377,7 +377,7 @@ impl Restore {
             missing.push(p.to_path_buf());
             parent = p.parent();
         }
-        self.created_dirs.extend(missing.into_iter());
+        self.created_dirs.extend(missing);
         if let Ok(existing) = std::fs::read_to_string(path) {
             return existing;
         }

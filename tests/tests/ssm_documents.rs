@@ -248,6 +248,7 @@ fn every_operation_has_exactly_one_document() {
 
 #[test]
 fn documents_follow_the_rules() {
+    let ssm_var = Regex::new(r"SSM_([A-Za-z0-9]+)").expect("regex");
     for spec in SPECS {
         let doc = load(spec);
         let f = spec.file;
@@ -338,8 +339,7 @@ fn documents_follow_the_rules() {
         );
         // Every SSM_ variable the script reads is a parameter, and every
         // parameter is read.
-        let used: std::collections::BTreeSet<String> = Regex::new(r"SSM_([A-Za-z0-9]+)")
-            .expect("regex")
+        let used: std::collections::BTreeSet<String> = ssm_var
             .captures_iter(&script)
             .map(|c| c[1].to_owned())
             .collect();
@@ -477,7 +477,7 @@ fn image_patterns_reject_mutable_tags_and_bare_names() {
                 format!("{ECR_BACKEND}:sha-{SHA}@sha256:{}", "a".repeat(64)),
                 format!("{ECR_BACKEND}@sha256:{}", "a".repeat(63)),
                 format!("{ECR_BACKEND}@sha512:{}", "a".repeat(64)),
-                format!("{ECR_BACKEND}"),
+                ECR_BACKEND.to_owned(),
                 format!("wavemap/backend:sha-{SHA}"),
                 format!("backend:sha-{SHA}"),
                 format!("https://{ECR_BACKEND}:sha-{SHA}"),
@@ -891,6 +891,7 @@ fn missing_agent_binary_is_named() {
 /// (a flag the agent does not know) is this test's.
 #[test]
 fn real_agent_accepts_every_document_in_dry_run() {
+    let marker = Regex::new(r"^WAVEMAP_[A-Z0-9_]+=").expect("regex");
     let agent = wavemap_e2e::agent_bin();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -938,11 +939,7 @@ fn real_agent_accepts_every_document_in_dry_run() {
             run.stderr
         );
         assert!(
-            run.stdout
-                .lines()
-                .all(|l| Regex::new(r"^WAVEMAP_[A-Z0-9_]+=")
-                    .expect("regex")
-                    .is_match(l)),
+            run.stdout.lines().all(|l| marker.is_match(l)),
             "{at}: stdout must be markers only:\n{}",
             run.stdout
         );
