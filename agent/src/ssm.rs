@@ -360,7 +360,10 @@ pub async fn fetch(
             // Register first: nothing below may see an unregistered value.
             // Only SecureString values are secrets: redacting plain String
             // values ("wavemap", "dev") would mangle paths and markers.
-            let secure = matches!(p.r#type(), Some(aws_sdk_ssm::types::ParameterType::SecureString));
+            let secure = matches!(
+                p.r#type(),
+                Some(aws_sdk_ssm::types::ParameterType::SecureString)
+            );
             let value = p.value().map(|v| {
                 if secure {
                     SecretValue::new(v.to_owned())
