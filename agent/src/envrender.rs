@@ -10,8 +10,8 @@
 //! 0600) and a file whose bytes would not change is not touched at all, so
 //! its mtime says when its content last changed.
 //!
-//! Entry points: [`render_env`]; [`read_group`] reads a rendered file back
-//! (registering its values as secrets). The caller holds the agent lock when
+//! Entry points: [`render_env`]; [`read_group`] and [`read_secret`] read a
+//! rendered file back. The caller holds the agent lock when
 //! `execute` is true (`commands` does that for every mutating command).
 //!
 //! Markers ([`RenderSummary::add_markers`]):
@@ -189,9 +189,10 @@ pub fn env_file_path(config: &Config, group: &str) -> PathBuf {
     config.runtime.env_dir.join(format!("{group}.env"))
 }
 
-/// Read the rendered env file of `group` (for example `backend`, to find
-/// `DATABASE_URL`), registering every value as a secret before returning
-/// it. `Ok(None)` when the file does not exist yet.
+/// Read the rendered env file of `group`. `Ok(None)` when it does not
+/// exist yet. The values are not registered for redaction (plain values
+/// such as `wavemap` would then vanish from every path in the output):
+/// register what you use, or use [`read_secret`].
 pub fn read_group(config: &Config, group: &str) -> Result<Option<EnvMap>, Error> {
     let path = env_file_path(config, group);
     let Some(bytes) = fsutil::read_owned(&path)? else {
@@ -203,10 +204,18 @@ pub fn read_group(config: &Config, group: &str) -> Result<Option<EnvMap>, Error>
             format!("{} is not a valid env file: {e}", path.display()),
         )
     })?;
-    for value in vars.values() {
+    Ok(Some(vars))
+}
+
+/// One variable of a rendered env file (for example `DATABASE_URL` in
+/// `backend`), registered as a secret before it is returned. `Ok(None)`
+/// when the file or the variable does not exist.
+pub fn read_secret(config: &Config, group: &str, variable: &str) -> Result<Option<String>, Error> {
+    let value = read_group(config, group)?.and_then(|mut vars| vars.remove(variable));
+    if let Some(value) = &value {
         crate::output::register_secret(value);
     }
-    Ok(Some(vars))
+    Ok(value)
 }
 
 /// Fetch every parameter under the prefix, check the contract, and render
@@ -570,6 +579,9 @@ required = false
         render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
         let vars = read_group(&config, "backend").unwrap().unwrap();
         assert_eq!(vars["DATABASE_URL"], "postgres://u:p@db/x");
+        let url = read_secret(&config, "backend", "DATABASE_URL").unwrap();
+        assert_eq!(url.as_deref(), Some("postgres://u:p@db/x"));
+        assert_eq!(read_secret(&config, "backend", "NOPE").unwrap(), None);
     }
 
     #[test]

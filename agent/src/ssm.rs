@@ -14,9 +14,11 @@
 //! - [`describe`] (DescribeParameters): metadata only, never values. This is
 //!   `runtime-config live`, safe to run anywhere.
 //! - [`fetch`] (GetParametersByPath, recursive, decrypted): the values, for
-//!   rendering. Every value is registered with
-//!   [`crate::output::register_secret`] the moment it arrives and is held in
-//!   a [`SecretValue`], whose `Debug` prints nothing.
+//!   rendering. Every value is held in a [`SecretValue`], whose `Debug`
+//!   prints nothing, and every SecureString value is registered with
+//!   [`crate::output::register_secret`] the moment it arrives. (Plain String
+//!   values are not registered: redacting values such as `wavemap` or `dev`
+//!   would cut them out of every path and marker.)
 //!
 //! Both read every page: GetParametersByPath returns at most 10 per page and
 //! a page can be empty while a `NextToken` still follows, so the loop ends
