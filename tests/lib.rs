@@ -554,3 +554,7 @@ pub async fn pg_fresh_database(prefix: &str) -> String {
         .expect("pg url has a database part");
     format!("{base}/{name}")
 }
+
+/// Fault-injecting proxies (HTTP in front of moto, unix socket in front of
+/// dockerd) for the fault tests (issue 10).
+pub mod faultproxy;

@@ -9,3 +9,4 @@ mod database;
 mod runtime_env;
 mod compose;
 mod registry;
+mod faults;
