@@ -102,26 +102,6 @@ impl Outcome {
     }
 }
 
-/// Connect to the Engine API named by `docker.host` and agree on a version.
-pub async fn connect_docker(config: &Config) -> Result<Docker, JobError> {
-    let host = config.docker.host.clone();
-    let timeout = config.docker.request_timeout.get();
-    let err = |detail: String| JobError::Docker {
-        host: host.clone(),
-        detail,
-    };
-    let docker = if host.starts_with("tcp://") {
-        Docker::connect_with_http(&host, timeout, bollard::API_DEFAULT_VERSION)
-    } else {
-        Docker::connect_with_socket(&host, timeout, bollard::API_DEFAULT_VERSION)
-    }
-    .map_err(|e| err(e.to_string()))?;
-    docker
-        .negotiate_version()
-        .await
-        .map_err(|e| err(e.to_string()))
-}
-
 /// The running API container of the Compose project: its id and image id.
 pub async fn find_api_container(
     docker: &Docker,
@@ -160,7 +140,7 @@ pub async fn find_api_container(
 
 /// Run `job` in the API container and wait for it, streaming its output.
 pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
-    let docker = connect_docker(config).await?;
+    let docker = crate::docker::connect(config).await?;
     let (container, _) =
         find_api_container(&docker, config)
             .await?

@@ -745,15 +745,147 @@ async fn job_json(container: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_media_report_is_a_clear_error_exit_1() {
-    let t = job_test_dir("media-bad");
     let url = load_fixture("up-to-date").await;
-    // /app/VERSION is one line of text, not a report.
-    let _api = fake_api(&t, &url, &["FAKE_MEDIA_REPORT_FILE=/app/VERSION"]).await;
+    // Canned documents baked into the backend image (tests/fixtures/media-report).
+    for (file, why) in [
+        ("not-json.txt", "is not the expected JSON"),
+        ("malformed.json", "is not the expected JSON"),
+        (
+            "counts-mismatch.json",
+            "totalDiscrepancies is 5 but the lists hold 1",
+        ),
+        ("wrong-schema.json", "schemaVersion 2"),
+    ] {
+        let t = job_test_dir("media-bad");
+        let env = format!("FAKE_MEDIA_REPORT_FILE=/app/fixtures/media-report/{file}");
+        let _api = fake_api(&t, &url, &[&env]).await;
+        let out = t.run(["media", "discrepancy-report", "--execute"]);
+        assert_eq!(out.code, 1, "{file}\n{}", out.dump());
+        assert_eq!(
+            out.marker("WAVEMAP_MEDIA_REPORT_RESULT"),
+            Some("failed"),
+            "{file}"
+        );
+        assert!(
+            out.stderr.contains("malformed report"),
+            "{file}\n{}",
+            out.dump()
+        );
+        assert!(out.stderr.contains(why), "{file}: {why}\n{}", out.dump());
+        assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES"), None);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_and_large_reports_summarise_with_a_few_samples() {
+    let url = load_fixture("up-to-date").await;
+    let t = job_test_dir("media-clean");
+    let _api = fake_api(&t, &url, &["FAKE_MEDIA_CLEAN=1"]).await;
     let out = t.run(["media", "discrepancy-report", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_RESULT"), Some("clean"));
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES"),
+        Some("0")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_MISSING_OBJECT_COUNT"),
+        Some("0")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_SAMPLE_MISSING_OBJECT"),
+        None
+    );
+
+    let t = job_test_dir("media-many");
+    let _api = fake_api(
+        &t,
+        &url,
+        &["FAKE_MEDIA_REPORT_FILE=/app/fixtures/media-report/many.json"],
+    )
+    .await;
+    let out = t.run(["media", "discrepancy-report", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES"),
+        Some("50")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_MISSING_OBJECT_COUNT"),
+        Some("40")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_MEDIA_REPORT_ORPHAN_OBJECT_COUNT"),
+        Some("10")
+    );
+    let sample = out
+        .marker("WAVEMAP_MEDIA_REPORT_SAMPLE_MISSING_OBJECT")
+        .unwrap();
+    assert_eq!(sample.split(',').count(), 3, "{sample}");
+    assert!(
+        sample.starts_with("00000000-0000-4000-8000-000000000001,"),
+        "{sample}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_jobs_name_the_step_and_exit_1() {
+    let url = load_fixture("behind").await;
+    let t = job_test_dir("migrate-fail");
+    let _api = fake_api(&t, &url, &["FAKE_MIGRATE_FAIL=1"]).await;
+    let out = t.run(["database", "migrate", "--execute", "--database-url", &url]);
     assert_eq!(out.code, 1, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_RESULT"), Some("failed"));
-    assert!(out.stderr.contains("malformed report"), "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES"), None);
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("failed")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_AFTER_STATE"),
+        Some("behind")
+    );
+    assert_eq!(ledger(&url).await.unwrap().len(), 2);
+
+    let mut t = job_test_dir("reset-fail");
+    t.set("jobs", "warning_pattern", toml_str("warning:"));
+    let _api = fake_api(&t, &url, &["FAKE_SEED_FAIL=base"]).await;
+    let out = t.run(["database", "reset", "--execute", "--confirm", "dev"]);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_MIGRATE_RESULT"),
+        Some("success")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_BASE_SEED_RESULT"),
+        Some("failed")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_DEV_SEED_RESULT"),
+        Some("skipped")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("failed"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_WARNING_COUNT"),
+        Some("0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reads_the_url_from_the_rendered_backend_env() {
+    let t = TestDir::new("dbstatus-envfile");
+    let url = load_fixture("behind").await;
+    std::fs::create_dir_all(t.env_dir()).unwrap();
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        format!("# rendered\nAPP_NAME='x'\nDATABASE_URL='{url}'\n"),
+    )
+    .unwrap();
+    let dir = migrations_dir("behind").display().to_string();
+    let out = t.run(["--json", "database", "status", "--migrations-dir", &dir]);
+    assert_eq!(out.code, 3, "{}", out.dump());
+    let doc: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("one JSON object");
+    assert_eq!(doc["markers"]["WAVEMAP_DATABASE_STATUS_STATE"], "behind");
+    assert_eq!(doc["data"]["status"]["pending"][0]["name"], "0002_media");
+    assert!(!out.stdout.contains(&pg_password()), "{}", out.dump());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

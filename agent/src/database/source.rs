@@ -55,7 +55,7 @@ pub async fn load_journal(config: &Config, dir: Option<&Path>) -> Result<Loaded,
         let journal = journal::parse(&files, &origin).map_err(|e| Error::failed("journal", e))?;
         return Ok(Loaded { journal, origin });
     }
-    let docker = jobs::connect_docker(config).await?;
+    let docker = crate::docker::connect(config).await?;
     let image = api_image(&docker, config).await?;
     let path = config.database.migrations_path_in_image.to_string();
     let files = files_from_image(&docker, &image, &path).await?;
@@ -203,10 +203,17 @@ pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, Stri
             "render the env (`runtime-env --execute`) or pass --database-url",
         ));
     };
-    match env_value(&bytes, variable) {
+    let vars = crate::envfile::parse_bytes(&bytes).map_err(|e| {
+        Error::invalid(
+            format!("env file {}", path.display()),
+            e.to_string(),
+            "render it again (`runtime-env --execute`) or pass --database-url",
+        )
+    })?;
+    match vars.get(variable.as_str()) {
         Some(url) if !url.is_empty() => {
-            register_secret(&url);
-            Ok((url, format!("{variable} in {}", path.display())))
+            register_secret(url);
+            Ok((url.clone(), format!("{variable} in {}", path.display())))
         }
         _ => Err(Error::invalid(
             "database URL",
@@ -216,70 +223,9 @@ pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, Stri
     }
 }
 
-/// Minimal reader for the rendered env file: `KEY=value`, `KEY='value'`
-/// (literal) and `KEY="value"` (with `\\ \" \$ \n \r` escapes), which is
-/// every form the renderer writes. Private on purpose: `envfile` owns the
-/// format; this only needs one variable and must not fail on others.
-fn env_value(bytes: &[u8], key: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(bytes);
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (line, after) = rest.split_once('\n').unwrap_or((rest, ""));
-        rest = after;
-        let trimmed = line.trim_start();
-        let trimmed = trimmed.strip_prefix("export ").unwrap_or(trimmed);
-        let Some((name, value)) = trimmed.split_once('=') else {
-            continue;
-        };
-        if name.trim() != key {
-            continue;
-        }
-        let value = value.trim_start();
-        if let Some(body) = value.strip_prefix('\'') {
-            // Single quotes may span lines.
-            let full = format!("{body}\n{rest}");
-            return full.split_once('\'').map(|(v, _)| v.to_owned());
-        }
-        if let Some(body) = value.strip_prefix('"') {
-            let full = format!("{body}\n{rest}");
-            let mut out = String::new();
-            let mut chars = full.chars();
-            while let Some(c) = chars.next() {
-                match c {
-                    '"' => return Some(out),
-                    '\\' => match chars.next() {
-                        Some('n') => out.push('\n'),
-                        Some('r') => out.push('\r'),
-                        Some(other) => out.push(other),
-                        None => return None,
-                    },
-                    c => out.push(c),
-                }
-            }
-            return None;
-        }
-        let value = value.split(" #").next().unwrap_or(value);
-        return Some(value.trim_end().to_owned());
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_value_reads_every_rendered_form() {
-        let text = b"# header\nA=1\nDATABASE_URL='postgres://u:p@postgres:5432/db'\nB=\"x\\\"y\"\n";
-        assert_eq!(
-            env_value(text, "DATABASE_URL").as_deref(),
-            Some("postgres://u:p@postgres:5432/db")
-        );
-        assert_eq!(env_value(text, "B").as_deref(), Some("x\"y"));
-        assert_eq!(env_value(text, "A").as_deref(), Some("1"));
-        assert_eq!(env_value(text, "C"), None);
-    }
 
     #[test]
     fn url_from_env_file_when_no_flag_or_config() {
@@ -288,7 +234,7 @@ mod tests {
         config.runtime.env_dir = crate::config::AbsPath::new(dir.path());
         std::fs::write(
             dir.path().join("backend.env"),
-            "DATABASE_URL=\"postgres://app:pw-in-env-file@postgres/app\"\n",
+            "# rendered\nAPP_NAME='wavemap'\nDATABASE_URL='postgres://app:pw-in-env-file@postgres/app'\n",
         )
         .unwrap();
         let (url, origin) = database_url(&config, None).unwrap();
