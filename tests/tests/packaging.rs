@@ -449,7 +449,11 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
     let deb = deb_path();
     let deb_arg = deb.display().to_string();
     let version = run_ok("dpkg-deb", &["--field", &deb_arg, "Version"]).stdout;
+    // 0.1.0-1: the crate version, then the Debian revision.
     let version = version.trim();
+    let version = version
+        .rsplit_once('-')
+        .map_or(version, |(upstream, _)| upstream);
 
     let mut restore = Restore {
         created_files: Vec::new(),
