@@ -30,22 +30,26 @@ pub async fn connect_to(
     request_timeout: Duration,
     wait: Duration,
 ) -> Result<Docker, Error> {
-    let docker = Docker::connect_with_host(host)
-        .map_err(|e| Error::unavailable(Dependency::Docker, format!("{host}: {e}")))?
-        .with_timeout(request_timeout);
     let deadline = Instant::now() + wait;
     let mut delay = Duration::from_millis(250);
     loop {
-        // A short per-attempt timeout so a hung socket cannot eat the wait.
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(10).min(request_timeout),
-            docker.clone().negotiate_version(),
-        )
-        .await;
-        let failure = match attempt {
-            Ok(Ok(negotiated)) => return Ok(negotiated),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 10s".to_owned(),
+        // Inside the loop: bollard refuses a unix socket path that does not
+        // exist yet, which is exactly dockerd still starting at boot.
+        let failure = match Docker::connect_with_host(host) {
+            Err(e) => e.to_string(),
+            Ok(docker) => {
+                // A short per-attempt timeout so a hung socket cannot eat the wait.
+                let attempt = tokio::time::timeout(
+                    Duration::from_secs(10).min(request_timeout),
+                    docker.with_timeout(request_timeout).negotiate_version(),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(negotiated)) => return Ok(negotiated),
+                    Ok(Err(e)) => e.to_string(),
+                    Err(_) => "no answer within 10s".to_owned(),
+                }
+            }
         };
         let now = Instant::now();
         if now >= deadline {
