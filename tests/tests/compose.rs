@@ -681,3 +681,57 @@ async fn a_missing_image_fails_the_converge_before_anything_changes() {
     );
     assert!(snapshot(&docker, &s.project).await.is_empty());
 }
+
+#[tokio::test]
+async fn a_replacement_that_cannot_be_created_leaves_the_old_container_running() {
+    let docker = docker().await;
+    let s = small(
+        "compose-safe",
+        "services:\n  app:\n    image: ${E2E_BUSYBOX}\n    command: sleep 3600\n",
+    )
+    .await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let before = snapshot(&docker, &s.project).await;
+
+    // A bind mount of a host path that does not exist, with
+    // create_host_path off: the Engine refuses to create the replacement.
+    let broken = s.dir.path().join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "services:\n  app:\n    image: ${E2E_BUSYBOX}\n    command: sleep 3600\n    volumes:\n      - type: bind\n        source: /nonexistent/wavemap-e2e\n        target: /x\n        bind:\n          create_host_path: false\n",
+    )
+    .expect("write");
+    let project = Project::load(&broken, &s.project, &s.vars).expect("load broken");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert_eq!(
+        actions(&plan),
+        vec![(
+            "app".into(),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        )]
+    );
+    let err = compose::converge(&docker, &project, &plan)
+        .await
+        .expect_err("create fails");
+    assert!(
+        err.to_string()
+            .starts_with("converge failed: create container"),
+        "{err}"
+    );
+    // The old container still runs under its name; no temporary one is left
+    // behind as the service's container.
+    assert_eq!(snapshot(&docker, &s.project).await, before);
+    let states = compose::service_states(&docker, &s.project)
+        .await
+        .expect("states");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].container_name, format!("{}-app-1", s.project));
+    assert_eq!(states[0].state, "running");
+}

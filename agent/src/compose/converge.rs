@@ -29,7 +29,7 @@ use serde::Serialize;
 use super::hash;
 use super::health::{wait_for, Target};
 use super::labels;
-use super::model::{MountKind, Project, Service};
+use super::model::{Condition, MountKind, Project, Service};
 use super::plan::{docker_error, Action, Plan};
 use crate::error::Error;
 
@@ -87,6 +87,8 @@ pub async fn converge(
 
     let dependency_deadline = Instant::now() + project.dependency_wait;
     let mut recreated: BTreeSet<String> = BTreeSet::new();
+    // Services created, recreated, started or restarted in this run.
+    let mut touched: BTreeSet<String> = BTreeSet::new();
     for entry in plan.services.iter().filter(|s| s.action != Action::Remove) {
         let Some(service) = project.service(&entry.service) else {
             continue;
@@ -99,8 +101,18 @@ pub async fn converge(
         let untouched = entry.action == (Action::Keep { running: true }) && restart_for.is_none();
         // Dependencies first, with their conditions (Compose waits before
         // starting the dependent). A running service left as is waits for
-        // nothing: that keeps a no-op converge to a few API calls.
-        for (dep, dependency) in service.depends_on.iter().filter(|_| !untouched) {
+        // nothing, which keeps a no-op converge to a few API calls; except
+        // that a one-shot dependency re-run in this converge (a migration)
+        // must succeed again before the converge goes on.
+        let must_wait = |dep: &String, condition: Condition| {
+            !untouched
+                || (condition == Condition::ServiceCompletedSuccessfully && touched.contains(dep))
+        };
+        for (dep, dependency) in service
+            .depends_on
+            .iter()
+            .filter(|(dep, d)| must_wait(dep, d.condition))
+        {
             let target = Target::for_condition(dependency.condition);
             let waited = wait_for(
                 docker,
@@ -124,6 +136,9 @@ pub async fn converge(
                 }
                 Err(other) => return Err(other),
             }
+        }
+        if !untouched {
+            touched.insert(service.name.clone());
         }
         let image_id = entry.image_id.as_deref().unwrap_or_default();
         let name = project.container_name(&service.name);
