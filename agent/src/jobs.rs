@@ -37,11 +37,13 @@ pub enum JobError {
     Docker { host: String, detail: String },
     #[error("no running `{service}` container in Compose project `{project}`; deploy first (`runtime deploy --execute`)")]
     NoContainer { project: String, service: String },
-    #[error("job {job} ({argv}) did not finish within {secs}s (jobs.timeout); the process may still run in the container")]
+    #[error("job {job} ({argv}) did not finish within {secs}s (jobs.timeout); {fate}")]
     Timeout {
         job: String,
         argv: String,
         secs: u64,
+        /// What became of the process: stopped, killed, or still running.
+        fate: String,
     },
     #[error("job {job}: cannot exec {argv}: {detail}")]
     Exec {
@@ -273,11 +275,13 @@ pub async fn run_in(
     .await;
     match streamed {
         Err(_) => {
+            sink.finish();
             return Err(JobError::Timeout {
                 job: job.name.to_owned(),
                 argv: argv_text,
                 secs: deadline.as_secs(),
-            })
+                fate: stop_exec(&docker, &exec.id, config).await,
+            });
         }
         Ok(result) => result?,
     }
@@ -297,6 +301,7 @@ pub async fn run_in(
                 job: job.name.to_owned(),
                 argv: argv_text,
                 secs: deadline.as_secs(),
+                fate: stop_exec(&docker, &exec.id, config).await,
             });
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -315,6 +320,44 @@ pub async fn run_in(
         }
     }
     Ok(outcome)
+}
+
+/// End an exec past its deadline. The Engine API has no call for that, but
+/// on a local Engine the exec's host PID is ours to signal (the agent runs as
+/// root beside dockerd): SIGTERM, a grace period, then SIGKILL. A migration
+/// runs in one transaction, so ending it rolls back rather than half-applies.
+async fn stop_exec(docker: &Docker, exec_id: &str, config: &Config) -> String {
+    const GRACE: Duration = Duration::from_secs(5);
+    let still = "the process may still run in the container".to_owned();
+    if !config.docker.host.starts_with("unix://") {
+        return format!("{still} (a remote Engine cannot be asked to stop an exec)");
+    }
+    let running_pid = |inspect: bollard::models::ExecInspectResponse| {
+        (inspect.running == Some(true))
+            .then_some(inspect.pid)
+            .flatten()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .filter(|&pid| pid > 1)
+    };
+    let Ok(Some(pid)) = docker.inspect_exec(exec_id).await.map(running_pid) else {
+        return "it has ended since".to_owned();
+    };
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
+        // SAFETY: kill(2) with a pid the Engine reported for this exec.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return format!("{still} (cannot signal pid {pid}: {e})");
+        }
+        let until = Instant::now() + GRACE;
+        while Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            match docker.inspect_exec(exec_id).await.map(running_pid) {
+                Ok(Some(_)) => continue,
+                _ => return format!("the agent ended it with {name}"),
+            }
+        }
+    }
+    still
 }
 
 /// Splits the two streams into lines, logs them, counts warnings, keeps the

@@ -893,7 +893,7 @@ async fn job_past_its_deadline_fails_and_says_so() {
     let mut t = job_test_dir("job-timeout");
     t.set("jobs", "timeout", "2");
     let url = load_fixture("up-to-date").await;
-    let _api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=20"]).await;
+    let api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=20"]).await;
     let out = t.run(["media", "discrepancy-report", "--execute"]);
     assert_eq!(out.code, 1, "{}", out.dump());
     assert!(
@@ -901,6 +901,14 @@ async fn job_past_its_deadline_fails_and_says_so() {
         "{}",
         out.dump()
     );
+    // The agent ended the job instead of leaving it running.
+    assert!(out.stderr.contains("ended it with SIGTERM"), "{}", out.dump());
+    let top = std::process::Command::new("docker")
+        .args(["top", &api.id])
+        .output()
+        .expect("docker top");
+    let top = String::from_utf8_lossy(&top.stdout);
+    assert!(!top.contains("media-report"), "still running:\n{top}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
