@@ -902,7 +902,11 @@ async fn job_past_its_deadline_fails_and_says_so() {
         out.dump()
     );
     // The agent ended the job instead of leaving it running.
-    assert!(out.stderr.contains("ended it with SIGTERM"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("ended it with SIGTERM"),
+        "{}",
+        out.dump()
+    );
     let top = std::process::Command::new("docker")
         .args(["top", &api.id])
         .output()
@@ -926,6 +930,50 @@ async fn jobs_without_a_running_api_container_run_nothing() {
     );
     assert!(
         out.stderr.contains("no running `api` container"),
+        "{}",
+        out.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_api_container_the_current_releases_image_is_read() {
+    // An older image (3 journal entries) is the current release while the
+    // database was migrated by a newer one: `ahead`, read from that image.
+    let s = stack();
+    let image = s.require("WAVEMAP_TEST_BACKEND_AHEAD_IMAGE").to_owned();
+    let sha = s.require("WAVEMAP_TEST_SHA_AHEAD").to_owned();
+    let t = TestDir::new("dbstatus-release");
+    std::fs::create_dir_all(t.state_dir()).unwrap();
+    let current = serde_json::json!({
+        "schemaVersion": 1,
+        "sourceSha": sha,
+        "imageTag": format!("sha-{sha}"),
+        "backendImageUri": image,
+        "frontendImageUri": format!("{}/wavemap/frontend:sha-{sha}", s.registry),
+        "deploymentVersion": "e2e",
+        "workflowRun": {},
+        "deployedAt": "2026-01-01T00:00:00.000Z",
+        "deployedBy": "deploy",
+    });
+    std::fs::write(
+        t.state_dir().join("current-release.json"),
+        serde_json::to_vec(&current).unwrap(),
+    )
+    .unwrap();
+    let url = load_fixture("ahead").await;
+    let out = t.run(status_args(&url, true, None));
+    assert_status(
+        &out,
+        &expected("ahead"),
+        true,
+        "ahead from the release image",
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_STATUS_JOURNAL_SOURCE"),
+        Some(format!("{image}:/app/drizzle").as_str())
+    );
+    assert!(
+        out.stderr.contains("rows newer than every journal entry"),
         "{}",
         out.dump()
     );
