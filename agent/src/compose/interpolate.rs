@@ -197,15 +197,34 @@ fn braced(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String,
 /// A dotenv parse error (line number only: lines may hold secrets).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DotenvError {
-    Syntax { line: usize, problem: &'static str },
-    Template { line: usize, error: TemplateError },
+    Syntax {
+        line: usize,
+        problem: &'static str,
+    },
+    /// Only the key and, for a required variable, its name: the text of
+    /// the line may be secret.
+    Template {
+        line: usize,
+        key: String,
+        error: TemplateError,
+    },
 }
 
 impl std::fmt::Display for DotenvError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DotenvError::Syntax { line, problem } => write!(f, "line {line}: {problem}"),
-            DotenvError::Template { line, error } => write!(f, "line {line}: {error}"),
+            DotenvError::Template {
+                line,
+                key,
+                error: TemplateError::Invalid { .. },
+            } => write!(
+                f,
+                "line {line} ({key}): invalid interpolation format; quote the value in single quotes or write $$ for a literal $"
+            ),
+            DotenvError::Template { line, key, error } => {
+                write!(f, "line {line} ({key}): {error}")
+            }
         }
     }
 }
@@ -251,16 +270,16 @@ pub fn parse_dotenv(
         let local = |name: &str| vars.get(name).cloned().or_else(|| lookup(name));
         let value = if let Some(body) = rest.strip_prefix('\'') {
             let mut body = body.to_owned();
-            while !body.contains('\'') && idx < lines.len() {
+            while closing_single_quote(&body).is_none() && idx < lines.len() {
                 body.push('\n');
                 body.push_str(lines[idx]);
                 idx += 1;
             }
-            let end = body.find('\'').ok_or(DotenvError::Syntax {
+            let end = closing_single_quote(&body).ok_or(DotenvError::Syntax {
                 line: number,
                 problem: "unterminated single quote",
             })?;
-            body[..end].to_owned()
+            body[..end].replace("\\'", "'")
         } else if let Some(body) = rest.strip_prefix('"') {
             let mut body = body.to_owned();
             while closing_double_quote(&body).is_none() && idx < lines.len() {
@@ -275,6 +294,7 @@ pub fn parse_dotenv(
             let unescaped = unescape_double(&body[..end]);
             substitute(&unescaped, &local).map_err(|error| DotenvError::Template {
                 line: number,
+                key: key.to_owned(),
                 error,
             })?
         } else {
@@ -284,12 +304,20 @@ pub fn parse_dotenv(
             };
             substitute(value.trim(), &local).map_err(|error| DotenvError::Template {
                 line: number,
+                key: key.to_owned(),
                 error,
             })?
         };
         vars.insert(key.to_owned(), value);
     }
     Ok(vars)
+}
+
+/// compose-go: `\'` inside single quotes is a quote, so the closing quote
+/// is the first one without a backslash before it.
+fn closing_single_quote(body: &str) -> Option<usize> {
+    let bytes = body.as_bytes();
+    (0..bytes.len()).find(|&i| bytes[i] == b'\'' && (i == 0 || bytes[i - 1] != b'\\'))
 }
 
 fn closing_double_quote(body: &str) -> Option<usize> {
@@ -317,6 +345,9 @@ fn unescape_double(body: &str) -> String {
             Some('r') => out.push('\r'),
             Some('t') => out.push('\t'),
             Some(other @ ('"' | '\\')) => out.push(other),
+            // A literal `$`: written as `$$` so the substitution after
+            // unescaping keeps it.
+            Some('$') => out.push_str("$$"),
             Some(other) => {
                 out.push('\\');
                 out.push(other);
@@ -439,6 +470,40 @@ mod tests {
                 ("I", "multi\nline"),
                 ("OUTER", "o"),
             ]
+        );
+    }
+
+    #[test]
+    fn files_the_agent_renders_read_back_exactly() {
+        let values = [
+            "plain",
+            "with space",
+            "it's \"quoted\"",
+            "dollar $HOME and ${PATH} and $$",
+            "back\\slash \\$HOME",
+            "multi\nline\r\n",
+            "#hash =equals",
+            " leading and trailing ",
+            "",
+            "ends with \\",
+        ];
+        let vars: BTreeMap<String, String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (format!("V{i:02}"), v.to_string()))
+            .collect();
+        let text = crate::envfile::render(&["rendered"], &vars).unwrap();
+        let read = parse_dotenv(&text, &|_| Some("WRONG".into())).unwrap();
+        assert_eq!(read, vars);
+    }
+
+    #[test]
+    fn a_bad_reference_in_an_env_file_does_not_echo_the_line() {
+        let err = parse_dotenv("PASSWORD=abc$1secret\n", &|_| None).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "line 1 (PASSWORD): invalid interpolation format; quote the value in single quotes or write $$ for a literal $"
         );
     }
 
