@@ -957,3 +957,249 @@ fn real_agent_accepts_every_document_in_dry_run() {
         assert!(started.elapsed() < Duration::from_secs(120), "{at}: hung");
     }
 }
+
+// ---------------------------------------------------------------------------
+// The documents driving the real agent on the local stack.
+
+/// `docker compose down -v` for the test's project, even when it fails.
+struct ComposeDown(String);
+
+impl Drop for ComposeDown {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args([
+                "compose",
+                "-p",
+                &self.0,
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "1",
+            ])
+            .output();
+    }
+}
+
+/// Image of the running container of `service` in `project`.
+async fn running_image(project: &str, service: &str) -> String {
+    wavemap_e2e::docker()
+        .await
+        .inspect_container(
+            &format!("{project}-{service}-1"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("container {project}-{service}-1: {e}"))
+        .config
+        .and_then(|c| c.image)
+        .unwrap_or_default()
+}
+
+fn spec(file: &str) -> &'static Spec {
+    SPECS
+        .iter()
+        .find(|s| s.file == file)
+        .unwrap_or_else(|| panic!("no spec for {file}"))
+}
+
+/// Run a document's script as the SSM Agent would, against the real agent
+/// with the test's config and the stack's AWS endpoints.
+fn run_document(
+    file: &str,
+    values: &[(&str, String)],
+    td: &wavemap_e2e::TestDir,
+    secret: &str,
+) -> ScriptRun {
+    let doc = load(spec(file));
+    let mut env: BTreeMap<String, String> = values
+        .iter()
+        .map(|(k, v)| (format!("SSM_{k}"), v.clone()))
+        .collect();
+    for (k, v) in &wavemap_e2e::stack().vars {
+        if k.starts_with("AWS_") {
+            env.insert(k.clone(), v.clone());
+        }
+    }
+    env.insert(
+        "WAVEMAP_AGENT_BIN".into(),
+        wavemap_e2e::agent_bin().display().to_string(),
+    );
+    env.insert(
+        "WAVEMAP_AGENT_CONFIG".into(),
+        td.config_path().display().to_string(),
+    );
+    let run = run_script(&doc, Path::new("/bin/sh"), &env);
+    let marker = Regex::new(r"^WAVEMAP_[A-Z0-9_]+=").expect("regex");
+    let dump = format!(
+        "{file}: exit {}\n--- stdout ---\n{}--- stderr ---\n{}",
+        run.code, run.stdout, run.stderr
+    );
+    assert!(
+        run.stdout.lines().all(|l| marker.is_match(l)),
+        "stdout is markers only: {dump}"
+    );
+    assert!(
+        run.stdout.len() < 24_000,
+        "SSM keeps 24,000 characters of stdout: {dump}"
+    );
+    assert!(
+        !run.stdout.contains(secret) && !run.stderr.contains(secret),
+        "secret leaked: {dump}"
+    );
+    run
+}
+
+fn marker<'a>(run: &'a ScriptRun, key: &str) -> Option<&'a str> {
+    let prefix = format!("{key}=");
+    run.stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+}
+
+/// The release cycle CI runs, every step sent as its document: render env,
+/// deploy A, record A, deploy B, roll back to A, media report.
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_drive_a_release_cycle_on_the_local_stack() {
+    let s = wavemap_e2e::stack();
+    let mut td = wavemap_e2e::TestDir::new("ssmdoc");
+    let _down = ComposeDown(td.name.clone());
+    td.set(
+        "jobs",
+        "media_report_command",
+        r#"["/app/fake-backend", "media-report"]"#,
+    );
+
+    // The host as bootstrap leaves it: the Compose file and the parameters.
+    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
+    let compose = read_text(&fixture).replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+    std::fs::write(td.compose_file(), compose).expect("write compose file");
+    let secret = format!("ssmdoc-pw-{}-Zq9", td.name);
+    let ssm = wavemap_e2e::ssm_client().await;
+    let db_url = format!("postgres://wavemap:{secret}@postgres:5432/wavemap");
+    for (name, value, secure) in [
+        ("postgres/POSTGRES_USER", "wavemap", false),
+        ("postgres/POSTGRES_DB", "wavemap", false),
+        ("postgres/POSTGRES_PASSWORD", secret.as_str(), true),
+        ("backend/DATABASE_URL", db_url.as_str(), true),
+        ("backend/APP_ORIGIN", "http://127.0.0.1", false),
+        ("frontend/PUBLIC_API_ORIGIN", "http://127.0.0.1/api", false),
+    ] {
+        ssm.put_parameter()
+            .name(format!("{}{name}", td.parameter_prefix()))
+            .value(value)
+            .r#type(if secure {
+                aws_sdk_ssm::types::ParameterType::SecureString
+            } else {
+                aws_sdk_ssm::types::ParameterType::String
+            })
+            .overwrite(true)
+            .send()
+            .await
+            .expect("put parameter");
+    }
+
+    let release = |backend: &str, frontend: &str, sha: &str, version: &str| {
+        vec![
+            ("BackendImage", backend.to_owned()),
+            ("FrontendImage", frontend.to_owned()),
+            ("SourceSha", sha.to_owned()),
+            ("DeploymentVersion", version.to_owned()),
+            ("SelectedRef", "develop".to_owned()),
+            ("WorkflowName", "deploy-dev.yml".to_owned()),
+            ("WorkflowRunId", "12345678901".to_owned()),
+            ("WorkflowRunAttempt", "2".to_owned()),
+            ("Execute", "true".to_owned()),
+        ]
+    };
+    let backend_a = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
+    let frontend_a = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
+    let backend_b = s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned();
+    let frontend_b = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned();
+    let execute = vec![("Execute", "true".to_owned())];
+
+    let run = run_document("wavemap-runtime-env.json", &execute, &td, &secret);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(mode_of(&td.env_dir().join("backend.env")), 0o600);
+
+    let rel_a = release(&backend_a, &frontend_a, &s.sha_a, "2026.11.25-1");
+    let run = run_document("wavemap-runtime-deploy.json", &rel_a, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_DEPLOY_RESULT"),
+        Some("success")
+    );
+    assert_eq!(running_image(&td.name, "api").await, backend_a);
+    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+
+    let run = run_document("wavemap-runtime-record-release.json", &rel_a, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let receipt: Value =
+        serde_json::from_str(&read_text(&td.receipt_path())).expect("receipt is JSON");
+    assert_eq!(receipt["sourceSha"], s.sha_a.as_str());
+    assert_eq!(receipt["backendImageUri"], backend_a.as_str());
+    assert_eq!(receipt["deploymentVersion"], "2026.11.25-1");
+    let receipt_text = receipt.to_string();
+    for value in ["develop", "deploy-dev.yml", "12345678901"] {
+        assert!(
+            receipt_text.contains(value),
+            "receipt lacks {value}: {receipt_text}"
+        );
+    }
+
+    let rel_b = release(&backend_b, &frontend_b, &s.sha_b, "2026.11.25-2");
+    let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(running_image(&td.name, "api").await, backend_b);
+
+    // A dry run through the document changes nothing.
+    let dry = vec![("Execute", "false".to_owned())];
+    let run = run_document("wavemap-runtime-rollback.json", &dry, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
+        Some("planned")
+    );
+    assert_eq!(running_image(&td.name, "api").await, backend_b);
+
+    let run = run_document("wavemap-runtime-rollback.json", &execute, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
+        Some("success")
+    );
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
+        Some(s.sha_a.as_str())
+    );
+    assert_eq!(running_image(&td.name, "api").await, backend_a);
+    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+
+    let run = run_document(
+        "wavemap-media-discrepancy-report.json",
+        &execute,
+        &td,
+        &secret,
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        marker(&run, "WAVEMAP_MEDIA_REPORT_TOTAL_DISCREPANCIES").is_some(),
+        "{}",
+        run.stdout
+    );
+}
+
+fn read_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
