@@ -432,3 +432,210 @@ fn decide(
     }
     Action::Keep { running }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn project(env_value: &str, command: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "services:\n  db:\n    image: db:1\n    volumes: [data:/data]\n  api:\n    image: api:1\n    command: {command}\n    environment: {{TOKEN: {env_value}}}\n    depends_on: [db]\nvolumes:\n  data:\n"
+            ),
+        )
+        .unwrap();
+        super::super::load::load(&path, "unit", &BTreeMap::new()).unwrap()
+    }
+
+    /// The list entry of a container the agent created for `service`.
+    fn listed(project: &Project, service: &str, image_id: &str, state: &str) -> Listed {
+        let s = project.service(service).unwrap();
+        let labels = super::super::converge::container_labels(project, s, image_id);
+        Listed {
+            id: format!("{service}-id"),
+            name: project.container_name(service),
+            service: service.to_owned(),
+            number: 1,
+            state: state.to_owned(),
+            labels,
+            image_id: Some(image_id.to_owned()),
+            networks: BTreeSet::from(["unit_default".to_owned()]),
+            volumes: if service == "db" {
+                BTreeSet::from(["unit_data".to_owned()])
+            } else {
+                BTreeSet::new()
+            },
+        }
+    }
+
+    fn decide_for(now: &Project, then: &Project, image_now: &str, state: &str) -> Action {
+        let current = listed(then, "api", "sha256:a", state);
+        let api = now.service("api").unwrap();
+        decide(
+            now,
+            api,
+            &current,
+            &hash::service_hash(api),
+            Some(image_now),
+        )
+    }
+
+    #[test]
+    fn recreation_reasons_follow_what_changed() {
+        let base = project("one", "serve");
+        assert_eq!(
+            decide_for(&base, &base, "sha256:a", "running"),
+            Action::Keep { running: true }
+        );
+        assert_eq!(
+            decide_for(&base, &base, "sha256:a", "exited"),
+            Action::Keep { running: false }
+        );
+        assert_eq!(
+            decide_for(&base, &base, "sha256:b", "running"),
+            Action::Recreate {
+                reason: Reason::Image
+            }
+        );
+        assert_eq!(
+            decide_for(&project("two", "serve"), &base, "sha256:a", "running"),
+            Action::Recreate {
+                reason: Reason::Env
+            }
+        );
+        assert_eq!(
+            decide_for(&project("one", "work"), &base, "sha256:a", "running"),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        );
+        assert_eq!(
+            decide_for(&project("two", "work"), &base, "sha256:a", "running"),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        );
+    }
+
+    #[test]
+    fn a_container_compose_created_is_judged_by_compose_labels_only() {
+        let base = project("one", "serve");
+        let api = base.service("api").unwrap();
+        let mut current = listed(&base, "api", "sha256:a", "running");
+        current.labels.remove(labels::AGENT_ENV_HASH);
+        current.labels.remove(labels::AGENT_BASE_HASH);
+        assert_eq!(
+            decide(
+                &base,
+                api,
+                &current,
+                &hash::service_hash(api),
+                Some("sha256:a")
+            ),
+            Action::Keep { running: true }
+        );
+        // Without the agent's labels an env change reads as `config`.
+        let changed = project("two", "serve");
+        let api2 = changed.service("api").unwrap();
+        assert_eq!(
+            decide(
+                &changed,
+                api2,
+                &current,
+                &hash::service_hash(api2),
+                Some("sha256:a")
+            ),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        );
+    }
+
+    #[test]
+    fn a_lost_network_or_volume_recreates_like_compose() {
+        let base = project("one", "serve");
+        let db = base.service("db").unwrap();
+        let mut current = listed(&base, "db", "sha256:d", "running");
+        current.volumes.clear();
+        assert_eq!(
+            decide(
+                &base,
+                db,
+                &current,
+                &hash::service_hash(db),
+                Some("sha256:d")
+            ),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        );
+        let mut current = listed(&base, "db", "sha256:d", "running");
+        current.networks.clear();
+        assert_eq!(
+            decide(
+                &base,
+                db,
+                &current,
+                &hash::service_hash(db),
+                Some("sha256:d")
+            ),
+            Action::Recreate {
+                reason: Reason::Config
+            }
+        );
+    }
+
+    #[test]
+    fn the_plan_prints_a_table_and_serializes_for_json() {
+        let plan = Plan {
+            project: "unit".into(),
+            services: vec![
+                ServicePlan {
+                    service: "api".into(),
+                    action: Action::Recreate {
+                        reason: Reason::Image,
+                    },
+                    container: None,
+                    image: Some("api:2".into()),
+                    image_id: Some("sha256:b".into()),
+                    config_hash: Some("h".into()),
+                },
+                ServicePlan {
+                    service: "old".into(),
+                    action: Action::Remove,
+                    container: None,
+                    image: None,
+                    image_id: None,
+                    config_hash: None,
+                },
+                ServicePlan {
+                    service: "web".into(),
+                    action: Action::Create,
+                    container: None,
+                    image: Some("web:1".into()),
+                    image_id: None,
+                    config_hash: None,
+                },
+            ],
+        };
+        assert_eq!(
+            plan.to_string(),
+            "project unit:\n  api  recreate (image)  api:2\n  old  remove          -\n  web  create          web:1  [image not present locally]\n"
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["services"][0]["action"], "recreate");
+        assert_eq!(json["services"][0]["reason"], "image");
+        assert_eq!(json["services"][1]["action"], "remove");
+        assert!(!plan.is_noop());
+    }
+
+    #[test]
+    fn dependency_order_puts_dependencies_first() {
+        let base = project("one", "serve");
+        assert_eq!(dependency_order(&base).unwrap(), vec!["db", "api"]);
+    }
+}
