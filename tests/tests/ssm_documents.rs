@@ -1203,3 +1203,37 @@ fn mode_of(path: &Path) -> u32 {
         .mode()
         & 0o777
 }
+
+/// Every document registers through the SSM API (moto's CreateDocument
+/// parses the content and lists the parameters) with the parameters the
+/// spec names, in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn documents_register_through_the_ssm_api() {
+    let ssm = wavemap_e2e::ssm_client().await;
+    for spec in SPECS {
+        let name = wavemap_e2e::unique_name(spec.file.trim_end_matches(".json"));
+        let content = read_text(&docs_dir().join(spec.file));
+        let created = ssm
+            .create_document()
+            .name(&name)
+            .content(content)
+            .document_type(aws_sdk_ssm::types::DocumentType::Command)
+            .document_format(aws_sdk_ssm::types::DocumentFormat::Json)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{}: CreateDocument refused it: {e:?}", spec.file));
+        let description = created.document_description().expect("description");
+        let params: Vec<&str> = description
+            .parameters()
+            .iter()
+            .filter_map(|p| p.name())
+            .collect();
+        assert_eq!(params, spec.params, "{}", spec.file);
+        assert_eq!(description.schema_version(), Some("2.2"), "{}", spec.file);
+        ssm.delete_document()
+            .name(&name)
+            .send()
+            .await
+            .expect("delete document");
+    }
+}
