@@ -10,3 +10,4 @@ mod runtime_env;
 mod compose;
 mod registry;
 mod faults;
+mod fuzz;

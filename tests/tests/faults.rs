@@ -546,7 +546,10 @@ async fn docker_unreachable_at_start_is_69_for_deploy_and_a_report_for_status_an
         "gave up before docker.connect_wait: {took:?}"
     );
     assert!(took < AWS_BOUND, "deploy without dockerd took {took:?}");
-    assert!(!current_release(&td).exists(), "state written without a deploy");
+    assert!(
+        !current_release(&td).exists(),
+        "state written without a deploy"
+    );
 
     for args in [vec!["status"], vec!["status", "--json"]] {
         let out = td.run(&args);
@@ -863,14 +866,23 @@ async fn a_full_disk_fails_the_env_render_cleanly_and_keeps_the_old_files() {
     .await;
     let out = td.run(["runtime-env", "--execute"]);
     assert_exit(&out, 1, "runtime-env --execute on a full disk");
-    assert_eq!(out.marker("WAVEMAP_AGENT_ERROR"), Some("io"), "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_AGENT_ERROR"),
+        Some("io"),
+        "{}",
+        out.dump()
+    );
     assert!(
         out.stderr.contains("No space left on device"),
         "{}",
         out.dump()
     );
     assert!(!out.stderr.contains(&big[..64]), "a value was printed");
-    assert_eq!(snapshot(&files), before, "an env file changed on a full disk");
+    assert_eq!(
+        snapshot(&files),
+        before,
+        "an env file changed on a full disk"
+    );
     assert_eq!(
         leftovers(&td.env_dir()),
         Vec::<String>::new(),
@@ -916,7 +928,11 @@ async fn a_full_disk_fails_record_release_cleanly_and_keeps_the_old_receipt() {
         before,
         "the receipt changed on a full disk"
     );
-    assert_eq!(leftovers(&receipt_dir), Vec::<String>::new(), "temp file left");
+    assert_eq!(
+        leftovers(&receipt_dir),
+        Vec::<String>::new(),
+        "temp file left"
+    );
     drop(tmpfs);
 }
 
@@ -945,14 +961,25 @@ async fn env_files_are_not_written_through_a_symlink_and_get_their_mode_whatever
             }
         }
         let out: Output = cmd.output().expect("run agent").into();
-        assert_exit(&out, 0, &format!("runtime-env --execute under umask {umask}"));
+        assert_exit(
+            &out,
+            0,
+            &format!("runtime-env --execute under umask {umask}"),
+        );
         for file in env_files(&td) {
-            let mode = std::fs::metadata(&file).expect("env file").permissions().mode() & 0o7777;
+            let mode = std::fs::metadata(&file)
+                .expect("env file")
+                .permissions()
+                .mode()
+                & 0o7777;
             assert_eq!(mode, 0o600, "{} under umask {umask}", file.display());
             assert_eq!(std::fs::metadata(&file).expect("stat").uid(), 0, "owner");
         }
-        let dir_mode =
-            std::fs::metadata(td.env_dir()).expect("env dir").permissions().mode() & 0o077;
+        let dir_mode = std::fs::metadata(td.env_dir())
+            .expect("env dir")
+            .permissions()
+            .mode()
+            & 0o077;
         assert_eq!(dir_mode, 0, "env dir open to others under umask {umask}");
     }
 
@@ -1039,7 +1066,11 @@ async fn names_that_would_escape_the_env_folder_are_refused_naming_them() {
         td.set("runtime", key, value);
         let out = td.run(["runtime-env", "--execute"]);
         assert_exit(&out, 2, &format!("runtime.{key} = {value}"));
-        assert!(out.stderr.contains(named), "{named} not named\n{}", out.dump());
+        assert!(
+            out.stderr.contains(named),
+            "{named} not named\n{}",
+            out.dump()
+        );
         assert!(!td.env_dir().exists(), "env folder created");
     }
 }
