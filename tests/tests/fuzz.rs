@@ -2,7 +2,7 @@
 //! (issue 10). The targets themselves are `fuzz/src/targets.rs`, the same
 //! file cargo-fuzz builds; here a seeded random mutator (bit flips, byte
 //! edits, splices and format tokens over the seed corpus in
-//! `fuzz/corpus/<target>/`) feeds them for `WAVEMAP_FUZZ_SECS` seconds each
+//! `fuzz/seeds/<target>/`) feeds them for `WAVEMAP_FUZZ_SECS` seconds each
 //! (default 3). Not coverage-guided: `scripts/fuzz` runs libFuzzer for the
 //! long runs. A panic fails the test, names the seed that reproduces the
 //! run (`WAVEMAP_FUZZ_SEED`), and saves the input under
@@ -147,7 +147,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], input: &[u8]) -> Vec<u8> {
 }
 
 fn corpus(target: &str) -> Vec<Vec<u8>> {
-    let dir = wavemap_e2e::repo_root().join("fuzz/corpus").join(target);
+    let dir = wavemap_e2e::repo_root().join("fuzz/seeds").join(target);
     let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
