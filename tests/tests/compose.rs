@@ -735,3 +735,56 @@ async fn a_replacement_that_cannot_be_created_leaves_the_old_container_running()
     assert_eq!(states[0].container_name, format!("{}-app-1", s.project));
     assert_eq!(states[0].state, "running");
 }
+
+#[tokio::test]
+async fn changing_an_env_file_recreates_only_its_service_and_compose_agrees() {
+    let docker = docker().await;
+    let s = small(
+        "compose-env",
+        "services:\n  api:\n    image: ${E2E_BUSYBOX}\n    command: sleep 3600\n    env_file: api.env\n  other:\n    image: ${E2E_BUSYBOX}\n    command: sleep 3600\n",
+    )
+    .await;
+    std::fs::write(s.dir.path().join("api.env"), "TOKEN='first'\n").expect("env");
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let before = snapshot(&docker, &s.project).await;
+
+    std::fs::write(s.dir.path().join("api.env"), "TOKEN='second $value'\n").expect("env");
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert_eq!(
+        actions(&plan),
+        vec![
+            (
+                "api".into(),
+                Action::Recreate {
+                    reason: Reason::Env
+                }
+            ),
+            ("other".into(), Action::Keep { running: true })
+        ]
+    );
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let after = snapshot(&docker, &s.project).await;
+    assert_ne!(after["api"].0, before["api"].0);
+    assert_eq!(after["other"], before["other"]);
+    let env = docker
+        .inspect_container(&after["api"].0, None)
+        .await
+        .expect("inspect")
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default();
+    assert!(env.contains(&"TOKEN=second $value".to_owned()), "{env:?}");
+
+    // Compose computes the same hash from the new file contents.
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &s.project).await, after, "{up}");
+}
