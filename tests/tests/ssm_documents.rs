@@ -257,6 +257,12 @@ fn documents_follow_the_rules() {
             doc["description"].as_str().is_some_and(|d| d.len() > 20),
             "{f}: needs a description"
         );
+        assert!(
+            doc["description"]
+                .as_str()
+                .is_some_and(|d| d.contains(MIN_SSM_AGENT)),
+            "{f}: the description names the SSM Agent it needs"
+        );
         let raw = std::fs::read_to_string(docs_dir().join(f)).expect("read");
         assert!(
             !raw.contains("{{"),
