@@ -420,7 +420,7 @@ async fn drizzle_1_0_folders_and_ledger_columns_are_read() {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(s.as_bytes()))
     };
-    // Date.UTC(2025, 0, 1) and Date.UTC(2025, 0, 2) in milliseconds.
+    // Date.UTC(2025, 0, 1) and Date.UTC(2025, 0, 3) in milliseconds.
     pg_connect(&url)
         .await
         .batch_execute(&format!(
@@ -429,9 +429,9 @@ async fn drizzle_1_0_folders_and_ledger_columns_are_read() {
                  created_at bigint, name text, applied_at timestamptz DEFAULT now());
              INSERT INTO app_meta.\"Migrations\" (hash, created_at, name) VALUES
                  ('{}', 1735689600000, '20250101000000_init'),
-                 ('{}', 1735776000000, '20250102000000_more');",
+                 ('{}', 1735862400000, '20250103000000_last');",
             hash(migrations[0].1),
-            hash(migrations[1].1)
+            hash(migrations[2].1)
         ))
         .await
         .unwrap();
@@ -450,7 +450,9 @@ async fn drizzle_1_0_folders_and_ledger_columns_are_read() {
         Some("1")
     );
     assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_GATE"), Some("migrate"));
-    assert!(out.stderr.contains("20250103000000_last"), "{}", out.dump());
+    // 1.0 matches by folder name and applies the older missing folder too:
+    // behind, where the 0.x migrator would leave it behind for good (drift).
+    assert!(out.stderr.contains("20250102000000_more"), "{}", out.dump());
 }
 
 // --- jobs in the API container ------------------------------------------------

@@ -23,13 +23,19 @@
 //! - a row inside the journal's time range that matches no entry: a
 //!   migration from another branch or a deleted entry.
 //!
+//! The 1.0 migrator (folder layout) matches rows to folders by `name` and
+//! applies every folder without a row, whatever its timestamp, so there an
+//! older missing entry is `behind`, not `drift`. Rows without a name (written
+//! before the table upgrade) are matched by time, as the upgrade does. NULL
+//! `created_at` only blocks where the row has no name to match by.
+//!
 //! Counts: `expected` = journal entries, `applied` = ledger rows, `pending` =
 //! entries with no row of their own `when` (a mismatched row still counts as
 //! that entry's row).
 
 use serde::Serialize;
 
-use super::journal::{Journal, Migration};
+use super::journal::{Journal, Layout, Migration};
 use super::ledger::{Ledger, Row};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,8 +139,10 @@ pub struct Status {
     pub null_rows: Vec<Row>,
     /// Second and later rows for the same entry.
     pub duplicate_rows: Vec<Row>,
-    /// The newest `created_at` in the ledger: the migrator's cut-off.
+    /// The newest `created_at` in the ledger: the 0.x migrator's cut-off.
     pub newest_applied: Option<i64>,
+    /// Rows were matched by folder name (1.0 layout), not by time.
+    pub by_name: bool,
 }
 
 /// Classify. `allow_migrate` turns `behind` into gate `migrate`.
@@ -154,6 +162,7 @@ pub fn classify(journal: &Journal, ledger: &Ledger, allow_migrate: bool) -> Stat
         null_rows: Vec::new(),
         duplicate_rows: Vec::new(),
         newest_applied: None,
+        by_name: journal.layout == Layout::Folders,
     };
     let rows = match ledger {
         Ledger::Missing => {
@@ -172,19 +181,28 @@ pub fn classify(journal: &Journal, ledger: &Ledger, allow_migrate: bool) -> Stat
     let newest_when = entries.iter().map(|e| e.when).max();
     // Which entries have a row of their own `when` (matched or mismatched).
     let mut present = vec![false; entries.len()];
+    // 1.0 matches rows to folders by name (set difference); rows written
+    // before the upgrade have no name and are matched by time, as the 1.0
+    // migrator's table upgrade does.
+    let by_name = status.by_name;
     for row in rows {
-        let Some(created_at) = row.created_at else {
-            status.null_rows.push(row.clone());
-            continue;
+        let name = row.name.as_deref().filter(|n| by_name && !n.is_empty());
+        let candidates: Vec<usize> = match (name, row.created_at) {
+            (Some(name), _) => (0..entries.len())
+                .filter(|&i| entries[i].name == name)
+                .collect(),
+            (None, Some(created_at)) => (0..entries.len())
+                .filter(|&i| entries[i].when == created_at)
+                .collect(),
+            (None, None) => {
+                status.null_rows.push(row.clone());
+                continue;
+            }
         };
-        let candidates: Vec<usize> = (0..entries.len())
-            .filter(|&i| entries[i].when == created_at)
-            .collect();
         if candidates.is_empty() {
-            if newest_when.is_none_or(|w| created_at > w) {
-                status.ahead_rows.push(row.clone());
-            } else {
-                status.unknown_rows.push(row.clone());
+            match row.created_at {
+                Some(c) if newest_when.is_none_or(|w| c > w) => status.ahead_rows.push(row.clone()),
+                _ => status.unknown_rows.push(row.clone()),
             }
             continue;
         }
@@ -215,9 +233,12 @@ pub fn classify(journal: &Journal, ledger: &Ledger, allow_migrate: bool) -> Stat
         if present[i] {
             continue;
         }
-        if status
-            .newest_applied
-            .is_some_and(|newest| entry.when <= newest)
+        // Only the 0.x migrator stops at the newest row; 1.0 applies every
+        // folder that has no row of its name.
+        if !by_name
+            && status
+                .newest_applied
+                .is_some_and(|newest| entry.when <= newest)
         {
             status.skipped.push(entry.into());
         } else {
@@ -292,9 +313,16 @@ impl Status {
             _ => {}
         }
         if !self.pending.is_empty() {
+            let why = if self.by_name {
+                "no row of their name".to_owned()
+            } else {
+                format!(
+                    "newer than the newest row {}",
+                    self.newest_applied.map_or("none".into(), |n| n.to_string())
+                )
+            };
             lines.push(format!(
-                "the migrator would apply (newer than the newest row {}): {}",
-                self.newest_applied.map_or("none".into(), |n| n.to_string()),
+                "the migrator would apply ({why}): {}",
                 names(&self.pending)
             ));
         }
@@ -361,7 +389,6 @@ fn short(hash: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::database::journal::Layout;
 
     fn journal(entries: &[(&str, i64, &str)]) -> Journal {
         Journal {
@@ -530,6 +557,65 @@ mod tests {
         let l = rows(&[(1, "hb", Some(10)), (2, "ha", Some(10))]);
         let s = classify(&j, &l, true);
         assert_eq!(counts(&s), (State::Behind, 3, 2, 1));
+    }
+
+    fn folders(entries: &[(&str, i64, &str)]) -> Journal {
+        Journal {
+            layout: Layout::Folders,
+            ..journal(entries)
+        }
+    }
+
+    fn named(rows: &[(i64, &str, Option<i64>, Option<&str>)]) -> Ledger {
+        Ledger::Rows(
+            rows.iter()
+                .map(|(id, hash, created_at, name)| Row {
+                    id: *id,
+                    hash: (*hash).into(),
+                    created_at: *created_at,
+                    name: name.map(str::to_owned),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn folder_layout_applies_an_older_missing_folder_so_it_is_behind() {
+        let j = folders(&[("a", 10, "ha"), ("b", 20, "hb"), ("c", 30, "hc")]);
+        let l = named(&[
+            (1, "ha", Some(10), Some("a")),
+            (2, "hc", Some(30), Some("c")),
+        ]);
+        let s = classify(&j, &l, true);
+        assert_eq!(counts(&s), (State::Behind, 3, 2, 1));
+        assert_eq!(s.pending[0].name, "b");
+        assert_eq!(s.gate, Gate::Migrate);
+    }
+
+    #[test]
+    fn folder_layout_matches_by_name_not_time() {
+        // created_at is wall-clock here; the name still matches.
+        let j = folders(&[("a", 10, "ha"), ("b", 20, "hb")]);
+        let l = named(&[(1, "ha", Some(999), Some("a")), (2, "hb", None, Some("b"))]);
+        let s = classify(&j, &l, true);
+        assert_eq!(counts(&s), (State::UpToDate, 2, 2, 0));
+        let l = named(&[
+            (1, "XX", Some(10), Some("a")),
+            (2, "hb", Some(20), Some("b")),
+        ]);
+        assert_eq!(classify(&j, &l, true).state, State::HashMismatch);
+        let l = named(&[
+            (1, "ha", Some(10), Some("a")),
+            (2, "hb", Some(20), Some("b")),
+            (3, "hz", Some(5), Some("z")),
+        ]);
+        assert_eq!(classify(&j, &l, true).state, State::Drift);
+        let l = named(&[
+            (1, "ha", Some(10), Some("a")),
+            (2, "hb", Some(20), Some("b")),
+            (3, "hz", Some(50), Some("z")),
+        ]);
+        assert_eq!(classify(&j, &l, true).state, State::Ahead);
     }
 
     #[test]
