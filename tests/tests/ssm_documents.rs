@@ -1243,3 +1243,70 @@ async fn documents_register_through_the_ssm_api() {
             .expect("delete document");
     }
 }
+
+/// A number from the agent's effective default config (`config check`).
+fn default_seconds(config_text: &str, section: &str, key: &str) -> u64 {
+    let mut current = "";
+    for line in config_text.lines() {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            current = name;
+        } else if current == section {
+            if let Some(value) = line.strip_prefix(&format!("{key} = ")) {
+                return value
+                    .parse()
+                    .unwrap_or_else(|e| panic!("[{section}] {key} = {value}: {e}"));
+            }
+        }
+    }
+    panic!("[{section}] {key} is not in the effective config:\n{config_text}")
+}
+
+/// SSM kills the command at `timeoutSeconds`: each document's timeout must
+/// cover the deadlines the agent itself works to by default (waiting for
+/// the lock, then the operation's own deadlines), so the agent's clean
+/// failure comes first.
+#[test]
+fn timeouts_cover_the_agents_default_deadlines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let empty = dir.path().join("agent.toml");
+    std::fs::write(&empty, "").expect("write");
+    let out = Command::new(wavemap_e2e::agent_bin())
+        .arg("--config")
+        .arg(&empty)
+        .args(["config", "check"])
+        .output()
+        .expect("run agent");
+    assert!(out.status.success());
+    let config = String::from_utf8_lossy(&out.stderr).into_owned();
+    let d = |section: &str, key: &str| default_seconds(&config, section, key);
+    let lock = d("agent", "lock_timeout");
+    let aws = d("aws", "operation_timeout");
+    let job = d("jobs", "timeout");
+    let deploy = lock + aws + d("runtime", "pull_timeout") + d("runtime", "health_timeout");
+    for (file, needed) in [
+        ("wavemap-runtime-deploy.json", deploy),
+        ("wavemap-runtime-rollback.json", deploy),
+        (
+            "wavemap-runtime-record-release.json",
+            lock + d("docker", "request_timeout"),
+        ),
+        ("wavemap-runtime-env.json", lock + aws),
+        (
+            "wavemap-database-status.json",
+            d("docker", "request_timeout") + d("database", "connect_timeout") + aws,
+        ),
+        ("wavemap-database-migrate.json", lock + job),
+        ("wavemap-database-reset.json", lock + 3 * job),
+        ("wavemap-media-discrepancy-report.json", lock + job),
+    ] {
+        let doc = load(spec(file));
+        let timeout: u64 = doc["mainSteps"][0]["inputs"]["timeoutSeconds"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("timeoutSeconds");
+        assert!(
+            timeout >= needed,
+            "{file}: timeoutSeconds {timeout} < {needed}, the agent's own default deadlines"
+        );
+    }
+}
