@@ -225,6 +225,7 @@ pub async fn pull(
 
     let status = response.status();
     let mut body = response.into_body();
+    let bar = progress_bar(image);
     let mut buffer: Vec<u8> = Vec::new();
     let mut last_report = std::time::Instant::now();
     let mut last_status = String::new();
@@ -238,7 +239,9 @@ pub async fn pull(
             let line: Vec<u8> = buffer.drain(..=pos).collect();
             if let Some(status_line) = progress_line(&line, image)? {
                 last_status = status_line;
-                if last_report.elapsed() >= Duration::from_secs(3) {
+                if let Some(bar) = &bar {
+                    bar.set_message(format!("{image}: {last_status}"));
+                } else if last_report.elapsed() >= Duration::from_secs(3) {
                     log::info!(stage = "pull"; "{image}: {last_status}");
                     last_report = std::time::Instant::now();
                 }
@@ -248,6 +251,9 @@ pub async fn pull(
     if !buffer.is_empty() {
         progress_line(&buffer, image)?;
     }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
     if !status.is_success() {
         return Err(Error::failed(
             "pull",
@@ -256,6 +262,23 @@ pub async fn pull(
     }
     log::info!(stage = "pull"; "{image}: pulled ({last_status})");
     Ok(())
+}
+
+/// A spinner per pull when stderr is a terminal (an operator at the host);
+/// `None` under SSM or systemd, where a line every few seconds is kept.
+fn progress_bar(image: &ImageRef) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    use std::sync::OnceLock;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    static BARS: OnceLock<indicatif::MultiProgress> = OnceLock::new();
+    let bar = BARS
+        .get_or_init(indicatif::MultiProgress::new)
+        .add(indicatif::ProgressBar::new_spinner());
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar.set_message(format!("{image}: starting"));
+    Some(bar)
 }
 
 async fn send<T>(
