@@ -59,7 +59,15 @@ impl<'kvs> VisitSource<'kvs> for Fields {
 
 impl Log for RedactingLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
+        // `-v` is for the agent's own debug lines. Dependencies log whole
+        // wire bodies at debug (bollard: Engine API JSON with container env,
+        // escaped so redaction cannot match it): they get info at most.
+        let limit = if metadata.target().starts_with("wavemap_agent") {
+            self.level
+        } else {
+            self.level.min(LevelFilter::Info)
+        };
+        metadata.level() <= limit
     }
 
     fn log(&self, record: &Record) {

@@ -36,6 +36,14 @@ pub fn register_secret(value: &str) {
         // Longest first, so a secret containing another is replaced whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
     }
+    // Inside JSON (`--json`, the journal, Engine API bodies) a value with
+    // quotes, backslashes or newlines appears escaped.
+    if let Ok(quoted) = serde_json::to_string(value) {
+        let escaped = &quoted[1..quoted.len() - 1];
+        if escaped != value && !secrets.iter().any(|s| s == escaped) {
+            secrets.push(escaped.to_owned());
+        }
+    }
     // Multi-line secrets (PEM keys) also leak line by line.
     for line in value.lines() {
         let line = line.trim();
@@ -167,6 +175,14 @@ mod tests {
         register_secret(pem);
         let text = redact("got MIIBVQIBADANBgkqhkiG9w0BAQEF in a log");
         assert!(!text.contains("MIIBVQ"));
+    }
+
+    #[test]
+    fn secrets_are_redacted_inside_json_too() {
+        let secret = "it's \"q-secret\" \\ x";
+        register_secret(secret);
+        let json = serde_json::json!({ "Env": [format!("A={secret}")] }).to_string();
+        assert!(!redact(&json).contains("q-secret"), "{}", redact(&json));
     }
 
     #[test]
