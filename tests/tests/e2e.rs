@@ -11,3 +11,4 @@ mod compose;
 mod registry;
 mod faults;
 mod fuzz;
+mod secrets;
