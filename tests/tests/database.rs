@@ -980,3 +980,126 @@ async fn without_an_api_container_the_current_releases_image_is_read() {
         out.dump()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_reaches_a_compose_service_named_in_the_env_file() {
+    // The rendered env says `@dbsvc:5432`, a name only the Compose network
+    // knows. The agent finds the project's `dbsvc` container and connects
+    // to its address instead.
+    let t = TestDir::new("dbstatus-svc");
+    let docker = docker().await;
+    let network = unique_name("dbnet");
+    docker
+        .create_network(bollard::models::NetworkCreateRequest {
+            name: network.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("create network");
+    let _net = Cleanup(vec!["network".into(), "rm".into(), network.clone()]);
+    let image = stack().require("WAVEMAP_TEST_POSTGRES_IMAGE").to_owned();
+    let name = unique_name("dbsvc");
+    let endpoint = bollard::models::EndpointSettings {
+        aliases: Some(vec!["dbsvc".into()]),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::new().name(&name).build()),
+            ContainerCreateBody {
+                image: Some(image),
+                env: Some(vec![
+                    "POSTGRES_USER=app".into(),
+                    "POSTGRES_PASSWORD=svc-pw-4711".into(),
+                    "POSTGRES_DB=app".into(),
+                ]),
+                labels: Some(HashMap::from([
+                    ("com.docker.compose.project".to_string(), t.name.clone()),
+                    (
+                        "com.docker.compose.service".to_string(),
+                        "dbsvc".to_string(),
+                    ),
+                    ("com.docker.compose.oneoff".to_string(), "False".to_string()),
+                ])),
+                host_config: Some(HostConfig {
+                    network_mode: Some(network.clone()),
+                    ..Default::default()
+                }),
+                networking_config: Some(bollard::models::NetworkingConfig {
+                    endpoints_config: Some(HashMap::from([(network.clone(), endpoint)])),
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("create postgres container");
+    let _pg = Cleanup(vec![
+        "rm".into(),
+        "-f".into(),
+        "-v".into(),
+        created.id.clone(),
+    ]);
+    docker
+        .start_container(&created.id, None::<StartContainerOptions>)
+        .await
+        .expect("start postgres container");
+    let ip = docker
+        .inspect_container(
+            &created.id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&network).and_then(|e| e.ip_address.clone()))
+        .expect("container address");
+    // Load the fixture through the address, once postgres answers.
+    let direct = format!("postgres://app:svc-pw-4711@{ip}:5432/app");
+    let sql = std::fs::read_to_string(fixtures().join("behind/database.sql")).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        match tokio_postgres::connect(&direct, tokio_postgres::NoTls).await {
+            Ok((client, connection)) => {
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&sql)
+                    .await
+                    .expect("load behind fixture");
+                break;
+            }
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => panic!("postgres container never answered at {ip}: {e}"),
+        }
+    }
+    std::fs::create_dir_all(t.env_dir()).unwrap();
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        "DATABASE_URL='postgres://app:svc-pw-4711@dbsvc:5432/app'\n",
+    )
+    .unwrap();
+    let dir = migrations_dir("behind").display().to_string();
+    let out = t.run([
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+    assert!(out.stderr.contains("container address"), "{}", out.dump());
+    assert!(!out.stderr.contains("svc-pw-4711"), "{}", out.dump());
+}
+
+/// A docker CLI command run on drop (cleanup that must happen on panic too).
+struct Cleanup(Vec<String>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker").args(&self.0).output();
+    }
+}

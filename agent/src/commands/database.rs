@@ -56,8 +56,12 @@ async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
             .clone()
             .unwrap_or_else(|| config.database.migrations_table.clone()),
     };
-    let (url, url_origin) = source::database_url(config, target.database_url.as_deref())?;
-    log::debug!(stage = "database"; "connection string from {url_origin}");
+    let (mut url, origin) = source::database_url(config, target.database_url.as_deref())?;
+    if origin == source::UrlOrigin::EnvFile {
+        if let Some(routed) = source::route_compose_host(config, &url).await {
+            url = routed;
+        }
+    }
     let loaded = source::load_journal(config, target.migrations_dir.as_deref()).await?;
     log::info!(stage = "database"; "journal: {} entries from {}", loaded.journal.migrations.len(), loaded.origin);
     Ok(Inputs {

@@ -11,9 +11,12 @@
 //! `database.url`, then the rendered backend env file
 //! (`<runtime.env_dir>/<database.url_env_group>.env`, variable
 //! `database.url_env_variable`). Inside the Compose network that URL names the
-//! host `postgres`, which the host itself cannot resolve: an operator on the
-//! host passes `--database-url` (or sets `database.url`) with the published
-//! address when the database is not reachable under that name.
+//! host `postgres`, which the host itself cannot resolve. When the URL came
+//! from the env file and its host does not resolve but is a running service
+//! of the project, the agent connects to that container's address on the
+//! project network instead (the host routes to its own bridge networks), so
+//! `database status` works on a stock host. Otherwise an operator passes
+//! `--database-url` (or sets `database.url`) with a reachable address.
 
 use std::path::Path;
 
@@ -178,15 +181,102 @@ async fn download(docker: &Docker, container: &str, path: &str) -> Result<Vec<u8
     Ok(tar)
 }
 
+/// Where a connection string came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlOrigin {
+    Flag,
+    Config,
+    EnvFile,
+}
+
+/// If `url` (from the env file) names a host the machine cannot resolve and
+/// that is a running service of the Compose project, return the URL with the
+/// container's address instead. Anything else returns `None` and the URL is
+/// used as it is (the connection error then says what to do).
+pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
+    let (host, start, end) = url_host_span(url)?;
+    if host.contains('.') || host.contains(':') || host == "localhost" {
+        return None;
+    }
+    if tokio::net::lookup_host((host, 5432)).await.is_ok() {
+        return None;
+    }
+    let docker = crate::docker::connect(config).await.ok()?;
+    let filters: std::collections::HashMap<String, Vec<String>> = [
+        (
+            "label".to_string(),
+            vec![
+                format!("com.docker.compose.project={}", config.runtime.project_name),
+                format!("com.docker.compose.service={host}"),
+            ],
+        ),
+        ("status".to_string(), vec!["running".to_string()]),
+    ]
+    .into_iter()
+    .collect();
+    let list = docker
+        .list_containers(Some(
+            bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+        .ok()?;
+    let id = list.into_iter().find_map(|c| c.id)?;
+    let inspect = docker
+        .inspect_container(
+            &id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()?;
+    let networks = inspect.network_settings?.networks?;
+    // Prefer the network on which the service answers to that name.
+    let mut endpoints: Vec<_> = networks.into_values().collect();
+    endpoints.sort_by_key(|e| {
+        let named = e
+            .aliases
+            .iter()
+            .chain(e.dns_names.iter())
+            .flatten()
+            .any(|n| n == host);
+        !named
+    });
+    let ip = endpoints
+        .into_iter()
+        .filter_map(|e| e.ip_address)
+        .find(|ip| !ip.is_empty())?;
+    log::info!(stage = "database"; "`{host}` is the project's `{host}` service, which this host cannot resolve by name; connecting to its container address {ip}");
+    let routed = format!("{}{ip}{}", &url[..start], &url[end..]);
+    register_secret(&routed);
+    Some(routed)
+}
+
+/// The host of `scheme://[userinfo@]host[:port][/...]` and its byte span.
+fn url_host_span(url: &str) -> Option<(&str, usize, usize)> {
+    let scheme_end = url.find("://")? + 3;
+    let rest = &url[scheme_end..];
+    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_len];
+    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
+    let host_part = &authority[host_start..];
+    if host_part.starts_with('[') || host_part.contains(',') {
+        return None; // IPv6 literal or several hosts: not a service name
+    }
+    let host_len = host_part.find(':').unwrap_or(host_part.len());
+    let start = scheme_end + host_start;
+    Some((&url[start..start + host_len], start, start + host_len))
+}
+
 /// The connection string and where it came from (never the value itself).
-pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, String), Error> {
+pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, UrlOrigin), Error> {
     if let Some(url) = flag.filter(|u| !u.is_empty()) {
         register_secret(url);
-        return Ok((url.to_owned(), "--database-url / DATABASE_URL".into()));
+        return Ok((url.to_owned(), UrlOrigin::Flag));
     }
     if let Some(url) = config.database.url.as_deref().filter(|u| !u.is_empty()) {
         register_secret(url);
-        return Ok((url.to_owned(), "config database.url".into()));
+        return Ok((url.to_owned(), UrlOrigin::Config));
     }
     let path = config
         .runtime
@@ -213,7 +303,8 @@ pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, Stri
     match vars.get(variable.as_str()) {
         Some(url) if !url.is_empty() => {
             register_secret(url);
-            Ok((url.clone(), format!("{variable} in {}", path.display())))
+            log::debug!(stage = "database"; "connection string from {variable} in {}", path.display());
+            Ok((url.clone(), UrlOrigin::EnvFile))
         }
         _ => Err(Error::invalid(
             "database URL",
@@ -228,6 +319,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn host_span_finds_the_host_only() {
+        let url = "postgres://u:p@ss@postgres:5432/db?x=1";
+        let (host, start, end) = url_host_span(url).unwrap();
+        assert_eq!(host, "postgres");
+        assert_eq!(
+            format!("{}10.0.0.2{}", &url[..start], &url[end..]),
+            "postgres://u:p@ss@10.0.0.2:5432/db?x=1"
+        );
+        assert_eq!(url_host_span("postgresql://db/app").unwrap().0, "db");
+        assert!(url_host_span("postgres://[::1]:5432/db").is_none());
+    }
+
+    #[test]
     fn url_from_env_file_when_no_flag_or_config() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
@@ -239,7 +343,7 @@ mod tests {
         .unwrap();
         let (url, origin) = database_url(&config, None).unwrap();
         assert_eq!(url, "postgres://app:pw-in-env-file@postgres/app");
-        assert!(origin.contains("backend.env") && !origin.contains("pw-in"));
+        assert_eq!(origin, UrlOrigin::EnvFile);
         let (url, _) = database_url(&config, Some("postgres://flag@h/db")).unwrap();
         assert_eq!(url, "postgres://flag@h/db");
     }
