@@ -240,6 +240,9 @@ async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarge
             .marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT", 0);
         return Ok(());
     }
+    if let Some(dir) = &target.migrations_dir {
+        log::warn!(stage = "migrate"; "status read {}, but the migrate job applies the journal inside the API image; if they differ, the status after it will say so", dir.display());
+    }
     log::info!(stage = "migrate"; "applying {} entries: {}", names.len(), names.join(", "));
     let job = Job {
         name: "migrate",
