@@ -18,8 +18,11 @@ use wavemap_agent::envfile;
 use wavemap_agent::image::ImageRef;
 use wavemap_agent::release;
 
+/// One target: takes any bytes, panics only on a bug.
+pub type Target = fn(&[u8]);
+
 /// Every target by name, for runners that iterate.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("compose_load", compose_load),
     ("compose_interpolate", compose_interpolate),
     ("envfile_roundtrip", envfile_roundtrip),

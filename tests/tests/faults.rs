@@ -249,6 +249,33 @@ fn timed(td: &TestDir, args: &[String]) -> (Output, Duration) {
     (out, started.elapsed())
 }
 
+/// Run the agent under `umask`, to show modes are set, not inherited.
+fn run_with_umask(td: &TestDir, umask: &str, args: &[String]) -> Output {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+        .arg(wavemap_e2e::agent_bin())
+        .arg("--config")
+        .arg(td.config_path())
+        .args(args)
+        .env_remove("WAVEMAP_AGENT_CONFIG")
+        .stdin(Stdio::null());
+    for (k, v) in &stack().vars {
+        if k.starts_with("AWS_") {
+            cmd.env(k, v);
+        }
+    }
+    cmd.output().expect("run agent").into()
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 /// Short AWS waits: 2 attempts of at most 2 s, 10 s for the operation.
 fn short_aws(td: &mut TestDir) {
     td.set("aws", "max_attempts", "2");
@@ -370,19 +397,37 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     td.set("aws", "ssm_endpoint", toml_str(&ssm.url));
     td.set("aws", "ecr_endpoint", toml_str(&ecr.url));
     let deploy = with_execute(release_args("deploy", &backend, &frontend, &s.sha_a));
-    let out = td.run(&deploy);
+    let out = run_with_umask(&td, "077", &deploy);
     assert_exit(&out, 0, "deploy with one transient SSM and ECR fault");
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
     assert!(ssm.requests() >= 2, "SSM 503 not retried");
     assert!(ecr.requests() >= 2, "ECR 503 not retried");
     assert_eq!(running_image(&td.name, "api").await, backend);
-    let out = td.run(with_execute(release_args(
-        "record-release",
-        &backend,
-        &frontend,
-        &s.sha_a,
-    )));
+    let out = run_with_umask(
+        &td,
+        "077",
+        &with_execute(release_args(
+            "record-release",
+            &backend,
+            &frontend,
+            &s.sha_a,
+        )),
+    );
     assert_exit(&out, 0, "record-release");
+    // Modes are the agent's, not the umask's.
+    assert_eq!(
+        mode(&td.receipt_path()),
+        0o644,
+        "receipt mode under umask 077"
+    );
+    assert_eq!(
+        mode(&current_release(&td)),
+        0o644,
+        "state mode under umask 077"
+    );
+    for file in env_files(&td) {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
     td.set("aws", "ssm_endpoint", toml_str(&s.ssm_endpoint));
 
     // A pair nobody has pulled: the deploy must log in to ECR first.
@@ -947,20 +992,8 @@ async fn env_files_are_not_written_through_a_symlink_and_get_their_mode_whatever
     // Modes from the start: under umask 000 and 077 alike.
     for umask in ["000", "077"] {
         let _ = std::fs::remove_dir_all(td.env_dir());
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
-            .arg(wavemap_e2e::agent_bin())
-            .args(["--config"])
-            .arg(td.config_path())
-            .args(["runtime-env", "--execute"])
-            .env_remove("WAVEMAP_AGENT_CONFIG");
-        for (k, v) in &stack().vars {
-            if k.starts_with("AWS_") {
-                cmd.env(k, v);
-            }
-        }
-        let out: Output = cmd.output().expect("run agent").into();
+        let args = ["runtime-env".to_string(), "--execute".into()];
+        let out = run_with_umask(&td, umask, &args);
         assert_exit(
             &out,
             0,
