@@ -194,6 +194,12 @@ impl Fixture {
             format!("[{}]", GROUPS.map(toml_str).join(", ")),
         );
         td.set("runtime", "parameters", contract_toml());
+        // moto's DescribeParameters and GetParametersByPath iterate one
+        // dict that concurrent PutParameter calls (other tests) resize: a
+        // transient HTTP 500. Real SSM has no such race; give the standard
+        // retries room so these tests do not inherit moto's.
+        td.set("aws", "max_attempts", "10");
+        td.set("aws", "operation_timeout", "90");
         let fixture = Fixture {
             td,
             ssm: ssm_client().await,
@@ -250,6 +256,36 @@ impl Fixture {
             .await
             .unwrap_or_else(|e| panic!("delete {name}: {e}"));
         self.params.retain(|q| !(q.group == group && q.var == var));
+    }
+
+    /// Delete every parameter under this test's prefix, so the shared
+    /// moto stays small (its list operations scan every parameter).
+    async fn cleanup(self) {
+        let prefix = self.td.parameter_prefix();
+        let mut names = Vec::new();
+        let mut pages = self
+            .ssm
+            .get_parameters_by_path()
+            .path(prefix.trim_end_matches('/'))
+            .recursive(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let Ok(page) = page else { break };
+            names.extend(
+                page.parameters()
+                    .iter()
+                    .filter_map(|p| p.name().map(str::to_owned)),
+            );
+        }
+        for chunk in names.chunks(10) {
+            let _ = self
+                .ssm
+                .delete_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await;
+        }
     }
 
     /// What each env file must parse to.
@@ -425,6 +461,7 @@ async fn renders_300_parameters_exactly_and_a_second_render_rewrites_nothing() {
         before,
         "an unchanged render touched a file (bytes, mtime or inode)"
     );
+    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,6 +530,7 @@ async fn dry_run_names_added_changed_and_removed_keys_and_writes_nothing() {
         after["postgres"], before["postgres"],
         "postgres.env was rewritten"
     );
+    f.cleanup().await;
 }
 
 /// The real Compose v2 parser and a real container both see exactly what
@@ -659,6 +697,7 @@ async fn compose_v2_and_a_container_see_the_rendered_values_byte_for_byte() {
             "the container sees {key} differently"
         );
     }
+    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -688,6 +727,7 @@ async fn missing_required_parameter_exits_3_naming_it_and_leaves_files_untouched
         );
     }
     assert_eq!(f.snapshot(), before, "a blocked render touched a file");
+    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -731,6 +771,7 @@ async fn wrong_type_exits_3_naming_it_and_leaves_files_untouched() {
         live.marker("WAVEMAP_RUNTIME_CONFIG_WRONG_TYPE"),
         Some(name.as_str())
     );
+    f.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -754,6 +795,7 @@ async fn names_that_cannot_be_env_vars_or_files_exit_3_naming_them() {
         );
     }
     assert_eq!(f.snapshot(), before, "a blocked render touched a file");
+    f.cleanup().await;
 }
 
 /// A loopback HTTP proxy in front of moto that records each request's
@@ -927,6 +969,7 @@ async fn runtime_config_plan_makes_no_call_and_live_only_describes() {
         "{}",
         blocked.dump()
     );
+    f.cleanup().await;
 }
 
 fn closed_port_url() -> String {
@@ -987,6 +1030,7 @@ async fn ssm_unreachable_or_stalled_exits_69_within_the_configured_timeouts() {
     assert!(out.stderr.contains("timeout"), "{}", out.dump());
     assert!(took < Duration::from_secs(30), "took {took:?}");
     assert_eq!(f.snapshot(), before, "an SSM outage touched a file");
+    f.cleanup().await;
 }
 
 /// Without `aws.ssm_endpoint`, the SDK's own `AWS_ENDPOINT_URL_SSM` (set by
@@ -1019,6 +1063,7 @@ async fn aws_endpoint_url_ssm_works_and_the_config_key_wins() {
         69,
         "runtime-config live with aws.ssm_endpoint at a closed port",
     );
+    f.cleanup().await;
 }
 
 /// Every command and failure path, scanned for any parameter value.
@@ -1074,4 +1119,5 @@ async fn no_secret_value_appears_in_any_output_or_the_journal() {
         !journal.contains(CANARY),
         "the operation journal holds a parameter value"
     );
+    f.cleanup().await;
 }
