@@ -807,6 +807,18 @@ struct RecordingProxy {
 
 impl RecordingProxy {
     fn start(upstream: &str) -> RecordingProxy {
+        Self::throttling(upstream, 0)
+    }
+
+    /// Answer the first `throttle` requests with SSM's ThrottlingException
+    /// (HTTP 400) instead of forwarding them.
+    fn throttling(upstream: &str, throttle: usize) -> RecordingProxy {
+        Self::failing(upstream, throttle, "ThrottlingException")
+    }
+
+    /// Answer the first `count` requests with the SSM error `error_type`
+    /// (HTTP 400) instead of forwarding them.
+    fn failing(upstream: &str, count: usize, error_type: &'static str) -> RecordingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
         let upstream = upstream
@@ -821,7 +833,7 @@ impl RecordingProxy {
                 let upstream = upstream.clone();
                 let recorded = recorded.clone();
                 std::thread::spawn(move || {
-                    let _ = proxy_connection(client, &upstream, &recorded);
+                    let _ = proxy_connection(client, &upstream, &recorded, count, error_type);
                 });
             }
         });
@@ -862,6 +874,8 @@ fn proxy_connection(
     mut client: TcpStream,
     upstream: &str,
     recorded: &Mutex<Vec<String>>,
+    fail: usize,
+    error_type: &str,
 ) -> std::io::Result<()> {
     while let Some((head, body)) = read_message(&mut client)? {
         let target = head
@@ -873,7 +887,21 @@ fn proxy_connection(
                     .then(|| v.trim().to_owned())
             })
             .unwrap_or_else(|| "(none)".into());
-        recorded.lock().expect("targets lock").push(target);
+        let seen = {
+            let mut recorded = recorded.lock().expect("targets lock");
+            recorded.push(target);
+            recorded.len()
+        };
+        if seen <= fail {
+            let body =
+                format!(r#"{{"__type":"{error_type}","message":"injected by the test proxy"}}"#);
+            write!(
+                client,
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: {error_type}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
         let mut up = TcpStream::connect(upstream)?;
         up.write_all(head.as_bytes())?;
         up.write_all(&body)?;
@@ -968,6 +996,34 @@ async fn runtime_config_plan_makes_no_call_and_live_only_describes() {
             .is_some_and(|m| m.contains(&name)),
         "{}",
         blocked.dump()
+    );
+    f.cleanup().await;
+}
+
+/// Throttling is retried with backoff; throttling that outlasts the
+/// retries is exit 69 naming the error code; a refusal is exit 1 at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_is_retried_exit_69_when_it_lasts_and_access_denied_is_exit_1() {
+    let mut f = Fixture::new("renv-throttle", awkward()).await;
+    f.td.set("aws", "max_attempts", "4");
+    let proxy = RecordingProxy::throttling(&wavemap_e2e::stack().ssm_endpoint, 2);
+    f.td.set("aws", "ssm_endpoint", toml_str(&proxy.url));
+    let out = f.run(&["runtime-env", "--execute"]);
+    assert_exit(&out, 0, "runtime-env --execute with two throttled requests");
+    assert_eq!(out.marker("WAVEMAP_RUNTIME_ENV_RESULT"), Some("rendered"));
+    assert!(proxy.targets().len() >= 3, "{:?}", proxy.targets());
+
+    let always = RecordingProxy::throttling(&wavemap_e2e::stack().ssm_endpoint, usize::MAX);
+    f.td.set("aws", "max_attempts", "3");
+    f.td.set("aws", "ssm_endpoint", toml_str(&always.url));
+    let out = f.run(&["runtime-env", "--execute"]);
+    assert_exit(&out, 69, "runtime-env --execute, always throttled");
+    assert!(out.stderr.contains("ThrottlingException"), "{}", out.dump());
+    assert_eq!(
+        always.targets().len(),
+        3,
+        "max_attempts = 3: {:?}",
+        always.targets()
     );
     f.cleanup().await;
 }
