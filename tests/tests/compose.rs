@@ -144,6 +144,14 @@ async fn snapshot(docker: &Docker, project: &str) -> BTreeMap<String, (String, S
         .collect()
 }
 
+/// An Engine timestamp (RFC 3339, Go trims the fraction's trailing zeros)
+/// as text that sorts in time order: the fraction padded to 9 digits.
+fn time_key(stamp: &str) -> String {
+    let body = stamp.trim_end_matches('Z');
+    let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+    format!("{whole}.{fraction:0<9}")
+}
+
 fn exec(container: &str, script: &str) -> String {
     let out = Command::new("docker")
         .args(["exec", container, "sh", "-c", script])
@@ -209,7 +217,7 @@ async fn production_project_converges_hands_over_and_changes_only_what_changed()
     }
     // The API was started only after Postgres was healthy, the frontend
     // after the API: start times are in that order.
-    let started = |svc: &str| by_service[svc].started_at.clone().unwrap_or_default();
+    let started = |svc: &str| time_key(by_service[svc].started_at.as_deref().unwrap_or_default());
     assert!(started("postgres") < started("api"), "{states:?}");
     assert!(started("api") < started("frontend"), "{states:?}");
 
@@ -627,7 +635,7 @@ services:
         states
             .iter()
             .find(|x| x.service == svc)
-            .and_then(|x| x.started_at.clone())
+            .and_then(|x| x.started_at.as_deref().map(time_key))
             .unwrap_or_default()
     };
     assert!(started("migrate") < started("app"));
