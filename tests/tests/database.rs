@@ -276,7 +276,7 @@ async fn leftover_journal_containers(image_id: &str) -> usize {
 
 /// A tiny image like the API image as far as the journal goes: busybox (so a
 /// container can run) and the scenario's migrations at /app/drizzle.
-async fn journal_image(scenario: &str) -> String {
+async fn journal_image(scenario: &str) -> (String, Cleanup) {
     let dir = migrations_dir(scenario);
     let mut files = vec![("bin/busybox", busybox_binary())];
     let mut owned: Vec<(String, Vec<u8>)> = Vec::new();
@@ -295,19 +295,22 @@ async fn journal_image(scenario: &str) -> String {
         files.push((name.as_str(), bytes.clone()));
     }
     let tag = format!("wavemap-e2e/journal-{}:{}", scenario, unique_name("t"));
-    build_image(
+    let cleanup = Cleanup(vec!["rmi".into(), "-f".into(), tag.clone()]);
+    let id = build_image(
         &tag,
         "FROM scratch\nCOPY bin/busybox /bin/busybox\nCOPY drizzle/ /app/drizzle/\n",
         &files,
     )
-    .await
+    .await;
+    (id, cleanup)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_fixture_gives_its_expected_answer_from_the_api_image() {
     for scenario in SCENARIOS {
         let t = TestDir::new("dbstatus-img");
-        let image = journal_image(scenario).await;
+        // Dropped last: the image goes after the container that uses it.
+        let (image, _image) = journal_image(scenario).await;
         let api = ApiContainer::start(&t, &image, &["/bin/busybox", "sleep", "600"], &[]).await;
         let url = load_fixture(scenario).await;
         let want = expected(scenario);
