@@ -137,8 +137,7 @@ where
         SdkError::DispatchFailure(_) => Error::unavailable(
             dependency,
             format!(
-                "{operation} got no answer after {} (check the endpoint, the network and the credentials): {}",
-                "the configured retries",
+                "{operation} got no answer after the configured retries (aws.max_attempts); check the endpoint, the network and the credentials: {}",
                 ErrorChain(err)
             ),
         ),
