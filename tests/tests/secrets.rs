@@ -103,6 +103,16 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
             "https://dev.wavemap.app/api",
             false,
         ),
+        // The fake backend's jobs print these variables (a test knob): the
+        // agent must redact job output too. Not AWKWARD: job output is
+        // redacted by variable *name* (jobs.rs `looks_secret`), and a
+        // SecureString with an innocent name still leaks there (SECURITY.md,
+        // "Known gaps").
+        p(
+            "backend/FAKE_PRINT_ENV",
+            "API_SECRET,TLS_KEY,DATABASE_URL",
+            false,
+        ),
     ];
     put_params(&td, &params).await;
     let registry_token = base64::engine::general_purpose::STANDARD
@@ -138,6 +148,18 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         log: Vec::new(),
     };
     runs.td.set("runtime", "health_timeout", "60");
+    for (key, sub) in [
+        ("migrate_command", "migrate"),
+        ("base_seed_command", "seed-base"),
+        ("dev_seed_command", "seed-dev"),
+        ("media_report_command", "media-report"),
+    ] {
+        runs.td.set(
+            "jobs",
+            key,
+            format!("[\"/app/fake-backend\", {}]", toml_str(sub)),
+        );
+    }
     let started = Instant::now();
 
     // Runtime config and env.
@@ -169,6 +191,14 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.run_str(&["status"], 0);
     runs.run_str(&["--json", "status"], 0);
     runs.run_str(&["-v", "status"], 0);
+
+    // Jobs in the API container print secret env values; the database
+    // named in the rendered env (`postgres`) is not reachable from the host.
+    runs.run_str(&["media", "discrepancy-report"], 0);
+    runs.run_str(&["-v", "media", "discrepancy-report", "--execute"], 0);
+    runs.run_str(&["--json", "media", "discrepancy-report", "--execute"], 0);
+    runs.run_str(&["-v", "database", "status"], 69);
+    runs.run_str(&["-v", "database", "migrate", "--execute"], 69);
 
     // Database status with passwords in the URL: refused, down, and a real
     // (empty) database whose gate blocks.
