@@ -618,3 +618,169 @@ async fn create(
     }
     Ok(created.id)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn project() -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.yaml");
+        std::fs::write(
+            &path,
+            r#"
+services:
+  db:
+    image: db:1
+    healthcheck:
+      disable: true
+  api:
+    image: api:1
+    command: ["serve", "--port", "8080"]
+    entrypoint: /sbin/tini --
+    environment:
+      TOKEN: abc
+      UNSET_WITHOUT_VALUE: null
+    ports: ["127.0.0.1:18080:8080", "9000/udp"]
+    volumes:
+      - data:/data:ro
+      - /srv/conf:/conf
+      - type: volume
+        source: data
+        target: /nocopy
+        volume: {nocopy: true}
+      - type: bind
+        source: /srv/strict
+        target: /strict
+        bind: {create_host_path: false}
+    healthcheck:
+      test: ["CMD", "true"]
+      interval: 2s
+      timeout: 1500ms
+      retries: 3
+      start_period: 1m
+    restart: on-failure:4
+    logging:
+      driver: json-file
+      options: {max-size: 10m}
+    extra_hosts: ["db.internal:10.0.0.5"]
+    stop_grace_period: 20s
+    user: "1000:1000"
+    working_dir: /app
+    labels: {team: web}
+    depends_on:
+      db: {condition: service_healthy, restart: true}
+    networks:
+      back: {aliases: [api-alias]}
+      default:
+volumes:
+  data:
+networks:
+  back:
+"#,
+        )
+        .unwrap();
+        super::super::load::load(&path, "unit", &BTreeMap::new()).unwrap()
+    }
+
+    #[test]
+    fn the_create_body_is_what_compose_would_send() {
+        let project = project();
+        let api = project.service("api").unwrap();
+        let body = create_body(&project, api, "sha256:img", "0123456789ab_unit-api-1");
+        assert_eq!(body.image.as_deref(), Some("api:1"));
+        assert_eq!(
+            body.cmd,
+            Some(vec!["serve".into(), "--port".into(), "8080".into()])
+        );
+        assert_eq!(
+            body.entrypoint,
+            Some(vec!["/sbin/tini".into(), "--".into()])
+        );
+        // Names without a value are not passed; values never appear elsewhere.
+        assert_eq!(body.env, Some(vec!["TOKEN=abc".into()]));
+        assert_eq!(body.user.as_deref(), Some("1000:1000"));
+        assert_eq!(body.working_dir.as_deref(), Some("/app"));
+        assert_eq!(body.stop_timeout, Some(20));
+        let hc = body.healthcheck.clone().unwrap();
+        assert_eq!(hc.test, Some(vec!["CMD".into(), "true".into()]));
+        assert_eq!(hc.interval, Some(2_000_000_000));
+        assert_eq!(hc.timeout, Some(1_500_000_000));
+        assert_eq!(hc.retries, Some(3));
+        assert_eq!(hc.start_period, Some(60_000_000_000));
+        let mut exposed = body.exposed_ports.clone().unwrap();
+        exposed.sort();
+        assert_eq!(exposed, vec!["8080/tcp".to_owned(), "9000/udp".into()]);
+
+        let labels = body.labels.clone().unwrap();
+        for (key, value) in [
+            ("com.docker.compose.project", "unit"),
+            ("com.docker.compose.service", "api"),
+            ("com.docker.compose.container-number", "1"),
+            ("com.docker.compose.oneoff", "False"),
+            ("com.docker.compose.version", labels::COMPOSE_VERSION),
+            ("com.docker.compose.image", "sha256:img"),
+            ("com.docker.compose.depends_on", "db:service_healthy:true"),
+            ("team", "web"),
+        ] {
+            assert_eq!(labels.get(key).map(String::as_str), Some(value), "{key}");
+        }
+        assert_eq!(
+            labels.get("com.docker.compose.config-hash"),
+            Some(&hash::service_hash(api))
+        );
+        assert_eq!(
+            labels.get("com.docker.compose.project.config_files"),
+            Some(&project.config_files[0].display().to_string())
+        );
+
+        let host = body.host_config.clone().unwrap();
+        assert_eq!(
+            host.binds,
+            Some(vec![
+                "unit_data:/data:ro".into(),
+                "/srv/conf:/conf:rw".into()
+            ])
+        );
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 2);
+        assert_eq!(mounts[0].source.as_deref(), Some("unit_data"));
+        assert_eq!(
+            mounts[0].volume_options.as_ref().and_then(|o| o.no_copy),
+            Some(true)
+        );
+        assert_eq!(mounts[1].typ, Some(MountType::BIND));
+        assert_eq!(mounts[1].source.as_deref(), Some("/srv/strict"));
+        let ports = host.port_bindings.unwrap();
+        let web = ports["8080/tcp"].clone().unwrap();
+        assert_eq!(web[0].host_ip.as_deref(), Some("127.0.0.1"));
+        assert_eq!(web[0].host_port.as_deref(), Some("18080"));
+        assert_eq!(ports["9000/udp"].clone().unwrap()[0].host_port, None);
+        let restart = host.restart_policy.unwrap();
+        assert_eq!(restart.name, Some(RestartPolicyNameEnum::ON_FAILURE));
+        assert_eq!(restart.maximum_retry_count, Some(4));
+        let log = host.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        assert_eq!(
+            log.config.unwrap().get("max-size").map(String::as_str),
+            Some("10m")
+        );
+        assert_eq!(host.extra_hosts, Some(vec!["db.internal:10.0.0.5".into()]));
+        // The first network (sorted) at create; `default` is connected after.
+        assert_eq!(host.network_mode.as_deref(), Some("unit_back"));
+        let endpoints = body.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(
+            endpoints["unit_back"].aliases,
+            Some(vec!["unit-api-1".into(), "api".into(), "api-alias".into()])
+        );
+
+        let db = project.service("db").unwrap();
+        let body = create_body(&project, db, "sha256:db", "unit-db-1");
+        assert_eq!(body.healthcheck.unwrap().test, Some(vec!["NONE".into()]));
+        assert_eq!(
+            body.host_config.unwrap().network_mode.as_deref(),
+            Some("unit_default")
+        );
+    }
+}
