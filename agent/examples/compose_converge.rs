@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use wavemap_agent::compose::{self, Project};
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [file, project_name, rest @ ..] = args.as_slice() else {
-        anyhow::bail!("usage: compose_converge FILE PROJECT [--wait SECONDS]");
+        return Err("usage: compose_converge FILE PROJECT [--wait SECONDS]".into());
     };
     let wait = match rest {
         [flag, secs] if flag == "--wait" => Some(Duration::from_secs(secs.parse()?)),
