@@ -548,6 +548,15 @@ async fn migrate_on_behind_applies_through_the_api_container_then_up_to_date() {
         Some("up-to-date")
     );
     assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_GATE"), Some("pass"));
+
+    // Rerunning the same migrate (as after a crash) succeeds and runs nothing.
+    let out = t.run(["database", "migrate", "--execute", "--database-url", &url]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("up-to-date")
+    );
+    assert_eq!(api.exec_count().await, 1);
 }
 
 /// (hash, created_at) of the rows in a fixture's dump.

@@ -214,20 +214,29 @@ async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarge
         "WAVEMAP_DATABASE_MIGRATE_PENDING_COUNT",
         before.pending_count,
     );
+    if before.state == State::UpToDate {
+        // Rerunning a migrate that was killed after it applied everything
+        // must succeed: nothing to apply is the state migrate aims for.
+        save_status(config, &before, &inputs.journal_origin);
+        log::info!(stage = "migrate"; "the database is up-to-date; nothing to apply, nothing run");
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "up-to-date");
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_AFTER_STATE", before.state);
+        inv.report
+            .marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT", 0);
+        return Ok(());
+    }
     if before.state != State::Behind {
         save_status(config, &before, &inputs.journal_origin);
         inv.report
             .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "blocked");
         inv.report
             .marker("WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT", 0);
-        let reason = if before.state == State::UpToDate {
-            "the database is up-to-date; there is nothing to migrate".to_owned()
-        } else {
-            format!(
-                "the database is {}; migrate only applies pending entries to a `behind` database, and the migrator cannot repair this state",
-                before.state
-            )
-        };
+        let reason = format!(
+            "the database is {}; migrate only applies pending entries to a `behind` database, and the migrator cannot repair this state",
+            before.state
+        );
         return Err(Error::Gate { reason });
     }
     let argv = &config.jobs.migrate_command;
