@@ -301,7 +301,8 @@ impl TestDir {
         set("aws", "region", toml_str(&s.region));
         set("aws", "ssm_endpoint", toml_str(&s.ssm_endpoint));
         set("aws", "ecr_endpoint", toml_str(&s.ecr_endpoint));
-        set("aws", "max_attempts", "2".into());
+        // moto answers 500 now and then under concurrent writes; retry like AWS.
+        set("aws", "max_attempts", "6".into());
         set("aws", "operation_timeout", "20".into());
         set("aws", "attempt_timeout", "5".into());
         set("docker", "connect_wait", "5".into());
