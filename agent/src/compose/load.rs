@@ -293,10 +293,24 @@ fn as_sequence<'a>(value: &'a Value, at: &str) -> Result<&'a [Value], LoadError>
 fn scalar_string(value: &Value, at: &str) -> Result<String, LoadError> {
     match value {
         Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
+        Value::Number(n) => Ok(number_string(n)),
         Value::Bool(b) => Ok(b.to_string()),
         _ => Err(invalid(at, "expected a string")),
     }
+}
+
+/// A YAML number as Go's `fmt` prints it (`5.0` is `5`, `1e3` is `1000`),
+/// since that text is what Compose hashes and passes on.
+fn number_string(n: &serde_yaml_ng::Number) -> String {
+    if n.is_f64() {
+        if let Some(f) = n.as_f64() {
+            if f.is_finite() && f.fract() == 0.0 && f.abs() < 1e21 {
+                return format!("{f:.0}");
+            }
+            return f.to_string();
+        }
+    }
+    n.to_string()
 }
 
 /// A mapping, or a list of `key=value` strings (labels, driver options).
@@ -1615,6 +1629,33 @@ networks:
             let err = load_text(text).unwrap_err().to_string();
             assert!(err.contains(at), "{at}: {err}");
         }
+    }
+
+    #[test]
+    fn yaml_scalars_become_the_strings_compose_uses() {
+        // Compose v2.40 `config` prints these for the same YAML. (Known
+        // gap: an unquoted `007` stays "007" here, Compose reads 7.)
+        let project = load_text(
+            "services:\n  s:\n    image: x\n    environment:\n      F1: 5.0\n      F2: 1.10\n      F3: 1e3\n      I: 0x1F\n      O: 0o17\n      B: yes\n      T: True\n",
+        )
+        .unwrap();
+        let env = &project.service("s").unwrap().environment;
+        let got: Vec<(&str, &str)> = env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref().unwrap_or("<none>")))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("B", "yes"),
+                ("F1", "5"),
+                ("F2", "1.1"),
+                ("F3", "1000"),
+                ("I", "31"),
+                ("O", "15"),
+                ("T", "true"),
+            ]
+        );
     }
 
     #[test]
