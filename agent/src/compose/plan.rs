@@ -403,10 +403,12 @@ fn decide(
         };
         return Action::Recreate { reason };
     }
-    let running = current.state == "running";
+    // A restarting container is the Engine's to bring back (Compose leaves
+    // it alone too); starting it would fail.
+    let running = matches!(current.state.as_str(), "running" | "restarting");
     // Compose's own extra checks: a running container must be on every
     // network of the service, and every named volume must be mounted.
-    if running {
+    if current.state == "running" {
         for key in service.networks.iter().flat_map(|n| n.keys()) {
             if let Some(def) = project.networks.get(key) {
                 if !current.networks.contains(&def.name) {
