@@ -266,12 +266,15 @@ async fn run_stages(
             return Ok(());
         }
     }
-    let project = Project::load(
+    let mut project = Project::load(
         config.runtime.compose_file.as_path(),
         &config.runtime.project_name,
         &vars,
     )
     .map_err(|e| (Stage::Converge, e))?;
+    // A dependency that never gets healthy fails the deploy within the same
+    // deadline as the health stage, not Compose's default of minutes more.
+    project.dependency_wait = config.runtime.health_timeout.duration();
     if !options.execute && !missing.is_empty() {
         // The plan compares image ids; images not pulled yet will be new.
         log::info!(stage = "converge"; "plan below assumes the missing images change their services");
