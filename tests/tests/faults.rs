@@ -1067,7 +1067,7 @@ async fn names_that_would_escape_the_env_folder_are_refused_naming_them() {
         .await;
     if stored.is_ok() {
         let out = td.run(["runtime-env", "--execute"]);
-        assert!(out.code != 0 && out.code != -1, "{}", out.dump());
+        assert_exit(&out, 3, "runtime-env --execute with an escaping name");
         assert!(
             out.stderr.contains("backend/../../x"),
             "the parameter is not named\n{}",
