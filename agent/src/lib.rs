@@ -36,17 +36,17 @@
 //! - [`compose`]: load a compose file, plan, converge, wait for health.
 //! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
 
-pub mod cli;
 pub mod aws;
+pub mod cli;
 pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod daemon;
+pub mod database;
 pub mod deploy;
+pub mod docker;
 pub mod envfile;
 pub mod envrender;
-pub mod database;
-pub mod docker;
 pub mod error;
 pub mod fsutil;
 pub mod image;

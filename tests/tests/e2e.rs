@@ -1,14 +1,14 @@
 //! End-to-end tests.
-mod foundation;
-mod packaging;
-mod ssm_documents;
+mod compose;
 mod crash;
 mod daemon;
-mod runtime;
 mod database;
-mod runtime_env;
-mod compose;
-mod registry;
 mod faults;
+mod foundation;
 mod fuzz;
+mod packaging;
+mod registry;
+mod runtime;
+mod runtime_env;
 mod secrets;
+mod ssm_documents;

@@ -1,11 +1,11 @@
 //! One file per command group; this file dispatches and wraps every mutating
 //! command in the lock and the operation journal.
 
-mod runtime_config;
-mod runtime_env;
 mod database;
 mod media;
 mod runtime;
+mod runtime_config;
+mod runtime_env;
 
 use std::time::{Duration, Instant};
 
