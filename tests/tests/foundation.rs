@@ -422,6 +422,81 @@ fn spawn(dir: &TestDir, args: &[&str]) -> Child {
         .expect("spawn agent")
 }
 
+/// Two agent processes: the first `runtime-env --execute` holds the lock
+/// while its SSM call hangs on an endpoint that accepts and never answers;
+/// the second gives up after its `--lock-timeout` with 75, naming the
+/// first one's pid and command, and `config check` runs meanwhile.
+#[test]
+fn two_agent_processes_the_second_mutation_exits_75() {
+    // An "SSM" that accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stalled endpoint");
+    let port = listener.local_addr().expect("local addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let mut dir = TestDir::new("lock2");
+    dir.set(
+        "aws",
+        "ssm_endpoint",
+        wavemap_e2e::toml_str(&format!("http://127.0.0.1:{port}")),
+    );
+    dir.set("aws", "max_attempts", "1");
+    dir.set("aws", "attempt_timeout", "60");
+    dir.set("aws", "operation_timeout", "60");
+
+    let mut first = spawn(&dir, &["runtime-env", "--execute"]);
+    let first_pid = first.id();
+    // Wait until the first process has recorded itself as the holder.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.lock_path()).unwrap_or_default();
+        if text.contains(&format!("pid={first_pid} ")) {
+            break;
+        }
+        if let Some(status) = first.try_wait().expect("poll first") {
+            let out: Output = first.wait_with_output().expect("output").into();
+            panic!(
+                "first agent ended ({status}) before holding the lock\n{}",
+                out.dump()
+            );
+        }
+        assert!(Instant::now() < deadline, "first agent never took the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let second = spawn(&dir, &["--lock-timeout", "1", "runtime-env", "--execute"]);
+    let check = spawn(&dir, &["config", "check"]);
+    let (out, waited) = finish(second, Duration::from_secs(50));
+    let (check, _) = finish(check, Duration::from_secs(50));
+    let first_still_running = first.try_wait().expect("poll first").is_none();
+    let _ = first.kill();
+    let _ = first.wait();
+
+    assert!(
+        first_still_running,
+        "the holder ended early: the test proved nothing"
+    );
+    assert_eq!(out.code, 75, "{}", out.dump());
+    assert!(
+        waited >= Duration::from_millis(900),
+        "gave up before its limit: {waited:?}"
+    );
+    assert!(
+        out.stderr.contains(&format!("pid={first_pid}")),
+        "holder pid not named\n{}",
+        out.dump()
+    );
+    assert!(
+        out.stderr.contains("runtime-env"),
+        "holder command not named\n{}",
+        out.dump()
+    );
+    assert_eq!(check.code, 0, "{}", check.dump());
+}
+
 #[test]
 fn second_mutation_exits_75_naming_the_holder_while_reads_run() {
     let mut dir = TestDir::new("lock");
