@@ -282,6 +282,7 @@ async fn boot_recovery(config: &Config, liveness: &Liveness) -> String {
     let options = Options {
         execute: true,
         env: EnvPolicy::KeepExistingIfUnavailable,
+        record_as: None,
     };
     let outcome = deploy::run(
         config,

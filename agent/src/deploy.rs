@@ -33,6 +33,8 @@ pub enum Stage {
     Pull,
     Converge,
     Health,
+    /// Writing the current-release state after a healthy converge.
+    State,
 }
 
 impl Stage {
@@ -43,6 +45,7 @@ impl Stage {
             Stage::Pull => "pull",
             Stage::Converge => "converge",
             Stage::Health => "health",
+            Stage::State => "state",
         }
     }
 }
@@ -66,6 +69,10 @@ pub enum EnvPolicy {
 pub struct Options {
     pub execute: bool,
     pub env: EnvPolicy,
+    /// On success, record the release as the current one, deployed by this
+    /// command (`deploy`, `rollback`). Boot recovery restores the current
+    /// release and records nothing.
+    pub record_as: Option<&'static str>,
 }
 
 /// Timings and facts of one run of the pipeline.
@@ -115,7 +122,12 @@ pub async fn run(
     prefix: &str,
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
-    let result = run_stages(config, release, options, report, &mut outcome).await;
+    let mut result = run_stages(config, release, options, report, &mut outcome).await;
+    if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+        result = crate::release::write_current(config, release, by)
+            .map(|_| ())
+            .map_err(|e| (Stage::State, e));
+    }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
     if outcome.env_kept_existing {
         report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");

@@ -26,13 +26,13 @@ pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) ->
         Options {
             execute,
             env: EnvPolicy::Required,
+            record_as: Some("deploy"),
         },
         report,
         DEPLOY,
     )
     .await?;
     if execute {
-        release::write_current(config, &release, "deploy")?;
         log::info!(
             "deployed {} ({})",
             release.image_tag,
@@ -160,13 +160,11 @@ pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Re
         Options {
             execute,
             env: EnvPolicy::Required,
+            record_as: Some("rollback"),
         },
         report,
         ROLLBACK,
     )
     .await?;
-    if execute {
-        release::write_current(config, &release, "rollback")?;
-    }
     Ok(())
 }
