@@ -747,7 +747,7 @@ def scenario_render():
     a, s = read_env_lines(RENDER_AGENT_DIR), read_env_lines(RENDER_SHELL_DIR)
     identical = a == s
     lines = sum(len(v) for v in a.values())
-    modes = sorted({oct((d / f"{g}.env").stat().st_mode & 0o777) for d in (RENDER_AGENT_DIR, RENDER_SHELL_DIR) for g in GROUPS})
+    modes = sorted({f"{(d / f'{g}.env').stat().st_mode & 0o777:04o}" for d in (RENDER_AGENT_DIR, RENDER_SHELL_DIR) for g in GROUPS})
     for _ in range(RUNS):
         r = timed(render_cmd, ENV_AGENT, what="agent runtime-env (unchanged)")
         if r.markers().get("WAVEMAP_RUNTIME_ENV_RESULT") != "unchanged":
@@ -1147,9 +1147,11 @@ def write_report(started, finished):
     L.append("")
     L.append("Also `BENCH_STATUS_RUNS` (default 60) and `BENCH_IDLE_SECONDS` (default 60). "
              "It needs root (dockerd), Debian 12 with the Docker Engine running; it installs "
-             "what is missing (the aws CLI from PyPI, jq from apt, boto3). The run takes about "
-             "10 to 15 minutes with the defaults. Every sample is in the appendix below; the raw "
-             "JSON of the run is printed at the end of its output.")
+             "what is missing (the aws CLI from PyPI, jq from apt, boto3). The measurements took "
+             f"{(finished - started).total_seconds() / 60:.0f} minutes in this run, after the release "
+             "build (seconds when it is fresh, over ten minutes on these 2 cores when other work "
+             "holds cargo's lock). Every sample is in the appendix below; the raw JSON of the run "
+             "is printed on stdout at the end.")
     L.append("")
     L.extend(appendix())
     OUT.write_text("\n".join(L) + "\n")
@@ -1231,9 +1233,10 @@ def details():
         L.append(f"- **Env render.** The agent and the shell wrote "
                  + ("byte-identical variable lines" if r["identical"] else "**different** lines")
                  + f" ({r['lines']} lines over three files, modes {', '.join(r['modes'])}); "
-                 f"both page through GetParametersByPath 10 at a time (30 calls to moto); the same 30 "
-                 f"calls from a warm in-process boto3 client take {r['floor']['median']:.0f} ms "
-                 f"({r['floor']['min']:.0f}–{r['floor']['max']:.0f}): moto's own time, the floor under both sides. "
+                 f"both page through GetParametersByPath 10 at a time (30 calls to moto). For reference, "
+                 f"the same 30 calls from a warm boto3 client inside the benchmark process (no process "
+                 f"start, no file writes) take {r['floor']['median']:.0f} ms "
+                 f"({r['floor']['min']:.0f}–{r['floor']['max']:.0f}): most of either side's time is moto answering. "
                  f"Client CPU: agent {r['agent_cpu']['median']:.0f} ms, shell (aws + jq) {r['shell_cpu']['median']:.0f} ms.")
         for d in r.get("first_differences", []):
             L.append(f"  - {d}")
@@ -1322,9 +1325,9 @@ def gap_section():
         misses.append(
             f"- **Env render ({ratio(r['agent'], r['shell']):.2f} against 0.3).** The agent uses "
             f"{r['agent_cpu']['median']:.0f} ms of CPU in its {r['agent']['median']:.0f} ms; the rest "
-            f"is waiting for moto, which needs {r['floor']['median']:.0f} ms for the 30 pages even "
-            f"from a warm in-process client. An agent with zero overhead would still be at "
-            f"{r['floor']['median'] / r['shell']['median']:.2f}. The shell pays the same floor plus "
+            f"is waiting for moto; a warm in-process boto3 client needs {r['floor']['median']:.0f} ms "
+            f"for the same 30 pages ({r['floor']['median'] / r['shell']['median']:.2f} of the shell's "
+            f"time). The shell pays the same moto time plus "
             "the aws CLI's Python start-up and three jq runs. What would close it: nothing on the "
             "agent's side against moto; against real SSM the 30 pages are 30 network round trips, "
             "and fetching the three group paths concurrently (10 pages each) would overlap them.")
