@@ -1431,9 +1431,9 @@ def appendix():
     L = ["## Appendix: every sample (ms)", ""]
     s = RESULTS["scenarios"]
 
-    def line(name, res):
+    def line(name, res, digits=0):
         if res and res.get("n"):
-            L.append(f"- {name}: " + ", ".join(f"{x:.0f}" for x in res["samples"]))
+            L.append(f"- {name}: " + ", ".join(f"{x:.{digits}f}" for x in res["samples"]))
 
     if "noop" in s:
         line("no-op, agent", s["noop"]["agent"])
@@ -1450,13 +1450,17 @@ def appendix():
     if "full" in s:
         line("full deploy, agent", s["full"]["agent"])
         line("full deploy, shell pipeline", s["full"]["alt"])
+    for key, name in (("changed", "pair changed"), ("full", "full deploy")):
+        for side, who in (("agent_down", "agent"), ("alt_down", "alternative")):
+            for svc in ("api", "frontend"):
+                line(f"{name}, {svc} unavailable, {who}", s.get(key, {}).get(side, {}).get(svc))
     if "status" in s:
         line("status", s["status"]["all"])
     if "boot" in s:
         line("boot, daemon to READY", s["boot"]["daemon"])
         line("boot, docker compose up -d --wait", s["boot"]["alt"])
     if "idle" in s:
-        line("daemon idle VmRSS (MB, every second)", s["idle"]["rss_mb"])
+        line("daemon idle VmRSS (MB, every second)", s["idle"]["rss_mb"], 1)
     return L
 
 
