@@ -35,7 +35,14 @@ pub const TARGETS: &[(&str, Target)] = &[
 fn scratch() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("wavemap-fuzz-{}", std::process::id()));
+        // Memory-backed when possible: these targets write a file per run.
+        let shm = Path::new("/dev/shm");
+        let base = if shm.is_dir() {
+            shm.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let dir = base.join(format!("wavemap-fuzz-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("compose")).expect("scratch dir");
         std::fs::create_dir_all(dir.join("state")).expect("scratch dir");
         dir
