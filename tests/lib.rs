@@ -559,3 +559,92 @@ pub async fn pg_fresh_database(prefix: &str) -> String {
 /// Fault-injecting proxies (HTTP in front of moto, unix socket in front of
 /// dockerd) for the fault tests (issue 10).
 pub mod faultproxy;
+
+/// The production-shaped Compose project (`tests/fixtures/runtime`) for one
+/// [`TestDir`]: the compose file written with the stack's postgres image,
+/// the SSM parameters its env files need seeded under the test's prefix
+/// (the database password as a SecureString), and `docker compose down -v`
+/// when dropped.
+pub struct RuntimeProject {
+    pub name: String,
+    pub db_password: String,
+}
+
+impl RuntimeProject {
+    pub async fn new(td: &TestDir) -> RuntimeProject {
+        let s = stack();
+        let fixture = repo_root().join("tests/fixtures/runtime/compose.yaml");
+        let text = std::fs::read_to_string(&fixture)
+            .expect("compose fixture")
+            .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+        std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+        std::fs::write(td.compose_file(), text).expect("write compose file");
+        let db_password = format!("pw-{}-Zq9", td.name);
+        let url = format!("postgres://wavemap:{db_password}@postgres:5432/wavemap");
+        let ssm = ssm_client().await;
+        for (name, value, secure) in [
+            ("postgres/POSTGRES_USER", "wavemap", false),
+            ("postgres/POSTGRES_DB", "wavemap", false),
+            ("postgres/POSTGRES_PASSWORD", db_password.as_str(), true),
+            ("backend/DATABASE_URL", url.as_str(), true),
+            ("backend/APP_ORIGIN", "https://dev.wavemap.app", false),
+            (
+                "frontend/PUBLIC_API_ORIGIN",
+                "https://dev.wavemap.app/api",
+                false,
+            ),
+        ] {
+            ssm.put_parameter()
+                .name(format!("{}{name}", td.parameter_prefix()))
+                .value(value)
+                .r#type(if secure {
+                    aws_sdk_ssm::types::ParameterType::SecureString
+                } else {
+                    aws_sdk_ssm::types::ParameterType::String
+                })
+                .overwrite(true)
+                .send()
+                .await
+                .expect("put parameter");
+        }
+        RuntimeProject {
+            name: td.name.clone(),
+            db_password,
+        }
+    }
+
+    /// `Config.Image` and id of the service's container (`("", "")` if none).
+    pub async fn container(&self, service: &str) -> (String, String) {
+        match docker()
+            .await
+            .inspect_container(
+                &format!("{}-{service}-1", self.name),
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(info) => (
+                info.config.and_then(|c| c.image).unwrap_or_default(),
+                info.id.unwrap_or_default(),
+            ),
+            Err(_) => (String::new(), String::new()),
+        }
+    }
+}
+
+impl Drop for RuntimeProject {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args([
+                "compose",
+                "-p",
+                &self.name,
+                "down",
+                "-v",
+                "--remove-orphans",
+                "-t",
+                "1",
+            ])
+            .output();
+    }
+}

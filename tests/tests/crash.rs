@@ -10,23 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use wavemap_e2e::{docker, ssm_client, stack, TestDir};
+use wavemap_e2e::{stack, RuntimeProject, TestDir};
 
 const STAGES: [&str; 5] = ["env-render", "ecr-login", "pull", "converge", "health"];
-
-async fn api_image(project: &str) -> String {
-    docker()
-        .await
-        .inspect_container(
-            &format!("{project}-api-1"),
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .ok()
-        .and_then(|c| c.config)
-        .and_then(|c| c.image)
-        .unwrap_or_default()
-}
 
 /// Run the agent and SIGKILL it when stderr shows `[stage]`. Returns
 /// whether the kill happened before the process ended by itself.
@@ -57,42 +43,7 @@ fn kill_at(td: &TestDir, args: &[&str], stage: &str) -> bool {
 async fn sigkill_at_every_stage_then_rerun_converges() {
     let s = stack();
     let td = TestDir::new("crash");
-    let project = td.name.clone();
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["compose", "-p", &self.0, "down", "-v", "-t", "1"])
-                .output();
-        }
-    }
-    let _down = Down(project.clone());
-    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let text = std::fs::read_to_string(fixture)
-        .expect("fixture")
-        .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
-    std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
-    std::fs::write(td.compose_file(), text).unwrap();
-    let ssm = ssm_client().await;
-    for (name, value) in [
-        ("postgres/POSTGRES_USER", "wavemap"),
-        ("postgres/POSTGRES_DB", "wavemap"),
-        ("postgres/POSTGRES_PASSWORD", "crash-test-password"),
-        (
-            "backend/DATABASE_URL",
-            "postgres://wavemap:crash-test-password@postgres:5432/wavemap",
-        ),
-        ("frontend/PUBLIC_API_ORIGIN", "https://dev.wavemap.app/api"),
-    ] {
-        ssm.put_parameter()
-            .name(format!("{}{name}", td.parameter_prefix()))
-            .value(value)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .expect("put parameter");
-    }
+    let project = RuntimeProject::new(&td).await;
     let (ba, fa) = (
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned(),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned(),
@@ -174,7 +125,7 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
             tried += 1;
             let started = Instant::now();
             let out = td.run(&argv);
-            let ok = out.code == 0 && api_image(&project).await == *expect;
+            let ok = out.code == 0 && project.container("api").await.0 == *expect;
             if ok {
                 recovered += 1;
             }

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use wavemap_e2e::{docker, ssm_client, stack, toml_str, TestDir};
+use wavemap_e2e::{docker, stack, toml_str, RuntimeProject, TestDir};
 
 /// A notify socket like systemd's, collecting every datagram.
 struct NotifyListener {
@@ -211,46 +211,9 @@ async fn remove_containers(project: &str) {
 async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
     let s = stack();
     let mut td = TestDir::new("daemon-boot");
-    let project = td.name.clone();
-    struct Down(String);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new("docker")
-                .args(["compose", "-p", &self.0, "down", "-v", "-t", "1"])
-                .output();
-        }
-    }
-    let _down = Down(project.clone());
-    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let text = std::fs::read_to_string(fixture)
-        .expect("fixture")
-        .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
-    std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
-    std::fs::write(td.compose_file(), text).unwrap();
-    let ssm = ssm_client().await;
-    let secret = format!("boot-secret-{project}");
-    for (name, value) in [
-        ("postgres/POSTGRES_USER", "wavemap".to_string()),
-        ("postgres/POSTGRES_DB", "wavemap".to_string()),
-        ("postgres/POSTGRES_PASSWORD", secret.clone()),
-        (
-            "backend/DATABASE_URL",
-            format!("postgres://wavemap:{secret}@postgres:5432/wavemap"),
-        ),
-        (
-            "frontend/PUBLIC_API_ORIGIN",
-            "https://dev.wavemap.app/api".to_string(),
-        ),
-    ] {
-        ssm.put_parameter()
-            .name(format!("{}{name}", td.parameter_prefix()))
-            .value(value)
-            .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .expect("put parameter");
-    }
+    let runtime = RuntimeProject::new(&td).await;
+    let project = runtime.name.clone();
+    let secret = runtime.db_password.clone();
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
     let out = td.run([

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use wavemap_e2e::{docker, ssm_client, stack, TestDir};
+use wavemap_e2e::{stack, RuntimeProject, TestDir};
 
 /// Push `image` under a repository unique to this test and drop the local
 /// tag, so the agent must log in and pull it (layers stay cached: fast).
@@ -58,87 +58,6 @@ fn docker_cli(args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The production-shaped project, with the postgres image filled in (the
-/// agent supplies the backend/frontend image variables).
-fn write_project(td: &TestDir) {
-    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let text = std::fs::read_to_string(&fixture).expect("compose fixture");
-    let text = text.replace("${WAVEMAP_POSTGRES_IMAGE}", &stack().postgres_image);
-    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
-    std::fs::write(td.compose_file(), text).expect("write compose file");
-}
-
-async fn seed_parameters(td: &TestDir, db_password: &str) {
-    let ssm = ssm_client().await;
-    let prefix = td.parameter_prefix();
-    let params = [
-        ("postgres/POSTGRES_USER", "wavemap", false),
-        ("postgres/POSTGRES_DB", "wavemap", false),
-        ("postgres/POSTGRES_PASSWORD", db_password, true),
-        (
-            "backend/DATABASE_URL",
-            &format!("postgres://wavemap:{db_password}@postgres:5432/wavemap") as &str,
-            true,
-        ),
-        ("backend/APP_ORIGIN", "https://dev.wavemap.app", false),
-        (
-            "frontend/PUBLIC_API_ORIGIN",
-            "https://dev.wavemap.app/api",
-            false,
-        ),
-    ];
-    for (name, value, secure) in params {
-        ssm.put_parameter()
-            .name(format!("{prefix}{name}"))
-            .value(value)
-            .r#type(if secure {
-                aws_sdk_ssm::types::ParameterType::SecureString
-            } else {
-                aws_sdk_ssm::types::ParameterType::String
-            })
-            .overwrite(true)
-            .send()
-            .await
-            .expect("put parameter");
-    }
-}
-
-/// `Config.Image` and id of the service's container.
-async fn running(project: &str, service: &str) -> (String, String) {
-    let d = docker().await;
-    let info = d
-        .inspect_container(
-            &format!("{project}-{service}-1"),
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("container {project}-{service}-1: {e}"));
-    let image = info.config.and_then(|c| c.image).unwrap_or_default();
-    (image, info.id.unwrap_or_default())
-}
-
-fn compose_down(project: &str) {
-    let _ = Command::new("docker")
-        .args([
-            "compose",
-            "-p",
-            project,
-            "down",
-            "-v",
-            "--remove-orphans",
-            "-t",
-            "1",
-        ])
-        .output();
-}
-
-struct Cleanup(String);
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        compose_down(&self.0);
-    }
-}
-
 fn release_args<'a>(
     backend: &'a str,
     frontend: &'a str,
@@ -163,10 +82,8 @@ fn release_args<'a>(
 async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let s = stack();
     let td = TestDir::new("runtime");
-    let _cleanup = Cleanup(td.name.clone());
-    write_project(&td);
-    let secret = format!("pw-{}-Zq9", td.name);
-    seed_parameters(&td, &secret).await;
+    let project = RuntimeProject::new(&td).await;
+    let secret = project.db_password.clone();
     let repo = td.name.replace('_', "-");
     let backend_a = private_copy(s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"), &repo);
     let frontend_a = private_copy(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"), &repo);
@@ -193,8 +110,8 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         out.marker("WAVEMAP_RUNTIME_DEPLOY_SOURCE_SHA"),
         Some(s.sha_a.as_str())
     );
-    assert_eq!(running(&td.name, "api").await.0, backend_a);
-    assert_eq!(running(&td.name, "frontend").await.0, frontend_a);
+    assert_eq!(project.container("api").await.0, backend_a);
+    assert_eq!(project.container("frontend").await.0, frontend_a);
     let env_mode = std::fs::metadata(td.env_dir().join("backend.env"))
         .unwrap()
         .permissions()
@@ -243,22 +160,22 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
     // Deploy B.
-    let postgres_before = running(&td.name, "postgres").await.1;
+    let postgres_before = project.container("postgres").await.1;
     let mut args = vec!["runtime", "deploy"];
     args.extend(release_args(&backend_b, &frontend_b, &s.sha_b, "v-b"));
     args.push("--execute");
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(running(&td.name, "api").await.0, backend_b);
-    assert_eq!(running(&td.name, "frontend").await.0, frontend_b);
+    assert_eq!(project.container("api").await.0, backend_b);
+    assert_eq!(project.container("frontend").await.0, frontend_b);
     assert_eq!(
-        running(&td.name, "postgres").await.1,
+        project.container("postgres").await.1,
         postgres_before,
         "postgres was recreated"
     );
 
     // A deploy naming an image that does not exist fails at pull; B runs on.
-    let api_b = running(&td.name, "api").await.1;
+    let api_b = project.container("api").await.1;
     let missing_sha = "0000000000000000000000000000000000000001";
     let missing_backend = format!("{}/{repo}/backend:sha-{missing_sha}", s.registry);
     let missing_frontend = format!("{}/{repo}/frontend:sha-{missing_sha}", s.registry);
@@ -278,7 +195,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         "{}",
         out.dump()
     );
-    assert_eq!(running(&td.name, "api").await, (backend_b.clone(), api_b));
+    assert_eq!(project.container("api").await, (backend_b.clone(), api_b));
 
     // Rollback restores A; the receipt is unchanged.
     let out = td.run(["runtime", "rollback"]);
@@ -297,8 +214,8 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
         Some(s.sha_a.as_str())
     );
-    assert_eq!(running(&td.name, "api").await.0, backend_a);
-    assert_eq!(running(&td.name, "frontend").await.0, frontend_a);
+    assert_eq!(project.container("api").await.0, backend_a);
+    assert_eq!(project.container("frontend").await.0, frontend_a);
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
     // No secret value reached any output or file the agent keeps.
