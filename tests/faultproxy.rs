@@ -19,7 +19,6 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// What the HTTP proxy does with each request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +305,3 @@ fn pipe(mut from: UnixStream, mut to: UnixStream) {
     }
     let _ = to.shutdown(Shutdown::Write);
 }
-
-/// How long a stalled request may hang before a test calls it a hang; a
-/// generous bound, not a performance assertion.
-pub const HANG: Duration = Duration::from_secs(60);
