@@ -218,8 +218,41 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(project.container("frontend").await.0, frontend_a);
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
+    // status --json shows what runs, the receipt matching it, and the env files.
+    let status = td.run(["status", "--json"]);
+    assert_eq!(status.code, 0, "{}", status.dump());
+    let json: serde_json::Value =
+        serde_json::from_str(status.stdout.trim()).expect("one JSON object");
+    let data = &json["data"];
+    assert_eq!(
+        data["current_release"]["source_sha"],
+        s.sha_a.as_str(),
+        "{data}"
+    );
+    assert_eq!(data["receipt"]["source_sha"], s.sha_a.as_str(), "{data}");
+    assert_eq!(data["receipt_matches_running"], "matches", "{data}");
+    let services = data["services"].as_array().expect("services");
+    assert_eq!(services.len(), 3, "{data}");
+    for svc in services {
+        assert_eq!(svc["state"], "running", "{svc}");
+        assert_eq!(svc["health"], "healthy", "{svc}");
+    }
+    let api = services
+        .iter()
+        .find(|v| v["service"] == "api")
+        .expect("api row");
+    assert_eq!(api["image"], backend_a.as_str());
+    for file in data["env_files"].as_array().expect("env files") {
+        assert_eq!(file["mode"], "600", "{file}");
+        assert!(file["keys"].as_u64().unwrap_or(0) >= 1, "{file}");
+    }
+    let last = &data["operations"][0];
+    assert_eq!(last["command"], "runtime rollback", "{data}");
+    assert_eq!(last["exit_code"], 0, "{data}");
+
     // No secret value reached any output or file the agent keeps.
     for text in [
+        status.stdout.clone(),
         out.stdout.clone(),
         out.stderr.clone(),
         std::fs::read_to_string(td.journal_path()).unwrap_or_default(),
