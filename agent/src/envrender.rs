@@ -24,7 +24,7 @@
 //!   `WAVEMAP_RUNTIME_ENV_FILE_<G>` = `created|updated|unchanged|would-create|would-update`,
 //!   `_VARIABLES`, and `_ADDED`, `_CHANGED`, `_REMOVED` (key names only).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -236,6 +236,38 @@ pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary,
     render_fetched(config, &contract, &live, execute)
 }
 
+/// Header comment naming (never showing) the variables that came from
+/// SecureString parameters. The job runner reads it to redact those values
+/// from job output whatever their names are; env file parsers skip comments.
+const SECURE_HEADER: &str = "SecureString variables: ";
+
+fn secure_header(names: Option<&BTreeSet<String>>) -> String {
+    let names: Vec<&str> = names.into_iter().flatten().map(String::as_str).collect();
+    format!("{SECURE_HEADER}{}", names.join(","))
+}
+
+/// The names of the variables that came from SecureString parameters, over
+/// every rendered env file (empty when none was rendered yet).
+pub fn secure_variables(config: &Config) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for group in &config.runtime.groups {
+        let Ok(Some(bytes)) = fsutil::read_owned(&env_file_path(config, group)) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().take_while(|l| l.starts_with('#')) {
+            if let Some(list) = line
+                .trim_start_matches('#')
+                .trim()
+                .strip_prefix(SECURE_HEADER)
+            {
+                names.extend(list.split(',').filter(|n| !n.is_empty()).map(str::to_owned));
+            }
+        }
+    }
+    names
+}
+
 /// Everything after the fetch; separate so unit tests need no SSM.
 fn render_fetched(
     config: &Config,
@@ -245,7 +277,7 @@ fn render_fetched(
 ) -> Result<RenderSummary, Error> {
     let check = contract.check(live);
     check.gate()?;
-    let groups = group_values(contract, &check, live)?;
+    let (groups, secure) = group_values(contract, &check, live)?;
 
     let mut plans = Vec::new();
     for (group, vars) in &groups {
@@ -256,6 +288,7 @@ fn render_fetched(
                 contract.prefix
             ),
             "Do not edit: the next `wavemap-agent runtime-env --execute` replaces this file.".to_owned(),
+            secure_header(secure.get(group.as_str())),
         ];
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         // Values were checked for NUL in group_values; a failure here is a bug.
@@ -329,11 +362,15 @@ fn render_fetched(
 
 /// Variables per group, every configured group present (Compose fails on
 /// an `env_file` that does not exist, so an empty group still gets a file).
+/// The env files' contents by group, and per group the names of the
+/// variables that came from SecureString parameters.
+type Grouped = (BTreeMap<String, EnvMap>, BTreeMap<String, BTreeSet<String>>);
+
 fn group_values(
     contract: &Contract,
     check: &ssm::Check,
     live: &[ssm::LiveParameter],
-) -> Result<BTreeMap<String, EnvMap>, Error> {
+) -> Result<Grouped, Error> {
     let by_name: BTreeMap<&str, &ssm::LiveParameter> =
         live.iter().map(|p| (p.name.as_str(), p)).collect();
     let mut groups: BTreeMap<String, EnvMap> = contract
@@ -351,6 +388,7 @@ fn group_values(
                 .iter()
                 .map(|u| (u.name.as_str(), u.group.as_str(), u.variable.as_str())),
         );
+    let mut secure: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut bad = Vec::new();
     for (name, group, variable) in targets {
         let Some(parameter) = by_name.get(name) else {
@@ -370,13 +408,19 @@ fn group_values(
             .entry(group.to_owned())
             .or_default()
             .insert(variable.to_owned(), value.expose().to_owned());
+        if parameter.kind == ssm::LiveType::SecureString {
+            secure
+                .entry(group.to_owned())
+                .or_default()
+                .insert(variable.to_owned());
+        }
     }
     if !bad.is_empty() {
         return Err(Error::Gate {
             reason: format!("{}; nothing was written", bad.join("; ")),
         });
     }
-    Ok(groups)
+    Ok((groups, secure))
 }
 
 struct FilePlan {
@@ -473,6 +517,38 @@ required = false
                 "https://x.example/",
             ),
         ]
+    }
+
+    #[test]
+    fn header_names_securestring_variables_but_never_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut live_params = params("postgres://u:hunter2-value@db/x");
+        live_params.push(live(
+            "/app/dev/backend/AWKWARD",
+            LiveType::SecureString,
+            "plain-looking-secret",
+        ));
+        render(dir.path(), &live_params, true).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("env/backend.env")).unwrap();
+        assert!(
+            text.contains("# SecureString variables: AWKWARD,DATABASE_URL"),
+            "{text}"
+        );
+        let frontend = std::fs::read_to_string(dir.path().join("env/frontend.env")).unwrap();
+        assert!(
+            frontend.contains("# SecureString variables: \n"),
+            "{frontend}"
+        );
+        let names = secure_variables(&config(dir.path()));
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            vec!["AWKWARD", "DATABASE_URL"]
+        );
+        assert_eq!(
+            envfile::parse(&text).unwrap().len(),
+            2,
+            "the header is a comment"
+        );
     }
 
     fn render(dir: &Path, live: &[LiveParameter], execute: bool) -> Result<RenderSummary, Error> {

@@ -150,16 +150,22 @@ pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
                 project: config.runtime.project_name.clone(),
                 service: config.runtime.backend_service.clone(),
             })?;
-    register_container_secrets(&docker, &container).await;
+    let secure = crate::envrender::secure_variables(config);
+    register_container_secrets(&docker, &container, &secure).await;
     Ok(run_in(&docker, &container, config, job).await?)
 }
 
 /// The job inherits the container's env, which holds SSM SecureString values
-/// the agent never read itself in this run. Register the ones that look like
-/// secrets (by name, or a URL with a password) so a job that prints them is
+/// the agent never read itself in this run. Register the ones the rendered
+/// env files name as SecureString (`secure`), and those that look like
+/// secrets (by name, or a URL with a password), so a job that prints them is
 /// redacted. Best effort: without the inspect, redaction of our own secrets
 /// still applies.
-async fn register_container_secrets(docker: &Docker, container: &str) {
+async fn register_container_secrets(
+    docker: &Docker,
+    container: &str,
+    secure: &std::collections::BTreeSet<String>,
+) {
     let env = match docker
         .inspect_container(
             container,
@@ -177,7 +183,7 @@ async fn register_container_secrets(docker: &Docker, container: &str) {
         let Some((name, value)) = entry.split_once('=') else {
             continue;
         };
-        if looks_secret(name, value) {
+        if secure.contains(name) || looks_secret(name, value) {
             register_secret(value);
             if let Some(password) = url_password(value) {
                 register_secret(password);

@@ -104,13 +104,12 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
             false,
         ),
         // The fake backend's jobs print these variables (a test knob): the
-        // agent must redact job output too. Not AWKWARD: job output is
-        // redacted by variable *name* (jobs.rs `looks_secret`), and a
-        // SecureString with an innocent name still leaks there (SECURITY.md,
-        // "Known gaps").
+        // agent must redact job output too, AWKWARD included, a SecureString
+        // whose name says nothing (the env file header names it for the job
+        // runner).
         p(
             "backend/FAKE_PRINT_ENV",
-            "API_SECRET,TLS_KEY,DATABASE_URL",
+            "API_SECRET,TLS_KEY,DATABASE_URL,AWKWARD",
             false,
         ),
     ];
