@@ -55,7 +55,17 @@ impl NotifyListener {
     }
 }
 
-fn spawn_daemon(td: &TestDir, notify: &NotifyListener, watchdog_usec: u64) -> Child {
+/// The daemon process; killed on drop so a failing test leaves none behind.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_daemon(td: &TestDir, notify: &NotifyListener, watchdog_usec: u64) -> Daemon {
     // systemd sets WATCHDOG_PID to the service's pid; `exec` keeps the
     // shell's pid, so `$$` is the agent's pid too.
     let mut cmd = std::process::Command::new("sh");
@@ -76,10 +86,11 @@ fn spawn_daemon(td: &TestDir, notify: &NotifyListener, watchdog_usec: u64) -> Ch
             cmd.env(k, v);
         }
     }
-    cmd.spawn().expect("spawn daemon")
+    Daemon(cmd.spawn().expect("spawn daemon"))
 }
 
-fn stop(mut child: Child) -> String {
+fn stop(mut daemon: Daemon) -> String {
+    let child = &mut daemon.0;
     // SIGTERM, as systemd does; the daemon must exit promptly and cleanly.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let started = Instant::now();
