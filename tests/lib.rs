@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 
@@ -647,4 +647,53 @@ impl Drop for RuntimeProject {
             ])
             .output();
     }
+}
+
+/// Copy `image` into a repository unique to this test and drop the local
+/// tag, so a deploy of the copy must log in to ECR and pull.
+pub fn private_copy(image: &str, repo_prefix: &str) -> String {
+    let s = stack();
+    let (name, tag) = image.rsplit_once(':').expect("image has a tag");
+    let service = name.rsplit('/').next().expect("repository name");
+    let copy = format!("{}/{repo_prefix}/{service}:{tag}", s.registry);
+    docker_cli(
+        &[
+            "login",
+            "-u",
+            &s.registry_user,
+            "--password-stdin",
+            &s.registry,
+        ],
+        Some(&s.registry_password),
+    );
+    docker_cli(&["tag", image, &copy], None);
+    docker_cli(&["push", &copy], None);
+    docker_cli(&["rmi", &copy], None);
+    copy
+}
+
+pub fn docker_cli(args: &[&str], stdin: Option<&str>) {
+    use std::io::Write;
+    let mut child = Command::new("docker")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run docker");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().expect("docker runs");
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

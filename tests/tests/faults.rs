@@ -27,7 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use wavemap_e2e::faultproxy::{Fault, FaultProxy, SocketProxy};
-use wavemap_e2e::{docker, ssm_client, stack, toml_str, Output, TestDir};
+use wavemap_e2e::{docker, private_copy, ssm_client, stack, toml_str, Output, TestDir};
 
 // ---------------------------------------------------------------------------
 // Helpers shared with `secrets.rs`.
@@ -137,55 +137,6 @@ pub(crate) fn release_args(verb: &str, backend: &str, frontend: &str, sha: &str)
 pub(crate) fn with_execute(mut args: Vec<String>) -> Vec<String> {
     args.push("--execute".into());
     args
-}
-
-/// Copy `image` into a repository unique to this test and drop the local
-/// tag, so a deploy of the copy must log in to ECR and pull.
-pub(crate) fn private_copy(image: &str, repo_prefix: &str) -> String {
-    let s = stack();
-    let (name, tag) = image.rsplit_once(':').expect("image has a tag");
-    let service = name.rsplit('/').next().expect("repository name");
-    let copy = format!("{}/{repo_prefix}/{service}:{tag}", s.registry);
-    docker_cli(
-        &[
-            "login",
-            "-u",
-            &s.registry_user,
-            "--password-stdin",
-            &s.registry,
-        ],
-        Some(&s.registry_password),
-    );
-    docker_cli(&["tag", image, &copy], None);
-    docker_cli(&["push", &copy], None);
-    docker_cli(&["rmi", &copy], None);
-    copy
-}
-
-fn docker_cli(args: &[&str], stdin: Option<&str>) {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run docker");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Bytes, mtime and inode of each path (`None` when absent): equal

@@ -3,60 +3,8 @@
 //! real dockerd, and the production-shaped Compose project.
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
-use wavemap_e2e::{stack, RuntimeProject, TestDir};
-
-/// Push `image` under a repository unique to this test and drop the local
-/// tag, so the agent must log in and pull it (layers stay cached: fast).
-fn private_copy(image: &str, repo_prefix: &str) -> String {
-    let s = stack();
-    let (name, tag) = image.rsplit_once(':').expect("image has a tag");
-    let service = name.rsplit('/').next().expect("repository name");
-    let copy = format!("{}/{repo_prefix}/{service}:{tag}", s.registry);
-    docker_cli(
-        &[
-            "login",
-            "-u",
-            &s.registry_user,
-            "--password-stdin",
-            &s.registry,
-        ],
-        Some(&s.registry_password),
-    );
-    docker_cli(&["pull", image], None);
-    docker_cli(&["tag", image, &copy], None);
-    docker_cli(&["push", &copy], None);
-    docker_cli(&["rmi", &copy], None);
-    copy
-}
-
-fn docker_cli(args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run docker");
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let out = child.wait_with_output().expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use wavemap_e2e::{private_copy, stack, RuntimeProject, TestDir};
 
 fn release_args<'a>(
     backend: &'a str,

@@ -20,9 +20,9 @@ use wavemap_e2e::faultproxy::{Fault, FaultProxy};
 use wavemap_e2e::{pg_fresh_database, stack, toml_str, Output, TestDir};
 
 use super::faults::{
-    drizzle_fixture, p, private_copy, put_params, release_args, with_execute, write_small_project,
-    Down,
+    drizzle_fixture, p, put_params, release_args, with_execute, write_small_project, Down,
 };
+use wavemap_e2e::private_copy;
 
 /// Every run of the scenario, with what it printed.
 struct Runs {

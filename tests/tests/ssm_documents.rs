@@ -967,26 +967,6 @@ fn real_agent_accepts_every_document_in_dry_run() {
 // ---------------------------------------------------------------------------
 // The documents driving the real agent on the local stack.
 
-/// `docker compose down -v` for the test's project, even when it fails.
-struct ComposeDown(String);
-
-impl Drop for ComposeDown {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args([
-                "compose",
-                "-p",
-                &self.0,
-                "down",
-                "-v",
-                "--remove-orphans",
-                "-t",
-                "1",
-            ])
-            .output();
-    }
-}
-
 /// Image of the running container of `service` in `project`.
 async fn running_image(project: &str, service: &str) -> String {
     wavemap_e2e::docker()
@@ -1070,7 +1050,6 @@ fn marker<'a>(run: &'a ScriptRun, key: &str) -> Option<&'a str> {
 async fn documents_drive_a_release_cycle_on_the_local_stack() {
     let s = wavemap_e2e::stack();
     let mut td = wavemap_e2e::TestDir::new("ssmdoc");
-    let _down = ComposeDown(td.name.clone());
     td.set(
         "jobs",
         "media_report_command",
@@ -1078,34 +1057,8 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     );
 
     // The host as bootstrap leaves it: the Compose file and the parameters.
-    let fixture = wavemap_e2e::repo_root().join("tests/fixtures/runtime/compose.yaml");
-    let compose = read_text(&fixture).replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
-    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
-    std::fs::write(td.compose_file(), compose).expect("write compose file");
-    let secret = format!("ssmdoc-pw-{}-Zq9", td.name);
-    let ssm = wavemap_e2e::ssm_client().await;
-    let db_url = format!("postgres://wavemap:{secret}@postgres:5432/wavemap");
-    for (name, value, secure) in [
-        ("postgres/POSTGRES_USER", "wavemap", false),
-        ("postgres/POSTGRES_DB", "wavemap", false),
-        ("postgres/POSTGRES_PASSWORD", secret.as_str(), true),
-        ("backend/DATABASE_URL", db_url.as_str(), true),
-        ("backend/APP_ORIGIN", "http://127.0.0.1", false),
-        ("frontend/PUBLIC_API_ORIGIN", "http://127.0.0.1/api", false),
-    ] {
-        ssm.put_parameter()
-            .name(format!("{}{name}", td.parameter_prefix()))
-            .value(value)
-            .r#type(if secure {
-                aws_sdk_ssm::types::ParameterType::SecureString
-            } else {
-                aws_sdk_ssm::types::ParameterType::String
-            })
-            .overwrite(true)
-            .send()
-            .await
-            .expect("put parameter");
-    }
+    let project = wavemap_e2e::RuntimeProject::new(&td).await;
+    let secret = project.db_password.clone();
 
     let release = |backend: &str, frontend: &str, sha: &str, version: &str| {
         vec![
