@@ -158,22 +158,29 @@ fn no_release_yet_is_ready_and_says_so_with_watchdog_pings() {
     stop(child);
 }
 
-async fn containers_of(project: &str) -> Vec<(String, String, String)> {
-    let d = docker().await;
+/// Every container of the Compose project, running or not.
+async fn project_containers(project: &str) -> Vec<bollard::models::ContainerSummary> {
     let mut filters = std::collections::HashMap::new();
     filters.insert(
         "label".to_string(),
         vec![format!("com.docker.compose.project={project}")],
     );
-    let list = d
+    docker()
+        .await
         .list_containers(Some(bollard::query_parameters::ListContainersOptions {
             all: true,
             filters: Some(filters),
             ..Default::default()
         }))
         .await
-        .expect("list containers");
-    list.into_iter()
+        .expect("list containers")
+}
+
+/// (service, image, status) of each container of the project.
+async fn containers_of(project: &str) -> Vec<(String, String, String)> {
+    project_containers(project)
+        .await
+        .into_iter()
         .map(|c| {
             let service = c
                 .labels
@@ -191,19 +198,7 @@ async fn containers_of(project: &str) -> Vec<(String, String, String)> {
 
 async fn remove_containers(project: &str) {
     let d = docker().await;
-    let mut filters = std::collections::HashMap::new();
-    filters.insert(
-        "label".to_string(),
-        vec![format!("com.docker.compose.project={project}")],
-    );
-    let list = d
-        .list_containers(Some(bollard::query_parameters::ListContainersOptions {
-            all: true,
-            filters: Some(filters),
-            ..Default::default()
-        }))
-        .await
-        .expect("list");
+    let list = project_containers(project).await;
     for c in list {
         d.remove_container(
             c.id.as_deref().unwrap_or_default(),
