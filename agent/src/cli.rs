@@ -1,4 +1,4 @@
-//! The command surface of `../shared/CONTRACT.md`, in clap.
+//! The command surface of `docs/CONTRACT.md`, in clap.
 //!
 //! Names mirror the runbook's operator CLI (`runtime deploy`, `database
 //! status`, ...). Every mutating command is a dry run unless given

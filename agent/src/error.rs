@@ -2,7 +2,7 @@
 //!
 //! Modules return their own typed errors; this file wraps them in [`Error`]
 //! and [`Error::exit_code`] maps every variant to the contract's exit codes
-//! (`../shared/CONTRACT.md`, "Exit codes"). Keeping the mapping exhaustive and
+//! (`docs/CONTRACT.md`, "Exit codes"). Keeping the mapping exhaustive and
 //! in one match means a new failure mode cannot silently exit 1 when the
 //! contract says 69 or 75.
 //!

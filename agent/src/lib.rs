@@ -5,7 +5,7 @@
 //! ECR, pulls the selected image pair, converges the Docker Compose project
 //! through the Engine API, runs database and media jobs in the API container,
 //! and owns the last-good receipt that rollback reads. The outside of the
-//! agent is `../shared/CONTRACT.md`.
+//! agent is `docs/CONTRACT.md`.
 //!
 //! # Layout
 //!

@@ -1,7 +1,7 @@
 //! `database status | migrate | reset` and `media discrepancy-report`
 //! against the stack's real PostgreSQL and dockerd.
 //!
-//! The status tests replay every scenario of `../shared/fixtures/drizzle`
+//! The status tests replay every scenario of `tests/fixtures/drizzle` (this repository's copy)
 //! (ledgers written by the real Drizzle migrator) and compare the agent's
 //! markers with the scenario's `expected.json`, once with the journal read
 //! from `--migrations-dir` and once from an image built for the test, the way
@@ -26,7 +26,7 @@ use wavemap_e2e::{
 fn fixtures() -> PathBuf {
     std::env::var_os("WAVEMAP_DRIZZLE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("../shared/fixtures/drizzle"))
+        .unwrap_or_else(|| repo_root().join("tests/fixtures/drizzle"))
 }
 
 const SCENARIOS: [&str; 7] = [

@@ -725,7 +725,7 @@ async fn docker_cut_and_restored_while_the_daemon_runs_is_survived_and_reported(
 pub(crate) fn drizzle_fixture() -> PathBuf {
     std::env::var_os("WAVEMAP_DRIZZLE_FIXTURES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| wavemap_e2e::repo_root().join("../shared/fixtures/drizzle"))
+        .unwrap_or_else(|| wavemap_e2e::repo_root().join("tests/fixtures/drizzle"))
         .join("up-to-date/image-migrations")
 }
 

@@ -14,7 +14,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn fixtures() -> PathBuf {
-    repo_root().join("../shared/fixtures/drizzle")
+    repo_root().join("tests/fixtures/drizzle")
 }
 
 /// WAVEMAP_TEST_PG_URL from the environment or the stack's env file.
