@@ -260,6 +260,40 @@ where
         .into()
 }
 
+/// The arguments of `runtime <verb>` (`deploy`, `record-release`) for an
+/// image pair: the one place tests spell the release flags. Add
+/// `--execute` with [`with_execute`].
+pub fn release_args(
+    verb: &str,
+    backend: &str,
+    frontend: &str,
+    sha: &str,
+    version: &str,
+) -> Vec<String> {
+    [
+        "runtime",
+        verb,
+        "--backend-image",
+        backend,
+        "--frontend-image",
+        frontend,
+        "--source-sha",
+        sha,
+        "--deployment-version",
+        version,
+        "--selected-ref",
+        "develop",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `args` with `--execute` appended.
+pub fn with_execute(mut args: Vec<String>) -> Vec<String> {
+    args.push("--execute".into());
+    args
+}
+
 /// TOML text for a string value.
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use wavemap_e2e::faultproxy::{Fault, FaultProxy, SocketProxy};
-use wavemap_e2e::{docker, private_copy, ssm_client, stack, toml_str, Output, TestDir};
+use wavemap_e2e::{
+    docker, private_copy, release_args, ssm_client, stack, toml_str, with_execute, Output, TestDir,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers shared with `secrets.rs`.
@@ -111,32 +113,6 @@ impl Drop for Down {
             .args(["compose", "-p", &self.0, "down", "-v", "-t", "1"])
             .output();
     }
-}
-
-/// `runtime <verb>` arguments for an image pair.
-pub(crate) fn release_args(verb: &str, backend: &str, frontend: &str, sha: &str) -> Vec<String> {
-    [
-        "runtime",
-        verb,
-        "--backend-image",
-        backend,
-        "--frontend-image",
-        frontend,
-        "--source-sha",
-        sha,
-        "--deployment-version",
-        "faults",
-        "--selected-ref",
-        "develop",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-pub(crate) fn with_execute(mut args: Vec<String>) -> Vec<String> {
-    args.push("--execute".into());
-    args
 }
 
 /// Bytes, mtime and inode of each path (`None` when absent): equal
@@ -259,6 +235,7 @@ async fn ssm_5xx_throttling_and_stalls_exit_69_in_bounded_time_and_touch_nothing
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     for (fault, says) in [
         (Fault::Unavailable503, "ServiceUnavailable"),
@@ -347,7 +324,9 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     let ecr = FaultProxy::start(&s.ecr_endpoint, Fault::FailFirst(1));
     td.set("aws", "ssm_endpoint", toml_str(&ssm.url));
     td.set("aws", "ecr_endpoint", toml_str(&ecr.url));
-    let deploy = with_execute(release_args("deploy", &backend, &frontend, &s.sha_a));
+    let deploy = with_execute(release_args(
+        "deploy", &backend, &frontend, &s.sha_a, "faults",
+    ));
     let out = run_with_umask(&td, "077", &deploy);
     assert_exit(&out, 0, "deploy with one transient SSM and ECR fault");
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
@@ -362,6 +341,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
             &backend,
             &frontend,
             &s.sha_a,
+            "faults",
         )),
     );
     assert_exit(&out, 0, "record-release");
@@ -394,7 +374,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     ] {
         let proxy = FaultProxy::start(&s.ecr_endpoint, fault);
         td.set("aws", "ecr_endpoint", toml_str(&proxy.url));
-        let args = with_execute(release_args("deploy", &other_b, &other_f, sha));
+        let args = with_execute(release_args("deploy", &other_b, &other_f, sha, "faults"));
         let (out, took) = timed(&td, &args);
         let what = format!("deploy under ECR {fault:?}");
         assert_exit(&out, 69, &what);
@@ -434,6 +414,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
                 &backend,
                 &frontend,
                 &s.sha_a,
+                "faults",
             )),
         ),
         (current_release(&td), deploy.clone()),
@@ -529,6 +510,7 @@ async fn docker_unreachable_at_start_is_69_for_deploy_and_a_report_for_status_an
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     let (out, took) = timed(&td, &deploy);
     assert_exit(&out, 69, "deploy without dockerd");
@@ -612,6 +594,7 @@ async fn docker_cut_while_a_deploy_waits_on_health_fails_clearly_without_hanging
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     let mut child = td
         .command()
@@ -905,9 +888,11 @@ async fn a_full_disk_fails_record_release_cleanly_and_keeps_the_old_receipt() {
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
     );
-    let out = td.run(with_execute(release_args("deploy", b, f, &s.sha_a)));
+    let out = td.run(with_execute(release_args(
+        "deploy", b, f, &s.sha_a, "faults",
+    )));
     assert_exit(&out, 0, "deploy");
-    let record = with_execute(release_args("record-release", b, f, &s.sha_a));
+    let record = with_execute(release_args("record-release", b, f, &s.sha_a, "faults"));
     let out = td.run(&record);
     assert_exit(&out, 0, "record-release (fits)");
     let before = snapshot(&[td.receipt_path()]);
