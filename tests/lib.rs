@@ -294,6 +294,17 @@ pub fn with_execute(mut args: Vec<String>) -> Vec<String> {
     args
 }
 
+/// The permission bits of `path` (setuid, setgid and sticky included, so a
+/// stray special bit fails an exact comparison), following symlinks.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 /// TOML text for a string value.
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")

@@ -2,9 +2,7 @@
 //! moto for SSM and the ECR token, the auth-protected local registry, the
 //! real dockerd, and the production-shaped Compose project.
 
-use std::os::unix::fs::PermissionsExt;
-
-use wavemap_e2e::{private_copy, release_args, stack, with_execute, RuntimeProject, TestDir};
+use wavemap_e2e::{mode, private_copy, release_args, stack, with_execute, RuntimeProject, TestDir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
@@ -39,12 +37,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     );
     assert_eq!(project.container("api").await.0, backend_a);
     assert_eq!(project.container("frontend").await.0, frontend_a);
-    let env_mode = std::fs::metadata(td.env_dir().join("backend.env"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(env_mode, 0o600);
+    assert_eq!(mode(&td.env_dir().join("backend.env")), 0o600);
     let current = std::fs::read_to_string(td.state_dir().join("current-release.json")).unwrap();
     assert!(current.contains(&backend_a), "{current}");
 
@@ -67,12 +60,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         Some(td.receipt_path().to_str().unwrap())
     );
     let receipt_a = std::fs::read(td.receipt_path()).unwrap();
-    let mode = std::fs::metadata(td.receipt_path())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o644);
+    assert_eq!(mode(&td.receipt_path()), 0o644);
     let json: serde_json::Value = serde_json::from_slice(&receipt_a).unwrap();
     assert_eq!(json["sourceSha"], s.sha_a.as_str());
     assert_eq!(json["backendImageUri"], backend_a.as_str());

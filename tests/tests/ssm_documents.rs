@@ -1081,7 +1081,7 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
 
     let run = run_document("wavemap-runtime-env.json", &execute, &td, &secret);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(mode_of(&td.env_dir().join("backend.env")), 0o600);
+    assert_eq!(wavemap_e2e::mode(&td.env_dir().join("backend.env")), 0o600);
 
     let rel_a = release(&backend_a, &frontend_a, &s.sha_a, "2026.11.25-1");
     let run = run_document("wavemap-runtime-deploy.json", &rel_a, &td, &secret);
@@ -1152,15 +1152,6 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
 
 fn read_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn mode_of(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 /// Every document registers through the SSM API (moto's CreateDocument
