@@ -158,6 +158,16 @@ impl Error {
     }
 }
 
+impl From<crate::fsutil::FsError> for Error {
+    fn from(e: crate::fsutil::FsError) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path.display().to_string(),
+            source: e.source,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
