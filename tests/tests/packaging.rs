@@ -345,6 +345,19 @@ fn user_data_snippet_is_valid_bash_and_installs_checked_package() {
         text.contains("3.3.2746.0"),
         "names the SSM Agent the documents need"
     );
+    // Compose v2 for the operator's `docker compose`: Ubuntu's package,
+    // Debian 13's docker-compose (v2), Debian 12's checked release binary;
+    // after Docker itself, before the agent.
+    for needle in [
+        "apt-get install -y -q docker-compose-v2",
+        "grep -q '^Version: 2\\.'",
+        "echo \"$WAVEMAP_COMPOSE_PLUGIN_SHA256  $plugin\" | sha256sum --check --strict -",
+        "/usr/local/lib/docker/cli-plugins/docker-compose",
+    ] {
+        pos(needle);
+    }
+    assert!(pos("apt-get install -y -q docker.io") < pos("docker-compose-v2"));
+    assert!(pos("docker-compose-v2") < pos("apt-get install -y -q \"$deb\""));
 }
 
 // ---------------------------------------------------------------------------
