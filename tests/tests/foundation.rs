@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use futures_util::StreamExt;
 use wavemap_e2e::{
-    build_image, busybox_binary, docker, ecr_client, pg_client, registry_credentials, ssm_client,
-    stack, unique_name, Output, TestDir,
+    build_image, busybox_binary, docker, ecr_client, pg_client, registry_credentials, release_args,
+    ssm_client, stack, unique_name, Output, TestDir,
 };
 
 // ---------------------------------------------------------------------------
@@ -698,16 +698,8 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
     let image = |name: &str| format!("{}/{name}:sha-{sha}", stack().registry);
     let backend = image(&unique_name("absent-backend"));
     let frontend = image(&unique_name("absent-frontend"));
-    let release = [
-        "--backend-image",
-        backend.as_str(),
-        "--frontend-image",
-        frontend.as_str(),
-        "--source-sha",
-        sha,
-        "--deployment-version",
-        "e2e-1",
-    ];
+    let deploy = release_args("deploy", &backend, &frontend, sha, "e2e-1");
+    let record = release_args("record-release", &backend, &frontend, sha, "e2e-1");
     let missing = dir.path().join("no-such-migrations");
     let missing = missing.to_str().expect("utf-8 path");
     let db_url = "postgres://nobody:wrong@127.0.0.1:1/none";
@@ -728,12 +720,9 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         (vec!["runtime-config", "live"], 0),
         (vec!["runtime-env"], 0),
         // Dry runs: the plan, nothing changed.
-        ([&["runtime", "deploy"][..], &release[..]].concat(), 0),
+        (deploy.iter().map(String::as_str).collect(), 0),
         // Nothing runs, so nothing may be recorded.
-        (
-            [&["runtime", "record-release"][..], &release[..]].concat(),
-            3,
-        ),
+        (record.iter().map(String::as_str).collect(), 3),
         // No receipt: nothing to do by design.
         (vec!["runtime", "rollback"], 4),
         // No migrations folder: invalid input.
