@@ -516,13 +516,16 @@ fn truncate(s: &str) -> String {
 // Running the scripts the way the SSM Agent does.
 
 /// The shells a host may have as /bin/sh: dash (Debian, Ubuntu) and bash
-/// (Amazon Linux). Each one present here runs every script.
+/// (Amazon Linux). Each one runs every script; both are essential packages
+/// on Debian, so a missing one fails the test rather than shrinking it.
 fn shells() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/bin/sh")];
     for extra in ["/bin/dash", "/bin/bash"] {
-        if Path::new(extra).exists() {
-            out.push(PathBuf::from(extra));
-        }
+        assert!(
+            Path::new(extra).exists(),
+            "{extra} is missing: the documents' scripts must be run with it (apt-get install dash bash)"
+        );
+        out.push(PathBuf::from(extra));
     }
     out
 }
