@@ -14,11 +14,13 @@
 //! - [`hash`]: Compose v2's config-hash, byte for byte.
 //! - [`labels`]: the label keys Compose reads.
 //! - [`plan`]: create / recreate (why) / keep / remove, from one list call.
+//! - [`create`]: the Engine create body and labels for one service.
 //! - [`converge`]: applying a plan in dependency order.
 //! - [`health`]: bounded waits for health and one-shot completion.
 //! - [`status`]: what runs now, for `status` and the release receipt.
 
 pub mod converge;
+pub mod create;
 pub mod hash;
 pub mod health;
 pub mod interpolate;
