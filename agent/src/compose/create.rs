@@ -418,6 +418,16 @@ pub fn create_body(
             sysctls: string_map("sysctls"),
             annotations: string_map("annotations"),
             tmpfs,
+            // `links: [db]` / `[db:alias]` name the target's container.
+            links: list("links").map(|links| {
+                links
+                    .iter()
+                    .map(|l| {
+                        let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                        format!("{}:{alias}", project.container_name(target))
+                    })
+                    .collect()
+            }),
             userns_mode: o("userns_mode"),
             uts_mode: o("uts"),
             ..Default::default()

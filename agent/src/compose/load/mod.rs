@@ -79,13 +79,34 @@ pub(super) fn invalid(at: &str, problem: impl Into<String>) -> LoadError {
     }
 }
 
+/// How strict a load is about files the host may not have yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Treat a missing required `env_file` as empty instead of an error:
+    /// a dry run validates the compose file before the env files are ever
+    /// rendered. The hashes of such a load are not the real ones.
+    pub missing_env_files_are_empty: bool,
+}
+
 /// Load `path` as project `project_name`. Interpolation variables are the
-/// `.env` file next to the compose file, overlaid by the process
-/// environment, overlaid by `vars`.
+/// `.env` file next to the compose file overlaid by `vars` (the agent's
+/// own: the image pair, the env folder). The process environment is never
+/// read, so the daemon under systemd and a command under the SSM Agent
+/// compute the same project and the same hashes.
 pub fn load(
     path: &Path,
     project_name: &str,
     vars: &BTreeMap<String, String>,
+) -> Result<Project, LoadError> {
+    load_with(path, project_name, vars, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(
+    path: &Path,
+    project_name: &str,
+    vars: &BTreeMap<String, String>,
+    options: LoadOptions,
 ) -> Result<Project, LoadError> {
     validate_project_name(project_name)?;
     let file = absolute(path);
@@ -105,14 +126,13 @@ pub fn load(
                 path: dotenv_path.display().to_string(),
                 source,
             })?;
-        let process = |name: &str| std::env::var(name).ok();
-        let parsed = parse_dotenv(&dotenv_text, &process).map_err(|e| LoadError::EnvFile {
+        let agent = |name: &str| vars.get(name).cloned();
+        let parsed = parse_dotenv(&dotenv_text, &agent).map_err(|e| LoadError::EnvFile {
             path: dotenv_path.display().to_string(),
             problem: e.to_string(),
         })?;
         environment.extend(parsed);
     }
-    environment.extend(std::env::vars());
     environment.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
 
     let mut root: Value = serde_yaml_ng::from_str(&text).map_err(|e| LoadError::Yaml {
@@ -127,6 +147,7 @@ pub fn load(
     interpolate(&mut root, "", &lookup)?;
 
     let ctx = Ctx {
+        options,
         project: project_name,
         working_dir: &working_dir,
         environment: &environment,
@@ -207,6 +228,7 @@ fn interpolate(
 }
 
 pub(super) struct Ctx<'a> {
+    options: LoadOptions,
     project: &'a str,
     working_dir: &'a Path,
     environment: &'a BTreeMap<String, String>,

@@ -53,6 +53,13 @@ impl Ctx<'_> {
             ));
         }
         let is_path = source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
+        if source.len() == 1 && source.chars().all(|c| c.is_ascii_alphabetic()) {
+            // compose-go reads `x:/path` as a Windows drive letter.
+            return Err(invalid(
+                at,
+                format!("{spec:?}: Compose reads a one-letter volume name as a Windows drive; give the volume a longer name"),
+            ));
+        }
         let mut mount = if is_path {
             let mut m = VolumeMount::new(
                 MountKind::Bind,

@@ -204,7 +204,12 @@ impl Ctx<'_> {
             let full = self.resolve_path(&path);
             let text = match std::fs::read_to_string(&full) {
                 Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && (!required || self.options.missing_env_files_are_empty) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     return Err(LoadError::EnvFile {
                         path: full.display().to_string(),
@@ -369,14 +374,16 @@ pub(super) fn healthcheck(value: &Value, at: &str) -> Result<Healthcheck, LoadEr
         ),
         Some(_) => return Err(invalid(&s.path("test"), "expected a string or a list")),
     };
-    let retries = match s.get("retries") {
-        None => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or_else(|| invalid(&s.path("retries"), "expected a whole number"))?,
-        ),
-        Some(_) => return Err(invalid(&s.path("retries"), "expected a whole number")),
-    };
+    // `"3"` is a valid `retries` after interpolation, as in compose-go.
+    let retries = s
+        .get("retries")
+        .map(|v| {
+            super::options::integer(v, &s.path("retries")).and_then(|n| {
+                u64::try_from(n)
+                    .map_err(|_| invalid(&s.path("retries"), "expected a whole number"))
+            })
+        })
+        .transpose()?;
     Ok(Healthcheck {
         test,
         timeout: s.duration("timeout")?,
