@@ -139,9 +139,9 @@ pub fn load_with(
         path: file.display().to_string(),
         message: e.to_string(),
     })?;
-    root.apply_merge().map_err(|e| LoadError::Yaml {
+    merge_keys(&mut root, "").map_err(|message| LoadError::Yaml {
         path: file.display().to_string(),
-        message: e.to_string(),
+        message,
     })?;
     let lookup = |name: &str| environment.get(name).cloned();
     interpolate(&mut root, "", &lookup)?;
@@ -193,6 +193,54 @@ pub(super) fn join_path(at: &str, key: &str) -> String {
     } else {
         format!("{at}.{key}")
     }
+}
+
+/// Resolve YAML `<<` merge keys everywhere, innermost first, so a merged
+/// anchor that itself merges another (`<<: *defaults` inside `&service`)
+/// and a list of anchors (`<<: [*a, *b]`, earlier ones winning) both work.
+/// Keys written in the mapping itself always win over merged ones.
+fn merge_keys(value: &mut Value, at: &str) -> Result<(), String> {
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                merge_keys(item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::Tagged(tagged) => merge_keys(&mut tagged.value, at)?,
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                merge_keys(v, &join_path(at, &key_text(k)))?;
+            }
+            let merge_key = Value::String("<<".into());
+            if let Some(merged) = map.remove(&merge_key) {
+                let sources: Vec<Value> = match merged {
+                    Value::Mapping(_) => vec![merged],
+                    Value::Sequence(items) => items,
+                    _ => {
+                        return Err(format!(
+                            "{}: a `<<` merge key takes a mapping or a list of mappings",
+                            join_path(at, "<<")
+                        ))
+                    }
+                };
+                for source in sources {
+                    let Value::Mapping(source) = source else {
+                        return Err(format!(
+                            "{}: a `<<` merge key takes a mapping or a list of mappings",
+                            join_path(at, "<<")
+                        ));
+                    };
+                    for (k, v) in source {
+                        if !map.contains_key(&k) {
+                            map.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+    Ok(())
 }
 
 /// Interpolate every string value (keys are left alone, as in Compose).

@@ -379,8 +379,7 @@ pub(super) fn healthcheck(value: &Value, at: &str) -> Result<Healthcheck, LoadEr
         .get("retries")
         .map(|v| {
             super::options::integer(v, &s.path("retries")).and_then(|n| {
-                u64::try_from(n)
-                    .map_err(|_| invalid(&s.path("retries"), "expected a whole number"))
+                u64::try_from(n).map_err(|_| invalid(&s.path("retries"), "expected a whole number"))
             })
         })
         .transpose()?;
@@ -476,8 +475,8 @@ pub(super) fn depends_on(
 }
 
 /// A service's `secrets` or `configs` list, normalized as compose-go does:
-/// a secret's target defaults to `/run/secrets/<source>` (a relative target
-/// goes under `/run/secrets/`); a config's target is left as written.
+/// a secret's target defaults to `/run/secrets/<source>`; a written target
+/// (relative or not) and a config's target are kept as written.
 pub(super) fn file_references(
     key: &str,
     value: &Value,
@@ -500,7 +499,6 @@ pub(super) fn file_references(
         };
         let target = match (key, target) {
             ("secrets", None) => Some(format!("/run/secrets/{source}")),
-            ("secrets", Some(t)) if !t.starts_with('/') => Some(format!("/run/secrets/{t}")),
             (_, t) => t,
         };
         o.insert("source".into(), serde_json::json!(source));
