@@ -67,10 +67,20 @@ pub fn config(inv: &mut Invocation<'_>, args: &ComposeConfigArgs) -> Result<()> 
             serde_json::to_string_pretty(&normalized).unwrap_or_default()
         );
     }
+    let env_files: BTreeMap<&str, Vec<String>> = project
+        .services
+        .iter()
+        .filter(|s| !s.env_files.is_empty())
+        .map(|s| {
+            let files = s.env_files.iter().map(|p| p.display().to_string());
+            (s.name.as_str(), files.collect())
+        })
+        .collect();
     let mut data = json!({
         "file": path.display().to_string(),
         "project": project.name,
         "hashes": hashes,
+        "env_files": env_files,
         "config": normalized,
     });
     if data.to_string().len() > MAX_DATA_CHARS {

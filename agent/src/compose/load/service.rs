@@ -35,8 +35,10 @@ impl Ctx<'_> {
             .ok_or_else(|| invalid(at, "`image` is required (the agent never builds)"))?;
 
         let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut env_files = Vec::new();
         if let Some(v) = s.get("env_file") {
-            for file in self.env_files(v, &s.path("env_file"))? {
+            for (path, file) in self.env_files(v, &s.path("env_file"))? {
+                env_files.push(path);
                 environment.extend(file.into_iter().map(|(k, v)| (k, Some(v))));
             }
         }
@@ -104,6 +106,7 @@ impl Ctx<'_> {
         }
 
         Ok(Service {
+            env_files,
             container_name,
             update_order,
             replicas,
@@ -171,7 +174,7 @@ impl Ctx<'_> {
         &self,
         value: &Value,
         at: &str,
-    ) -> Result<Vec<BTreeMap<String, String>>, LoadError> {
+    ) -> Result<Vec<(PathBuf, BTreeMap<String, String>)>, LoadError> {
         let entries: Vec<(String, bool, String)> = match value {
             Value::String(p) => vec![(p.clone(), true, at.to_owned())],
             Value::Sequence(items) => {
@@ -222,7 +225,7 @@ impl Ctx<'_> {
                 path: full.display().to_string(),
                 problem: e.to_string(),
             })?;
-            files.push(vars);
+            files.push((full, vars));
         }
         Ok(files)
     }
