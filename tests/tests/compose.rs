@@ -797,3 +797,194 @@ async fn changing_an_env_file_recreates_only_its_service_and_compose_agrees() {
     assert!(ok, "{up}");
     assert_eq!(snapshot(&docker, &s.project).await, after, "{up}");
 }
+
+/// Removes an external volume the test created (Compose never removes one).
+struct ExternalVolume(String);
+
+impl Drop for ExternalVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// What an operator compares between two containers of one service: the
+/// settings the production keys map to.
+async fn runtime_settings(docker: &Docker, container: &str) -> serde_json::Value {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .unwrap_or_else(|e| panic!("inspect {container}: {e}"));
+    let host = info.host_config.unwrap_or_default();
+    let config = info.config.unwrap_or_default();
+    let mut mounts: Vec<(String, String, String, bool)> = info
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            (
+                m.destination.unwrap_or_default(),
+                m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                m.name.or(m.source).unwrap_or_default(),
+                m.rw.unwrap_or(true),
+            )
+        })
+        .collect();
+    mounts.sort();
+    let mut exposed = config.exposed_ports.unwrap_or_default();
+    exposed.sort();
+    let mut tmpfs: Vec<(String, String)> = host.tmpfs.unwrap_or_default().into_iter().collect();
+    tmpfs.sort();
+    serde_json::json!({
+        "image": config.image,
+        "cmd": config.cmd,
+        "env": config.env.map(|mut e| { e.sort(); e }),
+        "exposed": exposed,
+        "shm_size": host.shm_size,
+        // Compose walks a Go map: its ulimits come in any order.
+        "ulimits": host.ulimits.map(|u| {
+            let mut u: Vec<_> = u.into_iter().map(|l| (l.name, l.soft, l.hard)).collect();
+            u.sort();
+            u
+        }),
+        "init": host.init,
+        "tmpfs": tmpfs,
+        "memory": host.memory,
+        "memory_reservation": host.memory_reservation,
+        "nano_cpus": host.nano_cpus,
+        "security_opt": host.security_opt,
+        "readonly_rootfs": host.readonly_rootfs,
+        "mounts": mounts,
+        "name": info.name,
+    })
+}
+
+#[tokio::test]
+async fn a_production_shaped_file_hands_over_both_ways_with_container_name_secrets_and_limits() {
+    let docker = docker().await;
+    let image = stack().busybox_image.clone();
+    ensure_image(&docker, &image).await;
+    let corpus = repo_root().join("tests/fixtures/compose-corpus");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("compose.yaml");
+    std::fs::copy(corpus.join("23-production-api.yaml"), &file).expect("copy the fixture");
+    std::fs::create_dir(dir.path().join("secrets")).expect("secrets dir");
+    for secret in ["db_password.txt", "api_key.txt"] {
+        std::fs::copy(
+            corpus.join("secrets").join(secret),
+            dir.path().join("secrets").join(secret),
+        )
+        .expect("copy a secret");
+    }
+    let prefix = unique_name("handover");
+    let vars: BTreeMap<String, String> = [
+        ("WAVEMAP_DB_IMAGE", image.clone()),
+        ("WAVEMAP_BACKEND_IMAGE", image.clone()),
+        ("CORPUS_PREFIX", prefix.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let _volume = ExternalVolume(format!("{prefix}-db-data"));
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(format!("{prefix}-db-data")),
+            ..Default::default()
+        })
+        .await
+        .expect("create the external volume");
+    let _cleanup = Cleanup {
+        project: prefix.clone(),
+        file: file.clone(),
+        vars: vars.clone(),
+    };
+
+    // Agent first.
+    let project = Project::load(&file, &prefix, &vars).expect("load");
+    assert_eq!(project.container_name("api"), format!("{prefix}-api"));
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    compose::wait_healthy(&docker, &project, Duration::from_secs(60))
+        .await
+        .expect("running");
+    let agent_made = snapshot(&docker, &prefix).await;
+    assert_eq!(agent_made.len(), 2, "{agent_made:?}");
+    let agent_api = runtime_settings(&docker, &format!("{prefix}-api")).await;
+    let agent_db = runtime_settings(&docker, &format!("{prefix}-db")).await;
+
+    // What the keys asked for is what runs.
+    assert_eq!(agent_db["shm_size"], 268_435_456);
+    assert_eq!(
+        agent_db["ulimits"],
+        serde_json::json!([["nofile", 4096, 8192], ["nproc", 4096, 4096]])
+    );
+    assert_eq!(agent_db["exposed"], serde_json::json!(["5432"]));
+    assert_eq!(agent_api["init"], true);
+    assert_eq!(agent_api["readonly_rootfs"], true);
+    assert_eq!(
+        agent_api["tmpfs"],
+        serde_json::json!([["/tmp", "size=64m"]])
+    );
+    assert_eq!(agent_api["memory"], 268_435_456);
+    assert_eq!(agent_api["memory_reservation"], 67_108_864);
+    assert_eq!(agent_api["nano_cpus"], 500_000_000);
+    assert_eq!(
+        agent_api["security_opt"],
+        serde_json::json!(["no-new-privileges:true"])
+    );
+    assert_eq!(
+        exec(&format!("{prefix}-db"), "cat /run/secrets/db_password"),
+        "corpus-not-a-real-password\n"
+    );
+    assert_eq!(
+        exec(&format!("{prefix}-api"), "cat /run/secrets/api_key"),
+        "corpus-api-key\n"
+    );
+    let db_volume = agent_db["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m[0] == "/var/lib/postgresql/data")
+        .cloned()
+        .expect("the data volume is mounted");
+    assert_eq!(db_volume[2], format!("{prefix}-db-data"));
+
+    // Compose takes over and recreates nothing.
+    let (ok, up) = compose_v2(&prefix, &file, &vars, &["up", "-d"]);
+    assert!(ok, "docker compose up:\n{up}");
+    assert_eq!(
+        snapshot(&docker, &prefix).await,
+        agent_made,
+        "docker compose up -d recreated or restarted a container the agent made:\n{up}"
+    );
+
+    // The reverse: Compose creates, the agent keeps everything.
+    let (ok, down) = compose_v2(&prefix, &file, &vars, &["down", "-t", "1"]);
+    assert!(ok, "docker compose down:\n{down}");
+    let (ok, up) = compose_v2(&prefix, &file, &vars, &["up", "-d"]);
+    assert!(ok, "docker compose up:\n{up}");
+    let compose_made = snapshot(&docker, &prefix).await;
+    assert_eq!(compose_made.len(), 2, "{compose_made:?}");
+    assert_ne!(compose_made, agent_made);
+    // Compose's containers carry the same settings as the agent's.
+    assert_eq!(
+        runtime_settings(&docker, &format!("{prefix}-api")).await,
+        agent_api
+    );
+    assert_eq!(
+        runtime_settings(&docker, &format!("{prefix}-db")).await,
+        agent_db
+    );
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(
+        plan.is_noop(),
+        "the agent would change Compose's project:\n{plan}"
+    );
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    assert_eq!(snapshot(&docker, &prefix).await, compose_made);
+}
