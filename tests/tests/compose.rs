@@ -988,3 +988,126 @@ async fn a_production_shaped_file_hands_over_both_ways_with_container_name_secre
         .expect("converge");
     assert_eq!(snapshot(&docker, &prefix).await, compose_made);
 }
+
+/// `runtime deploy` arguments for a release of the stack's registry (the
+/// images need not exist: these runs stop before any pull).
+fn deploy_args(execute: bool) -> Vec<String> {
+    let s = stack();
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let mut args: Vec<String> = [
+        "runtime",
+        "deploy",
+        "--backend-image",
+        &format!("{}/wavemap/backend:sha-{sha}", s.registry),
+        "--frontend-image",
+        &format!("{}/wavemap/frontend:sha-{sha}", s.registry),
+        "--source-sha",
+        sha,
+        "--deployment-version",
+        "v-compose-check",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if execute {
+        args.push("--execute".into());
+    }
+    args
+}
+
+/// Nothing of the project exists on the host: no env dir, no `.env` beside
+/// the Compose file, no container, no recorded release.
+fn assert_host_untouched(td: &wavemap_e2e::TestDir) {
+    assert!(!td.env_dir().exists(), "env files were written");
+    let dotenv = td.compose_file().with_file_name(".env");
+    assert!(!dotenv.exists(), "{} was written", dotenv.display());
+    assert!(!td.state_dir().join("current-release.json").exists());
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", td.name),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "containers were created"
+    );
+}
+
+#[test]
+fn a_dry_run_with_a_typo_key_exits_2_naming_it_before_env_files_exist() {
+    let td = wavemap_e2e::TestDir::new("compose-typo");
+    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n    env_file: ${WAVEMAP_ENV_DIR}/backend.env\n    enviroment:\n      PORT: \"8080\"\n  frontend:\n    image: ${WAVEMAP_FRONTEND_IMAGE}\n    env_file: ${WAVEMAP_ENV_DIR}/frontend.env\n",
+    )
+    .expect("write compose file");
+    for execute in [false, true] {
+        let out = td.run(deploy_args(execute));
+        assert_eq!(out.code, 2, "execute={execute}: {}", out.dump());
+        assert!(
+            out.stderr
+                .contains("unknown key `enviroment` at services.api.enviroment")
+                && out.stderr.contains("did you mean `environment`?"),
+            "{}",
+            out.dump()
+        );
+        assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("failed"));
+        assert_eq!(
+            out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
+            Some("converge")
+        );
+        assert_host_untouched(&td);
+    }
+
+    // Fixed, the same dry run plans (the env files still do not exist).
+    let text = std::fs::read_to_string(td.compose_file()).expect("read");
+    std::fs::write(td.compose_file(), text.replace("enviroment", "environment")).expect("write");
+    let out = td.run(deploy_args(false));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("planned"));
+    assert_host_untouched(&td);
+}
+
+#[test]
+fn a_deploy_whose_compose_file_lacks_the_frontend_service_exits_2_and_changes_nothing() {
+    let td = wavemap_e2e::TestDir::new("compose-nofront");
+    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n  web:\n    image: ${WAVEMAP_FRONTEND_IMAGE}\n",
+    )
+    .expect("write compose file");
+    for execute in [false, true] {
+        let out = td.run(deploy_args(execute));
+        assert_eq!(out.code, 2, "execute={execute}: {}", out.dump());
+        assert!(
+            out.stderr.contains("runtime.frontend_service")
+                && out.stderr.contains("service `frontend` is not in")
+                && out.stderr.contains("api, web"),
+            "{}",
+            out.dump()
+        );
+        assert_host_untouched(&td);
+    }
+
+    // A frontend that does not take its image from the variable is refused too.
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n  frontend:\n    image: nginx:1.27\n",
+    )
+    .expect("write compose file");
+    let out = td.run(deploy_args(true));
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr.contains("services.frontend.image")
+            && out.stderr.contains("${WAVEMAP_FRONTEND_IMAGE}"),
+        "{}",
+        out.dump()
+    );
+    assert_host_untouched(&td);
+}
