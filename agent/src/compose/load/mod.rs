@@ -19,6 +19,7 @@
 //! - [`ports`], [`mounts`]: the two short syntaxes with the most forms.
 //! - [`gosyntax`]: durations, byte sizes and shell words as Go parses them.
 
+mod extends;
 mod gosyntax;
 mod mounts;
 mod options;
@@ -145,6 +146,7 @@ pub fn load_with(
     })?;
     let lookup = |name: &str| environment.get(name).cloned();
     interpolate(&mut root, "", &lookup)?;
+    extends::resolve(&mut root)?;
 
     let ctx = Ctx {
         options,
@@ -306,6 +308,7 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "secrets",
     "configs",
     "profiles",
+    "extends",
 ];
 
 pub(super) const HINT: &str = "remove it or move it under an `x-` extension field";
