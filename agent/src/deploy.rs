@@ -309,7 +309,12 @@ async fn run_stages(
     }
     compose::converge(&docker, &project, &plan)
         .await
-        .map_err(|e| (Stage::Converge, e))?;
+        .map_err(|e| match &e {
+            // A start-first replacement that never got healthy: the old
+            // container still serves, and the deploy failed at health.
+            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            _ => (Stage::Converge, e),
+        })?;
     outcome
         .stage_ms
         .push((Stage::Converge.name().into(), ms(started)));
