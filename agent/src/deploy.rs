@@ -124,6 +124,7 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+        crate::testpoint::pause(Stage::State.name());
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
@@ -168,6 +169,7 @@ async fn run_stages(
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
 
     // env-render
+    crate::testpoint::pause(Stage::EnvRender.name());
     let started = Instant::now();
     log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
     match crate::envrender::render_env(config, options.execute).await {
@@ -189,6 +191,7 @@ async fn run_stages(
         .map_err(|e| (Stage::Pull, e))?;
 
     // ecr-login + pull, only for images not present (tags are immutable).
+    crate::testpoint::pause(Stage::EcrLogin.name());
     let started = Instant::now();
     let mut missing = Vec::new();
     for image in [&backend, &frontend] {
@@ -220,6 +223,7 @@ async fn run_stages(
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
 
+    crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();
     if options.execute && !missing.is_empty() {
         let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
@@ -254,6 +258,7 @@ async fn run_stages(
         .push((Stage::Pull.name().into(), ms(started)));
 
     // converge
+    crate::testpoint::pause(Stage::Converge.name());
     let started = Instant::now();
     let vars = compose_vars(config, release);
     if options.execute {
@@ -320,6 +325,7 @@ async fn run_stages(
         .push((Stage::Converge.name().into(), ms(started)));
 
     // health
+    crate::testpoint::pause(Stage::Health.name());
     let started = Instant::now();
     log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
     let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
