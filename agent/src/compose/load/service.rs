@@ -1,0 +1,416 @@
+//! One service: its keys, their short and long forms, and the normalized
+//! values compose-go gives them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::Value;
+
+use super::gosyntax::shell_split;
+use super::mounts::normalize;
+use super::ports::ports;
+use super::section::{as_sequence, key_text, scalar_string, Section};
+use super::{invalid, join_path, Ctx, LoadError, HINT, SERVICE_KEYS};
+use crate::compose::interpolate::parse_dotenv;
+use crate::compose::model::*;
+
+impl Ctx<'_> {
+    pub(super) fn lookup(&self, name: &str) -> Option<String> {
+        self.environment.get(name).cloned()
+    }
+
+    pub(super) fn service(
+        &self,
+        name: &str,
+        value: &Value,
+        at: &str,
+    ) -> Result<Service, LoadError> {
+        let s = Section::new(value, at)?;
+        s.only(SERVICE_KEYS, HINT)?;
+        let image = s
+            .string("image")?
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| invalid(at, "`image` is required (the agent never builds)"))?;
+
+        let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
+        if let Some(v) = s.get("env_file") {
+            for file in self.env_files(v, &s.path("env_file"))? {
+                environment.extend(file.into_iter().map(|(k, v)| (k, Some(v))));
+            }
+        }
+        if let Some(v) = s.get("environment") {
+            environment.extend(self.environment_entries(v, &s.path("environment"))?);
+        }
+
+        let network_mode = s.string("network_mode")?;
+        let networks = match (s.get("networks"), &network_mode) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    &s.path("networks"),
+                    "`networks` and `network_mode` cannot be combined",
+                ))
+            }
+            (None, Some(_)) => None,
+            (None, None) => Some(BTreeMap::from([("default".to_owned(), None)])),
+            (Some(v), None) => Some(self.service_networks(v, &s.path("networks"))?),
+        };
+
+        Ok(Service {
+            name: name.to_owned(),
+            image,
+            command: self.command(s.get("command"), &s.path("command"))?,
+            entrypoint: self.command(s.get("entrypoint"), &s.path("entrypoint"))?,
+            environment,
+            extra_hosts: match s.get("extra_hosts") {
+                None => Vec::new(),
+                Some(v) => extra_hosts(v, &s.path("extra_hosts"))?,
+            },
+            healthcheck: s
+                .get("healthcheck")
+                .map(|v| healthcheck(v, &s.path("healthcheck")))
+                .transpose()?,
+            labels: s.string_map("labels")?,
+            logging: s
+                .get("logging")
+                .map(|v| logging(v, &s.path("logging")))
+                .transpose()?,
+            networks,
+            network_mode,
+            ports: match s.get("ports") {
+                None => Vec::new(),
+                Some(v) => ports(v, &s.path("ports"))?,
+            },
+            restart: s
+                .string("restart")?
+                .map(|r| validate_restart(&r, &s.path("restart")).map(|()| r))
+                .transpose()?,
+            stop_grace_period: s.duration("stop_grace_period")?,
+            user: s.string("user")?,
+            volumes: match s.get("volumes") {
+                None => Vec::new(),
+                Some(v) => self.mounts(v, &s.path("volumes"))?,
+            },
+            working_dir: s.string("working_dir")?,
+            depends_on: match s.get("depends_on") {
+                None => BTreeMap::new(),
+                Some(v) => depends_on(v, &s.path("depends_on"))?,
+            },
+        })
+    }
+
+    pub(super) fn command(
+        &self,
+        value: Option<&Value>,
+        at: &str,
+    ) -> Result<Option<Vec<String>>, LoadError> {
+        match value {
+            None => Ok(None),
+            Some(Value::String(text)) => shell_split(text)
+                .map(Some)
+                .map_err(|problem| invalid(at, problem)),
+            Some(Value::Sequence(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| scalar_string(item, &format!("{at}[{i}]")))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(invalid(at, "expected a string or a list of strings")),
+        }
+    }
+
+    pub(super) fn env_files(
+        &self,
+        value: &Value,
+        at: &str,
+    ) -> Result<Vec<BTreeMap<String, String>>, LoadError> {
+        let entries: Vec<(String, bool, String)> = match value {
+            Value::String(p) => vec![(p.clone(), true, at.to_owned())],
+            Value::Sequence(items) => {
+                let mut out = Vec::new();
+                for (i, item) in items.iter().enumerate() {
+                    let item_at = format!("{at}[{i}]");
+                    match item {
+                        Value::String(p) => out.push((p.clone(), true, item_at)),
+                        Value::Mapping(_) => {
+                            let s = Section::new(item, &item_at)?;
+                            s.only(&["path", "required"], HINT)?;
+                            let path = s
+                                .string("path")?
+                                .ok_or_else(|| invalid(&item_at, "`path` is required"))?;
+                            let required = match s.get("required") {
+                                None => true,
+                                Some(_) => s.bool("required")?,
+                            };
+                            out.push((path, required, item_at));
+                        }
+                        _ => return Err(invalid(&item_at, "expected a path")),
+                    }
+                }
+                out
+            }
+            _ => return Err(invalid(at, "expected a path or a list of paths")),
+        };
+        let mut files = Vec::new();
+        for (path, required, item_at) in entries {
+            let full = self.resolve_path(&path);
+            let text = match std::fs::read_to_string(&full) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e) => {
+                    return Err(LoadError::EnvFile {
+                        path: full.display().to_string(),
+                        problem: format!("cannot read it ({e}), named at {item_at}"),
+                    })
+                }
+            };
+            let lookup = |name: &str| self.lookup(name);
+            let vars = parse_dotenv(&text, &lookup).map_err(|e| LoadError::EnvFile {
+                path: full.display().to_string(),
+                problem: e.to_string(),
+            })?;
+            files.push(vars);
+        }
+        Ok(files)
+    }
+
+    pub(super) fn environment_entries(
+        &self,
+        value: &Value,
+        at: &str,
+    ) -> Result<BTreeMap<String, Option<String>>, LoadError> {
+        let mut out = BTreeMap::new();
+        match value {
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    let key = key_text(k);
+                    let value = if v.is_null() {
+                        self.lookup(&key)
+                    } else {
+                        Some(scalar_string(v, &join_path(at, &key))?)
+                    };
+                    out.insert(key, value);
+                }
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let text = scalar_string(item, &format!("{at}[{i}]"))?;
+                    match text.split_once('=') {
+                        Some((k, v)) => out.insert(k.to_owned(), Some(v.to_owned())),
+                        None => {
+                            let value = self.lookup(&text);
+                            out.insert(text, value)
+                        }
+                    };
+                }
+            }
+            _ => return Err(invalid(at, "expected a mapping or a list of KEY=value")),
+        }
+        Ok(out)
+    }
+
+    pub(super) fn service_networks(
+        &self,
+        value: &Value,
+        at: &str,
+    ) -> Result<BTreeMap<String, Option<ServiceNetwork>>, LoadError> {
+        let mut out = BTreeMap::new();
+        match value {
+            Value::Sequence(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    out.insert(scalar_string(item, &format!("{at}[{i}]"))?, None);
+                }
+            }
+            Value::Mapping(map) => {
+                for (k, v) in map {
+                    let key = key_text(k);
+                    let config = if v.is_null() {
+                        None
+                    } else {
+                        let s = Section::new(v, &join_path(at, &key))?;
+                        s.only(&["aliases"], HINT)?;
+                        let aliases = match s.get("aliases") {
+                            None => Vec::new(),
+                            Some(a) => as_sequence(a, &s.path("aliases"))?
+                                .iter()
+                                .map(|x| scalar_string(x, &s.path("aliases")))
+                                .collect::<Result<_, _>>()?,
+                        };
+                        Some(ServiceNetwork { aliases })
+                    };
+                    out.insert(key, config);
+                }
+            }
+            _ => return Err(invalid(at, "expected a list or a mapping of networks")),
+        }
+        Ok(out)
+    }
+
+    pub(super) fn resolve_path(&self, path: &str) -> PathBuf {
+        if let Some(rest) = path.strip_prefix("~/") {
+            if let Ok(home) = std::env::var("HOME") {
+                return PathBuf::from(home).join(rest);
+            }
+        }
+        let p = Path::new(path);
+        let joined = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.working_dir.join(p)
+        };
+        normalize(&joined)
+    }
+}
+
+pub(super) fn extra_hosts(value: &Value, at: &str) -> Result<Vec<String>, LoadError> {
+    let mut out = Vec::new();
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let text = scalar_string(item, &format!("{at}[{i}]"))?;
+                let (host, ip) = text
+                    .split_once('=')
+                    .or_else(|| text.split_once(':'))
+                    .ok_or_else(|| {
+                        invalid(&format!("{at}[{i}]"), format!("{text:?}: expected HOST:IP"))
+                    })?;
+                out.push(format!("{host}={ip}"));
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let host = key_text(k);
+                out.push(format!(
+                    "{host}={}",
+                    scalar_string(v, &join_path(at, &host))?
+                ));
+            }
+        }
+        _ => return Err(invalid(at, "expected a list of HOST:IP or a mapping")),
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(super) fn healthcheck(value: &Value, at: &str) -> Result<Healthcheck, LoadError> {
+    let s = Section::new(value, at)?;
+    s.only(
+        &[
+            "test",
+            "interval",
+            "timeout",
+            "retries",
+            "start_period",
+            "start_interval",
+            "disable",
+        ],
+        HINT,
+    )?;
+    let test = match s.get("test") {
+        None => None,
+        Some(Value::String(cmd)) => Some(vec!["CMD-SHELL".to_owned(), cmd.clone()]),
+        Some(Value::Sequence(items)) => Some(
+            items
+                .iter()
+                .map(|x| scalar_string(x, &s.path("test")))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        Some(_) => return Err(invalid(&s.path("test"), "expected a string or a list")),
+    };
+    let retries = match s.get("retries") {
+        None => None,
+        Some(Value::Number(n)) => Some(
+            n.as_u64()
+                .ok_or_else(|| invalid(&s.path("retries"), "expected a whole number"))?,
+        ),
+        Some(_) => return Err(invalid(&s.path("retries"), "expected a whole number")),
+    };
+    Ok(Healthcheck {
+        test,
+        timeout: s.duration("timeout")?,
+        interval: s.duration("interval")?,
+        retries,
+        start_period: s.duration("start_period")?,
+        start_interval: s.duration("start_interval")?,
+        disable: s.bool("disable")?,
+    })
+}
+
+pub(super) fn logging(value: &Value, at: &str) -> Result<Logging, LoadError> {
+    let s = Section::new(value, at)?;
+    s.only(&["driver", "options"], HINT)?;
+    Ok(Logging {
+        driver: s.string("driver")?,
+        options: s.string_map("options")?,
+    })
+}
+
+pub(super) fn validate_restart(value: &str, at: &str) -> Result<(), LoadError> {
+    let ok = matches!(value, "no" | "always" | "unless-stopped" | "on-failure")
+        || value
+            .strip_prefix("on-failure:")
+            .is_some_and(|n| n.parse::<u32>().is_ok());
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            at,
+            format!("{value:?}: expected no, always, unless-stopped or on-failure[:N]"),
+        ))
+    }
+}
+
+pub(super) fn depends_on(
+    value: &Value,
+    at: &str,
+) -> Result<BTreeMap<String, Dependency>, LoadError> {
+    let mut out = BTreeMap::new();
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                out.insert(
+                    scalar_string(item, &format!("{at}[{i}]"))?,
+                    Dependency {
+                        condition: Condition::ServiceStarted,
+                        restart: false,
+                        required: true,
+                    },
+                );
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let name = key_text(k);
+                let dep_at = join_path(at, &name);
+                let s = Section::new(v, &dep_at)?;
+                s.only(&["condition", "restart", "required"], HINT)?;
+                let condition = match s.string("condition")?.as_deref() {
+                    None | Some("service_started") => Condition::ServiceStarted,
+                    Some("service_healthy") => Condition::ServiceHealthy,
+                    Some("service_completed_successfully") => {
+                        Condition::ServiceCompletedSuccessfully
+                    }
+                    Some(other) => {
+                        return Err(invalid(
+                            &s.path("condition"),
+                            format!("{other:?}: expected service_started, service_healthy or service_completed_successfully"),
+                        ))
+                    }
+                };
+                let required = match s.get("required") {
+                    None => true,
+                    Some(_) => s.bool("required")?,
+                };
+                out.insert(
+                    name,
+                    Dependency {
+                        condition,
+                        restart: s.bool("restart")?,
+                        required,
+                    },
+                );
+            }
+        }
+        _ => return Err(invalid(at, "expected a list or a mapping of services")),
+    }
+    Ok(out)
+}
