@@ -37,6 +37,7 @@ use super::health::{wait_for, Target};
 use super::model::{Project, Service};
 use super::plan::{docker_error, Existing};
 use crate::error::Error;
+use crate::testpoint::pause;
 
 const STAGE: &str = "converge";
 
@@ -58,9 +59,6 @@ pub enum Order {
 fn order(_service: &Service) -> Order {
     Order::StopFirst
 }
-
-/// Test pause point (see `crate::testpoint`).
-fn pause(_point: &str) {}
 
 /// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
 fn temporary_name(old: &Existing, name: &str) -> String {

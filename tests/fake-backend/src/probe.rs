@@ -288,10 +288,15 @@ mod tests {
 
     #[test]
     fn urls_and_options_parse() {
-        let args: Vec<String> = ["--interval-ms", "20", "http://api:8080/health", "http://web"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let args: Vec<String> = [
+            "--interval-ms",
+            "20",
+            "http://api:8080/health",
+            "http://web",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         let o = parse_args(&args).unwrap();
         assert_eq!(o.interval, Duration::from_millis(20));
         assert_eq!(
