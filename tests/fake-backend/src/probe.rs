@@ -7,12 +7,12 @@
 //! prints one JSON line per URL: requests, failures, the longest gap between
 //! two successful responses, and a few failure samples.
 //!
-//! Like most HTTP clients (curl, Go's dialer, Rust's std), a request tries
-//! each address the name resolves to in turn until one connects: while two
-//! containers hold a service alias, a refused connection on one is not a
-//! failure if the other answers. A request fails when no address connects,
-//! when the response is not `200`, or when it takes longer than
-//! `--timeout-ms`.
+//! Like Node's client (the frontend's fetch to `api`) and curl, a request
+//! tries each address the name resolves to in turn, giving each
+//! [`ATTEMPT_TIMEOUT`] to accept, until one connects: while two containers
+//! hold a service alias, a refused or silent address is not a failure if
+//! the other answers. A request fails when no address connects, when the
+//! response is not `200`, or when it takes longer than `--timeout-ms`.
 //!
 //! `--once` requests each URL once and exits 0 only if all answered 200.
 
@@ -98,25 +98,43 @@ fn parse_args(args: &[String]) -> Result<Options, String> {
     Ok(options)
 }
 
-/// One GET; `Ok(())` on a `200`.
+/// How long one address may take to accept a connection before the next
+/// address is tried: Node's `autoSelectFamilyAttemptTimeout` default (the
+/// frontend's server-side fetch to `api` is Node's), close to curl's 200 ms
+/// happy-eyeballs delay.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// One GET; `Ok(())` on a `200`. Each phase says which one failed.
 async fn request(target: &Target, timeout: Duration) -> Result<(), String> {
-    let attempt = async {
-        let addresses: Vec<_> = tokio::net::lookup_host((target.host.as_str(), target.port))
-            .await
-            .map_err(|e| format!("resolve {}: {e}", target.host))?
-            .collect();
-        let mut last = format!("{} resolved to no address", target.host);
-        let mut stream = None;
-        for address in addresses {
-            match TcpStream::connect(address).await {
-                Ok(s) => {
-                    stream = Some(s);
-                    break;
-                }
-                Err(e) => last = format!("connect {address}: {e}"),
+    let deadline = tokio::time::Instant::now() + timeout;
+    let within = |what: String| format!("{what}: no answer within {} ms", timeout.as_millis());
+    let addresses: Vec<_> = tokio::time::timeout_at(
+        deadline,
+        tokio::net::lookup_host((target.host.as_str(), target.port)),
+    )
+    .await
+    .map_err(|_| within(format!("resolve {}", target.host)))?
+    .map_err(|e| format!("resolve {}: {e}", target.host))?
+    .collect();
+    let mut last = format!("{} resolved to no address", target.host);
+    let mut stream = None;
+    for address in addresses {
+        let attempt_until = deadline.min(tokio::time::Instant::now() + ATTEMPT_TIMEOUT);
+        match tokio::time::timeout_at(attempt_until, TcpStream::connect(address)).await {
+            Ok(Ok(s)) => {
+                stream = Some(s);
+                break;
             }
+            Ok(Err(e)) => last = format!("connect {address}: {e}"),
+            Err(_) => last = format!("connect {address}: no answer within the attempt timeout"),
         }
-        let mut stream = stream.ok_or(last)?;
+    }
+    let mut stream = stream.ok_or(last)?;
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let exchange = async {
         let head = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: wavemap-probe\r\n\r\n",
             target.path, target.host
@@ -124,12 +142,12 @@ async fn request(target: &Target, timeout: Duration) -> Result<(), String> {
         stream
             .write_all(head.as_bytes())
             .await
-            .map_err(|e| format!("send: {e}"))?;
+            .map_err(|e| format!("send to {peer}: {e}"))?;
         let mut response = Vec::new();
         stream
             .read_to_end(&mut response)
             .await
-            .map_err(|e| format!("read: {e}"))?;
+            .map_err(|e| format!("read from {peer}: {e}"))?;
         let line = String::from_utf8_lossy(&response)
             .lines()
             .next()
@@ -137,13 +155,12 @@ async fn request(target: &Target, timeout: Duration) -> Result<(), String> {
             .to_owned();
         match line.split(' ').nth(1) {
             Some("200") => Ok(()),
-            _ => Err(format!("answered {line:?}")),
+            _ => Err(format!("{peer} answered {line:?}")),
         }
     };
-    match tokio::time::timeout(timeout, attempt).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
-    }
+    tokio::time::timeout_at(deadline, exchange)
+        .await
+        .map_err(|_| within(format!("request to {peer}")))?
 }
 
 /// What one URL saw.
