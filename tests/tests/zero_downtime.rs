@@ -561,7 +561,6 @@ async fn sigkill_at_every_start_first_step_keeps_the_api_served_and_the_rerun_co
 async fn a_start_first_replacement_that_never_gets_healthy_leaves_the_old_api_serving() {
     let s = stack();
     let mut td = TestDir::new("zerodt-fail");
-    td.set("runtime", "health_timeout", "8");
     let project = RuntimeProject::new(&td).await;
     let network = format!("{}_default", project.name);
     let deploy_a = deploy_args(
@@ -572,6 +571,9 @@ async fn a_start_first_replacement_that_never_gets_healthy_leaves_the_old_api_se
     );
     run_ok(&td, &deploy_a, "deploy A");
     let (_, old_api) = project.container("api").await;
+    // The first start of postgres takes longer than this; a replacement's
+    // health wait is what it bounds now.
+    td.set("runtime", "health_timeout", "8");
 
     // A new env value makes the API's replacement answer /health with 503.
     let ssm = wavemap_e2e::ssm_client().await;
