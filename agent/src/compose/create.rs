@@ -8,14 +8,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HealthConfig, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, NetworkingConfig, PortBinding, RestartPolicy,
+    ContainerCreateBody, DeviceMapping, EndpointIpamConfig, EndpointSettings, HealthConfig,
+    HostConfig, HostConfigCgroupnsModeEnum, HostConfigLogConfig, Mount, MountTmpfsOptions,
+    MountType, MountVolumeOptions, NetworkingConfig, PortBinding, ResourcesUlimits, RestartPolicy,
     RestartPolicyNameEnum,
 };
 
 use super::hash;
 use super::labels;
-use super::model::{MountKind, Project, Service};
+use super::model::{FileSource, MountKind, Project, Service};
 
 /// Labels Compose v2 puts on a service container, plus the agent's two.
 pub fn container_labels(
@@ -105,11 +106,38 @@ pub fn create_body(
             });
     }
 
+    for expose in service.option_strings("expose") {
+        let key = if expose.contains('/') {
+            expose
+        } else {
+            format!("{expose}/tcp")
+        };
+        if !exposed.contains(&key) {
+            exposed.push(key);
+        }
+    }
+
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     for m in &service.volumes {
-        let mode = if m.read_only { "ro" } else { "rw" };
+        let mut mode = if m.read_only { "ro" } else { "rw" }.to_owned();
+        for extra in [&m.selinux, &m.propagation].into_iter().flatten() {
+            mode.push(',');
+            mode.push_str(extra);
+        }
+        let mode = mode.as_str();
         match m.kind {
+            MountKind::Tmpfs => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                typ: Some(MountType::TMPFS),
+                read_only: Some(m.read_only),
+                tmpfs_options: Some(MountTmpfsOptions {
+                    size_bytes: m.tmpfs_size,
+                    mode: m.tmpfs_mode.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             MountKind::Volume => {
                 let volume_name = project
                     .volumes
@@ -142,6 +170,41 @@ pub fn create_body(
                 read_only: Some(m.read_only),
                 ..Default::default()
             }),
+        }
+    }
+
+    // File-backed secrets and configs are bind-mounted read-only, as
+    // Compose does without Swarm.
+    for (key, default_dir) in [("secrets", "/run/secrets/"), ("configs", "/")] {
+        let defined = if key == "secrets" {
+            &project.secrets
+        } else {
+            &project.configs
+        };
+        for r in service
+            .options
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(source) = r.get("source").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let Some(FileSource::File(path)) = defined.get(source).map(|o| &o.source) else {
+                continue;
+            };
+            let target = r
+                .get("target")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| format!("{default_dir}{source}"), str::to_owned);
+            mounts.push(Mount {
+                target: Some(target),
+                source: Some(path.display().to_string()),
+                typ: Some(MountType::BIND),
+                read_only: Some(true),
+                ..Default::default()
+            });
         }
     }
 
@@ -180,7 +243,101 @@ pub fn create_body(
         (None, None) => (None, None),
     };
 
+    let restart_policy = restart_policy.or_else(|| deploy_restart_policy(service));
+    let o = |key: &str| service.option_str(key).map(str::to_owned);
+    let list = |key: &str| Some(service.option_strings(key)).filter(|l| !l.is_empty());
+    let int = |key: &str| service.options.get(key).and_then(serde_json::Value::as_i64);
+    let flag = |key: &str| service.option_bool(key).then_some(true);
+    let limit = |key: &str| service.deploy_value(&["resources", "limits", key]);
+    let nano_cpus = service
+        .options
+        .get("cpus")
+        .or_else(|| limit("cpus"))
+        .and_then(serde_json::Value::as_f64)
+        .map(|c| (c * 1e9).round() as i64);
+    let memory = service.option_bytes("mem_limit").or_else(|| {
+        limit("memory")
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok())
+    });
+    let memory_reservation = service.option_bytes("mem_reservation").or_else(|| {
+        service
+            .deploy_value(&["resources", "reservations", "memory"])
+            .and_then(|v| v.as_str())
+            .and_then(|v| v.parse().ok())
+    });
+    let pids_limit = int("pids_limit").or_else(|| limit("pids").and_then(|v| v.as_i64()));
+    let ulimits = service
+        .options
+        .get("ulimits")
+        .and_then(|u| u.as_object())
+        .map(|u| {
+            u.iter()
+                .map(|(name, v)| {
+                    let (soft, hard) = match v.as_i64() {
+                        Some(n) => (Some(n), Some(n)),
+                        None => (
+                            v.get("soft").and_then(|x| x.as_i64()),
+                            v.get("hard").and_then(|x| x.as_i64()),
+                        ),
+                    };
+                    ResourcesUlimits {
+                        name: Some(name.clone()),
+                        soft,
+                        hard,
+                    }
+                })
+                .collect()
+        });
+    let devices = service
+        .options
+        .get("devices")
+        .and_then(|d| d.as_array())
+        .map(|d| {
+            d.iter()
+                .map(|x| DeviceMapping {
+                    path_on_host: x.get("source").and_then(|v| v.as_str()).map(str::to_owned),
+                    path_in_container: x.get("target").and_then(|v| v.as_str()).map(str::to_owned),
+                    cgroup_permissions: x
+                        .get("permissions")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
+                })
+                .collect()
+        });
+    let string_map = |key: &str| {
+        service
+            .options
+            .get(key)
+            .and_then(|m| m.as_object())
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect::<HashMap<String, String>>()
+            })
+    };
+    // `tmpfs: /run:size=64m` becomes {"/run": "size=64m"}.
+    let tmpfs = list("tmpfs").map(|entries| {
+        entries
+            .iter()
+            .map(|t| match t.split_once(':') {
+                Some((path, options)) => (path.to_owned(), options.to_owned()),
+                None => (t.clone(), String::new()),
+            })
+            .collect::<HashMap<String, String>>()
+    });
+    let cgroupns_mode = o("cgroup").and_then(|c| match c.as_str() {
+        "host" => Some(HostConfigCgroupnsModeEnum::HOST),
+        "private" => Some(HostConfigCgroupnsModeEnum::PRIVATE),
+        _ => None,
+    });
+
     ContainerCreateBody {
+        hostname: o("hostname"),
+        domainname: o("domainname"),
+        tty: flag("tty"),
+        open_stdin: flag("stdin_open"),
+        stop_signal: o("stop_signal"),
         image: Some(service.image.clone()),
         cmd: service.command.clone(),
         entrypoint: service.entrypoint.clone(),
@@ -216,6 +373,53 @@ pub fn create_body(
                     .collect()
             }),
             network_mode,
+            cap_add: list("cap_add"),
+            cap_drop: list("cap_drop"),
+            cgroup_parent: o("cgroup_parent"),
+            cgroupns_mode,
+            cpu_count: int("cpu_count"),
+            cpu_percent: service
+                .options
+                .get("cpu_percent")
+                .and_then(serde_json::Value::as_f64)
+                .map(|p| p as i64),
+            cpu_period: int("cpu_period"),
+            cpu_quota: int("cpu_quota"),
+            cpu_realtime_period: int("cpu_rt_period"),
+            cpu_realtime_runtime: int("cpu_rt_runtime"),
+            cpu_shares: int("cpu_shares"),
+            cpuset_cpus: o("cpuset"),
+            nano_cpus,
+            memory,
+            memory_reservation,
+            memory_swap: service.option_bytes("memswap_limit"),
+            memory_swappiness: service.option_bytes("mem_swappiness"),
+            oom_kill_disable: flag("oom_kill_disable"),
+            oom_score_adj: int("oom_score_adj"),
+            pids_limit,
+            ulimits,
+            devices,
+            dns: list("dns"),
+            dns_options: list("dns_opt"),
+            dns_search: list("dns_search"),
+            group_add: list("group_add"),
+            init: service
+                .options
+                .get("init")
+                .and_then(serde_json::Value::as_bool),
+            ipc_mode: o("ipc"),
+            pid_mode: o("pid"),
+            privileged: flag("privileged"),
+            readonly_rootfs: flag("read_only"),
+            runtime: o("runtime"),
+            security_opt: list("security_opt"),
+            shm_size: service.option_bytes("shm_size"),
+            storage_opt: string_map("storage_opt"),
+            sysctls: string_map("sysctls"),
+            annotations: string_map("annotations"),
+            tmpfs,
+            userns_mode: o("userns_mode"),
+            uts_mode: o("uts"),
             ..Default::default()
         }),
         networking_config: endpoints.map(|e| NetworkingConfig {
@@ -239,10 +443,33 @@ pub(super) fn endpoint(
     if let Some(c) = config {
         aliases.extend(c.aliases.iter().cloned());
     }
+    let ipam = config
+        .filter(|c| c.ipv4_address.is_some() || c.ipv6_address.is_some())
+        .map(|c| EndpointIpamConfig {
+            ipv4_address: c.ipv4_address.clone(),
+            ipv6_address: c.ipv6_address.clone(),
+            ..Default::default()
+        });
     EndpointSettings {
         aliases: Some(aliases),
+        ipam_config: ipam,
+        mac_address: service.option_str("mac_address").map(str::to_owned),
         ..Default::default()
     }
+}
+
+/// `deploy.restart_policy` when `restart` is not set, as Compose maps it.
+fn deploy_restart_policy(service: &Service) -> Option<RestartPolicy> {
+    let policy = service.deploy_value(&["restart_policy"])?;
+    let name = match policy.get("condition").and_then(|c| c.as_str()) {
+        Some("none") => RestartPolicyNameEnum::NO,
+        Some("on-failure") => RestartPolicyNameEnum::ON_FAILURE,
+        _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+    };
+    Some(RestartPolicy {
+        name: Some(name),
+        maximum_retry_count: policy.get("max_attempts").and_then(|m| m.as_i64()),
+    })
 }
 
 #[cfg(test)]

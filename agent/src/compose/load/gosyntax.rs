@@ -3,6 +3,44 @@
 
 use std::time::Duration;
 
+/// A byte size as docker/go-units' `RAMInBytes`: a decimal number, an
+/// optional space, an optional unit letter (k, m, g, t, p; powers of 1024),
+/// an optional `i` and `b`: `512m`, `1.5GB`, `64 MiB`, `1024`.
+pub fn parse_bytes(text: &str) -> Option<i64> {
+    let number_end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(number_end);
+    if number.is_empty() || number.starts_with('.') || number.ends_with('.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    let unit = unit.strip_prefix(' ').unwrap_or(unit).to_ascii_lowercase();
+    let mut chars = unit.chars().peekable();
+    let multiplier: f64 = match chars.peek() {
+        Some('k') => 1024f64,
+        Some('m') => 1024f64.powi(2),
+        Some('g') => 1024f64.powi(3),
+        Some('t') => 1024f64.powi(4),
+        Some('p') => 1024f64.powi(5),
+        _ => 1.0,
+    };
+    if multiplier > 1.0 {
+        chars.next();
+    }
+    if chars.peek() == Some(&'i') {
+        chars.next();
+    }
+    if chars.peek() == Some(&'b') {
+        chars.next();
+    }
+    if chars.next().is_some() {
+        return None;
+    }
+    let bytes = value * multiplier;
+    (bytes < 9.2e18).then_some(bytes as i64)
+}
+
 /// compose-go accepts Go durations plus days and weeks.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();

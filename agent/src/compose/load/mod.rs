@@ -21,6 +21,7 @@
 
 mod gosyntax;
 mod mounts;
+mod options;
 mod ports;
 mod project;
 mod section;
@@ -56,6 +57,12 @@ pub enum LoadError {
         key: String,
         at: String,
         hint: &'static str,
+    },
+    #[error("unknown key `{key}` at {at}: did you mean `{suggestion}`?")]
+    Misspelled {
+        key: String,
+        at: String,
+        suggestion: String,
     },
     #[error("{at}: {problem}")]
     Invalid { at: String, problem: String },
@@ -224,6 +231,11 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "stop_grace_period",
     "logging",
     "extra_hosts",
+    "container_name",
+    "deploy",
+    "secrets",
+    "configs",
+    "profiles",
 ];
 
 pub(super) const HINT: &str = "remove it or move it under an `x-` extension field";

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::Value;
 
+use super::options::{bytes, integer};
 use super::section::{as_sequence, Section};
 use super::{invalid, Ctx, LoadError, HINT};
 use crate::compose::model::*;
@@ -23,27 +24,26 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// `SOURCE:TARGET[:MODES]`, MODES a comma list of `ro`/`rw`, `z`/`Z`,
+    /// a propagation, `nocopy` and the Docker Desktop consistency words
+    /// (which compose-go drops).
     pub(super) fn short_mount(&self, spec: &str, at: &str) -> Result<VolumeMount, LoadError> {
         let parts: Vec<&str> = spec.split(':').collect();
-        let (source, target, mode) = match parts.as_slice() {
-            [source, target] => (*source, *target, None),
-            [source, target, mode] => (*source, *target, Some(*mode)),
+        let (source, target, modes) = match parts.as_slice() {
+            [source, target] => (*source, *target, ""),
+            [source, target, modes] => (*source, *target, *modes),
+            [_] => {
+                return Err(LoadError::Unsupported {
+                    key: spec.to_owned(),
+                    at: at.to_owned(),
+                    hint: "anonymous volumes are not supported; name the volume (NAME:/path) and declare it under top-level `volumes`",
+                })
+            }
             _ => {
                 return Err(invalid(
                     at,
-                    format!("{spec:?}: expected SOURCE:TARGET[:ro|rw] (anonymous volumes are not supported)"),
+                    format!("{spec:?}: expected SOURCE:TARGET[:MODES]"),
                 ))
-            }
-        };
-        let read_only = match mode {
-            None | Some("rw") => false,
-            Some("ro") => true,
-            Some(other) => {
-                return Err(LoadError::Unsupported {
-                    key: other.to_owned(),
-                    at: at.to_owned(),
-                    hint: "only the ro and rw volume modes are supported",
-                })
             }
         };
         if source.is_empty() || !target.starts_with('/') {
@@ -53,93 +53,143 @@ impl Ctx<'_> {
             ));
         }
         let is_path = source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
-        Ok(if is_path {
-            VolumeMount {
-                kind: MountKind::Bind,
-                source: self.resolve_path(source).display().to_string(),
-                target: target.to_owned(),
-                read_only,
-                bind: Some(true),
-                volume_nocopy: None,
-            }
+        let mut mount = if is_path {
+            let mut m = VolumeMount::new(
+                MountKind::Bind,
+                self.resolve_path(source).display().to_string(),
+                target.to_owned(),
+            );
+            m.bind = Some(true);
+            m
         } else {
-            VolumeMount {
-                kind: MountKind::Volume,
-                source: source.to_owned(),
-                target: target.to_owned(),
-                read_only,
-                bind: None,
-                volume_nocopy: Some(false),
+            let mut m = VolumeMount::new(MountKind::Volume, source.to_owned(), target.to_owned());
+            m.volume_nocopy = Some(false);
+            m
+        };
+        for mode in modes.split(',').filter(|m| !m.is_empty()) {
+            match mode {
+                "ro" => mount.read_only = true,
+                "rw" => {}
+                "z" | "Z" => mount.selinux = Some(mode.to_owned()),
+                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
+                    mount.propagation = Some(mode.to_owned());
+                }
+                "nocopy" if !is_path => mount.volume_nocopy = Some(true),
+                "cached" | "delegated" | "consistent" => {}
+                other => {
+                    return Err(LoadError::Unsupported {
+                        key: other.to_owned(),
+                        at: at.to_owned(),
+                        hint: "volume modes are ro, rw, z, Z, nocopy, a propagation (rshared...) or cached/delegated/consistent",
+                    })
+                }
             }
-        })
+        }
+        Ok(mount)
     }
 
     pub(super) fn long_mount(&self, value: &Value, at: &str) -> Result<VolumeMount, LoadError> {
         let s = Section::new(value, at)?;
         s.only(
-            &["type", "source", "target", "read_only", "bind", "volume"],
+            &[
+                "type",
+                "source",
+                "target",
+                "read_only",
+                "bind",
+                "volume",
+                "tmpfs",
+                "consistency",
+            ],
             HINT,
         )?;
         let kind = match s.string("type")?.as_deref() {
             Some("volume") => MountKind::Volume,
             Some("bind") => MountKind::Bind,
+            Some("tmpfs") => MountKind::Tmpfs,
             Some(other) => {
                 return Err(LoadError::Unsupported {
                     key: other.to_owned(),
                     at: s.path("type"),
-                    hint: "only volume and bind mounts are supported",
+                    hint: "only volume, bind and tmpfs mounts are supported",
                 })
             }
-            None => return Err(invalid(at, "`type` is required (volume or bind)")),
+            None => return Err(invalid(at, "`type` is required (volume, bind or tmpfs)")),
         };
-        let source = s.string("source")?.ok_or_else(|| {
-            invalid(
-                at,
-                "`source` is required (anonymous volumes are not supported)",
-            )
-        })?;
         let target = s
             .string("target")?
             .ok_or_else(|| invalid(at, "`target` is required"))?;
-        let bind = match s.get("bind") {
-            None => None,
-            Some(v) => {
-                let b = Section::new(v, &s.path("bind"))?;
-                b.only(&["create_host_path"], HINT)?;
-                Some(b.bool("create_host_path")?)
+        let source = match (kind, s.string("source")?) {
+            (MountKind::Tmpfs, None) => String::new(),
+            (MountKind::Tmpfs, Some(_)) => {
+                return Err(invalid(
+                    &s.path("source"),
+                    "a tmpfs mount takes no `source`",
+                ))
+            }
+            (MountKind::Bind, Some(source)) => self.resolve_path(&source).display().to_string(),
+            (_, Some(source)) => source,
+            (_, None) => {
+                return Err(invalid(
+                    at,
+                    "`source` is required (anonymous volumes are not supported)",
+                ))
             }
         };
-        let volume_nocopy = match s.get("volume") {
-            None => None,
-            Some(v) => {
-                let b = Section::new(v, &s.path("volume"))?;
-                b.only(&["nocopy"], HINT)?;
-                Some(b.bool("nocopy")?)
+        let mut mount = VolumeMount::new(kind, source, target);
+        mount.read_only = s.bool("read_only")?;
+        mount.consistency = s.string("consistency")?;
+        if let Some(v) = s.get("bind") {
+            let b = Section::new(v, &s.path("bind"))?;
+            b.only(&["create_host_path", "selinux", "propagation"], HINT)?;
+            if kind != MountKind::Bind {
+                return Err(invalid(
+                    &s.path("bind"),
+                    "only a bind mount takes `bind` options",
+                ));
             }
-        };
-        if kind == MountKind::Volume && bind.is_some() {
-            return Err(invalid(
-                &s.path("bind"),
-                "a volume mount takes no `bind` options",
-            ));
+            mount.bind = Some(b.bool("create_host_path")?);
+            mount.selinux = b.string("selinux")?;
+            mount.propagation = b.string("propagation")?;
         }
-        if kind == MountKind::Bind && volume_nocopy.is_some() {
-            return Err(invalid(
-                &s.path("volume"),
-                "a bind mount takes no `volume` options",
-            ));
+        if let Some(v) = s.get("volume") {
+            let b = Section::new(v, &s.path("volume"))?;
+            b.only(&["nocopy", "subpath"], HINT)?;
+            if kind != MountKind::Volume {
+                return Err(invalid(
+                    &s.path("volume"),
+                    "only a volume mount takes `volume` options",
+                ));
+            }
+            mount.volume_nocopy = Some(b.bool("nocopy")?);
+            mount.subpath = b.string("subpath")?;
         }
-        Ok(VolumeMount {
-            kind,
-            source: match kind {
-                MountKind::Bind => self.resolve_path(&source).display().to_string(),
-                MountKind::Volume => source,
-            },
-            target,
-            read_only: s.bool("read_only")?,
-            bind,
-            volume_nocopy,
-        })
+        if let Some(v) = s.get("tmpfs") {
+            let t = Section::new(v, &s.path("tmpfs"))?;
+            t.only(&["size", "mode"], HINT)?;
+            if kind != MountKind::Tmpfs {
+                return Err(invalid(
+                    &s.path("tmpfs"),
+                    "only a tmpfs mount takes `tmpfs` options",
+                ));
+            }
+            mount.tmpfs_size = t
+                .get("size")
+                .map(|v| bytes(v, &t.path("size")))
+                .transpose()?
+                .filter(|n| *n != 0);
+            mount.tmpfs_mode = t
+                .get("mode")
+                .map(|v| {
+                    integer(v, &t.path("mode")).and_then(|n| {
+                        u32::try_from(n)
+                            .map_err(|_| invalid(&t.path("mode"), "expected a file mode"))
+                    })
+                })
+                .transpose()?
+                .filter(|n| *n != 0);
+        }
+        Ok(mount)
     }
 }
 

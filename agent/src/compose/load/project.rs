@@ -6,17 +6,39 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-use super::section::Section;
+use super::section::{as_sequence, Section};
 use super::{invalid, Ctx, LoadError, HINT};
 use crate::compose::model::*;
 
 impl Ctx<'_> {
     pub(super) fn project_from(&self, root: &Value) -> Result<Project, LoadError> {
         let top = Section::new(root, "")?;
+        if top.get("include").is_some() {
+            return Err(LoadError::Unsupported {
+                key: "include".into(),
+                at: "include".into(),
+                hint: "the agent loads one file; paste the included services into it",
+            });
+        }
         top.only(
-            &["version", "name", "services", "volumes", "networks"],
+            &[
+                "version", "name", "services", "volumes", "networks", "secrets", "configs",
+            ],
             HINT,
         )?;
+        let mut secrets = BTreeMap::new();
+        let mut configs = BTreeMap::new();
+        for (section_key, target) in [("secrets", &mut secrets), ("configs", &mut configs)] {
+            if let Some(v) = top.get(section_key) {
+                let section = Section::new(v, section_key)?;
+                for (key, value) in &section.entries {
+                    target.insert(
+                        key.clone(),
+                        self.file_object(section_key, key, value, &section.path(key))?,
+                    );
+                }
+            }
+        }
         if top.get("version").is_some() {
             log::warn!(stage = "compose"; "the top-level `version` key is obsolete and ignored");
         }
@@ -47,8 +69,28 @@ impl Ctx<'_> {
             .ok_or_else(|| invalid("services", "the file defines no services"))?;
         let section = Section::new(services_value, "services")?;
         let mut services = Vec::new();
+        let active: Vec<&str> = self
+            .environment
+            .get("COMPOSE_PROFILES")
+            .map(|p| {
+                p.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
         for (name, value) in &section.entries {
-            services.push(self.service(name, value, &section.path(name))?);
+            let service = self.service(name, value, &section.path(name))?;
+            // A service with profiles runs only when one of them is active
+            // (`COMPOSE_PROFILES` in `.env` or the agent's variables).
+            let profiles = service.option_strings("profiles");
+            if profiles.is_empty()
+                || profiles
+                    .iter()
+                    .any(|p| active.contains(&p.as_str()) || active.contains(&"*"))
+            {
+                services.push(service);
+            }
         }
         if services.is_empty() {
             return Err(invalid("services", "the file defines no services"));
@@ -77,6 +119,18 @@ impl Ctx<'_> {
                     ));
                 }
             }
+            for (key, defined) in [("secrets", &secrets), ("configs", &configs)] {
+                if let Some(refs) = service.options.get(key).and_then(|v| v.as_array()) {
+                    for source in refs.iter().filter_map(|r| r.get("source")?.as_str()) {
+                        if !defined.contains_key(source) {
+                            return Err(invalid(
+                                &format!("services.{}.{key}", service.name),
+                                format!("refers to undefined {key} entry {source:?}; declare it under top-level `{key}`"),
+                            ));
+                        }
+                    }
+                }
+            }
             for network in service.networks.iter().flat_map(|n| n.keys()) {
                 if network == "default" {
                     uses_default = true;
@@ -99,6 +153,8 @@ impl Ctx<'_> {
                     attachable: false,
                     labels: BTreeMap::new(),
                     external: false,
+                    enable_ipv6: None,
+                    ipam: serde_json::json!({}),
                 },
             );
         }
@@ -109,6 +165,8 @@ impl Ctx<'_> {
             services,
             volumes,
             networks,
+            secrets,
+            configs,
             dependency_wait: Duration::from_secs(300),
         };
         crate::compose::plan::dependency_order(&project)
@@ -163,6 +221,8 @@ impl Ctx<'_> {
             attachable: false,
             labels: BTreeMap::new(),
             external: false,
+            enable_ipv6: None,
+            ipam: serde_json::json!({}),
         };
         if value.is_null() {
             return Ok(def);
@@ -170,6 +230,8 @@ impl Ctx<'_> {
         let s = Section::new(value, at)?;
         s.only(
             &[
+                "enable_ipv6",
+                "ipam",
                 "name",
                 "driver",
                 "driver_opts",
@@ -191,6 +253,98 @@ impl Ctx<'_> {
         def.labels = s.string_map("labels")?;
         def.internal = s.bool("internal")?;
         def.attachable = s.bool("attachable")?;
+        def.enable_ipv6 = s.opt_bool("enable_ipv6")?;
+        if let Some(v) = s.get("ipam") {
+            def.ipam = ipam(v, &s.path("ipam"))?;
+        }
         Ok(def)
     }
+
+    /// A top-level secret or config.
+    fn file_object(
+        &self,
+        section: &str,
+        key: &str,
+        value: &Value,
+        at: &str,
+    ) -> Result<FileObject, LoadError> {
+        let s = Section::new(value, at)?;
+        s.only(
+            &["name", "file", "environment", "content", "external"],
+            HINT,
+        )?;
+        if s.bool("external")? {
+            return Err(LoadError::Unsupported {
+                key: "external".into(),
+                at: s.path("external"),
+                hint: "external secrets and configs need Swarm; use `file:` instead",
+            });
+        }
+        let name = s
+            .string("name")?
+            .unwrap_or_else(|| format!("{}_{key}", self.project));
+        let source = match (
+            s.string("file")?,
+            s.string("environment")?,
+            s.get("content"),
+        ) {
+            (Some(file), None, None) => FileSource::File(self.resolve_path(&file)),
+            (None, Some(variable), None) => FileSource::Environment(variable),
+            (None, None, Some(_)) if section == "configs" => FileSource::Content,
+            _ => {
+                return Err(invalid(
+                    at,
+                    "set exactly one of `file` or `environment` (configs may use `content`)",
+                ))
+            }
+        };
+        if let FileSource::Environment(_) | FileSource::Content = source {
+            return Err(LoadError::Unsupported {
+                key: if matches!(source, FileSource::Content) {
+                    "content"
+                } else {
+                    "environment"
+                }
+                .into(),
+                at: at.to_owned(),
+                hint: "only file-backed secrets and configs are implemented; use `file:`",
+            });
+        }
+        Ok(FileObject { name, source })
+    }
+}
+
+/// `ipam` in compose-go's JSON form: `driver`, then `config` entries with
+/// `subnet`, `ip_range`, `gateway`, `aux_addresses`, then `options`.
+fn ipam(value: &Value, at: &str) -> Result<serde_json::Value, LoadError> {
+    let s = Section::new(value, at)?;
+    s.only(&["driver", "config", "options"], HINT)?;
+    let mut o = serde_json::Map::new();
+    if let Some(d) = s.string("driver")? {
+        o.insert("driver".into(), serde_json::json!(d));
+    }
+    if let Some(c) = s.get("config") {
+        let mut list = Vec::new();
+        for (i, item) in as_sequence(c, &s.path("config"))?.iter().enumerate() {
+            let p = Section::new(item, &format!("{}[{i}]", s.path("config")))?;
+            p.only(&["subnet", "ip_range", "gateway", "aux_addresses"], HINT)?;
+            let mut e = serde_json::Map::new();
+            for key in ["subnet", "ip_range", "gateway"] {
+                if let Some(v) = p.string(key)? {
+                    e.insert(key.into(), serde_json::json!(v));
+                }
+            }
+            let aux = p.string_map("aux_addresses")?;
+            if !aux.is_empty() {
+                e.insert("aux_addresses".into(), serde_json::json!(aux));
+            }
+            list.push(serde_json::Value::Object(e));
+        }
+        o.insert("config".into(), serde_json::Value::Array(list));
+    }
+    let options = s.string_map("options")?;
+    if !options.is_empty() {
+        o.insert("options".into(), serde_json::json!(options));
+    }
+    Ok(serde_json::Value::Object(o))
 }

@@ -46,6 +46,13 @@ impl<'a> Section<'a> {
     pub(super) fn only(&self, known: &[&str], hint: &'static str) -> Result<(), LoadError> {
         for (key, _) in &self.entries {
             if !known.contains(&key.as_str()) {
+                if let Some(suggestion) = did_you_mean(key, known) {
+                    return Err(LoadError::Misspelled {
+                        key: key.clone(),
+                        at: self.path(key),
+                        suggestion: suggestion.to_owned(),
+                    });
+                }
                 return Err(LoadError::Unsupported {
                     key: key.clone(),
                     at: self.path(key),
@@ -74,8 +81,18 @@ impl<'a> Section<'a> {
         match self.get(key) {
             None => Ok(false),
             Some(Value::Bool(b)) => Ok(*b),
-            Some(Value::String(s)) if s == "true" || s == "false" => Ok(s == "true"),
+            Some(Value::String(s)) => parse_bool(s)
+                .ok_or_else(|| invalid(&self.path(key), format!("{s:?}: expected true or false"))),
             Some(_) => Err(invalid(&self.path(key), "expected true or false")),
+        }
+    }
+
+    /// `Some(flag)` when the key is present: compose-go keeps an explicit
+    /// `false` for pointer fields (`init`, `attach`).
+    pub(super) fn opt_bool(&self, key: &str) -> Result<Option<bool>, LoadError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(_) => self.bool(key).map(Some),
         }
     }
 
@@ -169,4 +186,36 @@ pub(super) fn key_value_map(
         _ => return Err(invalid(at, "expected a mapping or a list of key=value")),
     }
     Ok(out)
+}
+
+/// compose-go's boolean coercion after interpolation (YAML 1.1 words).
+pub(super) fn parse_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "y" | "yes" | "on" => Some(true),
+        "false" | "n" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The known key one edit (insert, delete, replace, swap) away from `key`.
+pub(super) fn did_you_mean<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
+    known.iter().copied().find(|k| within_one_edit(key, k))
+}
+
+fn within_one_edit(a: &str, b: &str) -> bool {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    if a == b {
+        return false;
+    }
+    let prefix = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let suffix = a[prefix..]
+        .iter()
+        .rev()
+        .zip(b[prefix..].iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    let (ra, rb) = (a.len() - prefix - suffix, b.len() - prefix - suffix);
+    let swapped = ra == 2 && rb == 2 && a[prefix] == b[prefix + 1] && a[prefix + 1] == b[prefix];
+    (ra <= 1 && rb <= 1) || swapped
 }

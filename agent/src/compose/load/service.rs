@@ -8,6 +8,7 @@ use serde_yaml_ng::Value;
 
 use super::gosyntax::shell_split;
 use super::mounts::normalize;
+use super::options::{deploy, option_keys, read_options};
 use super::ports::ports;
 use super::section::{as_sequence, key_text, scalar_string, Section};
 use super::{invalid, join_path, Ctx, LoadError, HINT, SERVICE_KEYS};
@@ -26,7 +27,8 @@ impl Ctx<'_> {
         at: &str,
     ) -> Result<Service, LoadError> {
         let s = Section::new(value, at)?;
-        s.only(SERVICE_KEYS, HINT)?;
+        let known: Vec<&str> = SERVICE_KEYS.iter().copied().chain(option_keys()).collect();
+        s.only(&known, HINT)?;
         let image = s
             .string("image")?
             .filter(|i| !i.is_empty())
@@ -55,7 +57,57 @@ impl Ctx<'_> {
             (Some(v), None) => Some(self.service_networks(v, &s.path("networks"))?),
         };
 
+        let mut options = read_options(&s)?;
+        let (mut replicas, mut update_order) = (None, UpdateOrder::StopFirst);
+        if let Some(v) = s.get("deploy") {
+            let (json, r, order) = deploy(v, &s.path("deploy"))?;
+            options.insert("deploy".into(), json);
+            (replicas, update_order) = (r, order);
+        }
+        for key in ["secrets", "configs"] {
+            if let Some(v) = s.get(key) {
+                let refs = file_references(key, v, &s.path(key))?;
+                if !refs.is_empty() {
+                    options.insert(key.into(), serde_json::Value::Array(refs));
+                }
+            }
+        }
+        if let Some(p) = s.get("profiles") {
+            let profiles: Vec<String> = as_sequence(p, &s.path("profiles"))?
+                .iter()
+                .map(|x| scalar_string(x, &s.path("profiles")))
+                .collect::<Result<_, _>>()?;
+            options.insert("profiles".into(), serde_json::json!(profiles));
+        }
+        let container_name = s.string("container_name")?.filter(|n| !n.is_empty());
+        let ports = match s.get("ports") {
+            None => Vec::new(),
+            Some(v) => ports(v, &s.path("ports"))?,
+        };
+        if update_order == UpdateOrder::StartFirst {
+            // Old and new containers run side by side for a moment.
+            let reason = if container_name.is_some() {
+                Some("`container_name` (two containers cannot share one name)")
+            } else if ports.iter().any(|p| p.published.is_some()) {
+                Some("published host ports (two containers cannot bind the same host port)")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(invalid(
+                    &format!("{}.update_config.order", s.path("deploy")),
+                    format!(
+                        "start-first cannot be used with {reason}; use stop-first or remove it"
+                    ),
+                ));
+            }
+        }
+
         Ok(Service {
+            container_name,
+            update_order,
+            replicas,
+            options,
             name: name.to_owned(),
             image,
             command: self.command(s.get("command"), &s.path("command"))?,
@@ -76,10 +128,7 @@ impl Ctx<'_> {
                 .transpose()?,
             networks,
             network_mode,
-            ports: match s.get("ports") {
-                None => Vec::new(),
-                Some(v) => ports(v, &s.path("ports"))?,
-            },
+            ports,
             restart: s
                 .string("restart")?
                 .map(|r| validate_restart(&r, &s.path("restart")).map(|()| r))
@@ -227,7 +276,7 @@ impl Ctx<'_> {
                         None
                     } else {
                         let s = Section::new(v, &join_path(at, &key))?;
-                        s.only(&["aliases"], HINT)?;
+                        s.only(&["aliases", "ipv4_address", "ipv6_address"], HINT)?;
                         let aliases = match s.get("aliases") {
                             None => Vec::new(),
                             Some(a) => as_sequence(a, &s.path("aliases"))?
@@ -235,7 +284,11 @@ impl Ctx<'_> {
                                 .map(|x| scalar_string(x, &s.path("aliases")))
                                 .collect::<Result<_, _>>()?,
                         };
-                        Some(ServiceNetwork { aliases })
+                        Some(ServiceNetwork {
+                            aliases,
+                            ipv4_address: s.string("ipv4_address")?,
+                            ipv6_address: s.string("ipv6_address")?,
+                        })
                     };
                     out.insert(key, config);
                 }
@@ -411,6 +464,60 @@ pub(super) fn depends_on(
             }
         }
         _ => return Err(invalid(at, "expected a list or a mapping of services")),
+    }
+    Ok(out)
+}
+
+/// A service's `secrets` or `configs` list, normalized as compose-go does:
+/// a secret's target defaults to `/run/secrets/<source>` (a relative target
+/// goes under `/run/secrets/`); a config's target is left as written.
+pub(super) fn file_references(
+    key: &str,
+    value: &Value,
+    at: &str,
+) -> Result<Vec<serde_json::Value>, LoadError> {
+    let mut out = Vec::new();
+    for (i, item) in as_sequence(value, at)?.iter().enumerate() {
+        let item_at = format!("{at}[{i}]");
+        let mut o = serde_json::Map::new();
+        let (source, target) = match item {
+            Value::Mapping(_) => {
+                let r = Section::new(item, &item_at)?;
+                r.only(&["source", "target", "uid", "gid", "mode"], HINT)?;
+                let source = r
+                    .string("source")?
+                    .ok_or_else(|| invalid(&item_at, "`source` is required"))?;
+                (source, r.string("target")?)
+            }
+            _ => (scalar_string(item, &item_at)?, None),
+        };
+        let target = match (key, target) {
+            ("secrets", None) => Some(format!("/run/secrets/{source}")),
+            ("secrets", Some(t)) if !t.starts_with('/') => Some(format!("/run/secrets/{t}")),
+            (_, t) => t,
+        };
+        o.insert("source".into(), serde_json::json!(source));
+        if let Some(t) = target {
+            o.insert("target".into(), serde_json::json!(t));
+        }
+        if let Value::Mapping(_) = item {
+            let r = Section::new(item, &item_at)?;
+            for k in ["uid", "gid"] {
+                if let Some(v) = r.string(k)? {
+                    o.insert(k.into(), serde_json::json!(v));
+                }
+            }
+            if let Some(v) = r.get("mode") {
+                let mode = match v {
+                    Value::String(text) => u32::from_str_radix(text.trim_start_matches("0o"), 8)
+                        .map_err(|_| invalid(&r.path("mode"), "expected an octal file mode"))?,
+                    _ => u32::try_from(super::options::integer(v, &r.path("mode"))?)
+                        .map_err(|_| invalid(&r.path("mode"), "expected a file mode"))?,
+                };
+                o.insert("mode".into(), serde_json::json!(format!("0{mode:o}")));
+            }
+        }
+        out.push(serde_json::Value::Object(o));
     }
     Ok(out)
 }

@@ -125,7 +125,8 @@ networks:
     assert_eq!(
         networks.get("back"),
         Some(&Some(ServiceNetwork {
-            aliases: vec!["api-alias".into()]
+            aliases: vec!["api-alias".into()],
+            ..Default::default()
         }))
     );
     assert_eq!(
@@ -183,19 +184,19 @@ fn an_unsupported_key_is_an_error_naming_key_and_path() {
     let cases = [
             (
                 "services:\n  api:\n    image: x\n    deploy:\n      replicas: 2\n",
-                "deploy",
-                "services.api.deploy",
+                "replicas: 2",
+                "services.api.deploy.replicas",
             ),
-            ("services:\n  api:\n    image: x\nsecrets: {}\n", "secrets", "secrets"),
+            ("include: [other.yaml]\nservices:\n  api:\n    image: x\n", "include", "include"),
             (
                 "services:\n  api:\n    image: x\n    healthcheck:\n      test: [CMD, 'true']\n      bogus: 1\n",
                 "bogus",
                 "services.api.healthcheck.bogus",
             ),
             (
-                "services:\n  api:\n    image: x\nvolumes:\n  data:\n    driver_opt: {}\n",
-                "driver_opt",
-                "volumes.data.driver_opt",
+                "services:\n  api:\n    image: x\nvolumes:\n  data:\n    cluster: {}\n",
+                "cluster",
+                "volumes.data.cluster",
             ),
             (
                 "services:\n  api:\n    image: x\n    build: .\n",
@@ -353,7 +354,7 @@ fn bad_values_are_errors_with_their_path() {
             "services.a.ports[0]",
         ),
         (
-            "services:\n  a:\n    image: x\n    volumes: ['/x:/y:z']\n",
+            "services:\n  a:\n    image: x\n    volumes: ['/x:/y:bogus']\n",
             "services.a.volumes[0]",
         ),
     ] {
@@ -421,4 +422,80 @@ fn project_names_follow_compose_rules() {
     assert!(load(&path, "Wavemap", &BTreeMap::new()).is_err());
     assert!(load(&path, "-x", &BTreeMap::new()).is_err());
     assert!(load(&path, "wavemap-dev_1", &BTreeMap::new()).is_ok());
+}
+
+#[test]
+fn a_key_one_edit_from_a_known_key_gets_a_suggestion() {
+    for (text, key, suggestion) in [
+        (
+            "services:\n  api:\n    image: x\n    enviroment: {A: b}\n",
+            "enviroment",
+            "environment",
+        ),
+        (
+            "services:\n  api:\n    image: x\n    contianer_name: y\n",
+            "contianer_name",
+            "container_name",
+        ),
+        (
+            "services:\n  api:\n    image: x\nvolumes:\n  data:\n    driver_opt: {}\n",
+            "driver_opt",
+            "driver_opts",
+        ),
+    ] {
+        let message = load_text(text).unwrap_err().to_string();
+        assert!(
+            message.contains(&format!("unknown key `{key}`"))
+                && message.contains(&format!("did you mean `{suggestion}`?")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn update_order_reads_stop_first_by_default_and_start_first_when_asked() {
+    let project = load_text(
+        "services:\n  a:\n    image: x\n  b:\n    image: x\n    deploy:\n      update_config:\n        order: start-first\n    ports: ['80']\n  c:\n    image: x\n    deploy:\n      update_config: {order: stop-first}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        project.service("a").unwrap().update_order,
+        UpdateOrder::StopFirst
+    );
+    assert_eq!(
+        project.service("b").unwrap().update_order,
+        UpdateOrder::StartFirst
+    );
+    assert_eq!(
+        project.service("c").unwrap().update_order,
+        UpdateOrder::StopFirst
+    );
+    let bad = load_text(
+        "services:\n  a:\n    image: x\n    deploy:\n      update_config: {order: sideways}\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        bad.contains("services.a.deploy.update_config.order"),
+        "{bad}"
+    );
+}
+
+#[test]
+fn start_first_refuses_a_fixed_host_port_or_container_name() {
+    for (extra, reason) in [
+        ("    ports: ['8080:80']\n", "published host ports"),
+        ("    container_name: fixed\n", "`container_name`"),
+    ] {
+        let text = format!(
+            "services:\n  a:\n    image: x\n    deploy:\n      update_config:\n        order: start-first\n{extra}"
+        );
+        let message = load_text(&text).unwrap_err().to_string();
+        assert!(
+            message.contains("services.a.deploy.update_config.order")
+                && message.contains("start-first")
+                && message.contains(reason),
+            "{message}"
+        );
+    }
 }
