@@ -4,10 +4,11 @@
 //! **stop-first** (Compose's default, and what `docker compose up` does):
 //! the new container is created under a temporary name (`<old id>_<name>`,
 //! Compose's own scheme) while the old one still serves, so a create that
-//! fails changes nothing; then the old one is stopped and removed, and the
-//! new one is started at once and renamed. The service is down from the old
-//! container's stop to the new one's start, the shortest a published host
-//! port or a fixed `container_name` allows (two containers cannot hold one).
+//! fails changes nothing; then the old one is stopped, the new one started
+//! at once, the old one removed and the new one renamed. The service is
+//! down from the old container's stop to the new one's start, the shortest
+//! a published host port or a fixed `container_name` allows (two running
+//! containers cannot hold one).
 //!
 //! **start-first**: the new container is created and started under the
 //! temporary name with the service's network aliases, next to the old one,
@@ -34,7 +35,7 @@ use bollard::Docker;
 
 use super::converge::{create, grace_seconds, remove, start, stop};
 use super::health::{wait_for, Target};
-use super::model::{Project, Service};
+use super::model::{Project, Service, UpdateOrder};
 use super::plan::{docker_error, Existing};
 use crate::error::Error;
 use crate::testpoint::pause;
@@ -46,20 +47,6 @@ const STAGE: &str = "converge";
 /// before it gets SIGTERM. New requests already go to the new container.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
-/// `deploy.update_config.order`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    StopFirst,
-    StartFirst,
-}
-
-/// The order the service asks for.
-///
-/// Stand-in until the service model carries the parsed key: stop-first.
-fn order(_service: &Service) -> Order {
-    Order::StopFirst
-}
-
 /// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
 fn temporary_name(old: &Existing, name: &str) -> String {
     let short: String = old.id.chars().take(12).collect();
@@ -67,7 +54,8 @@ fn temporary_name(old: &Existing, name: &str) -> String {
 }
 
 /// Replace `old` by a new container of `service` named `name`, in the
-/// service's order. Returns the new container's id.
+/// service's `deploy.update_config.order` (the loader refuses start-first
+/// for a service with host ports or a `container_name`). Returns the new container's id.
 pub(super) async fn replace(
     docker: &Docker,
     project: &Project,
@@ -76,9 +64,9 @@ pub(super) async fn replace(
     old: &Existing,
     name: &str,
 ) -> Result<String, Error> {
-    match order(service) {
-        Order::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
-        Order::StartFirst => start_first(docker, project, service, image_id, old, name).await,
+    match service.update_order {
+        UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
+        UpdateOrder::StartFirst => start_first(docker, project, service, image_id, old, name).await,
     }
 }
 
@@ -95,11 +83,13 @@ async fn stop_first(
     pause("stop-first:created");
     stop(docker, &old.id, grace_seconds(service)).await?;
     pause("stop-first:stopped");
-    remove(docker, &old.id).await?;
-    pause("stop-first:removed");
-    // Start before the rename: the rename is not on the path to serving.
+    // A stopped container holds no port and no DNS entry: start the new
+    // one now; removing the old one and the rename are not on the path to
+    // serving.
     start(docker, &id).await?;
     pause("stop-first:started");
+    remove(docker, &old.id).await?;
+    pause("stop-first:removed");
     rename(docker, &id, &temporary, name).await?;
     pause("stop-first:renamed");
     Ok(id)
