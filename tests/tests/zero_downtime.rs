@@ -90,6 +90,8 @@ struct Seen {
     requests: u64,
     failures: u64,
     longest_gap_ms: u64,
+    /// When the longest gap ended, in ms from the probe's start.
+    longest_gap_end_ms: u64,
     samples: Vec<String>,
 }
 
@@ -154,6 +156,7 @@ impl Probe {
                     requests: n("requests"),
                     failures: n("failures"),
                     longest_gap_ms: n("longest_gap_ms"),
+                    longest_gap_end_ms: n("longest_gap_end_ms"),
                     samples: v["failure_samples"]
                         .as_array()
                         .map(|a| {
@@ -222,6 +225,19 @@ impl Events {
 
     fn all(&self) -> Vec<(i64, String, String, String)> {
         self.0.lock().expect("events").clone()
+    }
+
+    /// `service:action@+ms` for every event from `since_ns`, for the report.
+    fn timeline(&self, since_ns: i64) -> String {
+        self.all()
+            .into_iter()
+            .filter(|(t, a, _, _)| *t >= since_ns && !a.starts_with("exec_"))
+            .map(|(t, a, id, s)| {
+                let short: String = id.chars().take(6).collect();
+                format!("{s}/{short}:{a}@+{}", (t - since_ns) / 1_000_000)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     /// The engine's own measure of a stop-first replacement of `service`
@@ -308,10 +324,11 @@ fn assert_one_container_per_service(project: &str, context: &str) {
 
 fn describe(seen: &Seen) -> String {
     format!(
-        "{} requests, {} failed, longest gap {} ms{}",
+        "{} requests, {} failed, longest gap {} ms (ended at +{} ms){}",
         seen.requests,
         seen.failures,
         seen.longest_gap_ms,
+        seen.longest_gap_end_ms,
         if seen.samples.is_empty() {
             String::new()
         } else {
@@ -394,11 +411,12 @@ async fn start_first_flip_and_rollback_keep_the_api_serving() {
         // (the probe's stop took longer than that).
         let bound = events.die_to_healthy_ms("frontend", since);
         report.push_str(&format!(
-            "{label} ({} ms): api {}; frontend {}; frontend die->healthy {:?} ms\n",
+            "{label} ({} ms): api {}; frontend {}; frontend die->healthy {:?} ms\n  engine events from the probe's start: {}\n",
             took.as_millis(),
             describe(&seen[API_URL]),
             describe(&seen[FRONTEND_URL]),
-            bound
+            bound,
+            events.timeline(since)
         ));
         flips.push((label, seen, bound));
     }

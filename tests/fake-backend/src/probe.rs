@@ -171,6 +171,8 @@ struct Tally {
     /// Longest time without a successful response: between two successes,
     /// or from the start to the first one, or from the last one to the end.
     longest_gap: Duration,
+    /// When the longest gap ended, from the start.
+    longest_gap_end: Duration,
     last_success: Option<Instant>,
     samples: Vec<String>,
 }
@@ -180,8 +182,7 @@ impl Tally {
         self.requests += 1;
         match result {
             Ok(()) => {
-                let since = at - self.last_success.unwrap_or(started);
-                self.longest_gap = self.longest_gap.max(since);
+                self.gap_until(started, at);
                 self.last_success = Some(at);
             }
             Err(why) => {
@@ -194,9 +195,16 @@ impl Tally {
         }
     }
 
+    fn gap_until(&mut self, started: Instant, at: Instant) {
+        let since = at - self.last_success.unwrap_or(started);
+        if since > self.longest_gap {
+            self.longest_gap = since;
+            self.longest_gap_end = at - started;
+        }
+    }
+
     fn finish(&mut self, started: Instant, end: Instant) {
-        let since = end - self.last_success.unwrap_or(started);
-        self.longest_gap = self.longest_gap.max(since);
+        self.gap_until(started, end);
     }
 
     fn json(&self, url: &str, interval: Duration, elapsed: Duration) -> String {
@@ -207,6 +215,7 @@ impl Tally {
             "requests": self.requests,
             "failures": self.failures,
             "longest_gap_ms": self.longest_gap.as_millis() as u64,
+            "longest_gap_end_ms": self.longest_gap_end.as_millis() as u64,
             "failure_samples": self.samples,
         })
         .to_string()
@@ -345,6 +354,7 @@ mod tests {
         assert_eq!(tally.requests, 5);
         assert_eq!(tally.failures, 2);
         assert_eq!(tally.longest_gap, Duration::from_millis(150));
+        assert_eq!(tally.longest_gap_end, Duration::from_millis(160));
         assert_eq!(tally.samples, vec!["+60ms refused", "+110ms refused"]);
 
         // Never answered: the whole run is the gap.
