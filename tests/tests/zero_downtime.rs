@@ -473,8 +473,10 @@ async fn start_first_flip_and_rollback_keep_the_api_serving() {
     );
 }
 
-/// The points of a start-first replacement, in order (agent/src/compose/replace.rs).
-const START_FIRST_POINTS: [&str; 7] = [
+/// The points of a replacement, in order (agent/src/compose/replace.rs):
+/// the API's start-first steps, then the frontend's stop-first ones (the
+/// frontend is replaced after the API, so the API serves at all of them).
+const REPLACE_POINTS: [&str; 12] = [
     "start-first:created",
     "start-first:started",
     "start-first:healthy",
@@ -482,10 +484,15 @@ const START_FIRST_POINTS: [&str; 7] = [
     "start-first:stopped",
     "start-first:removed",
     "start-first:renamed",
+    "stop-first:created",
+    "stop-first:stopped",
+    "stop-first:started",
+    "stop-first:removed",
+    "stop-first:renamed",
 ];
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_at_every_start_first_step_keeps_the_api_served_and_the_rerun_converges() {
+async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_converges() {
     let s = stack();
     let td = TestDir::new("zerodt-crash");
     let project = RuntimeProject::new(&td).await;
@@ -507,7 +514,7 @@ async fn sigkill_at_every_start_first_step_keeps_the_api_served_and_the_rerun_co
 
     let mut report = String::new();
     let mut recovered = 0;
-    for point in START_FIRST_POINTS {
+    for point in REPLACE_POINTS {
         run_ok(&td, &deploy_a, "deploy A");
         let _ = std::fs::remove_file(&pause_file);
         let mut child = td
@@ -569,10 +576,10 @@ async fn sigkill_at_every_start_first_step_keeps_the_api_served_and_the_rerun_co
         ));
     }
     eprintln!(
-        "start-first crash points: {recovered} of {} recovered\n{report}",
-        START_FIRST_POINTS.len()
+        "replacement crash points: {recovered} of {} recovered\n{report}",
+        REPLACE_POINTS.len()
     );
-    assert_eq!(recovered, START_FIRST_POINTS.len());
+    assert_eq!(recovered, REPLACE_POINTS.len());
 }
 
 #[tokio::test(flavor = "multi_thread")]
