@@ -182,7 +182,10 @@ impl Drop for Probe {
 /// Container events of one project: (engine time in ns, action, container
 /// id, service), collected in the background from now on.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(i64, String, String, String)>>>);
+struct Events(Arc<Mutex<Vec<Event>>>);
+
+/// (engine time in ns, action, container id, service)
+type Event = (i64, String, String, String);
 
 impl Events {
     async fn follow(project: &str) -> Events {
@@ -223,7 +226,7 @@ impl Events {
         events
     }
 
-    fn all(&self) -> Vec<(i64, String, String, String)> {
+    fn all(&self) -> Vec<Event> {
         self.0.lock().expect("events").clone()
     }
 
