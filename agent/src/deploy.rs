@@ -124,6 +124,7 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+        crate::testpoint::pause(Stage::State.name());
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
@@ -186,6 +187,7 @@ async fn run_stages(
     checked?;
 
     // env-render
+    crate::testpoint::pause(Stage::EnvRender.name());
     let started = Instant::now();
     log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
     match crate::envrender::render_env(config, options.execute).await {
@@ -207,6 +209,7 @@ async fn run_stages(
         .map_err(|e| (Stage::Pull, e))?;
 
     // ecr-login + pull, only for images not present (tags are immutable).
+    crate::testpoint::pause(Stage::EcrLogin.name());
     let started = Instant::now();
     let mut missing = Vec::new();
     for image in [&backend, &frontend] {
@@ -238,6 +241,7 @@ async fn run_stages(
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
 
+    crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();
     if options.execute && !missing.is_empty() {
         let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
@@ -272,6 +276,7 @@ async fn run_stages(
         .push((Stage::Pull.name().into(), ms(started)));
 
     // converge
+    crate::testpoint::pause(Stage::Converge.name());
     let started = Instant::now();
     if options.execute {
         write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
@@ -326,7 +331,12 @@ async fn run_stages(
     }
     compose::converge(&docker, &project, &plan)
         .await
-        .map_err(|e| (Stage::Converge, e))?;
+        .map_err(|e| match &e {
+            // A start-first replacement that never got healthy: the old
+            // container still serves, and the deploy failed at health.
+            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            _ => (Stage::Converge, e),
+        })?;
     check_running_images(&docker, config, release)
         .await
         .map_err(|e| (Stage::Converge, e))?;
@@ -335,6 +345,7 @@ async fn run_stages(
         .push((Stage::Converge.name().into(), ms(started)));
 
     // health
+    crate::testpoint::pause(Stage::Health.name());
     let started = Instant::now();
     log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
     let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())

@@ -41,6 +41,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
+        crate::testpoint::pause(&format!("write:{file_name}"));
         std::fs::rename(&temp, path)?;
         sync_dir(&dir)
     })();

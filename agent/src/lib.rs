@@ -35,6 +35,7 @@
 //! - [`docker`]: connecting to the Engine (bounded wait, version negotiation).
 //! - [`compose`]: load a compose file, plan, converge, wait for health.
 //! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
+//! - [`testpoint`]: pause points the crash test kills at (debug builds only).
 
 pub mod aws;
 pub mod cli;
@@ -59,3 +60,4 @@ pub mod registry;
 pub mod release;
 pub mod ssm;
 pub mod status;
+pub mod testpoint;

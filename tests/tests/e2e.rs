@@ -13,3 +13,4 @@ mod runtime;
 mod runtime_env;
 mod secrets;
 mod ssm_documents;
+mod zero_downtime;

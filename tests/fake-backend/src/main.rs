@@ -10,6 +10,8 @@
 //! - `http`: the tiny HTTP/1.1 responder behind `serve` (`/health`, `/ready`).
 //! - `migrate`: Drizzle 0.x node-postgres migrator semantics.
 //! - `jobs`: the seeds and the media discrepancy report.
+//! - `probe`: availability of services during a deploy, from the project
+//!   network (the zero-downtime tests).
 //!
 //! Knobs for tests are environment variables (see README.md); none of them is
 //! needed in normal use.
@@ -17,10 +19,11 @@
 mod http;
 mod jobs;
 mod migrate;
+mod probe;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: fake-backend <serve|migrate|seed-base|seed-dev|media-report>";
+const USAGE: &str = "usage: fake-backend <serve|migrate|seed-base|seed-dev|media-report|probe>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,7 +43,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if command != "serve" {
+        if command != "serve" && command != "probe" {
             jobs::maybe_sleep_and_print_env().await;
         }
         match command.as_str() {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
             "seed-base" => jobs::seed_base().await,
             "seed-dev" => jobs::seed_dev().await,
             "media-report" => jobs::media_report().await,
+            "probe" => probe::run(&args[1..]).await,
             "--help" | "-h" | "help" => {
                 println!("{USAGE}");
                 Ok(())
