@@ -124,6 +124,16 @@ fn config_check(inv: &mut Invocation<'_>) -> Result<()> {
     eprint!("{}", inv.config.to_toml());
     inv.report
         .marker("WAVEMAP_CONFIG_PATH", inv.config_path.display());
+    // The contract file is configuration too: a broken one is exit 2 here,
+    // before a deploy trips over it.
+    let contract = crate::ssm::Contract::load(inv.config)?;
+    inv.report.marker(
+        "WAVEMAP_CONFIG_CONTRACT_FILE",
+        match &contract.contract_file {
+            Some(_) => format!("loaded ({} entries)", contract.from_file_count()),
+            None => "absent".to_owned(),
+        },
+    );
     inv.report.marker("WAVEMAP_CONFIG_VALID", "true");
     Ok(())
 }
