@@ -760,6 +760,104 @@ variable = "PUBLIC_API_KEY"
         assert!(text.contains("17 bytes"), "{text}");
     }
 
+    fn with_file(toml: &str, json: Option<&str>) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime-contract.json");
+        if let Some(json) = json {
+            std::fs::write(&file, json).unwrap();
+        }
+        let text = format!(
+            "[runtime]\nparameter_prefix = \"/app/dev/\"\ncontract_file = {file:?}\n{toml}"
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn a_missing_contract_file_is_the_config_alone() {
+        let (_dir, config) = with_file(
+            "[[runtime.parameters]]\nname = \"backend/A\"\ntype = \"String\"\n",
+            None,
+        );
+        let c = Contract::load(&config).unwrap();
+        assert_eq!(c.contract_file, None);
+        assert_eq!(c.declared.len(), 1);
+        assert_eq!(c.declared[0].origin, Origin::Config);
+    }
+
+    #[test]
+    fn the_contract_file_merges_with_the_config() {
+        let json = r#"{"schemaVersion": 1, "parameters": [
+            {"name": "/app/dev/backend/DATABASE_URL", "type": "SecureString"},
+            {"name": "backend/LOG_LEVEL", "type": "String", "required": true},
+            {"name": "shared/KEY", "type": "SecureString", "group": "frontend", "variable": "PUBLIC_KEY"}
+        ]}"#;
+        let toml = "[[runtime.parameters]]\nname = \"backend/LOG_LEVEL\"\ntype = \"String\"\nrequired = false\n\
+                    [[runtime.parameters]]\nname = \"postgres/EXTRA\"\ntype = \"String\"\n";
+        let (_dir, config) = with_file(toml, Some(json));
+        let c = Contract::load(&config).unwrap();
+        let got: Vec<(&str, Origin, bool)> = c
+            .declared
+            .iter()
+            .map(|d| (d.name.as_str(), d.origin, d.required))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/app/dev/backend/DATABASE_URL", Origin::ContractFile, true),
+                // agent.toml relaxes what the file requires.
+                ("/app/dev/backend/LOG_LEVEL", Origin::Both, false),
+                ("/app/dev/shared/KEY", Origin::ContractFile, true),
+                ("/app/dev/postgres/EXTRA", Origin::Config, true),
+            ]
+        );
+        assert_eq!(c.declared[2].group, "frontend");
+        assert_eq!(c.declared[2].variable, "PUBLIC_KEY");
+        assert_eq!(c.from_file_count(), 3);
+        assert!(c.contract_file.is_some());
+    }
+
+    #[test]
+    fn a_type_conflict_names_both_sources() {
+        let json = r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "SecureString"}]}"#;
+        let (dir, config) = with_file(
+            "[[runtime.parameters]]\nname = \"backend/A\"\ntype = \"String\"\n",
+            Some(json),
+        );
+        let err = Contract::load(&config).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("/app/dev/backend/A"), "{text}");
+        assert!(
+            text.contains(&dir.path().join("runtime-contract.json").display().to_string()),
+            "{text}"
+        );
+        assert!(text.contains("runtime.parameters[0] in agent.toml says String"), "{text}");
+    }
+
+    #[test]
+    fn a_bad_contract_file_is_invalid_config_naming_it() {
+        for (json, needle) in [
+            ("{not json", "not JSON"),
+            (r#"{"parameters": []}"#, "no schemaVersion"),
+            (r#"{"schemaVersion": 2, "parameters": []}"#, "unknown schemaVersion 2"),
+            (r#"{"schemaVersion": 1, "parameters": [], "extra": 1}"#, "unexpected content"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "Number"}]}"#, "unexpected content"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "/other/backend/A", "type": "String"}]}"#, "not under runtime.parameter_prefix"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "nogroup/A", "type": "String"}]}"#, "not in runtime.groups"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/BAD-NAME", "type": "String"}]}"#, "cannot be an environment variable"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/../A", "type": "String"}]}"#, "GROUP/VARIABLE"),
+            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "String"}, {"name": "backend/A", "type": "String"}]}"#, "listed twice"),
+        ] {
+            let (_dir, config) = with_file("", Some(json));
+            let err = Contract::load(&config).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{json}");
+            let text = err.to_string();
+            assert!(text.contains("runtime.contract_file"), "{text}");
+            assert!(text.contains(needle), "{json}: {text}");
+        }
+    }
+
     #[test]
     fn ssm_paths_drop_the_trailing_slash() {
         assert_eq!(ssm_path("/wavemap/dev/runtime/"), "/wavemap/dev/runtime");

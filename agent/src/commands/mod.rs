@@ -102,6 +102,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Runtime(RuntimeCommand::Rollback(e)) => {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
+        Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
@@ -114,7 +115,7 @@ fn validate(command: &Command, config: &Config) -> Result<()> {
     match command {
         Command::Runtime(RuntimeCommand::Deploy(args))
         | Command::Runtime(RuntimeCommand::RecordRelease(args)) => {
-            crate::release::Release::from_args(args, config).map(|_| ())
+            runtime::release(args, config).map(|_| ())
         }
         _ => Ok(()),
     }
