@@ -527,8 +527,7 @@ impl SmokeConfig {
             let key = format!("smoke.checks[{i}]");
             let name_ok = !c.name.is_empty()
                 && c.name.len() <= 32
-                && c
-                    .name
+                && c.name
                     .bytes()
                     .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !name_ok {

@@ -461,7 +461,10 @@ mod tests {
         let mut report = Report::new();
         r.add_markers(&mut report, "WAVEMAP_T");
         assert!(
-            report.markers().iter().all(|(k, _)| !k.contains("WORKFLOW")),
+            report
+                .markers()
+                .iter()
+                .all(|(k, _)| !k.contains("WORKFLOW")),
             "{:?}",
             report.markers()
         );

@@ -100,11 +100,15 @@ impl Outcome {
         report.marker(&format!("{P}_CHECKS"), names.join(","));
         report.marker(&format!("{P}_FAILED_CHECKS"), failed.join(","));
         for c in &self.checks {
-            let key = format!("{P}_CHECK_{}", c.name.to_ascii_uppercase().replace('-', "_"));
+            let key = format!(
+                "{P}_CHECK_{}",
+                c.name.to_ascii_uppercase().replace('-', "_")
+            );
             report.marker(&format!("{key}_PATH"), &c.path);
             report.marker(
                 &format!("{key}_STATUS"),
-                c.status.map_or_else(|| "none".to_owned(), |s| s.to_string()),
+                c.status
+                    .map_or_else(|| "none".to_owned(), |s| s.to_string()),
             );
             report.marker(&format!("{key}_EXPECTED"), c.expected);
             report.marker(&format!("{key}_MS"), c.ms);
@@ -371,7 +375,12 @@ mod tests {
 
     #[tokio::test]
     async fn every_check_reports_status_and_latency_and_failures_gate() {
-        let port = server(vec![("/en/ping", 200), ("/api/v1/health", 502), ("/api/v1/ready", 200)]).await;
+        let port = server(vec![
+            ("/en/ping", 200),
+            ("/api/v1/health", 502),
+            ("/api/v1/ready", 200),
+        ])
+        .await;
         let c = config(port);
         let target = Target {
             host: "127.0.0.1".into(),
@@ -390,14 +399,20 @@ mod tests {
         assert_eq!(report.get("WAVEMAP_SMOKE_FAILED_CHECKS"), Some("health"));
         assert_eq!(report.get("WAVEMAP_SMOKE_CHECK_PING_STATUS"), Some("200"));
         assert_eq!(report.get("WAVEMAP_SMOKE_CHECK_HEALTH_STATUS"), Some("502"));
-        assert_eq!(report.get("WAVEMAP_SMOKE_CHECK_HEALTH_RESULT"), Some("fail"));
+        assert_eq!(
+            report.get("WAVEMAP_SMOKE_CHECK_HEALTH_RESULT"),
+            Some("fail")
+        );
         assert!(report
             .get("WAVEMAP_SMOKE_CHECK_READY_MS")
             .is_some_and(|ms| ms.parse::<u64>().is_ok()));
         let err = outcome.gate().unwrap_err();
         assert_eq!(err.exit_code(), 3);
         let text = err.to_string();
-        assert!(text.contains("check health (GET /api/v1/health) answered 502"), "{text}");
+        assert!(
+            text.contains("check health (GET /api/v1/health) answered 502"),
+            "{text}"
+        );
         assert!(!text.contains("check ping"), "{text}");
     }
 

@@ -39,7 +39,9 @@ use std::fmt;
 use serde::Deserialize;
 
 use crate::aws;
-use crate::config::{is_env_name, is_group_name, Config, ConfigError, ParameterSpec, ParameterType};
+use crate::config::{
+    is_env_name, is_group_name, Config, ConfigError, ParameterSpec, ParameterType,
+};
 use crate::error::{Dependency, Error};
 use crate::{fsutil, output};
 
@@ -232,12 +234,12 @@ impl Contract {
             .map_err(|e| invalid(format!("it is not JSON ({e})"), REWRITE))?;
         match value.get("schemaVersion").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(CONTRACT_FILE_SCHEMA_VERSION) => {}
-            Some(v) => {
-                return Err(invalid(
-                    format!("unknown schemaVersion {v} (this agent reads {CONTRACT_FILE_SCHEMA_VERSION})"),
-                    REWRITE,
-                ))
-            }
+            Some(v) => return Err(invalid(
+                format!(
+                    "unknown schemaVersion {v} (this agent reads {CONTRACT_FILE_SCHEMA_VERSION})"
+                ),
+                REWRITE,
+            )),
             None => return Err(invalid("it has no schemaVersion".into(), REWRITE)),
         }
         let file: ContractFile = serde_json::from_value(value)
@@ -258,7 +260,8 @@ impl Contract {
                 };
                 spec.name = relative.to_owned();
             }
-            check_spec(config, &spec).map_err(|(problem, fix)| invalid(format!("{at}: {problem}"), fix))?;
+            check_spec(config, &spec)
+                .map_err(|(problem, fix)| invalid(format!("{at}: {problem}"), fix))?;
             let declared = resolve(config, &spec, Origin::ContractFile);
             if from_file.iter().any(|d| d.name == declared.name) {
                 return Err(invalid(
@@ -272,10 +275,7 @@ impl Contract {
         // Merge: the file's entries in its order, then agent.toml's own.
         let mut merged = Vec::with_capacity(from_file.len() + contract.declared.len());
         for mut entry in from_file {
-            let local = contract
-                .declared
-                .iter()
-                .position(|d| d.name == entry.name);
+            let local = contract.declared.iter().position(|d| d.name == entry.name);
             if let Some(index) = local {
                 let local = contract.declared.remove(index);
                 if local.kind != entry.kind {
@@ -829,10 +829,18 @@ variable = "PUBLIC_API_KEY"
         let text = err.to_string();
         assert!(text.contains("/app/dev/backend/A"), "{text}");
         assert!(
-            text.contains(&dir.path().join("runtime-contract.json").display().to_string()),
+            text.contains(
+                &dir.path()
+                    .join("runtime-contract.json")
+                    .display()
+                    .to_string()
+            ),
             "{text}"
         );
-        assert!(text.contains("runtime.parameters[0] in agent.toml says String"), "{text}");
+        assert!(
+            text.contains("runtime.parameters[0] in agent.toml says String"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -840,14 +848,38 @@ variable = "PUBLIC_API_KEY"
         for (json, needle) in [
             ("{not json", "not JSON"),
             (r#"{"parameters": []}"#, "no schemaVersion"),
-            (r#"{"schemaVersion": 2, "parameters": []}"#, "unknown schemaVersion 2"),
-            (r#"{"schemaVersion": 1, "parameters": [], "extra": 1}"#, "unexpected content"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "Number"}]}"#, "unexpected content"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "/other/backend/A", "type": "String"}]}"#, "not under runtime.parameter_prefix"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "nogroup/A", "type": "String"}]}"#, "not in runtime.groups"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/BAD-NAME", "type": "String"}]}"#, "cannot be an environment variable"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/../A", "type": "String"}]}"#, "GROUP/VARIABLE"),
-            (r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "String"}, {"name": "backend/A", "type": "String"}]}"#, "listed twice"),
+            (
+                r#"{"schemaVersion": 2, "parameters": []}"#,
+                "unknown schemaVersion 2",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [], "extra": 1}"#,
+                "unexpected content",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "Number"}]}"#,
+                "unexpected content",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "/other/backend/A", "type": "String"}]}"#,
+                "not under runtime.parameter_prefix",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "nogroup/A", "type": "String"}]}"#,
+                "not in runtime.groups",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/BAD-NAME", "type": "String"}]}"#,
+                "cannot be an environment variable",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/../A", "type": "String"}]}"#,
+                "GROUP/VARIABLE",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "String"}, {"name": "backend/A", "type": "String"}]}"#,
+                "listed twice",
+            ),
         ] {
             let (_dir, config) = with_file("", Some(json));
             let err = Contract::load(&config).unwrap_err();

@@ -53,6 +53,16 @@ const RELEASE_PARAMS: &[&str] = &[
     "Execute",
 ];
 
+/// Release metadata a manual repair run (the runbook's local deploy and
+/// release-record by hand) does not have: optional, default empty, and
+/// passed to the agent only when given.
+const OPTIONAL_PARAMS: &[&str] = &[
+    "SelectedRef",
+    "WorkflowName",
+    "WorkflowRunId",
+    "WorkflowRunAttempt",
+];
+
 const SPECS: &[Spec] = &[
     Spec {
         file: "wavemap-runtime-deploy.json",
@@ -215,6 +225,10 @@ fn hostile_values(name: &str) -> Vec<String> {
     }
     // Case matters only where the value is lowercase by definition.
     out.retain(|h| !valid_values(name).contains(h));
+    // Empty is how a repair run leaves out what it does not have.
+    if OPTIONAL_PARAMS.contains(&name) {
+        out.retain(|h| !h.is_empty());
+    }
     if matches!(name, "DeploymentVersion" | "SelectedRef" | "WorkflowName") {
         out.retain(|h| {
             !h.chars()
@@ -295,6 +309,13 @@ fn documents_follow_the_rules() {
                 assert!(
                     pattern(&doc, name).is_match(default),
                     "{at}: default must match the pattern"
+                );
+            }
+            if OPTIONAL_PARAMS.contains(&name.as_str()) {
+                assert_eq!(
+                    p.get("default"),
+                    Some(&serde_json::json!("")),
+                    "{at}: optional, default empty (a repair run has no workflow run)"
                 );
             }
             // A parameter name is also a shell variable name (SSM_<name>).
@@ -652,6 +673,10 @@ fn expected_argv(spec: &Spec, values: &[(&str, String)]) -> Vec<String> {
     };
     for (name, value) in values {
         if let Some(flag) = flag(name) {
+            // Optional metadata left empty is not passed at all.
+            if value.is_empty() && OPTIONAL_PARAMS.contains(name) {
+                continue;
+            }
             argv.push(format!("{flag}={value}"));
         }
     }
@@ -761,7 +786,7 @@ fn missing_ssm_variable_names_the_minimum_ssm_agent() {
     for shell in shells() {
         for spec in SPECS {
             let doc = load(spec);
-            for missing in spec.params {
+            for missing in spec.params.iter().filter(|p| !OPTIONAL_PARAMS.contains(p)) {
                 for how in ["unset", "empty"] {
                     let stub = Stub::new();
                     let mut env = ssm_env(&sample_values(spec, true), &stub, 0);
@@ -784,6 +809,57 @@ fn missing_ssm_variable_names_the_minimum_ssm_agent() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn optional_metadata_left_out_or_empty_is_not_passed() {
+    // A repair run sends no workflow metadata (SSM fills in the empty
+    // defaults): the agent gets no flag for it, so it records nothing.
+    for shell in shells() {
+        for spec in SPECS.iter().filter(|s| s.params.contains(&"WorkflowName")) {
+            let doc = load(spec);
+            for how in ["unset", "empty"] {
+                let stub = Stub::new();
+                let mut values = sample_values(spec, true);
+                let mut env = ssm_env(&values, &stub, 0);
+                for name in OPTIONAL_PARAMS {
+                    let key = format!("SSM_{name}");
+                    if how == "unset" {
+                        env.remove(&key);
+                    } else {
+                        env.insert(key, String::new());
+                    }
+                }
+                values.retain(|(n, _)| !OPTIONAL_PARAMS.contains(n));
+                let run = run_script(&doc, &shell, &env);
+                let at = format!("{} under {}: metadata {how}", spec.file, shell.display());
+                assert_eq!(run.code, 0, "{at}: {}", run.stderr);
+                let argv = stub.argv().unwrap_or_else(|| panic!("{at}: agent not run"));
+                assert_eq!(argv, expected_argv(spec, &values), "{at}");
+                assert!(
+                    argv.iter()
+                        .all(|a| !a.starts_with("--workflow") && !a.starts_with("--selected-ref")),
+                    "{at}: {argv:?}"
+                );
+            }
+            // One given, the others empty: only that one is passed.
+            let stub = Stub::new();
+            let mut values = sample_values(spec, false);
+            for v in values.iter_mut() {
+                if OPTIONAL_PARAMS.contains(&v.0) && v.0 != "WorkflowRunId" {
+                    v.1 = String::new();
+                }
+            }
+            let run = run_script(&doc, &shell, &ssm_env(&values, &stub, 0));
+            assert_eq!(run.code, 0, "{}: {}", spec.file, run.stderr);
+            let argv = stub.argv().expect("agent ran");
+            assert_eq!(argv, expected_argv(spec, &values), "{}", spec.file);
+            assert!(
+                argv.contains(&"--workflow-run-id=12345678901".to_owned()),
+                "{argv:?}"
+            );
         }
     }
 }

@@ -127,7 +127,9 @@ impl Origin {
             None => (rest, 80),
         };
         if host.is_empty() || host.contains('/') {
-            return Err(format!("API_ORIGIN must be http://HOST[:PORT], got {text:?}"));
+            return Err(format!(
+                "API_ORIGIN must be http://HOST[:PORT], got {text:?}"
+            ));
         }
         Ok(Origin {
             host: host.to_string(),
@@ -185,13 +187,15 @@ pub async fn route(req: &Request, settings: &Settings) -> (u16, String) {
     }
     match req.path.as_str() {
         "/health" | "/api/v1/health" => health(settings),
-        "/ready" | "/api/v1/ready" => match check_database(settings.database_url.as_deref()).await {
-            Ok(()) => (200, r#"{"status":"ready","database":"ok"}"#.into()),
-            Err(reason) => {
-                let body = serde_json::json!({"status": "not ready", "database": reason});
-                (503, body.to_string())
+        "/ready" | "/api/v1/ready" => {
+            match check_database(settings.database_url.as_deref()).await {
+                Ok(()) => (200, r#"{"status":"ready","database":"ok"}"#.into()),
+                Err(reason) => {
+                    let body = serde_json::json!({"status": "not ready", "database": reason});
+                    (503, body.to_string())
+                }
             }
-        },
+        }
         _ => (404, r#"{"error":"not found"}"#.into()),
     }
 }
@@ -508,10 +512,14 @@ mod tests {
             api_origin: Some(Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()),
             ..settings()
         };
-        let get = |path: &str| parse_request(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+        let get =
+            |path: &str| parse_request(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
         assert_eq!(route(&get("/en/ping"), &frontend).await.0, 200);
         let (status, body) = route(&get("/api/v1/health"), &frontend).await;
-        assert_eq!((status, body.as_str()), (200, r#"{"status":"ok","version":"A"}"#));
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"status":"ok","version":"A"}"#)
+        );
         // The backend's /ready needs a database: its 503 comes through as is.
         assert_eq!(route(&get("/api/v1/ready"), &frontend).await.0, 503);
         assert_eq!(route(&get("/api/v1/nope"), &frontend).await.0, 404);
@@ -535,10 +543,19 @@ mod tests {
     fn api_origin_is_http_host_and_port() {
         assert_eq!(
             Origin::parse("http://api:8080/").unwrap(),
-            Origin { host: "api".into(), port: 8080 }
+            Origin {
+                host: "api".into(),
+                port: 8080
+            }
         );
         assert_eq!(Origin::parse("http://api").unwrap().port, 80);
-        for bad in ["api:8080", "https://api", "http://", "http://api:x", "http://a/b"] {
+        for bad in [
+            "api:8080",
+            "https://api",
+            "http://",
+            "http://api:x",
+            "http://a/b",
+        ] {
             assert!(Origin::parse(bad).is_err(), "{bad}");
         }
     }

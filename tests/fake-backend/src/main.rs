@@ -22,8 +22,7 @@ mod migrate;
 
 use std::process::ExitCode;
 
-const USAGE: &str =
-    "usage: fake-backend <serve|frontend|migrate|seed-base|seed-dev|media-report>";
+const USAGE: &str = "usage: fake-backend <serve|frontend|migrate|seed-base|seed-dev|media-report>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
