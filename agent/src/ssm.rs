@@ -234,12 +234,14 @@ impl Contract {
             .map_err(|e| invalid(format!("it is not JSON ({e})"), REWRITE))?;
         match value.get("schemaVersion").and_then(|v| v.as_u64()) {
             Some(v) if v == u64::from(CONTRACT_FILE_SCHEMA_VERSION) => {}
-            Some(v) => return Err(invalid(
-                format!(
+            Some(v) => {
+                return Err(invalid(
+                    format!(
                     "unknown schemaVersion {v} (this agent reads {CONTRACT_FILE_SCHEMA_VERSION})"
                 ),
-                REWRITE,
-            )),
+                    REWRITE,
+                ))
+            }
             None => return Err(invalid("it has no schemaVersion".into(), REWRITE)),
         }
         let file: ContractFile = serde_json::from_value(value)

@@ -36,8 +36,8 @@ fn fake_backend_binary() -> PathBuf {
 /// An image pair that serves the runbook's smoke paths: the backend answers
 /// `/api/v1/health` and `/api/v1/ready`, the frontend (`fake-backend
 /// frontend`) serves `/en/ping` and forwards `/api/...` to `API_ORIGIN`.
-/// Tagged `sha-<WAVEMAP_TEST_SHA_A>` in a repository unique to the test,
-/// present locally (so a deploy pulls nothing); removed on drop.
+/// Tagged `sha-<sha>` in a repository unique to the test, present locally
+/// (so a deploy pulls nothing); removed on drop.
 pub struct SmokePair {
     pub backend: String,
     pub frontend: String,
@@ -45,7 +45,9 @@ pub struct SmokePair {
 }
 
 impl SmokePair {
-    pub async fn build(repo: &str) -> SmokePair {
+    /// The pair for `sha` (one of the stack's `WAVEMAP_TEST_SHA_*`), whose
+    /// `/health` reports `version`.
+    pub async fn build(repo: &str, sha: &str, version: &str) -> SmokePair {
         let s = stack();
         let base = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
         let present = Command::new("docker")
@@ -68,12 +70,15 @@ impl SmokePair {
             docker_cli(&["pull", "-q", &base], None);
         }
         let binary = std::fs::read(fake_backend_binary()).expect("read fake-backend");
-        let sha = s.sha_a.clone();
+        let sha = sha.to_owned();
         let backend = format!("{}/{repo}/backend:sha-{sha}", s.registry);
         let frontend = format!("{}/{repo}/frontend:sha-{sha}", s.registry);
         build_image(
             &backend,
-            &format!("FROM {base}\nCOPY fake-backend /app/fake-backend\n"),
+            &format!(
+                "FROM {base}\nCOPY fake-backend /app/fake-backend\n\
+                 ENV WAVEMAP_BUILD_VERSION={version}\nLABEL org.wavemap.test.version={version}\n"
+            ),
             &[("fake-backend", binary.clone())],
         )
         .await;
@@ -81,7 +86,9 @@ impl SmokePair {
             &frontend,
             &format!(
                 "FROM {base}\nCOPY fake-backend /app/fake-backend\n\
-                 ENV API_ORIGIN=http://api:8080\nCMD [\"/app/fake-backend\",\"frontend\"]\n"
+                 ENV API_ORIGIN=http://api:8080 WAVEMAP_BUILD_VERSION={version}\n\
+                 LABEL org.wavemap.test.version={version}\n\
+                 CMD [\"/app/fake-backend\",\"frontend\"]\n"
             ),
             &[("fake-backend", binary)],
         )
@@ -130,7 +137,7 @@ fn free_port() -> u16 {
 /// The host as bootstrap leaves it, with the smoke fixture: the runtime
 /// parameters in moto, `frontend/API_ORIGIN` set to `api_origin`, and the
 /// Compose file whose frontend publishes the returned port on 127.0.0.1.
-async fn smoke_host(td: &TestDir, api_origin: &str) -> (RuntimeProject, u16) {
+pub async fn smoke_host(td: &TestDir, api_origin: &str) -> (RuntimeProject, u16) {
     let project = RuntimeProject::new(td).await;
     let port = free_port();
     let text = std::fs::read_to_string(repo_root().join("tests/fixtures/smoke/compose.yaml"))
@@ -248,7 +255,7 @@ async fn a_repair_run_without_workflow_metadata_smokes_and_records_a_manual_rece
     let mut td = TestDir::new("repair");
     let none = td.path().join("no-contract.json");
     set_contract_file(&mut td, &none);
-    let pair = SmokePair::build(&td.name.replace('_', "-")).await;
+    let pair = SmokePair::build(&td.name.replace('_', "-"), &stack().sha_a, "A").await;
     let (project, port) = smoke_host(&td, "http://api:8080").await;
     let secret = project.db_password.clone();
     let release = [
@@ -404,7 +411,7 @@ async fn a_broken_api_rewrite_fails_smoke_and_record_release_writes_no_receipt()
     let none = td.path().join("no-contract.json");
     set_contract_file(&mut td, &none);
     td.set("smoke", "attempts", "2");
-    let pair = SmokePair::build(&td.name.replace('_', "-")).await;
+    let pair = SmokePair::build(&td.name.replace('_', "-"), &stack().sha_a, "A").await;
     let (_project, port) = smoke_host(&td, "http://api-missing:8080").await;
 
     let mut deploy = vec!["runtime".to_owned(), "deploy".to_owned()];

@@ -1133,8 +1133,13 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     );
 
     // The host as bootstrap leaves it: the Compose file and the parameters.
-    let project = wavemap_e2e::RuntimeProject::new(&td).await;
+    // record-release runs endpoint smoke, so the frontend publishes its port
+    // and the pairs serve the smoke paths (tests/tests/runbook.rs).
+    let (project, _port) = crate::runbook::smoke_host(&td, "http://api:8080").await;
     let secret = project.db_password.clone();
+    let repo = td.name.replace('_', "-");
+    let pair_a = crate::runbook::SmokePair::build(&repo, &s.sha_a, "A").await;
+    let pair_b = crate::runbook::SmokePair::build(&repo, &s.sha_b, "B").await;
 
     let release = |backend: &str, frontend: &str, sha: &str, version: &str| {
         vec![
@@ -1149,10 +1154,8 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
             ("Execute", "true".to_owned()),
         ]
     };
-    let backend_a = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
-    let frontend_a = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let backend_b = s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned();
-    let frontend_b = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned();
+    let (backend_a, frontend_a) = (pair_a.backend.clone(), pair_a.frontend.clone());
+    let (backend_b, frontend_b) = (pair_b.backend.clone(), pair_b.frontend.clone());
     let execute = vec![("Execute", "true".to_owned())];
 
     let run = run_document("wavemap-runtime-env.json", &execute, &td, &secret);
@@ -1176,13 +1179,17 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     assert_eq!(receipt["sourceSha"], s.sha_a.as_str());
     assert_eq!(receipt["backendImageUri"], backend_a.as_str());
     assert_eq!(receipt["deploymentVersion"], "2026.11.25-1");
-    let receipt_text = receipt.to_string();
-    for value in ["develop", "deploy-dev.yml", "12345678901"] {
-        assert!(
-            receipt_text.contains(value),
-            "receipt lacks {value}: {receipt_text}"
-        );
-    }
+    // CI's metadata, recorded exactly as given.
+    assert_eq!(receipt["selectedRef"], "develop");
+    assert_eq!(
+        receipt["workflowRun"],
+        serde_json::json!({"name": "deploy-dev.yml", "runId": "12345678901", "runAttempt": "2"})
+    );
+    assert_eq!(marker(&run, "WAVEMAP_SMOKE_RESULT"), Some("passed"));
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_RECEIPT_WORKFLOW_RUN_ID"),
+        Some("12345678901")
+    );
 
     let rel_b = release(&backend_b, &frontend_b, &s.sha_b, "2026.11.25-2");
     let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
