@@ -125,14 +125,19 @@ pub async fn record_release(
     let smoked = smoke::run(config, &docker, report)
         .await
         .and_then(|outcome| outcome.gate());
-    if let Err(e) = smoked {
-        report.marker(&format!("{RECEIPT}_RESULT"), "refused");
-        return Err(match e {
-            Error::Gate { reason } => Error::Gate {
+    match smoked {
+        Ok(()) => {}
+        Err(Error::Gate { reason }) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "refused");
+            return Err(Error::Gate {
                 reason: format!("{reason}; a receipt is recorded only for a pair that passed endpoint smoke; nothing was written"),
-            },
-            other => other,
-        });
+            });
+        }
+        // Docker stopped answering between the checks: not a refusal.
+        Err(other) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "failed");
+            return Err(other);
+        }
     }
     if !args.execute.execute {
         report.marker(&format!("{RECEIPT}_RESULT"), "planned");
