@@ -211,9 +211,6 @@ impl Contract {
     pub fn load(config: &Config) -> Result<Contract, Error> {
         let mut contract = Contract::from_config(config);
         let path = config.runtime.contract_file.as_path();
-        let Some(bytes) = fsutil::read_owned(path)? else {
-            return Ok(contract);
-        };
         let shown = path.display().to_string();
         let invalid = |problem: String, fix: &str| {
             Error::Config(ConfigError::Invalid {
@@ -224,6 +221,16 @@ impl Contract {
         };
         const REWRITE: &str = "rewrite it from the infrastructure outputs (see the README, \
              \"The parameter contract from infrastructure\"), or remove it to use runtime.parameters only";
+        // A file that is there but cannot be read (a symlink, a folder, no
+        // permission) is a configuration problem, not a failed operation.
+        let bytes = match fsutil::read_owned(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(contract),
+            Err(Error::Io { source, .. }) => {
+                return Err(invalid(format!("it cannot be read ({source})"), REWRITE))
+            }
+            Err(other) => return Err(other),
+        };
         if bytes.len() > MAX_CONTRACT_FILE {
             return Err(invalid(
                 format!("it is {} bytes, more than {MAX_CONTRACT_FILE}", bytes.len()),
@@ -882,8 +889,18 @@ variable = "PUBLIC_API_KEY"
                 r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "String"}, {"name": "backend/A", "type": "String"}]}"#,
                 "listed twice",
             ),
+            ("symlink", "does not follow symlinks"),
         ] {
-            let (_dir, config) = with_file("", Some(json));
+            let (_dir, config) = if json == "symlink" {
+                let (dir, config) = with_file("", None);
+                let target = dir.path().join("elsewhere.json");
+                std::fs::write(&target, r#"{"schemaVersion": 1, "parameters": []}"#).unwrap();
+                std::os::unix::fs::symlink(&target, config.runtime.contract_file.as_path())
+                    .unwrap();
+                (dir, config)
+            } else {
+                with_file("", Some(json))
+            };
             let err = Contract::load(&config).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{json}");
             let text = err.to_string();
