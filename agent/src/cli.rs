@@ -128,6 +128,8 @@ pub enum RuntimeCommand {
     RecordRelease(ReleaseArgs),
     /// Redeploy the image pair of the last-good receipt
     Rollback(Execute),
+    /// Endpoint smoke through the frontend's published port (read-only)
+    Smoke,
 }
 
 /// What identifies a release: the image pair and where it came from.
@@ -227,6 +229,7 @@ impl Command {
             Command::Runtime(RuntimeCommand::Deploy(_)) => "runtime deploy",
             Command::Runtime(RuntimeCommand::RecordRelease(_)) => "runtime record-release",
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
+            Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
@@ -246,6 +249,7 @@ impl Command {
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
             Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
+            Command::Runtime(RuntimeCommand::Smoke) => false,
             Command::Database(DatabaseCommand::Status { .. }) => false,
             Command::Database(DatabaseCommand::Migrate { execute, .. })
             | Command::Database(DatabaseCommand::Reset { execute, .. }) => execute.execute,

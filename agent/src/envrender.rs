@@ -227,7 +227,7 @@ pub fn read_secret(config: &Config, group: &str, variable: &str) -> Result<Optio
 /// configured retries and timeouts; [`Error::Io`] when a file cannot be
 /// read or written.
 pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary, Error> {
-    let contract = Contract::from_config(config);
+    let contract = Contract::load(config)?;
     let sdk = aws::sdk_config(config).await;
     let client = aws::ssm_client(&sdk, config);
     log::info!(stage = "env-render"; "reading parameters under {} from SSM Parameter Store", contract.prefix);

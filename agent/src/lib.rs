@@ -31,6 +31,7 @@
 //!   shared by deploy, rollback and boot recovery.
 //! - [`daemon`]: the systemd service: boot recovery, watchdog, heartbeat.
 //! - [`status`]: the operator's read-only view.
+//! - [`smoke`]: the runbook's endpoint smoke through the frontend's port.
 //! - [`database`]: migration status (journal vs ledger) and the gate.
 //! - [`docker`]: connecting to the Engine (bounded wait, version negotiation).
 //! - [`compose`]: load a compose file, plan, converge, wait for health.
@@ -58,6 +59,7 @@ pub mod logging;
 pub mod output;
 pub mod registry;
 pub mod release;
+pub mod smoke;
 pub mod ssm;
 pub mod status;
 pub mod testpoint;

@@ -9,6 +9,7 @@ mod foundation;
 mod fuzz;
 mod packaging;
 mod registry;
+mod runbook;
 mod runtime;
 mod runtime_env;
 mod secrets;

@@ -103,6 +103,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Runtime(RuntimeCommand::Rollback(e)) => {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
+        Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
@@ -116,7 +117,7 @@ fn validate(command: &Command, config: &Config) -> Result<()> {
     match command {
         Command::Runtime(RuntimeCommand::Deploy(args))
         | Command::Runtime(RuntimeCommand::RecordRelease(args)) => {
-            crate::release::Release::from_args(args, config).map(|_| ())
+            runtime::release(args, config).map(|_| ())
         }
         _ => Ok(()),
     }
@@ -126,6 +127,16 @@ fn config_check(inv: &mut Invocation<'_>) -> Result<()> {
     eprint!("{}", inv.config.to_toml());
     inv.report
         .marker("WAVEMAP_CONFIG_PATH", inv.config_path.display());
+    // The contract file is configuration too: a broken one is exit 2 here,
+    // before a deploy trips over it.
+    let contract = crate::ssm::Contract::load(inv.config)?;
+    inv.report.marker(
+        "WAVEMAP_CONFIG_CONTRACT_FILE",
+        match &contract.contract_file {
+            Some(_) => format!("loaded ({} entries)", contract.from_file_count()),
+            None => "absent".to_owned(),
+        },
+    );
     inv.report.marker("WAVEMAP_CONFIG_VALID", "true");
     Ok(())
 }
