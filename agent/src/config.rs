@@ -265,6 +265,10 @@ pub struct ParameterSpec {
     pub group: Option<String>,
     /// Variable name; defaults to the last path segment.
     pub variable: Option<String>,
+    /// A `NEXT_PUBLIC_*` variable is a build-time input of the frontend
+    /// image; the render refuses one (exit 3) unless this says it is meant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_build_time: bool,
 }
 
 fn yes() -> bool {

@@ -92,7 +92,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Status => crate::status::command(inv.config, inv.json, inv.report).await,
         Command::RuntimeConfig(RuntimeConfigCommand::Plan) => runtime_config::plan(inv),
         Command::RuntimeConfig(RuntimeConfigCommand::Live) => runtime_config::live(inv).await,
-        Command::RuntimeEnv(e) => runtime_env::run(inv, e.execute).await,
+        Command::RuntimeEnv(e) => runtime_env::run(inv, *e).await,
         Command::Runtime(RuntimeCommand::Deploy(args)) => {
             runtime::deploy(inv.config, args, inv.report).await
         }
