@@ -18,6 +18,7 @@
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
+//! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
 //!   and the map from SDK errors to exit codes.
@@ -54,6 +55,7 @@ pub mod jobs;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod operation;
 pub mod output;
 pub mod registry;
 pub mod release;
