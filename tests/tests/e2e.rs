@@ -10,5 +10,6 @@ mod packaging;
 mod registry;
 mod runtime;
 mod runtime_env;
+mod safety;
 mod secrets;
 mod ssm_documents;
