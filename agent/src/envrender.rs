@@ -274,7 +274,10 @@ impl std::fmt::Display for EmptyGuard {
         let files = if self.emptied.is_empty() {
             String::new()
         } else {
-            format!("; it would leave {} with no variable", self.emptied.join(", "))
+            format!(
+                "; it would leave {} with no variable",
+                self.emptied.join(", ")
+            )
         };
         if self.parameters == 0 {
             write!(
@@ -458,8 +461,7 @@ fn recover(config: &Config) -> Result<Recovered, Error> {
                 command: "env-render".into(),
                 args: Vec::new(),
                 pid: std::process::id(),
-                started_at: chrono::Utc::now()
-                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 ended_at: None,
                 outcome: None,
                 exit_code: None,
@@ -638,7 +640,8 @@ fn write_all(
         schema_version: 1,
         groups: secure.clone(),
     };
-    let mut bytes = serde_json::to_vec_pretty(&names).map_err(|e| Error::failed("env-render", e))?;
+    let mut bytes =
+        serde_json::to_vec_pretty(&names).map_err(|e| Error::failed("env-render", e))?;
     bytes.push(b'\n');
     let names_path = secure_names_path(config);
     let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755).and_then(|()| {
@@ -886,7 +889,8 @@ required = false
             names.into_iter().collect::<Vec<_>>(),
             vec!["AWKWARD", "DATABASE_URL"]
         );
-        let record = std::fs::read_to_string(dir.path().join("state").join(SECURE_NAMES_FILE)).unwrap();
+        let record =
+            std::fs::read_to_string(dir.path().join("state").join(SECURE_NAMES_FILE)).unwrap();
         assert!(!record.contains("hunter2"), "{record}");
         let mode = std::fs::metadata(dir.path().join("state").join(SECURE_NAMES_FILE))
             .unwrap()

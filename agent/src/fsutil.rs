@@ -91,7 +91,8 @@ pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         if is_temp_name(&name) {
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove", &entry.path(), e))?;
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove", &entry.path(), e))?;
             removed.push(name);
         }
     }

@@ -238,7 +238,11 @@ pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
 /// [`run`] with `env` (`NAME=value`) set for the job on top of the
 /// container's: `--database-url` reaches the job this way, so the job works
 /// on the database the command was pointed at.
-pub async fn run_with_env(config: &Config, job: &Job<'_>, env: &[String]) -> Result<Outcome, Error> {
+pub async fn run_with_env(
+    config: &Config,
+    job: &Job<'_>,
+    env: &[String],
+) -> Result<Outcome, Error> {
     let docker = crate::docker::connect(config).await?;
     let (container, _) =
         find_api_container(&docker, config)
@@ -265,7 +269,11 @@ pub async fn wait_for_running_jobs(config: &Config) -> Result<(), Error> {
     wait_for_running_job(&docker, &container, config).await
 }
 
-async fn wait_for_running_job(docker: &Docker, container: &str, config: &Config) -> Result<(), Error> {
+async fn wait_for_running_job(
+    docker: &Docker,
+    container: &str,
+    config: &Config,
+) -> Result<(), Error> {
     let timeout = operation::lock_timeout();
     let started = Instant::now();
     let mut announced = false;
@@ -851,7 +859,13 @@ impl Sink {
             let file = self
                 .log
                 .as_ref()
-                .map(|(_, p)| format!("; all {} lines are in {}", self.outcome.line_count, p.display()))
+                .map(|(_, p)| {
+                    format!(
+                        "; all {} lines are in {}",
+                        self.outcome.line_count,
+                        p.display()
+                    )
+                })
                 .unwrap_or_default();
             log::info!(stage = self.job.as_str(); "| ... {skipped} lines not shown here{file}");
         }

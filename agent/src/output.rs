@@ -79,16 +79,24 @@ pub fn redact_url_userinfo(value: &str) -> Option<String> {
     }
     let had_password = url.password().is_some();
     url.set_username(URL_REDACTED).ok()?;
-    url.set_password(had_password.then_some(URL_REDACTED)).ok()?;
+    url.set_password(had_password.then_some(URL_REDACTED))
+        .ok()?;
     Some(url.to_string())
 }
 
 /// Key names whose values are secret whatever they look like.
 fn secret_key(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    ["password", "passwd", "secret", "token", "credential", "private_key"]
-        .iter()
-        .any(|m| key.contains(m))
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "credential",
+        "private_key",
+    ]
+    .iter()
+    .any(|m| key.contains(m))
 }
 
 /// The effective configuration (TOML text) with every secret-bearing value
@@ -247,9 +255,15 @@ mod tests {
     fn config_text_hides_url_credentials_and_secret_keys() {
         let text = "[database]\nurl = \"postgres://app:s3cr3t-pw@db:5432/app\"\n\n[aws]\nssm_endpoint = \"http://k:v-secret@127.0.0.1:5055/\"\nregion = \"us-east-2\"\n";
         let shown = redacted_toml(text);
-        assert!(!shown.contains("s3cr3t-pw") && !shown.contains("app:"), "{shown}");
+        assert!(
+            !shown.contains("s3cr3t-pw") && !shown.contains("app:"),
+            "{shown}"
+        );
         assert!(!shown.contains("v-secret"), "{shown}");
-        assert!(shown.contains("postgres://REDACTED:REDACTED@db:5432/app"), "{shown}");
+        assert!(
+            shown.contains("postgres://REDACTED:REDACTED@db:5432/app"),
+            "{shown}"
+        );
         assert!(shown.contains("us-east-2"), "{shown}");
         assert_eq!(redact_url_userinfo("https://example.com/a@b"), None);
     }

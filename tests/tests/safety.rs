@@ -24,8 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wavemap_e2e::{
-    pg_connect, pg_fresh_database, repo_root, stack, toml_str, unique_name, Output,
-    TestDir,
+    pg_connect, pg_fresh_database, repo_root, stack, toml_str, unique_name, Output, TestDir,
 };
 
 use super::faults::{
@@ -88,7 +87,10 @@ impl Api {
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "host", "--name"])
             .arg(unique_name("safety-api"))
-            .args(["--label", &format!("com.docker.compose.project={}", td.name)])
+            .args([
+                "--label",
+                &format!("com.docker.compose.project={}", td.name),
+            ])
             .args(["--label", "com.docker.compose.service=api"])
             .args(["--label", "com.docker.compose.oneoff=False"])
             .args(["-e", &format!("DATABASE_URL={database_url}")])
@@ -280,7 +282,11 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
     let _down = Down(td.name.clone());
     write_small_project(&td);
     let tag = td.name.replace('_', "");
-    put_params(&td, &base_params(&format!("EmptyDb{tag}"), &format!("EmptyApi{tag}"))).await;
+    put_params(
+        &td,
+        &base_params(&format!("EmptyDb{tag}"), &format!("EmptyApi{tag}")),
+    )
+    .await;
     let deploy = with_execute(release_args(
         "deploy",
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
@@ -307,12 +313,19 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         out.marker("WAVEMAP_RUNTIME_ENV_BLOCKED_REASON"),
         Some("empty-prefix")
     );
-    assert_eq!(out.marker("WAVEMAP_RUNTIME_ENV_PREFIX"), Some(typo.as_str()));
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ENV_PREFIX"),
+        Some(typo.as_str())
+    );
     assert_eq!(
         out.marker("WAVEMAP_RUNTIME_ENV_EMPTIED_FILES"),
         Some("backend.env,frontend.env,postgres.env")
     );
-    assert!(out.stderr.contains("read 0 parameters under"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("read 0 parameters under"),
+        "{}",
+        out.dump()
+    );
     assert_eq!(snapshot(&files), before, "runtime-env changed a file");
 
     let out = td.run(&deploy);
@@ -333,7 +346,11 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         notes.contains("kept existing env files"),
         "STATUS does not say the env files were kept:\n{notes}"
     );
-    assert_eq!(snapshot(&files), before, "the daemon's boot render changed a file");
+    assert_eq!(
+        snapshot(&files),
+        before,
+        "the daemon's boot render changed a file"
+    );
     assert_eq!(
         super::faults::running_image(&td.name, "api").await,
         api_before
@@ -348,7 +365,10 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         .send()
         .await
         .expect("delete parameter");
-    for args in [vec!["runtime-env", "--execute"], deploy.iter().map(String::as_str).collect()] {
+    for args in [
+        vec!["runtime-env", "--execute"],
+        deploy.iter().map(String::as_str).collect(),
+    ] {
         let out = td.run(&args);
         assert_eq!(out.code, 3, "{}", out.dump());
         assert_eq!(
@@ -361,11 +381,20 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
             out.marker("WAVEMAP_RUNTIME_ENV_EMPTIED_FILES"),
             Some("frontend.env")
         );
-        assert_eq!(snapshot(&files), before, "`{}` changed a file", args.join(" "));
+        assert_eq!(
+            snapshot(&files),
+            before,
+            "`{}` changed a file",
+            args.join(" ")
+        );
     }
     let notes = daemon_until_ready(&td);
     assert!(notes.contains("kept existing env files"), "{notes}");
-    assert_eq!(snapshot(&files), before, "the daemon's boot render changed a file");
+    assert_eq!(
+        snapshot(&files),
+        before,
+        "the daemon's boot render changed a file"
+    );
 
     // --allow-empty is the deliberate way through.
     let out = td.run(["runtime-env", "--execute", "--allow-empty"]);
@@ -391,8 +420,8 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_next_run_cleans_up(
-) {
+async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_next_run_cleans_up()
+{
     let td = TestDir::new("safety-crash");
     let tag = td.name.replace('_', "");
     let mut params = base_params(&format!("CrashDb{tag}"), &format!("CrashApi{tag}"));
@@ -404,7 +433,11 @@ async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_n
 
     params = vec![
         p("backend/API_SECRET", &format!("CrashApi{tag}v2"), true),
-        p("frontend/PUBLIC_API_ORIGIN", "https://next.wavemap.app/api", false),
+        p(
+            "frontend/PUBLIC_API_ORIGIN",
+            "https://next.wavemap.app/api",
+            false,
+        ),
     ];
     put_params(&td, &params).await;
     let child = spawn(
@@ -432,8 +465,16 @@ async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_n
     signal(&child, libc::SIGKILL);
     let killed = finish(child, Duration::from_secs(10));
     assert_eq!(killed.code, -1, "{}", killed.dump());
-    assert_eq!(snapshot(&files), before, "a file changed before the renames");
-    assert_eq!(temps(&td.env_dir()).len(), 2, "the kill left its temp files");
+    assert_eq!(
+        snapshot(&files),
+        before,
+        "a file changed before the renames"
+    );
+    assert_eq!(
+        temps(&td.env_dir()).len(),
+        2,
+        "the kill left its temp files"
+    );
     // A stray temp file of some other dead process, too.
     std::fs::write(td.env_dir().join(".wavemap-tmp-backend.env-4194303"), b"x").unwrap();
 
@@ -446,7 +487,10 @@ async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_n
         Some("backend.env,frontend.env")
     );
     let frontend = std::fs::read_to_string(td.env_dir().join("frontend.env")).unwrap();
-    assert!(frontend.contains("https://next.wavemap.app/api"), "{frontend}");
+    assert!(
+        frontend.contains("https://next.wavemap.app/api"),
+        "{frontend}"
+    );
     for file in &files {
         assert_eq!(mode(file), 0o600, "{}", file.display());
     }
@@ -468,12 +512,19 @@ async fn next_public_parameters_are_refused_unless_declared_build_time() {
     let mut td = TestDir::new("safety-nextpub");
     let tag = td.name.replace('_', "");
     let mut params = base_params(&format!("NpDb{tag}"), &format!("NpApi{tag}"));
-    params.push(p("frontend/NEXT_PUBLIC_API_URL", "https://dev.wavemap.app/api", false));
+    params.push(p(
+        "frontend/NEXT_PUBLIC_API_URL",
+        "https://dev.wavemap.app/api",
+        false,
+    ));
     put_params(&td, &params).await;
     let out = td.run(["runtime-env", "--execute"]);
     assert_eq!(out.code, 3, "{}", out.dump());
     assert!(out.stderr.contains("NEXT_PUBLIC_API_URL"), "{}", out.dump());
-    assert!(!td.env_dir().join("frontend.env").exists(), "nothing written");
+    assert!(
+        !td.env_dir().join("frontend.env").exists(),
+        "nothing written"
+    );
     td.set(
         "runtime",
         "parameters",
@@ -499,7 +550,11 @@ fn config_check_shows_no_database_password() {
         assert_eq!(out.code, 0, "{}", out.dump());
         assert!(!out.stderr.contains(&password), "{}", out.dump());
         assert!(!out.stdout.contains(&password), "{}", out.dump());
-        assert!(!out.stderr.contains("app:"), "the user is hidden too\n{}", out.dump());
+        assert!(
+            !out.stderr.contains("app:"),
+            "the user is hidden too\n{}",
+            out.dump()
+        );
     }
     let out = td.run(["config", "check"]);
     assert!(
@@ -585,7 +640,17 @@ async fn the_advisory_lock_keeps_a_second_migrator_off_the_database() {
     assert!(out.stderr.contains("advisory lock"), "{}", out.dump());
     assert_eq!(api.execs("migrate"), 0, "no job ran");
     assert_eq!(ledger(&url).await, before);
-    let out = td.run(["--lock-timeout", "2", "database", "reset", "--execute", "--confirm", "dev", "--database-url", &url]);
+    let out = td.run([
+        "--lock-timeout",
+        "2",
+        "database",
+        "reset",
+        "--execute",
+        "--confirm",
+        "dev",
+        "--database-url",
+        &url,
+    ]);
     assert_eq!(out.code, 75, "{}", out.dump());
     assert_eq!(api.execs("seed"), 0, "no job ran");
 
@@ -595,16 +660,27 @@ async fn the_advisory_lock_keeps_a_second_migrator_off_the_database() {
         .expect("release");
     let out = td.run(["database", "migrate", "--execute", "--database-url", &url]);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"), Some("applied"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_job_stops_it_and_records_the_operation_as_interrupted() {
     let mut td = job_dir("safety-term");
-    td.set("jobs", "migrate_command", sh("echo migrating; exec sleep 120"));
+    td.set(
+        "jobs",
+        "migrate_command",
+        sh("echo migrating; exec sleep 120"),
+    );
     let url = pg_fresh_database("safety-term").await;
     let api = Api::start(&td, &url);
-    let child = spawn(&td, &["database", "reset", "--execute", "--confirm", "dev"], &[]);
+    let child = spawn(
+        &td,
+        &["database", "reset", "--execute", "--confirm", "dev"],
+        &[],
+    );
     assert!(
         eventually(Duration::from_secs(60), || api.top().contains("sleep 120")),
         "the job never started:\n{}",
@@ -623,7 +699,11 @@ async fn sigterm_during_a_job_stops_it_and_records_the_operation_as_interrupted(
         out.marker("WAVEMAP_DATABASE_RESET_BASE_SEED_RESULT"),
         Some("skipped")
     );
-    assert!(out.stderr.contains("ended it with SIGTERM"), "{}", out.dump());
+    assert!(
+        out.stderr.contains("ended it with SIGTERM"),
+        "{}",
+        out.dump()
+    );
     assert!(
         !api.top().contains("sleep 120"),
         "the job still runs:\n{}",
@@ -655,10 +735,15 @@ async fn jobs_printing_20000_lines_keep_stderr_small_with_the_error_last() {
     assert_eq!(out.code, 1, "{}", out.dump());
     let chars = out.stderr.chars().count();
     eprintln!("stderr: {chars} characters for 60,001 job lines");
-    assert!(chars < 7_000, "stderr is {chars} characters:\n{}", out.stderr);
+    assert!(
+        chars < 7_000,
+        "stderr is {chars} characters:\n{}",
+        out.stderr
+    );
     assert!(out.stdout.len() < 24_000);
     assert!(
-        out.stderr.contains("duplicate key value violates unique constraint"),
+        out.stderr
+            .contains("duplicate key value violates unique constraint"),
         "the job's final error line is missing:\n{}",
         out.stderr
     );
@@ -668,12 +753,20 @@ async fn jobs_printing_20000_lines_keep_stderr_small_with_the_error_last() {
         "the error is not last: {last}\n{}",
         out.stderr
     );
-    assert!(out.stderr.contains("lines not shown here"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("lines not shown here"),
+        "{}",
+        out.stderr
+    );
     let log = PathBuf::from(
         out.marker("WAVEMAP_AGENT_JOB_LOG")
             .unwrap_or_else(|| panic!("no job log marker\n{}", out.dump())),
     );
-    assert!(log.starts_with(td.state_dir().join("jobs")), "{}", log.display());
+    assert!(
+        log.starts_with(td.state_dir().join("jobs")),
+        "{}",
+        log.display()
+    );
     assert_eq!(mode(&log), 0o600);
     let text = std::fs::read_to_string(&log).unwrap();
     for job in ["migrate", "seed-base"] {
@@ -683,7 +776,12 @@ async fn jobs_printing_20000_lines_keep_stderr_small_with_the_error_last() {
             .count();
         assert_eq!(rows, 20_000, "{job}");
     }
-    assert_eq!(text.lines().filter(|l| l.starts_with("seed-dev: row")).count(), 20_000);
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("seed-dev: row"))
+            .count(),
+        20_000
+    );
     assert!(text.contains("seed-base: row 12345 of 20000"));
     assert!(
         text.trim_end()
@@ -741,15 +839,35 @@ async fn destructive_commands_honour_their_flags_or_refuse_them() {
     let container_db = fixture_db("behind").await;
     let flag_db = fixture_db("behind").await;
     let api = Api::start(&td, &container_db);
-    let out = td.run(["database", "migrate", "--execute", "--database-url", &flag_db]);
+    let out = td.run([
+        "database",
+        "migrate",
+        "--execute",
+        "--database-url",
+        &flag_db,
+    ]);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"), Some("applied"));
-    assert_eq!(ledger(&flag_db).await, Some(up_to_date_ledger()), "the gated database was migrated");
-    assert_eq!(ledger(&container_db).await.map(|l| l.len()), Some(2), "the other one was not");
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
+    assert_eq!(
+        ledger(&flag_db).await,
+        Some(up_to_date_ledger()),
+        "the gated database was migrated"
+    );
+    assert_eq!(
+        ledger(&container_db).await.map(|l| l.len()),
+        Some(2),
+        "the other one was not"
+    );
 
     // A journal other than the image's (3 entries, the image has 4): the
     // gate would read one journal and the job apply another.
-    let dir = drizzle().join("ahead/image-migrations").display().to_string();
+    let dir = drizzle()
+        .join("ahead/image-migrations")
+        .display()
+        .to_string();
     for flag in [
         vec!["--migrations-dir", dir.as_str()],
         vec!["--migrations-schema", "other"],
@@ -760,16 +878,34 @@ async fn destructive_commands_honour_their_flags_or_refuse_them() {
         let out = td.run(&args);
         assert_eq!(out.code, 2, "{}", out.dump());
         assert!(out.stderr.contains(flag[0]), "{}", out.dump());
-        let mut args = vec!["database", "migrate", "--execute", "--database-url", &container_db];
+        let mut args = vec![
+            "database",
+            "migrate",
+            "--execute",
+            "--database-url",
+            &container_db,
+        ];
         args.extend(&flag);
         let out = td.run(&args);
         assert_eq!(out.code, 2, "{}", out.dump());
         assert!(out.stderr.contains(flag[0]), "{}", out.dump());
     }
-    assert_eq!(api.execs("migrate"), 1, "only the honoured migrate ran a job");
+    assert_eq!(
+        api.execs("migrate"),
+        1,
+        "only the honoured migrate ran a job"
+    );
     assert_eq!(ledger(&container_db).await.map(|l| l.len()), Some(2));
     // The reset honours --database-url for every job.
-    let out = td.run(["database", "reset", "--execute", "--confirm", "dev", "--database-url", &flag_db]);
+    let out = td.run([
+        "database",
+        "reset",
+        "--execute",
+        "--confirm",
+        "dev",
+        "--database-url",
+        &flag_db,
+    ]);
     assert_eq!(out.code, 0, "{}", out.dump());
     let seeded = |url: String| async move {
         pg_connect(&url)
@@ -780,5 +916,9 @@ async fn destructive_commands_honour_their_flags_or_refuse_them() {
             .map(|rows| rows[0].get::<_, i64>(0))
     };
     assert_eq!(seeded(flag_db.clone()).await, Some(6));
-    assert_eq!(seeded(container_db.clone()).await, None, "the container's database was not seeded");
+    assert_eq!(
+        seeded(container_db.clone()).await,
+        None,
+        "the container's database was not seeded"
+    );
 }

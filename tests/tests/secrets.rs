@@ -291,7 +291,9 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.td.set(
         "database",
         "url",
-        toml_str(&format!("postgres://wavemap:{url_password}@127.0.0.1:9/wavemap")),
+        toml_str(&format!(
+            "postgres://wavemap:{url_password}@127.0.0.1:9/wavemap"
+        )),
     );
     runs.run_str(&["config", "check"], 0);
     runs.run_str(&["--json", "config", "check"], 0);

@@ -348,7 +348,12 @@ async fn migrate_locked(
         // The gate read a local folder; the job applies the image's journal.
         // Only the same journal makes that gate the job's gate.
         let image = load_journal(config, None).await?;
-        let hashes = |j: &Journal| j.migrations.iter().map(|m| m.hash.clone()).collect::<Vec<_>>();
+        let hashes = |j: &Journal| {
+            j.migrations
+                .iter()
+                .map(|m| m.hash.clone())
+                .collect::<Vec<_>>()
+        };
         if hashes(&image.journal) != hashes(&inputs.journal) {
             inv.report
                 .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "refused");
@@ -470,13 +475,17 @@ async fn reset_database(
             };
             Ok(Some((url, origin)))
         }
-        Err(Error::InvalidInput { .. }) => Ok(match source::container_database_url(config).await? {
-            Some(url) => Some((
-                source::route_compose_host(config, &url).await.unwrap_or(url),
-                source::UrlOrigin::Container,
-            )),
-            None => None,
-        }),
+        Err(Error::InvalidInput { .. }) => {
+            Ok(match source::container_database_url(config).await? {
+                Some(url) => Some((
+                    source::route_compose_host(config, &url)
+                        .await
+                        .unwrap_or(url),
+                    source::UrlOrigin::Container,
+                )),
+                None => None,
+            })
+        }
         Err(e) => Err(e),
     }
 }

@@ -77,8 +77,7 @@ pub async fn run(
     journal::append(&config.journal_path(), &entry("start"));
     let result = interruptible(dispatch(command, &mut inv)).await;
     if let Some(path) = crate::operation::job_log() {
-        inv.report
-            .marker("WAVEMAP_AGENT_JOB_LOG", path.display());
+        inv.report.marker("WAVEMAP_AGENT_JOB_LOG", path.display());
     }
     if let Err(Error::Interrupted { signal, .. }) = &result {
         inv.report.marker("WAVEMAP_AGENT_INTERRUPTED", signal);
