@@ -949,7 +949,7 @@ required = false
             LiveType::String,
             "https://api.example/",
         ));
-        let err = Error::from(render(dir.path(), &with_public, true).unwrap_err());
+        let err = render(dir.path(), &with_public, true).unwrap_err();
         assert_eq!(err.exit_code(), 3);
         assert!(err.to_string().contains("NEXT_PUBLIC_API"), "{err}");
         assert!(!dir.path().join("env/backend.env").exists());
