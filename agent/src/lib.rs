@@ -24,7 +24,7 @@
 //!   and the map from SDK errors to exit codes.
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
-//! - [`envrender`]: `render_env`, SSM -> checked -> atomically written env files.
+//! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
