@@ -54,7 +54,15 @@ pub async fn run(
     // API container is stopped first and the operation recorded.
     crate::operation::listen()
         .map_err(|e| Error::failed("start", format!("cannot handle signals: {e}")))?;
-    let _lock = lock::acquire(&config.lock_path(), command.name(), timeout).await?;
+    let _lock = tokio::select! {
+        lock = lock::acquire(&config.lock_path(), command.name(), timeout) => lock?,
+        signal = crate::operation::wait() => {
+            return Err(Error::Interrupted {
+                signal,
+                detail: "while waiting for the lock; nothing was started".into(),
+            });
+        }
+    };
     let started_at = now();
     let started = Instant::now();
     let args = journal_args(command);
