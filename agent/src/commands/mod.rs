@@ -54,8 +54,9 @@ pub async fn run(
     // API container is stopped first and the operation recorded.
     crate::operation::listen()
         .map_err(|e| Error::failed("start", format!("cannot handle signals: {e}")))?;
+    let lock_path = config.lock_path();
     let _lock = tokio::select! {
-        lock = lock::acquire(&config.lock_path(), command.name(), timeout) => lock?,
+        lock = lock::acquire(&lock_path, command.name(), timeout) => lock?,
         signal = crate::operation::wait() => {
             return Err(Error::Interrupted {
                 signal,
