@@ -270,6 +270,10 @@ pub struct ParameterSpec {
     pub group: Option<String>,
     /// Variable name; defaults to the last path segment.
     pub variable: Option<String>,
+    /// A `NEXT_PUBLIC_*` variable is a build-time input of the frontend
+    /// image; the render refuses one (exit 3) unless this says it is meant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_build_time: bool,
 }
 
 fn yes() -> bool {
@@ -309,7 +313,8 @@ pub struct JobsConfig {
     pub media_report_command: Vec<String>,
     /// Deadline of one job.
     pub timeout: Seconds,
-    /// Lines of job output kept for the summary.
+    /// Last lines of each job shown on stderr (within the stderr budget;
+    /// the full output goes to `state_dir/jobs/<operation-id>.log`).
     pub tail_lines: usize,
     /// Output lines matching this (case-insensitive substring) count as warnings.
     pub warning_pattern: String,
@@ -412,7 +417,7 @@ impl Default for JobsConfig {
             dev_seed_command: vec!["node".into(), "dist/db/seed-dev.js".into()],
             media_report_command: vec!["node".into(), "dist/media/discrepancy-report.js".into()],
             timeout: Seconds::new(900),
-            tail_lines: 40,
+            tail_lines: 15,
             warning_pattern: "warn".into(),
         }
     }

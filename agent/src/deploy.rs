@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
+use crate::envrender::RenderError;
 use crate::error::Error;
 use crate::fsutil;
 use crate::output::Report;
@@ -59,9 +60,14 @@ impl fmt::Display for Stage {
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvPolicy {
-    /// Deploys: SSM must answer (exit 69 otherwise).
+    /// Deploys: SSM must answer (exit 69 otherwise), and the empty-render
+    /// guard holds (exit 3).
     Required,
-    /// Boot recovery: keep the existing env files and say so.
+    /// `runtime deploy --allow-empty`: as `Required`, but emptying env
+    /// files is deliberate.
+    RequiredAllowEmpty,
+    /// Boot recovery: keep the existing env files and say so, when SSM is
+    /// unavailable or the empty-render guard holds.
     KeepExistingIfUnavailable,
 }
 
@@ -81,6 +87,9 @@ pub struct Outcome {
     /// Milliseconds per stage, in order.
     pub stage_ms: Vec<(String, u64)>,
     pub env_kept_existing: bool,
+    /// Set when the empty-render guard kept the existing env files (boot
+    /// recovery): what it refused.
+    pub env_empty_guard: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
 }
@@ -130,7 +139,9 @@ pub async fn run(
             .map_err(|e| (Stage::State, e));
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
-    if outcome.env_kept_existing {
+    if outcome.env_empty_guard.is_some() {
+        report.marker(&format!("{prefix}_ENV"), "kept-existing-empty-render");
+    } else if outcome.env_kept_existing {
         report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");
     }
     if !outcome.changed_services.is_empty() {
@@ -190,15 +201,27 @@ async fn run_stages(
     crate::testpoint::pause(Stage::EnvRender.name());
     let started = Instant::now();
     log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-    match crate::envrender::render_env(config, options.execute).await {
+    let render_options = crate::envrender::RenderOptions {
+        execute: options.execute,
+        allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
+    };
+    let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
+    match crate::envrender::render(config, render_options).await {
         Ok(summary) => summary.add_markers(report),
-        Err(Error::Unavailable { dependency, detail })
-            if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-        {
+        Err(RenderError::Empty(guard)) => {
+            guard.add_markers(report);
+            if !keep_existing {
+                return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
+            }
+            log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
+            outcome.env_kept_existing = true;
+            outcome.env_empty_guard = Some(guard.to_string());
+        }
+        Err(RenderError::Other(Error::Unavailable { dependency, detail })) if keep_existing => {
             log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
             outcome.env_kept_existing = true;
         }
-        Err(e) => return Err((Stage::EnvRender, e)),
+        Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
     }
     outcome
         .stage_ms
@@ -476,7 +499,12 @@ fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Res
     if fsutil::read_owned(&path)?.as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+    // Keep the mode the operator gave the file; a new one is owner-only
+    // (an operator may add credentials to it).
+    let mode = std::fs::symlink_metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    fsutil::write_atomic(&path, text.as_bytes(), mode)
 }
 
 fn action_word(action: &compose::Action) -> String {

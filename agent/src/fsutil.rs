@@ -20,6 +20,15 @@ const TEMP_PREFIX: &str = ".wavemap-tmp-";
 
 /// Write `contents` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let temp = write_temp(path, contents, mode)?;
+    commit_temp(&temp, path)
+}
+
+/// The first half of [`write_atomic`]: write `contents` to a temp file beside
+/// `path` (mode `mode`, fsynced) and return its path. Callers that must
+/// change several files together write every temp file first and only then
+/// [`commit_temp`] each, so a failure before the renames changes no file.
+pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Error> {
     let dir = parent(path)?;
     refuse_symlink(path)?;
     let file_name = path
@@ -39,17 +48,60 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        crate::testpoint::pause(&format!("write:{file_name}"));
-        std::fs::rename(&temp, path)?;
-        sync_dir(&dir)
+        file.sync_all()
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
         return Err(Error::io("write", path, source));
     }
-    Ok(())
+    Ok(temp)
+}
+
+/// The second half of [`write_atomic`]: rename `temp` over `path`, then
+/// fsync the folder so the rename survives a power cut.
+pub fn commit_temp(temp: &Path, path: &Path) -> Result<(), Error> {
+    let dir = parent(path)?;
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        // Test builds only: the crash test kills the agent here, mid-write.
+        crate::testpoint::pause(&format!("write:{name}"));
+    }
+    let result = refuse_symlink(path).and_then(|()| {
+        std::fs::rename(temp, path)
+            .and_then(|()| sync_dir(&dir))
+            .map_err(|e| Error::io("write", path, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}
+
+/// Whether `name` is a temp file name of [`write_temp`].
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+/// Remove every temp file of [`write_temp`] in `dir`, whichever process left
+/// it (call under the agent lock, so no live writer owns one). Returns the
+/// names removed. A missing folder has none.
+pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove", &entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Create `dir` (and parents) with `mode` if missing; refuse a symlink.

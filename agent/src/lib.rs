@@ -18,12 +18,13 @@
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
+//! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
 //!   and the map from SDK errors to exit codes.
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
-//! - [`envrender`]: `render_env`, SSM -> checked -> atomically written env files.
+//! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
@@ -56,6 +57,7 @@ pub mod jobs;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod operation;
 pub mod output;
 pub mod registry;
 pub mod release;

@@ -12,6 +12,7 @@ mod registry;
 mod runbook;
 mod runtime;
 mod runtime_env;
+mod safety;
 mod secrets;
 mod ssm_documents;
 mod zero_downtime;

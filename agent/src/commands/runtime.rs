@@ -49,7 +49,11 @@ pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) ->
         &release,
         Options {
             execute,
-            env: EnvPolicy::Required,
+            env: if args.allow_empty {
+                EnvPolicy::RequiredAllowEmpty
+            } else {
+                EnvPolicy::Required
+            },
             record_as: Some("deploy"),
         },
         report,
@@ -84,6 +88,14 @@ pub async fn record_release(
     args: &ReleaseArgs,
     report: &mut Report,
 ) -> Result<(), Error> {
+    if args.allow_empty {
+        // A flag a command does not honour is refused, never ignored.
+        return Err(Error::invalid(
+            "--allow-empty",
+            "record-release renders no env file",
+            "drop --allow-empty (it belongs to runtime deploy and runtime-env)",
+        ));
+    }
     let release = release(args, config)?;
     report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
     release.add_markers(report, RECEIPT);
