@@ -61,8 +61,14 @@ impl fmt::Display for Stage {
 pub enum EnvPolicy {
     /// Deploys: SSM must answer (exit 69 otherwise).
     Required,
-    /// Boot recovery: keep the existing env files and say so.
+    /// Boot recovery: keep trying SSM for `daemon.ssm_wait`, then keep the
+    /// existing env files and say so. A render the checks refuse (a gate:
+    /// an empty tree, a missing required parameter) also keeps them: the
+    /// files on disk are what the last good render wrote.
     KeepExistingIfUnavailable,
+    /// The daemon's heals: no render at all. A heal restores what the last
+    /// deploy made; new SSM values arrive with the next deploy.
+    KeepExisting,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +87,9 @@ pub struct Outcome {
     /// Milliseconds per stage, in order.
     pub stage_ms: Vec<(String, u64)>,
     pub env_kept_existing: bool,
+    /// Why the existing env files were kept (SSM unreachable, the render
+    /// refused, or a heal that never renders).
+    pub env_kept_reason: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
 }
@@ -130,7 +139,12 @@ pub async fn run(
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
     if outcome.env_kept_existing {
-        report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");
+        let why = match outcome.env_kept_reason.as_deref() {
+            Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
+            Some("not re-rendered") => "kept-existing",
+            _ => "kept-existing-ssm-unavailable",
+        };
+        report.marker(&format!("{prefix}_ENV"), why);
     }
     if !outcome.changed_services.is_empty() {
         report.marker(
@@ -169,16 +183,33 @@ async fn run_stages(
 
     // env-render
     let started = Instant::now();
-    log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-    match crate::envrender::render_env(config, options.execute).await {
-        Ok(summary) => summary.add_markers(report),
-        Err(Error::Unavailable { dependency, detail })
-            if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-        {
-            log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+    match options.env {
+        EnvPolicy::KeepExisting => {
+            log::info!(stage = "env-render"; "keeping the existing env files (no render)");
             outcome.env_kept_existing = true;
+            outcome.env_kept_reason = Some("not re-rendered".into());
         }
-        Err(e) => return Err((Stage::EnvRender, e)),
+        EnvPolicy::Required | EnvPolicy::KeepExistingIfUnavailable => {
+            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
+            match render_waiting_for_ssm(config, options).await {
+                Ok(summary) => summary.add_markers(report),
+                Err(Error::Unavailable { dependency, detail })
+                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+                {
+                    log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
+                }
+                Err(Error::Gate { reason })
+                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+                {
+                    log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {reason}"));
+                }
+                Err(e) => return Err((Stage::EnvRender, e)),
+            }
+        }
     }
     outcome
         .stage_ms
@@ -330,6 +361,30 @@ async fn run_stages(
         .stage_ms
         .push((Stage::Health.name().into(), ms(started)));
     Ok(())
+}
+
+/// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
+/// under [`EnvPolicy::KeepExistingIfUnavailable`] (at boot the network may
+/// come up a little after the agent); once otherwise.
+async fn render_waiting_for_ssm(
+    config: &Config,
+    options: Options,
+) -> Result<crate::envrender::RenderSummary, Error> {
+    let wait = match options.env {
+        EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
+        _ => std::time::Duration::ZERO,
+    };
+    let started = Instant::now();
+    let pause = std::time::Duration::from_secs(2);
+    loop {
+        match crate::envrender::render_env(config, options.execute).await {
+            Err(Error::Unavailable { dependency, detail }) if started.elapsed() + pause < wait => {
+                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 const DOTENV_HEADER: &str =

@@ -50,7 +50,7 @@ pub async fn run(
             .unwrap_or_else(|| config.agent.lock_timeout.get()),
     );
     let _lock = lock::acquire(&config.lock_path(), command.name(), timeout).await?;
-    let started_at = now();
+    let started_at = crate::clock::now();
     let started = Instant::now();
     let args = journal_args(command);
     let entry = |event: &str| journal::Entry {
@@ -68,7 +68,7 @@ pub async fn run(
     journal::append(&config.journal_path(), &entry("start"));
     let result = dispatch(command, &mut inv).await;
     let mut end = entry("end");
-    end.ended_at = Some(now());
+    end.ended_at = Some(crate::clock::now());
     end.duration_ms = Some(started.elapsed().as_millis() as u64);
     let code = result.as_ref().map_or_else(Error::exit_code, |_| 0);
     end.exit_code = Some(code);
@@ -143,8 +143,4 @@ fn journal_args(command: &Command) -> Vec<String> {
         ],
         _ => vec!["--execute".into()],
     }
-}
-
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
