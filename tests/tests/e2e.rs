@@ -12,3 +12,4 @@ mod runtime;
 mod runtime_env;
 mod secrets;
 mod ssm_documents;
+mod systemd;
