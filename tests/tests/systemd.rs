@@ -109,6 +109,13 @@ impl Machine {
         );
         assert_eq!(r.code, 0, "docker run of the systemd image: {}", r.dump());
         let machine = Machine { name };
+        // PID 1 needs a moment before its bus answers.
+        wait_until(
+            Duration::from_secs(60),
+            "systemd's bus in the container",
+            || machine.sh("systemctl is-system-running").stderr.trim().is_empty(),
+            || machine.sh("systemctl is-system-running").dump(),
+        );
         // `--wait` returns once boot finished: running, or degraded when
         // some unit of the image failed (not ours; listed in the message).
         let state = machine.sh("systemctl is-system-running --wait");

@@ -14,6 +14,14 @@
 //! - **config**: its config hash (Compose's `com.docker.compose.config-hash`)
 //!   differs from the release's, environment included.
 //!
+//! A drift is healed only once it holds still: seen the same (same
+//! services, kinds and containers) in two checks in a row, with no
+//! container of the project starting its healthcheck or created, started
+//! or stopped in the last [`QUIET`]. An operator's `docker compose up`
+//! stops, recreates and starts containers in steps, waiting for health in
+//! between; a check that lands in the middle sees exited or missing
+//! containers that Compose is about to replace, and must leave them alone.
+//!
 //! Not drift: a container an operator recreated with `docker compose up -d`
 //! from the same release (same image, same hash: the planner keeps it), a
 //! surplus or orphan container (a deploy removes those, a heal does not
@@ -53,6 +61,57 @@ impl fmt::Display for Kind {
 pub struct Drift {
     pub service: String,
     pub kind: Kind,
+    /// The container id it concerns (`None` when missing).
+    pub container: Option<String>,
+}
+
+/// How long the project must be still before a drift is healed.
+pub const QUIET: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What one check found.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    pub drift: Vec<Drift>,
+    /// Why the project is not still (`api health starting`, `frontend
+    /// started 3s ago`); `None` when it is.
+    pub moving: Option<String>,
+}
+
+/// The facts of one container that say whether it is in motion.
+#[derive(Debug, Clone, Default)]
+pub struct Motion {
+    pub container: String,
+    pub health: Option<String>,
+    /// RFC 3339 times of creation, last start and last stop (Docker
+    /// reports `0001-01-01T00:00:00Z` for "never").
+    pub times: Vec<String>,
+}
+
+/// The first sign that the project is changing right now, if any.
+pub fn in_motion(
+    containers: &[Motion],
+    now: chrono::DateTime<chrono::Utc>,
+    quiet: std::time::Duration,
+) -> Option<String> {
+    let quiet = chrono::Duration::from_std(quiet).unwrap_or(chrono::Duration::MAX);
+    for c in containers {
+        if c.health.as_deref() == Some("starting") {
+            return Some(format!("{} health starting", c.container));
+        }
+        for t in &c.times {
+            if let Ok(at) = chrono::DateTime::parse_from_rfc3339(t) {
+                let age = now.signed_duration_since(at.with_timezone(&chrono::Utc));
+                if age < quiet {
+                    return Some(format!(
+                        "{} changed {}s ago",
+                        c.container,
+                        age.num_seconds().max(0)
+                    ));
+                }
+            }
+        }
+    }
+    None
 }
 
 impl fmt::Display for Drift {
@@ -107,6 +166,7 @@ pub fn rules(plan: &Plan, one_shot: &BTreeSet<String>) -> Vec<Drift> {
             out.push(Drift {
                 service: s.service.clone(),
                 kind,
+                container: s.container.as_ref().map(|c| c.id.clone()),
             });
         }
     }
@@ -120,7 +180,7 @@ pub async fn detect(
     docker: &bollard::Docker,
     config: &Config,
     release: &Release,
-) -> Result<Vec<Drift>, Error> {
+) -> Result<Found, Error> {
     let vars = crate::deploy::compose_vars(config, release);
     let project = Project::load(
         config.runtime.compose_file.as_path(),
@@ -128,7 +188,42 @@ pub async fn detect(
         &vars,
     )?;
     let plan = compose::plan(docker, &project).await?;
-    Ok(rules(&plan, &one_shot_services(&project)))
+    let drift = rules(&plan, &one_shot_services(&project));
+    if drift.is_empty() {
+        return Ok(Found::default());
+    }
+    let mut motion = Vec::new();
+    for c in plan.services.iter().filter_map(|s| s.container.as_ref()) {
+        // Gone since the list: that is motion too.
+        let Ok(info) = docker
+            .inspect_container(
+                &c.id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        else {
+            return Ok(Found {
+                drift,
+                moving: Some(format!("{} went away", c.name)),
+            });
+        };
+        let state = info.state.unwrap_or_default();
+        motion.push(Motion {
+            container: c.name.clone(),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string()),
+            times: [info.created, state.started_at, state.finished_at]
+                .into_iter()
+                .flatten()
+                .collect(),
+        });
+    }
+    Ok(Found {
+        drift,
+        moving: in_motion(&motion, chrono::Utc::now(), QUIET),
+    })
 }
 
 #[cfg(test)]
@@ -251,6 +346,42 @@ mod tests {
         // A one-shot that was never created is still missing.
         let p = plan(vec![service("migrate", Action::Create, None, true)]);
         assert_eq!(rules(&p, &one_shot).len(), 1);
+    }
+
+    #[test]
+    fn a_project_that_is_starting_or_just_changed_is_in_motion() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T10:00:30Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let still = |name: &str| Motion {
+            container: name.into(),
+            health: Some("healthy".into()),
+            times: vec![
+                "2026-11-25T09:00:00Z".into(),
+                "2026-11-25T09:00:01Z".into(),
+                "0001-01-01T00:00:00Z".into(),
+            ],
+        };
+        assert_eq!(in_motion(&[still("p-api-1"), still("p-web-1")], now, QUIET), None);
+        // Compose waits for a dependency's health before the next step.
+        let mut starting = still("p-postgres-1");
+        starting.health = Some("starting".into());
+        assert_eq!(
+            in_motion(&[still("p-api-1"), starting], now, QUIET).as_deref(),
+            Some("p-postgres-1 health starting")
+        );
+        // Compose just stopped it (to recreate it), 4 s ago.
+        let mut stopped = still("p-api-1");
+        stopped.health = None;
+        stopped.times.push("2026-11-25T10:00:26.5Z".into());
+        assert_eq!(
+            in_motion(&[stopped], now, QUIET).as_deref(),
+            Some("p-api-1 changed 3s ago")
+        );
+        // Stopped 11 s ago and left so: still, a heal may act.
+        let mut left = still("p-api-1");
+        left.times.push("2026-11-25T10:00:19Z".into());
+        assert_eq!(in_motion(&[left], now, QUIET), None);
     }
 
     #[test]

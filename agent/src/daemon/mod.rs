@@ -400,6 +400,8 @@ impl Daemon<'_> {
         let config = self.config;
         let interval = config.daemon.health_interval.duration();
         let mut pause = interval;
+        // The drift of the previous check: a heal needs the same twice.
+        let mut previous: Option<Vec<drift::Drift>> = None;
         loop {
             if self.sleep(pause).await.is_none() {
                 return;
@@ -412,6 +414,34 @@ impl Daemon<'_> {
             let check = match self.drive(check_drift(config)).await {
                 Some(check) => check,
                 None => return,
+            };
+            let check = match check {
+                Check::Drift {
+                    found,
+                    release,
+                    lock,
+                } => {
+                    let still = found.moving.is_none();
+                    let again = previous.as_ref() == Some(&found.drift);
+                    if still && again {
+                        Check::Drift {
+                            found,
+                            release,
+                            lock,
+                        }
+                    } else {
+                        drop(lock);
+                        let what = drift::describe(&found.drift);
+                        let why = found.moving.unwrap_or_else(|| "first sighting".into());
+                        log::info!(operation = "heal"; "drift: {what}; waiting for it to hold still ({why})");
+                        previous = Some(found.drift);
+                        Check::Skipped(why)
+                    }
+                }
+                other => {
+                    previous = None;
+                    other
+                }
             };
             match check {
                 Check::Clean | Check::NoRelease => {
@@ -441,21 +471,22 @@ impl Daemon<'_> {
                     };
                     self.say(phase, &format!("{word}: {}", seen.summary));
                 }
-                Check::Drift { drift, .. } if !config.daemon.heal => {
+                Check::Drift { found, .. } if !config.daemon.heal => {
                     self.say(
                         Phase::Degraded,
                         &format!(
                             "degraded: drift: {}; not healing (daemon.heal = false)",
-                            drift::describe(&drift)
+                            drift::describe(&found.drift)
                         ),
                     );
                 }
                 Check::Drift {
-                    drift,
+                    found,
                     release,
                     lock,
                 } => {
-                    let what = drift::describe(&drift);
+                    let what = drift::describe(&found.drift);
+                    log::warn!(operation = "heal"; "drift from {}: {what}; healing", release.image_tag);
                     self.say(Phase::Healing, &format!("healing: {what}"));
                     let started_at = clock::now();
                     let started = Instant::now();
@@ -584,7 +615,7 @@ enum Check {
     Skipped(String),
     /// Drift found; the lock is still held for the heal.
     Drift {
-        drift: Vec<drift::Drift>,
+        found: drift::Found,
         release: release::Release,
         lock: crate::lock::OperationLock,
     },
@@ -618,15 +649,12 @@ async fn check_drift(config: &Config) -> Check {
         Err(e) => return Check::Skipped(e.to_string()),
     };
     match drift::detect(&docker, config, &current.release).await {
-        Ok(found) if found.is_empty() => Check::Clean,
-        Ok(found) => {
-            log::warn!(operation = "heal"; "drift from {}: {}", current.release.image_tag, drift::describe(&found));
-            Check::Drift {
-                drift: found,
-                release: current.release,
-                lock,
-            }
-        }
+        Ok(found) if found.drift.is_empty() => Check::Clean,
+        Ok(found) => Check::Drift {
+            found,
+            release: current.release,
+            lock,
+        },
         Err(e) => Check::Skipped(format!("cannot plan: {e}")),
     }
 }
