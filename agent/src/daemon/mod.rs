@@ -254,7 +254,7 @@ impl Daemon<'_> {
             notify(&[NotifyState::Status(&text)]);
         } else {
             self.ready = true;
-            log::info!(operation = "daemon"; "ready: {text}");
+            log::info!(operation = "daemon"; "{text}");
             notify(&[NotifyState::Ready, NotifyState::Status(&text)]);
         }
         write_heartbeat(self.config, phase, &text);
