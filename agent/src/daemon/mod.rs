@@ -319,8 +319,9 @@ impl Daemon<'_> {
                         1 => String::new(),
                         n => format!(" after {n} attempts"),
                     };
+                    let word = if self.ready { "running" } else { "ready" };
                     let text = format!(
-                        "ready: recovered{tries}: {} (docker {}ms, converged {}ms, healthy {}ms)",
+                        "{word}: recovered{tries}: {} (docker {}ms, converged {}ms, healthy {}ms)",
                         record.detail,
                         h.to_docker_ms,
                         h.to_converged_ms,
@@ -402,6 +403,10 @@ impl Daemon<'_> {
         let mut pause = interval;
         // The drift of the previous check: a heal needs the same twice.
         let mut previous: Option<Vec<drift::Drift>> = None;
+        // Until something changes, STATUS keeps saying what READY said
+        // (how boot recovery went) rather than a bare health line.
+        let mut baseline: Option<String> = None;
+        let mut eventful = false;
         loop {
             if self.sleep(pause).await.is_none() {
                 return;
@@ -443,6 +448,14 @@ impl Daemon<'_> {
                     other
                 }
             };
+            let calm = matches!(check, Check::Clean | Check::NoRelease) && seen.docker_ok;
+            if !calm || baseline.get_or_insert_with(|| seen.summary.clone()) != &seen.summary {
+                eventful = true;
+            }
+            if !eventful {
+                write_heartbeat(config, Phase::Running, &self.last_status);
+                continue;
+            }
             match check {
                 Check::Clean | Check::NoRelease => {
                     let phase = if seen.docker_ok {
