@@ -323,12 +323,26 @@ pub struct JobsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonConfig {
-    /// How often the running daemon observes the project's health.
+    /// How often the running daemon observes the project's health and
+    /// checks it for drift.
     pub health_interval: Seconds,
-    /// How long boot recovery waits for Docker.
+    /// How long one recovery attempt waits for Docker before it counts as
+    /// failed (and the next attempt follows after a backoff).
     pub docker_wait: Seconds,
-    /// How long boot recovery waits for SSM before keeping the existing env.
+    /// How long boot recovery keeps trying SSM before keeping the existing
+    /// env files.
     pub ssm_wait: Seconds,
+    /// READY=1 at the latest this long after start, with
+    /// `STATUS=degraded: ...` when the release is not healthy yet; retries
+    /// go on after it. Must stay below the unit's TimeoutStartSec (900 s),
+    /// which also bounds boot recovery's wait for the operation lock.
+    pub ready_timeout: Seconds,
+    /// Longest pause between two recovery attempts (jittered exponential
+    /// backoff from 2 s up to this).
+    pub retry_max: Seconds,
+    /// Converge drift and failed recoveries back to the current release.
+    /// `false`: observe and report only.
+    pub heal: bool,
 }
 
 impl Default for AgentConfig {
@@ -429,6 +443,9 @@ impl Default for DaemonConfig {
             health_interval: Seconds::new(30),
             docker_wait: Seconds::new(300),
             ssm_wait: Seconds::new(60),
+            ready_timeout: Seconds::new(600),
+            retry_max: Seconds::new(300),
+            heal: true,
         }
     }
 }
@@ -725,6 +742,22 @@ impl Config {
             }
         }
         self.smoke.validate()?;
+        // The unit's TimeoutStartSec is 900 s: READY must come before it, or
+        // systemd kills the daemon mid-recovery and counts a failed start.
+        if !(1..=840).contains(&self.daemon.ready_timeout.get()) {
+            return Err(invalid(
+                "daemon.ready_timeout",
+                format!("{}s is out of range", self.daemon.ready_timeout.get()),
+                "use 1 to 840 seconds: READY must come before the unit's TimeoutStartSec=900",
+            ));
+        }
+        if self.daemon.retry_max.get() == 0 || self.daemon.health_interval.get() == 0 {
+            return Err(invalid(
+                "daemon.retry_max / daemon.health_interval",
+                "0 seconds would retry or poll without pause".into(),
+                "use at least 1 second",
+            ));
+        }
         if self.agent.environment.is_empty() {
             return Err(invalid(
                 "agent.environment",

@@ -66,9 +66,14 @@ pub enum EnvPolicy {
     /// `runtime deploy --allow-empty`: as `Required`, but emptying env
     /// files is deliberate.
     RequiredAllowEmpty,
-    /// Boot recovery: keep the existing env files and say so, when SSM is
-    /// unavailable or the empty-render guard holds.
+    /// Boot recovery: keep trying SSM for `daemon.ssm_wait`, then keep the
+    /// existing env files and say so. A render the checks refuse (the
+    /// empty-render guard, a missing required parameter) also keeps them:
+    /// the files on disk are what the last good render wrote.
     KeepExistingIfUnavailable,
+    /// The daemon's heals: no render at all. A heal restores what the last
+    /// deploy made; new SSM values arrive with the next deploy.
+    KeepExisting,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,9 +92,9 @@ pub struct Outcome {
     /// Milliseconds per stage, in order.
     pub stage_ms: Vec<(String, u64)>,
     pub env_kept_existing: bool,
-    /// Set when the empty-render guard kept the existing env files (boot
-    /// recovery): what it refused.
-    pub env_empty_guard: Option<String>,
+    /// Why the existing env files were kept (SSM unreachable, the render
+    /// refused, or a heal that never renders).
+    pub env_kept_reason: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
 }
@@ -139,10 +144,13 @@ pub async fn run(
             .map_err(|e| (Stage::State, e));
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
-    if outcome.env_empty_guard.is_some() {
-        report.marker(&format!("{prefix}_ENV"), "kept-existing-empty-render");
-    } else if outcome.env_kept_existing {
-        report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");
+    if outcome.env_kept_existing {
+        let why = match outcome.env_kept_reason.as_deref() {
+            Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
+            Some("not re-rendered") => "kept-existing",
+            _ => "kept-existing-ssm-unavailable",
+        };
+        report.marker(&format!("{prefix}_ENV"), why);
     }
     if !outcome.changed_services.is_empty() {
         report.marker(
@@ -200,28 +208,62 @@ async fn run_stages(
     // env-render
     crate::testpoint::pause(Stage::EnvRender.name());
     let started = Instant::now();
-    log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-    let render_options = crate::envrender::RenderOptions {
-        execute: options.execute,
-        allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
-    };
     let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
-    match crate::envrender::render(config, render_options).await {
-        Ok(summary) => summary.add_markers(report),
-        Err(RenderError::Empty(guard)) => {
-            guard.add_markers(report);
-            if !keep_existing {
-                return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
+    match options.env {
+        EnvPolicy::KeepExisting => {
+            log::info!(stage = "env-render"; "keeping the existing env files (no render)");
+            outcome.env_kept_existing = true;
+            outcome.env_kept_reason = Some("not re-rendered".into());
+        }
+        EnvPolicy::Required | EnvPolicy::RequiredAllowEmpty | EnvPolicy::KeepExistingIfUnavailable => {
+            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
+            match render_waiting_for_ssm(config, options).await {
+                Ok(summary) => summary.add_markers(report),
+                Err(RenderError::Empty(guard)) => {
+                    guard.add_markers(report);
+                    if !keep_existing {
+                        return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
+                    }
+                    log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {guard}"));
+                }
+                Err(RenderError::Other(Error::Unavailable { dependency, detail })) if keep_existing => {
+                    log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
+                }
+                Err(RenderError::Other(Error::Gate { reason })) if keep_existing => {
+                    log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {reason}"));
+                }
+                Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
             }
-            log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
             outcome.env_kept_existing = true;
-            outcome.env_empty_guard = Some(guard.to_string());
+            outcome.env_kept_reason = Some("not re-rendered".into());
         }
-        Err(RenderError::Other(Error::Unavailable { dependency, detail })) if keep_existing => {
-            log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
-            outcome.env_kept_existing = true;
+        EnvPolicy::Required | EnvPolicy::KeepExistingIfUnavailable => {
+            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
+            match render_waiting_for_ssm(config, options).await {
+                Ok(summary) => summary.add_markers(report),
+                Err(Error::Unavailable { dependency, detail })
+                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+                {
+                    log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
+                }
+                Err(Error::Gate { reason })
+                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+                {
+                    log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {reason}"));
+                }
+                Err(e) => return Err((Stage::EnvRender, e)),
+            }
         }
-        Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
     }
     outcome
         .stage_ms
@@ -462,6 +504,34 @@ async fn check_running_images(
         }
     }
     Ok(())
+}
+
+/// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
+/// under [`EnvPolicy::KeepExistingIfUnavailable`] (at boot the network may
+/// come up a little after the agent); once otherwise.
+async fn render_waiting_for_ssm(
+    config: &Config,
+    options: Options,
+) -> Result<crate::envrender::RenderSummary, RenderError> {
+    let wait = match options.env {
+        EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
+        _ => std::time::Duration::ZERO,
+    };
+    let started = Instant::now();
+    let pause = std::time::Duration::from_secs(2);
+    loop {
+        let render_options = crate::envrender::RenderOptions {
+            execute: options.execute,
+            allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
+        };
+        match crate::envrender::render(config, render_options).await {
+            Err(RenderError::Other(Error::Unavailable { dependency, detail })) if started.elapsed() + pause < wait => {
+                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 const DOTENV_HEADER: &str =

@@ -12,6 +12,7 @@
 //! - [`cli`]: the command tree (clap); parsing only.
 //! - [`commands`]: one file per command group; the lock and the operation
 //!   journal wrap every mutating command.
+//! - [`clock`]: wall-clock timestamps and the monotonic clock for intervals.
 //! - [`config`]: the TOML file, strict parsing, deployed-dev defaults.
 //! - [`error`]: typed errors and the one map to exit codes.
 //! - [`output`]: stdout markers / JSON and secret redaction.
@@ -30,7 +31,8 @@
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 //! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
 //!   shared by deploy, rollback and boot recovery.
-//! - [`daemon`]: the systemd service: boot recovery, watchdog, heartbeat.
+//! - [`daemon`]: the systemd service: boot recovery, a reconciler that
+//!   retries and heals drift, watchdog, heartbeat.
 //! - [`status`]: the operator's read-only view.
 //! - [`smoke`]: the runbook's endpoint smoke through the frontend's port.
 //! - [`database`]: migration status (journal vs ledger) and the gate.
@@ -41,6 +43,7 @@
 
 pub mod aws;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod compose;
 pub mod config;

@@ -322,7 +322,7 @@ pub fn write_receipt(config: &Config, release: &Release) -> Result<Receipt, Erro
     let receipt = Receipt {
         schema_version: RECEIPT_SCHEMA_VERSION,
         release: release.clone(),
-        recorded_at: crate::commands::now(),
+        recorded_at: crate::clock::now(),
     };
     let path = config.receipt.path.as_path();
     if let Some(dir) = path.parent() {
@@ -401,7 +401,7 @@ pub fn write_current(
     let current = CurrentRelease {
         schema_version: CURRENT_SCHEMA_VERSION,
         release: release.clone(),
-        deployed_at: crate::commands::now(),
+        deployed_at: crate::clock::now(),
         deployed_by: deployed_by.to_owned(),
     };
     fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;

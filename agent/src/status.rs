@@ -109,7 +109,7 @@ pub async fn gather(config: &Config) -> Status {
                     (false, _) => "not-running",
                 }
                 .into(),
-                phase: Some(beat.phase),
+                phase: Some(beat.phase.to_string()),
                 last_heartbeat: Some(beat.updated_at),
                 heartbeat_age_secs: Some(age),
                 summary: Some(beat.summary),
@@ -302,6 +302,16 @@ fn age(secs: Option<u64>) -> String {
     }
 }
 
+/// `text` cut to `max` characters (with `...`), so a line fits 80 columns.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
 fn short_image(uri: &str) -> String {
     let name = uri.rsplit('/').next().unwrap_or(uri);
     match name.split_once(":sha-") {
@@ -327,6 +337,11 @@ pub fn render(s: &Status) -> String {
         _ => s.daemon.state.clone(),
     };
     line(&mut out, "daemon", &daemon);
+    // The daemon's last STATUS= line: ready, degraded (why, next retry),
+    // healing, healed.
+    if let Some(summary) = s.daemon.summary.as_deref().filter(|t| !t.is_empty()) {
+        line(&mut out, "daemon says", &clip(summary, 64));
+    }
     if let Some(holder) = &s.lock_holder {
         line(&mut out, "lock", &format!("held: {holder}"));
     }
@@ -368,17 +383,30 @@ pub fn render(s: &Status) -> String {
         );
     }
     if let Some(b) = &s.boot_recovery {
+        let attempts = match b.attempts {
+            0 | 1 => String::new(),
+            n => format!(" ({n} attempts)"),
+        };
         line(
             &mut out,
             "boot recovery",
-            &format!(
-                "{} docker {}ms, converged {}ms, healthy {}ms",
-                b.result,
-                b.to_docker_ms.unwrap_or(0),
-                b.to_converged_ms.unwrap_or(0),
-                b.to_healthy_ms.unwrap_or(0)
+            &clip(
+                &format!(
+                    "{}{attempts} docker {}ms, converged {}ms, healthy {}ms",
+                    b.result,
+                    b.to_docker_ms.unwrap_or(0),
+                    b.to_converged_ms.unwrap_or(0),
+                    b.to_healthy_ms.unwrap_or(0)
+                ),
+                64,
             ),
         );
+        if b.env.starts_with("kept existing") {
+            line(&mut out, "boot env", &clip(&b.env, 64));
+        }
+        if b.result == daemon::RecoveryResult::Failed {
+            line(&mut out, "boot failure", &clip(&b.detail, 64));
+        }
     }
 
     let mut table = Table::new();

@@ -15,4 +15,5 @@ mod runtime_env;
 mod safety;
 mod secrets;
 mod ssm_documents;
+mod systemd;
 mod zero_downtime;

@@ -202,7 +202,7 @@ fn save_status(config: &Config, status: &Status, origin: &str) {
         applied_count: status.applied_count,
         pending_count: status.pending_count,
         journal_source: origin,
-        checked_at: super::now(),
+        checked_at: crate::clock::now(),
     };
     let path = config.database_status_path();
     let result = serde_json::to_vec_pretty(&cached)

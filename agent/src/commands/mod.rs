@@ -65,7 +65,7 @@ pub async fn run(
             });
         }
     };
-    let started_at = now();
+    let started_at = crate::clock::now();
     let started = Instant::now();
     let args = journal_args(command);
     let entry = |event: &str| {
@@ -93,7 +93,7 @@ pub async fn run(
         inv.report.marker("WAVEMAP_AGENT_INTERRUPTED", signal);
     }
     let mut end = entry("end");
-    end.ended_at = Some(now());
+    end.ended_at = Some(crate::clock::now());
     end.duration_ms = Some(started.elapsed().as_millis() as u64);
     let code = result.as_ref().map_or_else(Error::exit_code, |_| 0);
     end.exit_code = Some(code);
@@ -213,8 +213,4 @@ fn journal_args(command: &Command) -> Vec<String> {
         ],
         _ => vec!["--execute".into()],
     }
-}
-
-pub fn now() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
