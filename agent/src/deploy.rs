@@ -574,7 +574,7 @@ fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Res
     let mode = std::fs::symlink_metadata(&path)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
         .unwrap_or(0o600);
-    fsutil::write_atomic(&path, text.as_bytes(), mode)
+    Ok(fsutil::write_atomic(&path, text.as_bytes(), mode)?)
 }
 
 fn action_word(action: &compose::Action) -> String {
