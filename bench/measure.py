@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wmbench import deploys, host  # noqa: E402
+from wmbench import deploys, host, probe  # noqa: E402
 from wmbench.core import BenchError, log  # noqa: E402
 from wmbench.machine import Sampler, machine  # noqa: E402
 from wmbench.probe import INTERVAL_MS  # noqa: E402
@@ -92,6 +92,7 @@ def main(argv):
         b.seed_parameters()
         b.private_copies()
         data["fixture"] = b.fixture_facts()
+        b.probe_kind = data["config"]["probe"] = probe.kind(b)
         for name, fn in scenarios:
             if only and name not in only:
                 continue

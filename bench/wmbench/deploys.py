@@ -133,7 +133,9 @@ class Flip:
         for svc in ("api", "frontend"):
             probes[svc] = {k: summary([p[svc][k] for p in self.probes if p[svc][k] is not None])
                            for k in ("failed", "gap_ms", "requests")}
-        return {"wall": summary(self.ms), "cpu": summary(self.cpu),
+        samples = [f"{svc}: {x}" for p in self.probes for svc in ("api", "frontend")
+                   for x in p[svc].get("failure_samples", [])][:6]
+        return {"wall": summary(self.ms), "cpu": summary(self.cpu), "probe_failure_samples": samples,
                 "stages": stage_summaries(self.stages, AGENT_STAGES) if any(self.stages) else {},
                 "down": downtime_summary(self.down), "lags": self.lags.result(), "probe": probes}
 

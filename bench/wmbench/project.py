@@ -69,6 +69,8 @@ class Bench:
         self.registry = self.need("WAVEMAP_TEST_REGISTRY")
         self.sha = {"A": self.need("WAVEMAP_TEST_SHA_A"), "B": self.need("WAVEMAP_TEST_SHA_B")}
         self.images = {}  # ("backend"|"frontend", "A"|"B") -> private copy
+        self.probe_kind = "busybox"  # set by measure.py (probe.kind)
+        self.probe_bin = Path(os.environ.get("BENCH_PROBE_BIN", str(root / "target/release/fake-backend")))
         self.env_setup = self.base_env(self.work / "docker-setup")
         # The alternatives log in for themselves, into their own docker config.
         self.env_alt = self.base_env(self.work / "docker-alt")

@@ -110,10 +110,20 @@ def availability(d):
             ("frontend", "gap_ms", "frontend: longest gap", " ms", front_target, front_res),
             ("api", "requests", "probes per service", "", "—", "—")):
         rows.append(f"| {label} | " + " | ".join(cell(x, svc, key, unit) for x in cols) + f" | {target} | {res} |")
+    kind = d["config"].get("probe", "busybox")
     intro = (f"A container on the project network requested each service's `/health` through its "
              f"service name every {d['config']['probe_interval_ms']} ms during every run of the "
-             f"pair-changed block ({n} flips per side, interleaved; Method says what counts as failed "
-             "and as a gap).")
+             f"pair-changed block ({n} flips per side, interleaved), with "
+             + ("`fake-backend probe` (the checkout's tests/fake-backend)"
+                if kind == "fake-backend" else
+                "the busybox fallback (the checkout's `fake-backend` has no `probe`; the fallback tries "
+                "one address per request)")
+             + "; Method says what counts as failed and as a gap.")
+    for key, name in CHANGED_SIDES:
+        ex = c[key].get("probe_failure_samples") or []
+        if ex:
+            intro += f" First failures seen, {name}: " + "; ".join(
+                f"`{x.replace('`', chr(39))[:120]}`" for x in ex[:2]) + "."
     if "unsupported" in sf:
         msg = sf["unsupported"].replace("`", "'").strip().splitlines()
         intro += (" **The agent at this commit refused the start-first compose file** (exit 2, nothing "
@@ -196,7 +206,8 @@ def details(d):
                    + down_text(f["agent_down"], "agent") + "; " + down_text(f["alt_down"], "pipeline") + ".")
     if "boot" in s:
         b = s["boot"]
-        rec = ", ".join(f"{k} {med(v)}" for k, v in b["recovery"].items())
+        rec = ", ".join(f"{k} {med(b['recovery'][k])}" for k in ("toDockerMs", "toConvergedMs", "toHealthyMs")
+                        if k in b["recovery"])
         out.append(f"- **Boot recovery.** The daemon's own record (`boot-recovery.json`, median ms since "
                    f"start): {rec or 'not written'}."
                    + lag_text(b["agent_lags"], b["alt_lags"], "the daemon", "Compose"))
@@ -216,8 +227,8 @@ def gaps(d, ratio_text):
             st = n["agent_stages"]
             out.append(f"- **No-op converge ({r} against 0.1).** The whole command is {med(n['agent'])} ms; "
                        f"its stages: {stage_text(st)} (median ms). `runtime deploy` renders the env files "
-                       "from SSM on every call by design (parameters may have changed); a converge-only "
-                       "command would take the converge stage's time.")
+                       "from SSM on every call by design (parameters may have changed); of its stages, "
+                       f"converge itself is {med(st.get('converge'))} ms.")
     if "changed" in s:
         c = s["changed"]
         iv = [seconds(fx.get(x, {}).get("healthcheck_interval")) for x in ("api", "frontend")]
