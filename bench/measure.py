@@ -81,6 +81,7 @@ def main(argv):
         + (" (dirty)" if dirty else ""))
     sampler = Sampler()
     data = {"schema": 1, "commit": sha[:12] + ("-dirty" if dirty else ""), "commit_full": sha,
+            "agent_path": str(agent),
             "dirty_paths": dirty, "started": started.isoformat(timespec="seconds"),
             "config": {"runs": runs, "status_runs": status_runs, "idle_seconds": idle_seconds,
                        "render_params": RENDER_PARAMS, "probe_interval_ms": INTERVAL_MS,

@@ -110,8 +110,10 @@ def absolute_rows(d):
         rows.append(f"| Daemon idle CPU over {f0(i['seconds'])} s | {pct}% of one core ({i['cpu_ticks']} "
                     f"ticks of 1/{i['hz']} s; {i['watchdog_pings']} watchdog pings at `WatchdogSec="
                     f"{i['watchdog_sec']}`) | < 0.5% | {'PASS' if float(pct) < 0.5 else 'MISS'} |")
-    rows.append(f"| Release binary size | {half_up(m['binary_bytes'] / 1024 / 1024, 1)} MiB "
-                f"({m['binary_bytes']} bytes) | — | — |")
+    prof = ", ".join(f"`{k} = {json.dumps(v)}`" for k, v in sorted(m.get("release_profile", {}).items()))
+    rows.append(f"| Binary size (`{Path(d.get('agent_path', 'wavemap-agent')).name}`) | "
+                f"{half_up(m['binary_bytes'] / 1024 / 1024, 1)} MiB ({m['binary_bytes']} bytes; "
+                f"release profile: {prof or 'none'}) | — | — |")
     if "boot" in s:
         b = s["boot"]
         be = b["beyond"]

@@ -10,6 +10,7 @@ nothing (they include the benchmark's own containers)."""
 
 import datetime
 import os
+import tomllib
 import platform
 import subprocess
 import threading
@@ -120,4 +121,5 @@ def machine(b):
         "rustc": version_of(["rustc", "--version"]),
         "agent": version_of([str(b.agent), "--version"]),
         "binary_bytes": b.agent.stat().st_size,
+        "release_profile": tomllib.loads((b.root / "Cargo.toml").read_text()).get("profile", {}).get("release", {}),
     }

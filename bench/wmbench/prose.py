@@ -108,7 +108,7 @@ def availability(d):
             ("api", "gap_ms", "api: longest gap", " ms", "—", "—"),
             ("frontend", "failed", "frontend: failed probes", "", "—", "—"),
             ("frontend", "gap_ms", "frontend: longest gap", " ms", front_target, front_res),
-            ("api", "requests", "probes per service", "", "—", "—")):
+            ("api", "requests", "api: requests per flip", "", "—", "—")):
         rows.append(f"| {label} | " + " | ".join(cell(x, svc, key, unit) for x in cols) + f" | {target} | {res} |")
     kind = d["config"].get("probe", "busybox")
     intro = (f"A container on the project network requested each service's `/health` through its "
@@ -166,7 +166,10 @@ def details(d):
         api, front = fx.get("api", {}), fx.get("frontend", {})
         line = (f"- **Pair changed, images present.** The fixture's health checks run every "
                 f"`{api.get('healthcheck_interval')}` (api) and `{front.get('healthcheck_interval')}` "
-                f"(frontend); frontend depends on {', '.join(front.get('depends_on', [])) or 'nothing'}. ")
+                f"(frontend); frontend depends on {', '.join(front.get('depends_on', [])) or 'nothing'}; "
+                f"the fixture's api order is {api.get('update_order')}, its frontend's "
+                f"{front.get('update_order')}, and the frontend publishes "
+                f"{'a host port' if front.get('ports') else 'no host port'}. ")
         for key, name in CHANGED_SIDES[:2]:
             if "wall" in c[key]:
                 line += (f"{name[0].upper() + name[1:]}: stages (median ms) {stage_text(c[key]['stages'])}; "
