@@ -47,7 +47,8 @@ def load_sentence(d):
 
 def stage_text(stages):
     """Stages in the order the agent runs them (others after, by name)."""
-    order = {k: i for i, k in enumerate(STAGES + ("render", "login", "up"))}
+    order = {k: i for i, k in enumerate(("env-render", "render", "ecr-login", "login", "pull", "converge",
+                                         "health", "up"))}
     keys = sorted(stages, key=lambda k: (order.get(k, 99), k))
     return ", ".join(f"{k} {med(stages[k])}" for k in keys if stages[k].get("n"))
 
@@ -262,7 +263,8 @@ def gaps(d, ratio_text):
         if rt and float(rt) > 0.3:
             out.append(f"- **Env render ({rt} against 0.3).** The agent uses {med(r['agent_cpu'])} ms of "
                        f"CPU in its {med(r['agent'])} ms; a warm in-process client needs {med(r['floor'])} ms "
-                       "for the same pages, so most of the rest is moto answering.")
+                       f"for the same {r['floor_pages']} pages from moto, and the shell uses "
+                       f"{med(r['shell_cpu'])} ms of CPU.")
     if "full" in s:
         f = s["full"]
         rt = ratio_text(f["agent"], f["alt"])
