@@ -160,6 +160,7 @@ def appendix(d):
                 line(f"pair changed, {name}, {svc} failed probes", c["probe"][svc]["failed"], unit="count")
                 line(f"pair changed, {name}, {svc} longest gap", c["probe"][svc]["gap_ms"])
                 line(f"pair changed, {name}, {svc} die → healthy", c["down"][svc])
+                line(f"pair changed, {name}, {svc} new container start → healthy", c.get("ready", {}).get(svc))
     if "render" in s:
         line("render, agent", s["render"]["agent"])
         line("render, agent unchanged", s["render"]["agent_unchanged"])

@@ -91,7 +91,7 @@ class Flip:
         self.b, self.name, self.cmd_for, self.env_for, self.state = b, name, cmd_for, env_for, state
         self.optional = optional
         self.unsupported = None
-        self.ms, self.cpu, self.stages, self.down, self.probes = [], [], [], [], []
+        self.ms, self.cpu, self.stages, self.down, self.ready, self.probes = [], [], [], [], [], []
         self.lags = Lags()
 
     def __call__(self):
@@ -119,6 +119,7 @@ class Flip:
             raise BenchError(f"{self.name} failed (exit {r.code}):\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
         self.probes.append(probe.stop())
         self.down.append(ev.downtime())
+        self.ready.append(ev.ready)
         self.state["pair"] = target
         b.check_running(target, self.name)
         self.lags.add(b, r.end_wall)
@@ -137,7 +138,8 @@ class Flip:
                    for x in p[svc].get("failure_samples", [])][:6]
         return {"wall": summary(self.ms), "cpu": summary(self.cpu), "probe_failure_samples": samples,
                 "stages": stage_summaries(self.stages, AGENT_STAGES) if any(self.stages) else {},
-                "down": downtime_summary(self.down), "lags": self.lags.result(), "probe": probes}
+                "down": downtime_summary(self.down), "ready": downtime_summary(self.ready),
+                "lags": self.lags.result(), "probe": probes}
 
 
 def changed(b, runs):

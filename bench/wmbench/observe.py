@@ -66,11 +66,14 @@ class Events:
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=b.env_setup)
 
     def downtime(self):
-        """service -> whole ms from die to healthy (absent: never down)."""
+        """service -> whole ms from die to healthy (absent: never down).
+        Also sets `self.ready`: service -> whole ms from its new container's
+        `start` to its first `healthy` (the container's own start plus its
+        first passing check)."""
         time.sleep(0.5)  # let the last events arrive
         self.proc.terminate()
         out, _ = self.proc.communicate()
-        died, result = {}, {}
+        died, started, result, self.ready = {}, {}, {}, {}
         for line in out.splitlines():
             parts = line.split("\t")
             if len(parts) != 3:
@@ -78,9 +81,13 @@ class Events:
             t, action, service = int(parts[0]) / 1e9, parts[1], parts[2]
             if action == "die" and service not in died:
                 died[service] = t
-            elif (action.startswith("health_status") and "unhealthy" not in action
-                  and service in died and service not in result):
-                result[service] = whole_ms((t - died[service]) * 1000.0)
+            elif action == "start" and service not in started:
+                started[service] = t
+            elif action.startswith("health_status") and "unhealthy" not in action:
+                if service in died and service not in result:
+                    result[service] = whole_ms((t - died[service]) * 1000.0)
+                if service in started and service not in self.ready:
+                    self.ready[service] = whole_ms((t - started[service]) * 1000.0)
         return result
 
 
