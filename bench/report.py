@@ -188,7 +188,6 @@ def appendix(d):
 
 
 def render(d):
-    s = d["scenarios"]
     cfg = d["config"]
     header = (f"This run: {d['started'][:16].replace('T', ' ')} to {d['finished'][11:16]} UTC, "
               f"{cfg['runs']} runs per side (`BENCH_RUNS`), commit `{d['commit']}`.")
@@ -213,11 +212,10 @@ def render(d):
         "rule_prefixes": ", ".join(f"`{n}`" for n in d["load"]["rule_prefixes"]),
         "probe_interval_ms": str(cfg["probe_interval_ms"]),
         "render_params": str(cfg["render_params"]),
-        "duration": (f"The measurements took {half_up(d['minutes'], 0)} minutes in this run, after the "
+        "duration": (f"The measurements took {half_up(d['minutes'], 1)} min in this run, after the "
                      "release build."),
         "appendix": appendix(d),
     }
-    del s
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
 
