@@ -187,7 +187,7 @@ def appendix(d):
     return "\n".join(out)
 
 
-def render(d):
+def render(d, json_name="BENCHMARKS.json"):
     cfg = d["config"]
     header = (f"This run: {d['started'][:16].replace('T', ' ')} to {d['finished'][11:16]} UTC, "
               f"{cfg['runs']} runs per side (`BENCH_RUNS`), commit `{d['commit']}`.")
@@ -215,6 +215,7 @@ def render(d):
         "duration": (f"The measurements took {half_up(d['minutes'], 1)} min in this run, after the "
                      "release build."),
         "appendix": appendix(d),
+        "json_name": json_name,
     }
     return string.Template(TEMPLATE.read_text()).substitute(values)
 
@@ -223,7 +224,8 @@ def main(argv):
     if len(argv) != 1:
         print("usage: bench/report.py RUN.json > OUT.md", file=sys.stderr)
         return 2
-    sys.stdout.write(render(json.loads(Path(argv[0]).read_text())))
+    path = Path(argv[0])
+    sys.stdout.write(render(json.loads(path.read_text()), path.name))
     return 0
 
 
