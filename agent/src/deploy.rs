@@ -240,29 +240,6 @@ async fn run_stages(
                 }
                 Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
             }
-            outcome.env_kept_existing = true;
-            outcome.env_kept_reason = Some("not re-rendered".into());
-        }
-        EnvPolicy::Required | EnvPolicy::KeepExistingIfUnavailable => {
-            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-            match render_waiting_for_ssm(config, options).await {
-                Ok(summary) => summary.add_markers(report),
-                Err(Error::Unavailable { dependency, detail })
-                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-                {
-                    log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
-                    outcome.env_kept_existing = true;
-                    outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
-                }
-                Err(Error::Gate { reason })
-                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-                {
-                    log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
-                    outcome.env_kept_existing = true;
-                    outcome.env_kept_reason = Some(format!("render refused: {reason}"));
-                }
-                Err(e) => return Err((Stage::EnvRender, e)),
-            }
         }
     }
     outcome

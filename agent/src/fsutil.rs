@@ -31,7 +31,7 @@ pub struct FsError {
 }
 
 impl FsError {
-    fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         FsError {
             action,
             path: path.to_path_buf(),
@@ -60,7 +60,7 @@ pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Er
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::new("write", path, io::Error::other("path has no file name")))?;
+        .ok_or_else(|| Error::io("write", path, io::Error::other("path has no file name")))?;
     let temp = dir.join(format!("{TEMP_PREFIX}{file_name}-{}", std::process::id()));
     // A temp file left by a killed run of this same pid is ours to replace.
     let _ = std::fs::remove_file(&temp);
@@ -78,7 +78,7 @@ pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Er
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::new("write", path, source));
+        return Err(Error::io("write", path, source));
     }
     Ok(temp)
 }
@@ -133,13 +133,13 @@ pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
 /// Create `dir` (and parents) with `mode` if missing; refuse a symlink.
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
     match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
             "use directory",
             dir,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::new(
+        Ok(_) => Err(Error::io(
             "use directory",
             dir,
             io::Error::other("it exists and is not a directory"),
@@ -149,10 +149,10 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
                 .recursive(true)
                 .mode(mode)
                 .create(dir)
-                .map_err(|e| Error::new("create directory", dir, e))?;
+                .map_err(|e| Error::io("create directory", dir, e))?;
             Ok(())
         }
-        Err(e) => Err(Error::new("inspect directory", dir, e)),
+        Err(e) => Err(Error::io("inspect directory", dir, e)),
     }
 }
 
@@ -166,16 +166,16 @@ pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     match file {
         Ok(mut file) => {
             let mut buf = Vec::new();
-            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::new("read", path, e))?;
+            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::io("read", path, e))?;
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::new(
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::io(
             "read",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
-        Err(e) => Err(Error::new("read", path, e)),
+        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 
@@ -193,7 +193,7 @@ fn parent(path: &Path) -> Result<PathBuf, Error> {
 
 fn refuse_symlink(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
             "write",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),

@@ -226,10 +226,9 @@ impl Contract {
         let bytes = match fsutil::read_owned(path) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => return Ok(contract),
-            Err(Error::Io { source, .. }) => {
+            Err(fsutil::FsError { source, .. }) => {
                 return Err(invalid(format!("it cannot be read ({source})"), REWRITE))
             }
-            Err(other) => return Err(other),
         };
         if bytes.len() > MAX_CONTRACT_FILE {
             return Err(invalid(

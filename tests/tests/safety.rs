@@ -24,13 +24,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wavemap_e2e::{
-    pg_connect, pg_fresh_database, repo_root, stack, toml_str, unique_name, Output, TestDir,
+    pg_connect, pg_fresh_database, release_args, repo_root, stack, toml_str, unique_name,
+    with_execute, Output, TestDir,
 };
 
-use super::faults::{
-    base_params, env_files, p, put_params, release_args, snapshot, with_execute,
-    write_small_project, Down,
-};
+use super::faults::{base_params, env_files, p, put_params, snapshot, write_small_project, Down};
 
 // --- helpers ------------------------------------------------------------------------------
 
@@ -292,6 +290,7 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     let out = td.run(&deploy);
     assert_eq!(out.code, 0, "{}", out.dump());
@@ -413,6 +412,7 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     );
     record.push("--allow-empty".into());
     let out = td.run(&record);

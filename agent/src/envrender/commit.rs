@@ -163,7 +163,7 @@ pub(super) fn write_all(
                 for (temp, _) in &temps {
                     let _ = std::fs::remove_file(temp);
                 }
-                return Err(e);
+                return Err(e.into());
             }
         }
     }
@@ -188,7 +188,7 @@ pub(super) fn write_all(
         for (temp, _) in &temps {
             let _ = std::fs::remove_file(temp);
         }
-        return Err(e);
+        return Err(e.into());
     }
     if temps.is_empty() {
         return Ok(());
@@ -204,7 +204,7 @@ pub(super) fn write_all(
         for (temp, _) in &temps {
             let _ = std::fs::remove_file(temp);
         }
-        return Err(e);
+        return Err(e.into());
     }
     if let Some(ms) = std::env::var(PAUSE_BEFORE_RENAME_ENV)
         .ok()

@@ -88,6 +88,7 @@ fn open_job_log(config: &Config) -> Option<(std::io::BufWriter<std::fs::File>, P
     let path = dir.join(format!("{}.log", operation::id()));
     let opened = crate::fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)
         .and_then(|()| crate::fsutil::ensure_dir(&dir, 0o700))
+        .map_err(Error::from)
         .and_then(|()| {
             std::fs::OpenOptions::new()
                 .create(true)
