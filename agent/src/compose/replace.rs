@@ -295,6 +295,55 @@ pub(super) async fn finish_rename(
 mod tests {
     use super::*;
 
+    fn project(order: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.yaml");
+        std::fs::write(
+            &path,
+            format!("services:\n  api:\n    image: api:1\n    deploy:\n      update_config:\n        order: {order}\n"),
+        )
+        .unwrap();
+        Project::load(&path, "unit", &std::collections::BTreeMap::new()).unwrap()
+    }
+
+    fn entry(action: Action, id: &str, name: &str) -> super::super::plan::ServicePlan {
+        super::super::plan::ServicePlan {
+            service: "api".into(),
+            action,
+            container: Some(Existing {
+                id: id.into(),
+                name: name.into(),
+                state: "running".into(),
+            }),
+            image: None,
+            image_id: None,
+            config_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_start_first_replacements_leftover_is_found_and_nothing_else() {
+        let plan = |extra: &str| Plan {
+            project: "unit".into(),
+            services: vec![
+                entry(
+                    Action::Recreate {
+                        reason: super::super::plan::Reason::Image,
+                    },
+                    "aaaaaaaaaaaa0000",
+                    "unit-api-1",
+                ),
+                entry(Action::Remove, "bbbb", extra),
+            ],
+        };
+        let found = leftovers(&project("start-first"), &plan("aaaaaaaaaaaa_unit-api-1"));
+        assert_eq!(found.get("api").map(|c| c.id.as_str()), Some("bbbb"));
+        // Another temporary name (an older run's) is plain surplus.
+        assert!(leftovers(&project("start-first"), &plan("cccccccccccc_unit-api-1")).is_empty());
+        // Stop-first never resumes: its new container was never started.
+        assert!(leftovers(&project("stop-first"), &plan("aaaaaaaaaaaa_unit-api-1")).is_empty());
+    }
+
     #[test]
     fn the_temporary_name_is_composes() {
         let old = Existing {
