@@ -14,6 +14,11 @@ set -euo pipefail
 WAVEMAP_AGENT_DEB_URI="s3://REPLACE-artifacts-bucket/wavemap-agent/wavemap-agent_0.1.0-1_amd64.deb"
 WAVEMAP_AGENT_DEB_SHA256="REPLACE-with-the-64-hex-sha256-of-the-deb"
 WAVEMAP_COMPOSE_URI="s3://REPLACE-artifacts-bucket/wavemap-runtime/compose.yaml"
+# Debian 12 only (it packages no Compose v2): the docker/compose release
+# binary (docker-compose-linux-x86_64 from github.com/docker/compose
+# releases, or a copy in your bucket) and its sha256. Leave empty elsewhere.
+WAVEMAP_COMPOSE_PLUGIN_URI=""
+WAVEMAP_COMPOSE_PLUGIN_SHA256=""
 
 log() { echo "wavemap user-data: $*" >&2; }
 
@@ -34,6 +39,31 @@ fetch() { # URI DEST
 	*) log "unsupported URI $1"; exit 1 ;;
 	esac
 }
+
+# Compose v2 as the docker CLI plugin, so an operator's `docker compose`
+# in /opt/wavemap/runtime sees the project the agent runs (the agent itself
+# talks to the Engine API and needs no Compose). Ubuntu 22.04 and later:
+# docker-compose-v2. Debian 13 and later: docker-compose is v2. Debian 12:
+# no package; set WAVEMAP_COMPOSE_PLUGIN_URI/_SHA256 above (or install
+# docker-ce and docker-compose-plugin from download.docker.com instead of
+# docker.io).
+if apt-cache show docker-compose-v2 >/dev/null 2>&1; then
+	apt-get install -y -q docker-compose-v2
+elif apt-cache show docker-compose 2>/dev/null | grep -q '^Version: 2\.'; then
+	apt-get install -y -q docker-compose
+elif [ -n "$WAVEMAP_COMPOSE_PLUGIN_URI" ]; then
+	install -d -m 0755 /usr/local/lib/docker/cli-plugins
+	plugin="$(mktemp)"
+	fetch "$WAVEMAP_COMPOSE_PLUGIN_URI" "$plugin"
+	echo "$WAVEMAP_COMPOSE_PLUGIN_SHA256  $plugin" | sha256sum --check --strict -
+	install -m 0755 "$plugin" /usr/local/lib/docker/cli-plugins/docker-compose
+	rm -f "$plugin"
+fi
+if docker compose version >/dev/null 2>&1; then
+	log "$(docker compose version)"
+else
+	log "no Compose v2 on this host: \`docker compose\` will not work (Debian 12: set WAVEMAP_COMPOSE_PLUGIN_URI); the agent runs without it"
+fi
 
 # The Compose project definition the agent converges (host bootstrap owns it).
 install -d -m 0755 /opt/wavemap /opt/wavemap/runtime /opt/wavemap/deployment

@@ -260,6 +260,51 @@ where
         .into()
 }
 
+/// The arguments of `runtime <verb>` (`deploy`, `record-release`) for an
+/// image pair: the one place tests spell the release flags. Add
+/// `--execute` with [`with_execute`].
+pub fn release_args(
+    verb: &str,
+    backend: &str,
+    frontend: &str,
+    sha: &str,
+    version: &str,
+) -> Vec<String> {
+    [
+        "runtime",
+        verb,
+        "--backend-image",
+        backend,
+        "--frontend-image",
+        frontend,
+        "--source-sha",
+        sha,
+        "--deployment-version",
+        version,
+        "--selected-ref",
+        "develop",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `args` with `--execute` appended.
+pub fn with_execute(mut args: Vec<String>) -> Vec<String> {
+    args.push("--execute".into());
+    args
+}
+
+/// The permission bits of `path` (setuid, setgid and sticky included, so a
+/// stray special bit fails an exact comparison), following symlinks.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 /// TOML text for a string value.
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")

@@ -390,7 +390,11 @@ fn write_heartbeat(config: &Config, phase: &str, summary: &str) {
         .map_err(|e| Error::failed("daemon", e))
         .and_then(|bytes| {
             fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
-            fsutil::write_atomic(&config.heartbeat_path(), &bytes, 0o644)
+            Ok(fsutil::write_atomic(
+                &config.heartbeat_path(),
+                &bytes,
+                0o644,
+            )?)
         });
     if let Err(e) = result {
         log::warn!("cannot write the heartbeat: {e}");

@@ -378,7 +378,7 @@ fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Res
     if fsutil::read_owned(&path)?.as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+    Ok(fsutil::write_atomic(&path, text.as_bytes(), 0o644)?)
 }
 
 fn action_word(action: &compose::Action) -> String {

@@ -64,10 +64,6 @@ pub enum Error {
     #[error(transparent)]
     Lock(#[from] LockError),
 
-    /// A command of the contract that this build does not implement yet.
-    #[error("`{command}` is not built yet in this version of wavemap-agent; nothing was changed")]
-    NotBuilt { command: &'static str },
-
     /// A gate refused the operation (database gate `block`, unproven
     /// release, refused precondition).
     #[error("blocked: {reason}")]
@@ -136,7 +132,7 @@ impl Error {
     /// The contract's exit code for this error. Exhaustive on purpose.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::InvalidInput { .. } | Error::Config(_) | Error::NotBuilt { .. } => exit::INVALID,
+            Error::InvalidInput { .. } | Error::Config(_) => exit::INVALID,
             Error::Lock(LockError::Busy { .. }) => exit::LOCK_BUSY,
             Error::Lock(LockError::Io { .. }) => exit::FAILED,
             Error::Gate { .. } => exit::GATE,
@@ -151,7 +147,6 @@ impl Error {
         match self {
             Error::InvalidInput { .. } => "invalid-input",
             Error::Config(_) => "invalid-config",
-            Error::NotBuilt { .. } => "not-built",
             Error::Lock(LockError::Busy { .. }) => "lock-busy",
             Error::Lock(LockError::Io { .. }) => "lock-io",
             Error::Gate { .. } => "gate-blocked",
@@ -159,6 +154,16 @@ impl Error {
             Error::Unavailable { .. } => "dependency-unavailable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
+        }
+    }
+}
+
+impl From<crate::fsutil::FsError> for Error {
+    fn from(e: crate::fsutil::FsError) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path.display().to_string(),
+            source: e.source,
         }
     }
 }

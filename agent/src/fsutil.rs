@@ -4,17 +4,43 @@
 //! The recipe: create a temp file beside the target with `O_EXCL |
 //! O_NOFOLLOW` and the final mode from the start, write, fsync, rename over
 //! the target, fsync the directory. A crash at any point leaves either the old
-//! file or the new one, never half of either; a leftover temp file is
-//! harmless and cleaned by the next write. A target that is a symlink is
-//! refused: the agent runs as root and must not be steered into writing
-//! elsewhere.
+//! file or the new one, never half of either. A write that fails cleans up
+//! its temp file; one killed between write and rename leaves a
+//! `.wavemap-tmp-<name>-<pid>` beside the target, harmless (no reader opens
+//! it) and replaced only by a later write from a process with the same pid.
+//! A target that is a symlink is refused: the agent runs as root and must
+//! not be steered into writing elsewhere.
+//!
+//! This module sits at the bottom of the crate: it depends on nothing in it
+//! but [`crate::testpoint`], and its [`FsError`] becomes
+//! [`crate::error::Error::Io`] where callers meet the exit codes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+/// A file operation on a path the agent owns failed: what, where, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", path.display())]
+pub struct FsError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
+        FsError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+type Error = FsError;
 
 const TEMP_PREFIX: &str = ".wavemap-tmp-";
 
@@ -25,7 +51,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::io("write", path, io::Error::other("path has no file name")))?;
+        .ok_or_else(|| Error::new("write", path, io::Error::other("path has no file name")))?;
     let temp = dir.join(format!("{TEMP_PREFIX}{file_name}-{}", std::process::id()));
     // A temp file left by a killed run of this same pid is ours to replace.
     let _ = std::fs::remove_file(&temp);
@@ -47,7 +73,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::io("write", path, source));
+        return Err(Error::new("write", path, source));
     }
     Ok(())
 }
@@ -55,13 +81,13 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
 /// Create `dir` (and parents) with `mode` if missing; refuse a symlink.
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
     match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
             "use directory",
             dir,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::io(
+        Ok(_) => Err(Error::new(
             "use directory",
             dir,
             io::Error::other("it exists and is not a directory"),
@@ -71,10 +97,10 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
                 .recursive(true)
                 .mode(mode)
                 .create(dir)
-                .map_err(|e| Error::io("create directory", dir, e))?;
+                .map_err(|e| Error::new("create directory", dir, e))?;
             Ok(())
         }
-        Err(e) => Err(Error::io("inspect directory", dir, e)),
+        Err(e) => Err(Error::new("inspect directory", dir, e)),
     }
 }
 
@@ -88,16 +114,16 @@ pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     match file {
         Ok(mut file) => {
             let mut buf = Vec::new();
-            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::io("read", path, e))?;
+            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::new("read", path, e))?;
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::io(
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::new(
             "read",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
-        Err(e) => Err(Error::io("read", path, e)),
+        Err(e) => Err(Error::new("read", path, e)),
     }
 }
 
@@ -115,7 +141,7 @@ fn parent(path: &Path) -> Result<PathBuf, Error> {
 
 fn refuse_symlink(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
             "write",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),

@@ -516,13 +516,16 @@ fn truncate(s: &str) -> String {
 // Running the scripts the way the SSM Agent does.
 
 /// The shells a host may have as /bin/sh: dash (Debian, Ubuntu) and bash
-/// (Amazon Linux). Each one present here runs every script.
+/// (Amazon Linux). Each one runs every script; both are essential packages
+/// on Debian, so a missing one fails the test rather than shrinking it.
 fn shells() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/bin/sh")];
     for extra in ["/bin/dash", "/bin/bash"] {
-        if Path::new(extra).exists() {
-            out.push(PathBuf::from(extra));
-        }
+        assert!(
+            Path::new(extra).exists(),
+            "{extra} is missing: the documents' scripts must be run with it (apt-get install dash bash)"
+        );
+        out.push(PathBuf::from(extra));
     }
     out
 }
@@ -1081,7 +1084,7 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
 
     let run = run_document("wavemap-runtime-env.json", &execute, &td, &secret);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(mode_of(&td.env_dir().join("backend.env")), 0o600);
+    assert_eq!(wavemap_e2e::mode(&td.env_dir().join("backend.env")), 0o600);
 
     let rel_a = release(&backend_a, &frontend_a, &s.sha_a, "2026.11.25-1");
     let run = run_document("wavemap-runtime-deploy.json", &rel_a, &td, &secret);
@@ -1152,15 +1155,6 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
 
 fn read_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn mode_of(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 /// Every document registers through the SSM API (moto's CreateDocument

@@ -167,7 +167,7 @@ fn save_status(config: &Config, status: &Status, origin: &str) {
         .and_then(|mut bytes| {
             bytes.push(b'\n');
             fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
-            fsutil::write_atomic(&path, &bytes, 0o644)
+            Ok(fsutil::write_atomic(&path, &bytes, 0o644)?)
         });
     if let Err(e) = result {
         log::warn!(stage = "database"; "cannot save the last status to {}: {e}", path.display());
