@@ -75,6 +75,27 @@ pub enum Command {
     /// Media jobs
     #[command(subcommand)]
     Media(MediaCommand),
+
+    /// Check the Compose file the way the agent reads it (read-only)
+    #[command(subcommand)]
+    Compose(ComposeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComposeCommand {
+    /// Load, interpolate and validate the Compose file; print the normalized
+    /// project (env values hidden) or, with --hashes, each service's config-hash
+    Config(ComposeConfigArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ComposeConfigArgs {
+    /// Print each service's config-hash (as `docker compose config --hash '*'`)
+    #[arg(long)]
+    pub hashes: bool,
+    /// The Compose file to check [default: runtime.compose_file from config]
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +231,7 @@ impl Command {
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
             Command::Media(MediaCommand::DiscrepancyReport(_)) => "media discrepancy-report",
+            Command::Compose(ComposeCommand::Config(_)) => "compose config",
         }
     }
 
@@ -219,6 +241,7 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
+            Command::Compose(_) => false,
             Command::RuntimeEnv(e) => e.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,

@@ -1,5 +1,6 @@
 //! End-to-end tests.
 mod compose;
+mod compose_corpus;
 mod crash;
 mod daemon;
 mod database;

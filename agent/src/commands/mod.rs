@@ -1,6 +1,7 @@
 //! One file per command group; this file dispatches and wraps every mutating
 //! command in the lock and the operation journal.
 
+mod compose;
 mod database;
 mod media;
 mod runtime;
@@ -106,6 +107,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
         }
+        Command::Compose(crate::cli::ComposeCommand::Config(args)) => compose::config(inv, args),
     }
 }
 

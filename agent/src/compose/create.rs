@@ -106,14 +106,11 @@ pub fn create_body(
             });
     }
 
+    // Compose passes `expose` entries as written (`8080`, not `8080/tcp`;
+    // the Engine reads a bare port as tcp).
     for expose in service.option_strings("expose") {
-        let key = if expose.contains('/') {
-            expose
-        } else {
-            format!("{expose}/tcp")
-        };
-        if !exposed.contains(&key) {
-            exposed.push(key);
+        if !exposed.contains(&expose) {
+            exposed.push(expose);
         }
     }
 
@@ -194,10 +191,13 @@ pub fn create_body(
             let Some(FileSource::File(path)) = defined.get(source).map(|o| &o.source) else {
                 continue;
             };
-            let target = r
-                .get("target")
-                .and_then(|v| v.as_str())
-                .map_or_else(|| format!("{default_dir}{source}"), str::to_owned);
+            // A relative target goes under the default directory, as
+            // Compose places it.
+            let target = match r.get("target").and_then(|v| v.as_str()) {
+                None => format!("{default_dir}{source}"),
+                Some(t) if t.starts_with('/') => t.to_owned(),
+                Some(t) => format!("{default_dir}{t}"),
+            };
             mounts.push(Mount {
                 target: Some(target),
                 source: Some(path.display().to_string()),
@@ -418,6 +418,16 @@ pub fn create_body(
             sysctls: string_map("sysctls"),
             annotations: string_map("annotations"),
             tmpfs,
+            // `links: [db]` / `[db:alias]` name the target's container.
+            links: list("links").map(|links| {
+                links
+                    .iter()
+                    .map(|l| {
+                        let (target, alias) = l.split_once(':').unwrap_or((l, l));
+                        format!("{}:{alias}", project.container_name(target))
+                    })
+                    .collect()
+            }),
             userns_mode: o("userns_mode"),
             uts_mode: o("uts"),
             ..Default::default()

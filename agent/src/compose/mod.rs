@@ -40,7 +40,7 @@ use std::path::Path;
 
 pub use converge::{converge, ConvergeSummary};
 pub use health::{wait_healthy, HealthReport, ServiceHealth};
-pub use load::LoadError;
+pub use load::{LoadError, LoadOptions};
 pub use model::Project;
 pub use plan::{plan, Action, Plan, Reason, ServicePlan};
 pub use status::{service_states, ServiceState};
@@ -55,6 +55,16 @@ impl Project {
         vars: &BTreeMap<String, String>,
     ) -> Result<Project, Error> {
         load::load(path, project_name, vars).map_err(Error::from)
+    }
+
+    /// [`Project::load`] with [`load::LoadOptions`].
+    pub fn load_with(
+        path: &Path,
+        project_name: &str,
+        vars: &BTreeMap<String, String>,
+        options: load::LoadOptions,
+    ) -> Result<Project, Error> {
+        load::load_with(path, project_name, vars, options).map_err(Error::from)
     }
 }
 

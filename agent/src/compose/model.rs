@@ -76,6 +76,10 @@ pub struct Service {
     pub working_dir: Option<String>,
     /// Dependencies by service name (excluded from the config-hash).
     pub depends_on: BTreeMap<String, Dependency>,
+    /// The `env_file` files read into `environment` (absolute; a missing
+    /// optional one is left out). Not hashed: `docker compose up` hashes the
+    /// merged environment, not the list.
+    pub env_files: Vec<PathBuf>,
     /// `container_name`: a fixed name instead of `<project>-<service>-1`.
     pub container_name: Option<String>,
     /// `deploy.update_config.order`: how a changed container is replaced.

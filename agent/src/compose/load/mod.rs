@@ -19,6 +19,7 @@
 //! - [`ports`], [`mounts`]: the two short syntaxes with the most forms.
 //! - [`gosyntax`]: durations, byte sizes and shell words as Go parses them.
 
+mod extends;
 mod gosyntax;
 mod mounts;
 mod options;
@@ -79,13 +80,34 @@ pub(super) fn invalid(at: &str, problem: impl Into<String>) -> LoadError {
     }
 }
 
+/// How strict a load is about files the host may not have yet.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadOptions {
+    /// Treat a missing required `env_file` as empty instead of an error:
+    /// a dry run validates the compose file before the env files are ever
+    /// rendered. The hashes of such a load are not the real ones.
+    pub missing_env_files_are_empty: bool,
+}
+
 /// Load `path` as project `project_name`. Interpolation variables are the
-/// `.env` file next to the compose file, overlaid by the process
-/// environment, overlaid by `vars`.
+/// `.env` file next to the compose file overlaid by `vars` (the agent's
+/// own: the image pair, the env folder). The process environment is never
+/// read, so the daemon under systemd and a command under the SSM Agent
+/// compute the same project and the same hashes.
 pub fn load(
     path: &Path,
     project_name: &str,
     vars: &BTreeMap<String, String>,
+) -> Result<Project, LoadError> {
+    load_with(path, project_name, vars, LoadOptions::default())
+}
+
+/// [`load`] with options.
+pub fn load_with(
+    path: &Path,
+    project_name: &str,
+    vars: &BTreeMap<String, String>,
+    options: LoadOptions,
 ) -> Result<Project, LoadError> {
     validate_project_name(project_name)?;
     let file = absolute(path);
@@ -105,28 +127,29 @@ pub fn load(
                 path: dotenv_path.display().to_string(),
                 source,
             })?;
-        let process = |name: &str| std::env::var(name).ok();
-        let parsed = parse_dotenv(&dotenv_text, &process).map_err(|e| LoadError::EnvFile {
+        let agent = |name: &str| vars.get(name).cloned();
+        let parsed = parse_dotenv(&dotenv_text, &agent).map_err(|e| LoadError::EnvFile {
             path: dotenv_path.display().to_string(),
             problem: e.to_string(),
         })?;
         environment.extend(parsed);
     }
-    environment.extend(std::env::vars());
     environment.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
 
     let mut root: Value = serde_yaml_ng::from_str(&text).map_err(|e| LoadError::Yaml {
         path: file.display().to_string(),
         message: e.to_string(),
     })?;
-    root.apply_merge().map_err(|e| LoadError::Yaml {
+    merge_keys(&mut root, "").map_err(|message| LoadError::Yaml {
         path: file.display().to_string(),
-        message: e.to_string(),
+        message,
     })?;
     let lookup = |name: &str| environment.get(name).cloned();
     interpolate(&mut root, "", &lookup)?;
+    extends::resolve(&mut root)?;
 
     let ctx = Ctx {
+        options,
         project: project_name,
         working_dir: &working_dir,
         environment: &environment,
@@ -174,6 +197,54 @@ pub(super) fn join_path(at: &str, key: &str) -> String {
     }
 }
 
+/// Resolve YAML `<<` merge keys everywhere, innermost first, so a merged
+/// anchor that itself merges another (`<<: *defaults` inside `&service`)
+/// and a list of anchors (`<<: [*a, *b]`, earlier ones winning) both work.
+/// Keys written in the mapping itself always win over merged ones.
+fn merge_keys(value: &mut Value, at: &str) -> Result<(), String> {
+    match value {
+        Value::Sequence(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                merge_keys(item, &format!("{at}[{i}]"))?;
+            }
+        }
+        Value::Tagged(tagged) => merge_keys(&mut tagged.value, at)?,
+        Value::Mapping(map) => {
+            for (k, v) in map.iter_mut() {
+                merge_keys(v, &join_path(at, &key_text(k)))?;
+            }
+            let merge_key = Value::String("<<".into());
+            if let Some(merged) = map.remove(&merge_key) {
+                let sources: Vec<Value> = match merged {
+                    Value::Mapping(_) => vec![merged],
+                    Value::Sequence(items) => items,
+                    _ => {
+                        return Err(format!(
+                            "{}: a `<<` merge key takes a mapping or a list of mappings",
+                            join_path(at, "<<")
+                        ))
+                    }
+                };
+                for source in sources {
+                    let Value::Mapping(source) = source else {
+                        return Err(format!(
+                            "{}: a `<<` merge key takes a mapping or a list of mappings",
+                            join_path(at, "<<")
+                        ));
+                    };
+                    for (k, v) in source {
+                        if !map.contains_key(&k) {
+                            map.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {}
+    }
+    Ok(())
+}
+
 /// Interpolate every string value (keys are left alone, as in Compose).
 fn interpolate(
     value: &mut Value,
@@ -207,6 +278,7 @@ fn interpolate(
 }
 
 pub(super) struct Ctx<'a> {
+    options: LoadOptions,
     project: &'a str,
     working_dir: &'a Path,
     environment: &'a BTreeMap<String, String>,
@@ -236,6 +308,7 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "secrets",
     "configs",
     "profiles",
+    "extends",
 ];
 
 pub(super) const HINT: &str = "remove it or move it under an `x-` extension field";

@@ -53,16 +53,24 @@ impl Ctx<'_> {
             ));
         }
         let is_path = source.starts_with('/') || source.starts_with('.') || source.starts_with('~');
+        if source.len() == 1 && source.chars().all(|c| c.is_ascii_alphabetic()) {
+            // compose-go reads `x:/path` as a Windows drive letter.
+            return Err(invalid(
+                at,
+                format!("{spec:?}: Compose reads a one-letter volume name as a Windows drive; give the volume a longer name"),
+            ));
+        }
         let mut mount = if is_path {
             let mut m = VolumeMount::new(
                 MountKind::Bind,
                 self.resolve_path(source).display().to_string(),
-                target.to_owned(),
+                clean_target(target),
             );
             m.bind = Some(true);
             m
         } else {
-            let mut m = VolumeMount::new(MountKind::Volume, source.to_owned(), target.to_owned());
+            let mut m =
+                VolumeMount::new(MountKind::Volume, source.to_owned(), clean_target(target));
             m.volume_nocopy = Some(false);
             m
         };
@@ -136,7 +144,7 @@ impl Ctx<'_> {
                 ))
             }
         };
-        let mut mount = VolumeMount::new(kind, source, target);
+        let mut mount = VolumeMount::new(kind, source, clean_target(&target));
         mount.read_only = s.bool("read_only")?;
         mount.consistency = s.string("consistency")?;
         if let Some(v) = s.get("bind") {
@@ -206,4 +214,10 @@ pub(super) fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A container path as Go's `path.Clean` leaves it (`/opt/x/` is `/opt/x`),
+/// which is what compose-go stores and hashes.
+fn clean_target(target: &str) -> String {
+    normalize(Path::new(target)).display().to_string()
 }

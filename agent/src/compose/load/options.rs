@@ -71,6 +71,7 @@ const OPTIONS: &[(&str, Kind)] = &[
     ("hostname", Kind::Str),
     ("init", Kind::OptFlag),
     ("ipc", Kind::Str),
+    ("links", Kind::List),
     ("mac_address", Kind::Str),
     ("mem_limit", Kind::Bytes),
     ("mem_reservation", Kind::Bytes),

@@ -69,16 +69,13 @@ impl Ctx<'_> {
             .ok_or_else(|| invalid("services", "the file defines no services"))?;
         let section = Section::new(services_value, "services")?;
         let mut services = Vec::new();
-        let active: Vec<&str> = self
+        // compose-go splits the variable as is: unset or empty activates
+        // the profile named "" (which some files use as "on by default").
+        let profiles_var = self
             .environment
             .get("COMPOSE_PROFILES")
-            .map(|p| {
-                p.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
+            .map_or("", String::as_str);
+        let active: Vec<&str> = profiles_var.split(',').map(str::trim).collect();
         for (name, value) in &section.entries {
             let service = self.service(name, value, &section.path(name))?;
             // A service with profiles runs only when one of them is active

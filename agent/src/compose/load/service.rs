@@ -15,6 +15,9 @@ use super::{invalid, join_path, Ctx, LoadError, HINT, SERVICE_KEYS};
 use crate::compose::interpolate::parse_dotenv;
 use crate::compose::model::*;
 
+/// One env file read: its absolute path and its variables.
+type EnvFile = (PathBuf, BTreeMap<String, String>);
+
 impl Ctx<'_> {
     pub(super) fn lookup(&self, name: &str) -> Option<String> {
         self.environment.get(name).cloned()
@@ -35,8 +38,10 @@ impl Ctx<'_> {
             .ok_or_else(|| invalid(at, "`image` is required (the agent never builds)"))?;
 
         let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut env_files = Vec::new();
         if let Some(v) = s.get("env_file") {
-            for file in self.env_files(v, &s.path("env_file"))? {
+            for (path, file) in self.env_files(v, &s.path("env_file"))? {
+                env_files.push(path);
                 environment.extend(file.into_iter().map(|(k, v)| (k, Some(v))));
             }
         }
@@ -104,6 +109,7 @@ impl Ctx<'_> {
         }
 
         Ok(Service {
+            env_files,
             container_name,
             update_order,
             replicas,
@@ -171,7 +177,7 @@ impl Ctx<'_> {
         &self,
         value: &Value,
         at: &str,
-    ) -> Result<Vec<BTreeMap<String, String>>, LoadError> {
+    ) -> Result<Vec<EnvFile>, LoadError> {
         let entries: Vec<(String, bool, String)> = match value {
             Value::String(p) => vec![(p.clone(), true, at.to_owned())],
             Value::Sequence(items) => {
@@ -204,7 +210,12 @@ impl Ctx<'_> {
             let full = self.resolve_path(&path);
             let text = match std::fs::read_to_string(&full) {
                 Ok(text) => text,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => continue,
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::NotFound
+                        && (!required || self.options.missing_env_files_are_empty) =>
+                {
+                    continue
+                }
                 Err(e) => {
                     return Err(LoadError::EnvFile {
                         path: full.display().to_string(),
@@ -217,7 +228,7 @@ impl Ctx<'_> {
                 path: full.display().to_string(),
                 problem: e.to_string(),
             })?;
-            files.push(vars);
+            files.push((full, vars));
         }
         Ok(files)
     }
@@ -369,14 +380,15 @@ pub(super) fn healthcheck(value: &Value, at: &str) -> Result<Healthcheck, LoadEr
         ),
         Some(_) => return Err(invalid(&s.path("test"), "expected a string or a list")),
     };
-    let retries = match s.get("retries") {
-        None => None,
-        Some(Value::Number(n)) => Some(
-            n.as_u64()
-                .ok_or_else(|| invalid(&s.path("retries"), "expected a whole number"))?,
-        ),
-        Some(_) => return Err(invalid(&s.path("retries"), "expected a whole number")),
-    };
+    // `"3"` is a valid `retries` after interpolation, as in compose-go.
+    let retries = s
+        .get("retries")
+        .map(|v| {
+            super::options::integer(v, &s.path("retries")).and_then(|n| {
+                u64::try_from(n).map_err(|_| invalid(&s.path("retries"), "expected a whole number"))
+            })
+        })
+        .transpose()?;
     Ok(Healthcheck {
         test,
         timeout: s.duration("timeout")?,
@@ -469,8 +481,8 @@ pub(super) fn depends_on(
 }
 
 /// A service's `secrets` or `configs` list, normalized as compose-go does:
-/// a secret's target defaults to `/run/secrets/<source>` (a relative target
-/// goes under `/run/secrets/`); a config's target is left as written.
+/// a secret's target defaults to `/run/secrets/<source>`; a written target
+/// (relative or not) and a config's target are kept as written.
 pub(super) fn file_references(
     key: &str,
     value: &Value,
@@ -493,7 +505,6 @@ pub(super) fn file_references(
         };
         let target = match (key, target) {
             ("secrets", None) => Some(format!("/run/secrets/{source}")),
-            ("secrets", Some(t)) if !t.starts_with('/') => Some(format!("/run/secrets/{t}")),
             (_, t) => t,
         };
         o.insert("source".into(), serde_json::json!(source));

@@ -243,7 +243,7 @@ fn anchors_and_merge_keys_resolve_with_local_keys_winning() {
 }
 
 #[test]
-fn interpolation_priority_is_vars_then_process_env_then_dotenv() {
+fn interpolation_reads_vars_over_dotenv_and_never_the_process_environment() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -259,7 +259,9 @@ fn interpolation_priority_is_vars_then_process_env_then_dotenv() {
     let api = project.service("api").unwrap();
     assert_eq!(api.image, "from-vars");
     assert_eq!(api.labels["a"], "dotenv");
-    assert_eq!(api.labels["path"], std::env::var("PATH").unwrap());
+    // PATH is set in the test process; only `.env` counts.
+    assert!(std::env::var("PATH").is_ok());
+    assert_eq!(api.labels["path"], "from-dotenv");
     assert_eq!(api.labels["lit"], "$HOME");
 }
 
@@ -497,5 +499,46 @@ fn start_first_refuses_a_fixed_host_port_or_container_name() {
                 && message.contains(reason),
             "{message}"
         );
+    }
+}
+
+#[test]
+fn extends_within_the_file_merges_like_compose() {
+    let project = load_text(
+        "services:\n  base:\n    image: x\n    environment: {A: '1', B: '2'}\n    volumes: ['/a:/data', '/b:/b']\n    command: [one]\n  child:\n    extends: base\n    environment: [B=3, C=4]\n    volumes: ['/c:/data']\n    command: [two]\n  grandchild:\n    extends: {service: child}\n    user: '1000'\n",
+    )
+    .unwrap();
+    let child = project.service("child").unwrap();
+    let env: Vec<(&str, Option<&str>)> = child
+        .environment
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_deref()))
+        .collect();
+    assert_eq!(
+        env,
+        vec![("A", Some("1")), ("B", Some("3")), ("C", Some("4"))]
+    );
+    let sources: Vec<&str> = child.volumes.iter().map(|v| v.source.as_str()).collect();
+    assert_eq!(sources, vec!["/c", "/b"]);
+    assert_eq!(child.command, Some(vec!["two".to_owned()]));
+    let grandchild = project.service("grandchild").unwrap();
+    assert_eq!(grandchild.user.as_deref(), Some("1000"));
+    assert_eq!(grandchild.command, Some(vec!["two".to_owned()]));
+    for (text, needle) in [
+        (
+            "services:\n  a:\n    extends: b\n    image: x\n",
+            "extends undefined service \"b\"",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    extends: b\n  b:\n    image: x\n    extends: a\n",
+            "extends cycle",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    extends: {file: other.yaml, service: b}\n",
+            "`file` at services.a.extends.file",
+        ),
+    ] {
+        let message = load_text(text).unwrap_err().to_string();
+        assert!(message.contains(needle), "{message}");
     }
 }
