@@ -14,6 +14,11 @@ set -euo pipefail
 WAVEMAP_AGENT_DEB_URI="s3://REPLACE-artifacts-bucket/wavemap-agent/wavemap-agent_0.1.0-1_amd64.deb"
 WAVEMAP_AGENT_DEB_SHA256="REPLACE-with-the-64-hex-sha256-of-the-deb"
 WAVEMAP_COMPOSE_URI="s3://REPLACE-artifacts-bucket/wavemap-runtime/compose.yaml"
+# Optional: the runtime parameter contract as JSON, projected from the
+# infrastructure outputs (names, types, required, groups, variables of the
+# /wavemap/dev/runtime/* parameters). Empty: no contract file is written and
+# the agent's runtime.parameters (empty by default) is the whole contract.
+WAVEMAP_RUNTIME_CONTRACT_URI=""
 # Debian 12 only (it packages no Compose v2): the docker/compose release
 # binary (docker-compose-linux-x86_64 from github.com/docker/compose
 # releases, or a copy in your bucket) and its sha256. Leave empty elsewhere.
@@ -77,6 +82,17 @@ echo "$WAVEMAP_AGENT_DEB_SHA256  $deb" | sha256sum --check --strict -
 chmod 0644 "$deb"
 apt-get install -y -q "$deb"
 rm -f "$deb"
+
+# The runtime parameter contract, from the infrastructure outputs: the agent
+# merges it with runtime.parameters and `config check` below validates it.
+# Written whole (temp file, then rename), mode 0644: names and types only,
+# never a value.
+if [ -n "$WAVEMAP_RUNTIME_CONTRACT_URI" ]; then
+	contract="$(mktemp /etc/wavemap-agent/.runtime-contract.XXXXXX)"
+	fetch "$WAVEMAP_RUNTIME_CONTRACT_URI" "$contract"
+	chmod 0644 "$contract"
+	mv -f "$contract" /etc/wavemap-agent/runtime-contract.json
+fi
 
 # Host settings go into the conffile after install, so dpkg keeps them on
 # upgrades. Every key and its default is listed (commented) in the file;

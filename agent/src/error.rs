@@ -84,6 +84,14 @@ pub enum Error {
     #[error("{stage} failed: {detail}")]
     Failed { stage: String, detail: String },
 
+    /// SIGTERM, SIGINT or SIGHUP ended the operation; `detail` says what
+    /// became of its running job.
+    #[error("interrupted by {signal}: {detail}")]
+    Interrupted {
+        signal: &'static str,
+        detail: String,
+    },
+
     /// A local file the agent owns could not be read or written.
     #[error("{action} {path}: {source}")]
     Io {
@@ -138,7 +146,7 @@ impl Error {
             Error::Gate { .. } => exit::GATE,
             Error::NothingToDo { .. } => exit::NOTHING_TO_DO,
             Error::Unavailable { .. } => exit::UNAVAILABLE,
-            Error::Failed { .. } | Error::Io { .. } => exit::FAILED,
+            Error::Failed { .. } | Error::Io { .. } | Error::Interrupted { .. } => exit::FAILED,
         }
     }
 
@@ -154,6 +162,7 @@ impl Error {
             Error::Unavailable { .. } => "dependency-unavailable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
+            Error::Interrupted { .. } => "interrupted",
         }
     }
 }

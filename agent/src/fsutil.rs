@@ -31,7 +31,7 @@ pub struct FsError {
 }
 
 impl FsError {
-    fn new(action: &'static str, path: &Path, source: io::Error) -> Self {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         FsError {
             action,
             path: path.to_path_buf(),
@@ -46,12 +46,21 @@ const TEMP_PREFIX: &str = ".wavemap-tmp-";
 
 /// Write `contents` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let temp = write_temp(path, contents, mode)?;
+    commit_temp(&temp, path)
+}
+
+/// The first half of [`write_atomic`]: write `contents` to a temp file beside
+/// `path` (mode `mode`, fsynced) and return its path. Callers that must
+/// change several files together write every temp file first and only then
+/// [`commit_temp`] each, so a failure before the renames changes no file.
+pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Error> {
     let dir = parent(path)?;
     refuse_symlink(path)?;
     let file_name = path
         .file_name()
         .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::new("write", path, io::Error::other("path has no file name")))?;
+        .ok_or_else(|| Error::io("write", path, io::Error::other("path has no file name")))?;
     let temp = dir.join(format!("{TEMP_PREFIX}{file_name}-{}", std::process::id()));
     // A temp file left by a killed run of this same pid is ours to replace.
     let _ = std::fs::remove_file(&temp);
@@ -65,29 +74,72 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        crate::testpoint::pause(&format!("write:{file_name}"));
-        std::fs::rename(&temp, path)?;
-        sync_dir(&dir)
+        file.sync_all()
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
-        return Err(Error::new("write", path, source));
+        return Err(Error::io("write", path, source));
     }
-    Ok(())
+    Ok(temp)
+}
+
+/// The second half of [`write_atomic`]: rename `temp` over `path`, then
+/// fsync the folder so the rename survives a power cut.
+pub fn commit_temp(temp: &Path, path: &Path) -> Result<(), Error> {
+    let dir = parent(path)?;
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        // Test builds only: the crash test kills the agent here, mid-write.
+        crate::testpoint::pause(&format!("write:{name}"));
+    }
+    let result = refuse_symlink(path).and_then(|()| {
+        std::fs::rename(temp, path)
+            .and_then(|()| sync_dir(&dir))
+            .map_err(|e| Error::io("write", path, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}
+
+/// Whether `name` is a temp file name of [`write_temp`].
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+/// Remove every temp file of [`write_temp`] in `dir`, whichever process left
+/// it (call under the agent lock, so no live writer owns one). Returns the
+/// names removed. A missing folder has none.
+pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove", &entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Create `dir` (and parents) with `mode` if missing; refuse a symlink.
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
     match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
             "use directory",
             dir,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
         Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(_) => Err(Error::new(
+        Ok(_) => Err(Error::io(
             "use directory",
             dir,
             io::Error::other("it exists and is not a directory"),
@@ -97,10 +149,10 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
                 .recursive(true)
                 .mode(mode)
                 .create(dir)
-                .map_err(|e| Error::new("create directory", dir, e))?;
+                .map_err(|e| Error::io("create directory", dir, e))?;
             Ok(())
         }
-        Err(e) => Err(Error::new("inspect directory", dir, e)),
+        Err(e) => Err(Error::io("inspect directory", dir, e)),
     }
 }
 
@@ -114,16 +166,16 @@ pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
     match file {
         Ok(mut file) => {
             let mut buf = Vec::new();
-            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::new("read", path, e))?;
+            io::Read::read_to_end(&mut file, &mut buf).map_err(|e| Error::io("read", path, e))?;
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::new(
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::io(
             "read",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
         )),
-        Err(e) => Err(Error::new("read", path, e)),
+        Err(e) => Err(Error::io("read", path, e)),
     }
 }
 
@@ -141,7 +193,7 @@ fn parent(path: &Path) -> Result<PathBuf, Error> {
 
 fn refuse_symlink(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::new(
+        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
             "write",
             path,
             io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),

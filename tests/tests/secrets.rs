@@ -103,8 +103,8 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         ),
         // The fake backend's jobs print these variables (a test knob): the
         // agent must redact job output too, AWKWARD included, a SecureString
-        // whose name says nothing (the env file header names it for the job
-        // runner).
+        // whose name says nothing (the render's record in the state folder
+        // names it for the job runner).
         p(
             "backend/FAKE_PRINT_ENV",
             "API_SECRET,TLS_KEY,DATABASE_URL,AWKWARD",
@@ -292,6 +292,18 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.td
         .set("docker", "host", toml_str("unix:///var/run/docker.sock"));
 
+    // `config check` (user data runs it at install: the cloud-init log
+    // keeps it) with a password in database.url.
+    runs.td.set(
+        "database",
+        "url",
+        toml_str(&format!(
+            "postgres://wavemap:{url_password}@127.0.0.1:9/wavemap"
+        )),
+    );
+    runs.run_str(&["config", "check"], 0);
+    runs.run_str(&["--json", "config", "check"], 0);
+
     // The daemon: boot recovery of the current release, until READY.
     let notify_path = runs.td.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
@@ -372,6 +384,7 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         "operations.jsonl",
         "current-release.json",
         "last-successful",
+        "/jobs/",
     ] {
         assert!(
             scanned.iter().any(|f| f.contains(must)),
