@@ -173,11 +173,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn env_files(
-        &self,
-        value: &Value,
-        at: &str,
-    ) -> Result<Vec<EnvFile>, LoadError> {
+    pub(super) fn env_files(&self, value: &Value, at: &str) -> Result<Vec<EnvFile>, LoadError> {
         let entries: Vec<(String, bool, String)> = match value {
             Value::String(p) => vec![(p.clone(), true, at.to_owned())],
             Value::Sequence(items) => {
