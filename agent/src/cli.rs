@@ -241,6 +241,7 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
+            Command::Compose(_) => false,
             Command::RuntimeEnv(e) => e.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
@@ -251,7 +252,6 @@ impl Command {
             // Read-only job, but it execs in the API container: keep it from
             // racing a deploy that is replacing that container.
             Command::Media(MediaCommand::DiscrepancyReport(e)) => e.execute,
-            Command::Compose(_) => false,
         }
     }
 }

@@ -112,84 +112,6 @@ pub fn compose_vars(config: &Config, release: &Release) -> BTreeMap<String, Stri
     vars
 }
 
-/// `runtime.backend_service` and `runtime.frontend_service` exist in the
-/// Compose file and take their image from the image variables (their image
-/// is exactly the release's), so the release a receipt names is the one
-/// that runs.
-pub fn check_services(config: &Config, release: &Release, project: &Project) -> Result<(), Error> {
-    let file = config.runtime.compose_file.to_string();
-    for (key, service, variable, image) in [
-        (
-            "runtime.backend_service",
-            &config.runtime.backend_service,
-            &config.runtime.backend_image_variable,
-            &release.backend_image_uri,
-        ),
-        (
-            "runtime.frontend_service",
-            &config.runtime.frontend_service,
-            &config.runtime.frontend_image_variable,
-            &release.frontend_image_uri,
-        ),
-    ] {
-        let Some(found) = project.service(service) else {
-            let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
-            return Err(Error::invalid(
-                key,
-                format!(
-                    "service `{service}` is not in {file} (its services: {})",
-                    names.join(", ")
-                ),
-                format!("add `{service}` to the Compose file or set {key} to one of its services"),
-            ));
-        };
-        if found.image != *image {
-            return Err(Error::invalid(
-                format!("services.{service}.image in {file}"),
-                format!(
-                    "is `{}`, which does not come from ${{{variable}}} (the release's image is `{image}`)",
-                    found.image
-                ),
-                format!("write `image: ${{{variable}}}` for service `{service}`"),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// After converge: the configured services run exactly the release's
-/// images, so a receipt can never name an image that is not running.
-async fn check_running_images(
-    docker: &bollard::Docker,
-    config: &Config,
-    release: &Release,
-) -> Result<(), Error> {
-    let states = compose::service_states(docker, &config.runtime.project_name).await?;
-    for (service, image) in [
-        (&config.runtime.backend_service, &release.backend_image_uri),
-        (
-            &config.runtime.frontend_service,
-            &release.frontend_image_uri,
-        ),
-    ] {
-        let running: Vec<&str> = states
-            .iter()
-            .filter(|s| &s.service == service)
-            .map(|s| s.image.as_str())
-            .collect();
-        if running != [image.as_str()] {
-            return Err(Error::failed(
-                "converge",
-                format!(
-                    "service {service} runs [{}] after converge, not exactly {image}",
-                    running.join(", ")
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// Run the pipeline for `release`. `prefix` is the marker area
 /// (`WAVEMAP_RUNTIME_DEPLOY`, `WAVEMAP_RUNTIME_ROLLBACK`, ...).
 pub async fn run(
@@ -427,6 +349,84 @@ async fn run_stages(
     outcome
         .stage_ms
         .push((Stage::Health.name().into(), ms(started)));
+    Ok(())
+}
+
+/// `runtime.backend_service` and `runtime.frontend_service` exist in the
+/// Compose file and take their image from the image variables (their image
+/// is exactly the release's), so the release a receipt names is the one
+/// that runs.
+pub fn check_services(config: &Config, release: &Release, project: &Project) -> Result<(), Error> {
+    let file = config.runtime.compose_file.to_string();
+    for (key, service, variable, image) in [
+        (
+            "runtime.backend_service",
+            &config.runtime.backend_service,
+            &config.runtime.backend_image_variable,
+            &release.backend_image_uri,
+        ),
+        (
+            "runtime.frontend_service",
+            &config.runtime.frontend_service,
+            &config.runtime.frontend_image_variable,
+            &release.frontend_image_uri,
+        ),
+    ] {
+        let Some(found) = project.service(service) else {
+            let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "service `{service}` is not in {file} (its services: {})",
+                    names.join(", ")
+                ),
+                format!("add `{service}` to the Compose file or set {key} to one of its services"),
+            ));
+        };
+        if found.image != *image {
+            return Err(Error::invalid(
+                format!("services.{service}.image in {file}"),
+                format!(
+                    "is `{}`, which does not come from ${{{variable}}} (the release's image is `{image}`)",
+                    found.image
+                ),
+                format!("write `image: ${{{variable}}}` for service `{service}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After converge: the configured services run exactly the release's
+/// images, so a receipt can never name an image that is not running.
+async fn check_running_images(
+    docker: &bollard::Docker,
+    config: &Config,
+    release: &Release,
+) -> Result<(), Error> {
+    let states = compose::service_states(docker, &config.runtime.project_name).await?;
+    for (service, image) in [
+        (&config.runtime.backend_service, &release.backend_image_uri),
+        (
+            &config.runtime.frontend_service,
+            &release.frontend_image_uri,
+        ),
+    ] {
+        let running: Vec<&str> = states
+            .iter()
+            .filter(|s| &s.service == service)
+            .map(|s| s.image.as_str())
+            .collect();
+        if running != [image.as_str()] {
+            return Err(Error::failed(
+                "converge",
+                format!(
+                    "service {service} runs [{}] after converge, not exactly {image}",
+                    running.join(", ")
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
