@@ -1111,3 +1111,72 @@ fn a_deploy_whose_compose_file_lacks_the_frontend_service_exits_2_and_changes_no
     );
     assert_host_untouched(&td);
 }
+
+#[tokio::test]
+async fn inline_secrets_and_configs_are_copied_in_as_compose_does_and_hand_over() {
+    let docker = docker().await;
+    let mut s = small(
+        "compose-inline",
+        r#"
+services:
+  app:
+    image: ${E2E_BUSYBOX}
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    secrets:
+      - token
+      - source: token
+        target: token-ro
+        mode: 0400
+    configs:
+      - source: site
+        target: /etc/site.conf
+secrets:
+  token:
+    environment: E2E_TOKEN
+configs:
+  site:
+    content: |
+      listen 80
+      host ${E2E_HOST}
+"#,
+    )
+    .await;
+    s.vars
+        .insert("E2E_TOKEN".into(), "inline-token-9c1f2e".into());
+    s.vars.insert("E2E_HOST".into(), "app.example.test".into());
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let container = format!("{}-app-1", s.project);
+    let read = |path: &str| exec(&container, &format!("cat {path}"));
+    let listing = |path: &str| exec(&container, &format!("stat -c '%a %u' {path}"));
+    assert_eq!(read("/run/secrets/token"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token").trim(), "444 0");
+    assert_eq!(read("/run/secrets/token-ro"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token-ro").trim(), "400 0");
+    assert_eq!(read("/etc/site.conf"), "listen 80\nhost app.example.test\n");
+    let agent_made = snapshot(&docker, &s.project).await;
+
+    // Compose keeps the agent's container, and makes the same files.
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &s.project).await, agent_made, "{up}");
+    let (ok, out) = compose_v2(
+        &s.project,
+        &s.file,
+        &s.vars,
+        &["up", "-d", "--force-recreate"],
+    );
+    assert!(ok, "{out}");
+    assert_ne!(snapshot(&docker, &s.project).await, agent_made);
+    assert_eq!(read("/run/secrets/token"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token").trim(), "444 0");
+    assert_eq!(listing("/run/secrets/token-ro").trim(), "400 0");
+    assert_eq!(read("/etc/site.conf"), "listen 80\nhost app.example.test\n");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+}

@@ -366,6 +366,7 @@ async fn create(
         )
         .await
         .map_err(|e| docker_error(&format!("create container {name}"), e))?;
+    super::create::inject_inline_files(docker, project, service, &created.id, name).await?;
     // API 1.41 attaches one network at create; connect the others now.
     if let (None, Some(networks)) = (&service.network_mode, &service.networks) {
         for (key, config) in networks.iter().skip(1) {

@@ -286,8 +286,20 @@ impl Ctx<'_> {
             s.get("content"),
         ) {
             (Some(file), None, None) => FileSource::File(self.resolve_path(&file)),
-            (None, Some(variable), None) => FileSource::Environment(variable),
-            (None, None, Some(_)) if section == "configs" => FileSource::Content,
+            (None, Some(variable), None) => {
+                let value = self.environment.get(&variable).ok_or_else(|| {
+                    invalid(
+                        &s.path("environment"),
+                        format!("variable {variable} is not set (in .env beside the file or the agent's variables)"),
+                    )
+                })?;
+                crate::output::register_secret(value);
+                FileSource::Inline(SecretText(value.clone()))
+            }
+            (None, None, Some(_)) if section == "configs" => {
+                let content = s.string("content")?.unwrap_or_default();
+                FileSource::Inline(SecretText(content))
+            }
             _ => {
                 return Err(invalid(
                     at,
@@ -295,18 +307,6 @@ impl Ctx<'_> {
                 ))
             }
         };
-        if let FileSource::Environment(_) | FileSource::Content = source {
-            return Err(LoadError::Unsupported {
-                key: if matches!(source, FileSource::Content) {
-                    "content"
-                } else {
-                    "environment"
-                }
-                .into(),
-                at: at.to_owned(),
-                hint: "only file-backed secrets and configs are implemented; use `file:`",
-            });
-        }
         Ok(FileObject { name, source })
     }
 }
