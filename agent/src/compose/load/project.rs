@@ -94,6 +94,16 @@ impl Ctx<'_> {
         }
 
         // References must resolve, as in Compose.
+        // A `required: false` dependency switched off by its profiles is
+        // skipped, as Compose skips it (one not in the file at all is an
+        // error, as in Compose).
+        let in_file: BTreeSet<&str> = section.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let enabled: BTreeSet<String> = services.iter().map(|s| s.name.clone()).collect();
+        for service in &mut services {
+            service.depends_on.retain(|dep, d| {
+                d.required || enabled.contains(dep) || !in_file.contains(dep.as_str())
+            });
+        }
         let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let mut uses_default = false;
         for service in &services {

@@ -590,3 +590,28 @@ fn values_are_coerced_after_interpolation_like_compose_go() {
         .to_string();
     assert!(bad.contains("services.a.pids_limit"), "{bad}");
 }
+
+#[test]
+fn profiles_switch_services_and_optional_dependencies_off() {
+    let text = "services:\n  a:\n    image: x\n    depends_on:\n      debug:\n        condition: service_started\n        required: false\n  debug:\n    image: x\n    profiles: [debug]\n  always:\n    image: x\n    profiles: ['']\n";
+    let project = load_text(text).unwrap();
+    let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "always"]);
+    assert!(project.service("a").unwrap().depends_on.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), ".env", "COMPOSE_PROFILES=debug\n");
+    let path = write(dir.path(), "compose.yaml", text);
+    let project = load(&path, "unit", &BTreeMap::new()).unwrap();
+    let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "debug"]);
+    assert!(project
+        .service("a")
+        .unwrap()
+        .depends_on
+        .contains_key("debug"));
+
+    let required = text.replace("required: false", "required: true");
+    let message = load_text(&required).unwrap_err().to_string();
+    assert!(message.contains("undefined service \"debug\""), "{message}");
+}
