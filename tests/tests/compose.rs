@@ -1180,3 +1180,69 @@ configs:
     let plan = compose::plan(&docker, &project).await.expect("plan");
     assert!(plan.is_noop(), "{plan}");
 }
+
+#[tokio::test]
+async fn a_static_address_on_an_ipam_network_hands_over_both_ways() {
+    let docker = docker().await;
+    // A subnet of its own: other tests' networks must not overlap it.
+    let octet = 64 + std::process::id() % 128;
+    let yaml = format!(
+        r#"
+services:
+  app:
+    image: ${{E2E_BUSYBOX}}
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    networks:
+      back:
+        ipv4_address: 10.231.{octet}.20
+        aliases: [app.internal]
+networks:
+  back:
+    enable_ipv6: false
+    ipam:
+      config:
+        - subnet: 10.231.{octet}.0/24
+          gateway: 10.231.{octet}.1
+    labels:
+      purpose: e2e
+"#
+    );
+    let s = small("compose-ipam", &yaml).await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let container = format!("{}-app-1", s.project);
+    let address = || exec(&container, "ip -4 -o addr show eth0 | awk '{print $4}'");
+    assert_eq!(address().trim(), format!("10.231.{octet}.20/24"));
+    let agent_made = snapshot(&docker, &s.project).await;
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &s.project).await, agent_made, "{up}");
+
+    // Compose from scratch; the agent keeps it all.
+    let (ok, down) = compose_v2(&s.project, &s.file, &s.vars, &["down", "-t", "1"]);
+    assert!(ok, "{down}");
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(address().trim(), format!("10.231.{octet}.20/24"));
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+    let network = docker
+        .inspect_network(
+            &format!("{}_back", s.project),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("network");
+    assert_eq!(
+        network
+            .labels
+            .unwrap_or_default()
+            .get("com.docker.compose.config-hash"),
+        Some(&compose::hash::network_hash(&project.networks["back"]))
+    );
+}

@@ -284,6 +284,8 @@ async fn ensure_networks(
                 attachable: Some(def.attachable),
                 options: Some(def.driver_opts.clone().into_iter().collect()),
                 labels: Some(network_labels),
+                ipam: super::create::network_ipam(def),
+                enable_ipv6: def.enable_ipv6,
                 ..Default::default()
             })
             .await

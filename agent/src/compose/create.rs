@@ -160,6 +160,43 @@ pub async fn inject_inline_files(
         .map_err(|e| super::plan::docker_error(&format!("copy secrets and configs into {name}"), e))
 }
 
+/// A network's `ipam` for the Engine's create call (`None` when unset).
+pub fn network_ipam(def: &super::model::NetworkDef) -> Option<bollard::models::Ipam> {
+    let ipam = def.ipam.as_object().filter(|o| !o.is_empty())?;
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let map = |v: Option<&serde_json::Value>| {
+        v.and_then(|m| m.as_object()).map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect::<HashMap<String, String>>()
+        })
+    };
+    let config = ipam
+        .get("config")
+        .and_then(|c| c.as_array())
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| bollard::models::IpamConfig {
+                    subnet: text(e, "subnet"),
+                    ip_range: text(e, "ip_range"),
+                    gateway: text(e, "gateway"),
+                    auxiliary_addresses: map(e.get("aux_addresses")),
+                    ..Default::default()
+                })
+                .collect()
+        });
+    Some(bollard::models::Ipam {
+        driver: ipam
+            .get("driver")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned),
+        config,
+        options: map(ipam.get("options")),
+    })
+}
+
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }
