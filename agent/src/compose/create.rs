@@ -183,7 +183,6 @@ pub fn network_ipam(def: &super::model::NetworkDef) -> Option<bollard::models::I
                     ip_range: text(e, "ip_range"),
                     gateway: text(e, "gateway"),
                     auxiliary_addresses: map(e.get("aux_addresses")),
-                    ..Default::default()
                 })
                 .collect()
         });
