@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
+use crate::envrender::RenderError;
 use crate::error::Error;
 use crate::fsutil;
 use crate::output::Report;
@@ -59,10 +60,20 @@ impl fmt::Display for Stage {
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvPolicy {
-    /// Deploys: SSM must answer (exit 69 otherwise).
+    /// Deploys: SSM must answer (exit 69 otherwise), and the empty-render
+    /// guard holds (exit 3).
     Required,
-    /// Boot recovery: keep the existing env files and say so.
+    /// `runtime deploy --allow-empty`: as `Required`, but emptying env
+    /// files is deliberate.
+    RequiredAllowEmpty,
+    /// Boot recovery: keep trying SSM for `daemon.ssm_wait`, then keep the
+    /// existing env files and say so. A render the checks refuse (the
+    /// empty-render guard, a missing required parameter) also keeps them:
+    /// the files on disk are what the last good render wrote.
     KeepExistingIfUnavailable,
+    /// The daemon's heals: no render at all. A heal restores what the last
+    /// deploy made; new SSM values arrive with the next deploy.
+    KeepExisting,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +92,9 @@ pub struct Outcome {
     /// Milliseconds per stage, in order.
     pub stage_ms: Vec<(String, u64)>,
     pub env_kept_existing: bool,
+    /// Why the existing env files were kept (SSM unreachable, the render
+    /// refused, or a heal that never renders).
+    pub env_kept_reason: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
 }
@@ -124,13 +138,19 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+        crate::testpoint::pause(Stage::State.name());
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
     if outcome.env_kept_existing {
-        report.marker(&format!("{prefix}_ENV"), "kept-existing-ssm-unavailable");
+        let why = match outcome.env_kept_reason.as_deref() {
+            Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
+            Some("not re-rendered") => "kept-existing",
+            _ => "kept-existing-ssm-unavailable",
+        };
+        report.marker(&format!("{prefix}_ENV"), why);
     }
     if !outcome.changed_services.is_empty() {
         report.marker(
@@ -186,17 +206,41 @@ async fn run_stages(
     checked?;
 
     // env-render
+    crate::testpoint::pause(Stage::EnvRender.name());
     let started = Instant::now();
-    log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-    match crate::envrender::render_env(config, options.execute).await {
-        Ok(summary) => summary.add_markers(report),
-        Err(Error::Unavailable { dependency, detail })
-            if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-        {
-            log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+    let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
+    match options.env {
+        EnvPolicy::KeepExisting => {
+            log::info!(stage = "env-render"; "keeping the existing env files (no render)");
             outcome.env_kept_existing = true;
+            outcome.env_kept_reason = Some("not re-rendered".into());
         }
-        Err(e) => return Err((Stage::EnvRender, e)),
+        EnvPolicy::Required | EnvPolicy::RequiredAllowEmpty | EnvPolicy::KeepExistingIfUnavailable => {
+            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
+            match render_waiting_for_ssm(config, options).await {
+                Ok(summary) => summary.add_markers(report),
+                Err(RenderError::Empty(guard)) => {
+                    guard.add_markers(report);
+                    if !keep_existing {
+                        return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
+                    }
+                    log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {guard}"));
+                }
+                Err(RenderError::Other(Error::Unavailable { dependency, detail })) if keep_existing => {
+                    log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
+                }
+                Err(RenderError::Other(Error::Gate { reason })) if keep_existing => {
+                    log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {reason}"));
+                }
+                Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
+            }
+        }
     }
     outcome
         .stage_ms
@@ -207,6 +251,7 @@ async fn run_stages(
         .map_err(|e| (Stage::Pull, e))?;
 
     // ecr-login + pull, only for images not present (tags are immutable).
+    crate::testpoint::pause(Stage::EcrLogin.name());
     let started = Instant::now();
     let mut missing = Vec::new();
     for image in [&backend, &frontend] {
@@ -238,6 +283,7 @@ async fn run_stages(
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
 
+    crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();
     if options.execute && !missing.is_empty() {
         let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
@@ -272,6 +318,7 @@ async fn run_stages(
         .push((Stage::Pull.name().into(), ms(started)));
 
     // converge
+    crate::testpoint::pause(Stage::Converge.name());
     let started = Instant::now();
     if options.execute {
         write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
@@ -326,7 +373,12 @@ async fn run_stages(
     }
     compose::converge(&docker, &project, &plan)
         .await
-        .map_err(|e| (Stage::Converge, e))?;
+        .map_err(|e| match &e {
+            // A start-first replacement that never got healthy: the old
+            // container still serves, and the deploy failed at health.
+            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            _ => (Stage::Converge, e),
+        })?;
     check_running_images(&docker, config, release)
         .await
         .map_err(|e| (Stage::Converge, e))?;
@@ -335,6 +387,7 @@ async fn run_stages(
         .push((Stage::Converge.name().into(), ms(started)));
 
     // health
+    crate::testpoint::pause(Stage::Health.name());
     let started = Instant::now();
     log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
     let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
@@ -430,6 +483,34 @@ async fn check_running_images(
     Ok(())
 }
 
+/// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
+/// under [`EnvPolicy::KeepExistingIfUnavailable`] (at boot the network may
+/// come up a little after the agent); once otherwise.
+async fn render_waiting_for_ssm(
+    config: &Config,
+    options: Options,
+) -> Result<crate::envrender::RenderSummary, RenderError> {
+    let wait = match options.env {
+        EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
+        _ => std::time::Duration::ZERO,
+    };
+    let started = Instant::now();
+    let pause = std::time::Duration::from_secs(2);
+    loop {
+        let render_options = crate::envrender::RenderOptions {
+            execute: options.execute,
+            allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
+        };
+        match crate::envrender::render(config, render_options).await {
+            Err(RenderError::Other(Error::Unavailable { dependency, detail })) if started.elapsed() + pause < wait => {
+                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
+                tokio::time::sleep(pause).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 const DOTENV_HEADER: &str =
     "# wavemap-agent: the release that runs (the lines below are rewritten on deploy)";
 
@@ -465,7 +546,12 @@ fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Res
     if fsutil::read_owned(&path)?.as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+    // Keep the mode the operator gave the file; a new one is owner-only
+    // (an operator may add credentials to it).
+    let mode = std::fs::symlink_metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    Ok(fsutil::write_atomic(&path, text.as_bytes(), mode)?)
 }
 
 fn action_word(action: &compose::Action) -> String {

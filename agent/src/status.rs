@@ -53,6 +53,9 @@ pub struct ReleaseView {
     pub backend_image: String,
     pub frontend_image: String,
     pub at: String,
+    /// `manual` for a release made by hand (no workflow run), else the
+    /// workflow and its run as given (`deploy-dev.yml run 412 attempt 1`).
+    pub workflow: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,7 +109,7 @@ pub async fn gather(config: &Config) -> Status {
                     (false, _) => "not-running",
                 }
                 .into(),
-                phase: Some(beat.phase),
+                phase: Some(beat.phase.to_string()),
                 last_heartbeat: Some(beat.updated_at),
                 heartbeat_age_secs: Some(age),
                 summary: Some(beat.summary),
@@ -120,6 +123,7 @@ pub async fn gather(config: &Config) -> Status {
         backend_image: r.backend_image_uri.clone(),
         frontend_image: r.frontend_image_uri.clone(),
         at: at.to_owned(),
+        workflow: workflow_text(r),
     };
     let current = release::read_current(config).ok().flatten();
     let receipt = release::read_receipt(config).ok().flatten();
@@ -230,6 +234,25 @@ pub async fn gather(config: &Config) -> Status {
     }
 }
 
+/// What `status` says about who made a release: `manual` when no workflow
+/// run was given, else the parts CI gave (nothing filled in).
+fn workflow_text(r: &release::Release) -> String {
+    let Some(run) = &r.workflow_run else {
+        return "manual".to_owned();
+    };
+    let mut parts = Vec::new();
+    if let Some(name) = &run.name {
+        parts.push(name.clone());
+    }
+    if let Some(id) = &run.run_id {
+        parts.push(format!("run {id}"));
+    }
+    if let Some(attempt) = &run.run_attempt {
+        parts.push(format!("attempt {attempt}"));
+    }
+    parts.join(" ")
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -279,6 +302,16 @@ fn age(secs: Option<u64>) -> String {
     }
 }
 
+/// `text` cut to `max` characters (with `...`), so a line fits 80 columns.
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
 fn short_image(uri: &str) -> String {
     let name = uri.rsplit('/').next().unwrap_or(uri);
     match name.split_once(":sha-") {
@@ -304,15 +337,21 @@ pub fn render(s: &Status) -> String {
         _ => s.daemon.state.clone(),
     };
     line(&mut out, "daemon", &daemon);
+    // The daemon's last STATUS= line: ready, degraded (why, next retry),
+    // healing, healed.
+    if let Some(summary) = s.daemon.summary.as_deref().filter(|t| !t.is_empty()) {
+        line(&mut out, "daemon says", &clip(summary, 64));
+    }
     if let Some(holder) = &s.lock_holder {
         line(&mut out, "lock", &format!("held: {holder}"));
     }
     let rel = |r: &Option<ReleaseView>| match r {
         Some(r) => format!(
-            "sha-{} {} ({})",
+            "sha-{} {} ({}) {}",
             &r.source_sha[..r.source_sha.len().min(12)],
             r.deployment_version,
-            r.at
+            r.at,
+            r.workflow
         ),
         None => "none".into(),
     };
@@ -344,17 +383,30 @@ pub fn render(s: &Status) -> String {
         );
     }
     if let Some(b) = &s.boot_recovery {
+        let attempts = match b.attempts {
+            0 | 1 => String::new(),
+            n => format!(" ({n} attempts)"),
+        };
         line(
             &mut out,
             "boot recovery",
-            &format!(
-                "{} docker {}ms, converged {}ms, healthy {}ms",
-                b.result,
-                b.to_docker_ms.unwrap_or(0),
-                b.to_converged_ms.unwrap_or(0),
-                b.to_healthy_ms.unwrap_or(0)
+            &clip(
+                &format!(
+                    "{}{attempts} docker {}ms, converged {}ms, healthy {}ms",
+                    b.result,
+                    b.to_docker_ms.unwrap_or(0),
+                    b.to_converged_ms.unwrap_or(0),
+                    b.to_healthy_ms.unwrap_or(0)
+                ),
+                64,
             ),
         );
+        if b.env.starts_with("kept existing") {
+            line(&mut out, "boot env", &clip(&b.env, 64));
+        }
+        if b.result == daemon::RecoveryResult::Failed {
+            line(&mut out, "boot failure", &clip(&b.detail, 64));
+        }
     }
 
     let mut table = Table::new();

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use wavemap_e2e::{docker, stack, toml_str, RuntimeProject, TestDir};
+use wavemap_e2e::{docker, release_args, stack, toml_str, with_execute, RuntimeProject, TestDir};
 
 /// A notify socket like systemd's, collecting every datagram.
 struct NotifyListener {
@@ -222,19 +222,9 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
     let secret = runtime.db_password.clone();
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let out = td.run([
-        "runtime",
-        "deploy",
-        "--backend-image",
-        &backend,
-        "--frontend-image",
-        &frontend,
-        "--source-sha",
-        &s.sha_a,
-        "--deployment-version",
-        "boot-a",
-        "--execute",
-    ]);
+    let out = td.run(with_execute(release_args(
+        "deploy", &backend, &frontend, &s.sha_a, "boot-a",
+    )));
     assert_eq!(out.code, 0, "{}", out.dump());
 
     for ssm_down in [false, true] {
@@ -302,4 +292,217 @@ impl TapMkdir for std::path::PathBuf {
         std::fs::create_dir_all(&self).expect("mkdir");
         self
     }
+}
+
+/// Seconds-resolution marks of the daemon's heartbeat: each watch round
+/// rewrites it, so `n` changes mean `n` drift checks happened.
+fn wait_rounds(td: &TestDir, n: usize, notify: &mut NotifyListener) {
+    let path = td.run_dir().join("daemon-heartbeat.json");
+    let read = || {
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .map(|v| v["updatedAt"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default()
+    };
+    let mut last = read();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen < n {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not go through {n} watch rounds:\n{}",
+            notify.all()
+        );
+        notify.wait_for("never", Duration::from_millis(300));
+        let now = read();
+        if now != last {
+            seen += 1;
+            last = now;
+        }
+    }
+}
+
+fn heals_in_journal(td: &TestDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(td.journal_path())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["command"] == "daemon heal" && e["event"] == "end")
+        .collect()
+}
+
+async fn ids_of(project: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = project_containers(project)
+        .await
+        .into_iter()
+        .map(|c| {
+            (
+                c.labels
+                    .as_ref()
+                    .and_then(|l| l.get("com.docker.compose.service").cloned())
+                    .unwrap_or_default(),
+                c.id.unwrap_or_default(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Drift (issue 16): an operator's `docker compose up -d --force-recreate`
+/// of the same release is not drift; a removed or stopped container is
+/// healed, each heal an operation in the journal; nothing is touched while
+/// another operation holds the lock; `daemon.heal = false` only reports.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift() {
+    let s = stack();
+    let mut td = TestDir::new("daemon-drift");
+    let runtime = RuntimeProject::new(&td).await;
+    let project = runtime.name.clone();
+    let out = td.run([
+        "runtime",
+        "deploy",
+        "--backend-image",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        "--frontend-image",
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        "--source-sha",
+        &s.sha_a,
+        "--deployment-version",
+        "drift-a",
+        "--execute",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    td.set("daemon", "health_interval", "1");
+    td.set("daemon", "retry_max", "2");
+    let mut notify = NotifyListener::new(&td.path().join("n1").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(120)),
+        "{}",
+        notify.all()
+    );
+    assert!(notify.all().contains("ready: recovered"), "{}", notify.all());
+
+    // The operator recreates everything with Compose, from the same files.
+    let compose_dir = td.compose_file().parent().expect("dir").to_path_buf();
+    let up = std::process::Command::new("docker")
+        .current_dir(&compose_dir)
+        .args(["compose", "up", "-d", "--force-recreate", "--wait"])
+        .output()
+        .expect("docker compose up");
+    assert!(
+        up.status.success(),
+        "docker compose up: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let after_compose = ids_of(&project).await;
+    assert_eq!(after_compose.len(), 3, "{after_compose:?}");
+    wait_rounds(&td, 3, &mut notify);
+    assert_eq!(
+        ids_of(&project).await,
+        after_compose,
+        "the daemon recreated what Compose made from the same release"
+    );
+    assert!(heals_in_journal(&td).is_empty(), "{:?}", heals_in_journal(&td));
+    assert!(!notify.all().contains("healing"), "{}", notify.all());
+
+    // A removed container comes back, as a journaled heal.
+    let frontend = format!("{project}-frontend-1");
+    docker_rm(&frontend);
+    assert!(
+        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        "{}",
+        notify.all()
+    );
+    let now = containers_of(&project).await;
+    assert!(
+        now.iter()
+            .any(|(svc, _, st)| svc == "frontend" && st.contains("(healthy)")),
+        "{now:?}"
+    );
+    let heals = heals_in_journal(&td);
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0]["outcome"], "success");
+    let status = td.run(["status"]);
+    assert!(status.stdout.contains("daemon heal"), "{}", status.stdout);
+
+    // A stopped one too.
+    docker_stop(&format!("{project}-api-1"));
+    assert!(
+        notify.wait_for("STATUS=running: healed api exited", Duration::from_secs(90)),
+        "{}",
+        notify.all()
+    );
+
+    // Nothing happens while another operation holds the lock.
+    let lock = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(td.lock_path())
+        .expect("lock file");
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on an fd we own.
+    assert_eq!(
+        unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    docker_rm(&frontend);
+    wait_rounds(&td, 3, &mut notify);
+    assert!(
+        !containers_of(&project)
+            .await
+            .iter()
+            .any(|(svc, _, _)| svc == "frontend"),
+        "healed while the lock was held"
+    );
+    drop(lock);
+    assert!(
+        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        "{}",
+        notify.all()
+    );
+    assert_eq!(heals_in_journal(&td).len(), 3);
+    stop(child);
+
+    // Observe only.
+    td.set("daemon", "heal", "false");
+    let mut notify = NotifyListener::new(&td.path().join("n2").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(120)),
+        "{}",
+        notify.all()
+    );
+    docker_rm(&frontend);
+    assert!(
+        notify.wait_for(
+            "STATUS=degraded: drift: frontend missing; not healing (daemon.heal = false)",
+            Duration::from_secs(60)
+        ),
+        "{}",
+        notify.all()
+    );
+    wait_rounds(&td, 2, &mut notify);
+    assert!(
+        !containers_of(&project)
+            .await
+            .iter()
+            .any(|(svc, _, _)| svc == "frontend"),
+        "heal = false healed"
+    );
+    assert_eq!(heals_in_journal(&td).len(), 3);
+    let status = td.run(["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
+    assert_eq!(json["data"]["daemon"]["phase"], "degraded", "{}", status.stdout);
+    stop(child);
+}
+
+fn docker_rm(container: &str) {
+    wavemap_e2e::docker_cli(&["rm", "-f", container], None);
+}
+
+fn docker_stop(container: &str) {
+    wavemap_e2e::docker_cli(&["stop", "-t", "1", container], None);
 }

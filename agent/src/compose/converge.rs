@@ -1,10 +1,11 @@
 //! Applying a [`Plan`]: networks and volumes first, orphans out, then each
 //! service in dependency order, waiting for its `depends_on` conditions.
 //!
-//! A recreate never leaves a service without a container when the create
-//! fails: the replacement is created under a temporary name
-//! (`<old id>_<name>`, Compose's own scheme), and only then is the old
-//! container stopped and removed and the new one renamed and started.
+//! A recreate is a replacement in the service's order, stop-first or
+//! start-first ([`super::replace`]); either never leaves a service without a
+//! container when the create fails. A dependent waits for its dependency's
+//! condition on the container that holds the service's name, so after a
+//! start-first replacement it waits for the new container to be healthy.
 //!
 //! Every container, network and volume carries Compose's labels and names so
 //! `docker compose ps/logs/up` treat the project as their own. Images are
@@ -16,8 +17,7 @@ use std::time::Instant;
 
 use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
 use bollard::query_parameters::{
-    CreateContainerOptions, ListNetworksOptions, RemoveContainerOptions, RenameContainerOptions,
-    StopContainerOptions,
+    CreateContainerOptions, ListNetworksOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use serde::Serialize;
@@ -28,6 +28,7 @@ use super::health::{wait_for, Target};
 use super::labels;
 use super::model::{Condition, Project, Service};
 use super::plan::{docker_error, Action, Plan};
+use super::replace;
 use crate::error::Error;
 
 const STAGE: &str = "converge";
@@ -74,8 +75,14 @@ pub async fn converge(
     ensure_networks(docker, project, &mut summary).await?;
     ensure_volumes(docker, project, &mut summary).await?;
 
+    // A start-first replacement's new container that a killed run left
+    // beside the old one is resumed, not removed: it may be the one serving.
+    let mut leftovers = replace::leftovers(project, plan);
     for entry in plan.services.iter().filter(|s| s.action == Action::Remove) {
         if let Some(c) = &entry.container {
+            if leftovers.values().any(|l| l.id == c.id) {
+                continue;
+            }
             log::info!(stage = STAGE; "removing {} (service {} is no longer in the file)", c.name, entry.service);
             stop_and_remove(docker, &c.id, 10).await?;
             summary.removed.push(entry.service.clone());
@@ -151,48 +158,45 @@ pub async fn converge(
                     continue;
                 };
                 log::info!(stage = STAGE; "recreating {name} ({reason} changed)");
-                let short: String = old.id.chars().take(12).collect();
-                let temporary = format!("{short}_{name}");
-                let id = create(docker, project, service, image_id, &temporary).await?;
-                let grace = grace_seconds(service);
-                stop_and_remove(docker, &old.id, grace).await?;
-                docker
-                    .rename_container(&id, RenameContainerOptions { name: name.clone() })
-                    .await
-                    .map_err(|e| docker_error(&format!("rename {temporary} to {name}"), e))?;
-                start(docker, &id).await?;
+                let leftover = leftovers.remove(&service.name);
+                replace::replace(docker, project, service, image_id, old, &name, leftover).await?;
                 recreated.insert(service.name.clone());
                 summary.recreated.push(service.name.clone());
             }
-            Action::Keep { running } => match (running, restart_for, &entry.container) {
-                (_, Some(dep), Some(c)) => {
-                    log::info!(stage = STAGE; "restarting {name} because {dep} was recreated");
-                    docker
-                        .restart_container(&c.id, None)
-                        .await
-                        .map_err(|e| docker_error(&format!("restart {name}"), e))?;
-                    summary.restarted.push(service.name.clone());
+            Action::Keep { running } => {
+                if let Some(c) = entry.container.as_ref().filter(|c| c.name != name) {
+                    replace::finish_rename(docker, c, &name).await?;
                 }
-                (false, None, Some(c)) => {
-                    log::info!(stage = STAGE; "starting {name}");
-                    start(docker, &c.id).await?;
-                    summary.started.push(service.name.clone());
+                match (running, restart_for, &entry.container) {
+                    (_, Some(dep), Some(c)) => {
+                        log::info!(stage = STAGE; "restarting {name} because {dep} was recreated");
+                        docker
+                            .restart_container(&c.id, None)
+                            .await
+                            .map_err(|e| docker_error(&format!("restart {name}"), e))?;
+                        summary.restarted.push(service.name.clone());
+                    }
+                    (false, None, Some(c)) => {
+                        log::info!(stage = STAGE; "starting {name}");
+                        start(docker, &c.id).await?;
+                        summary.started.push(service.name.clone());
+                    }
+                    _ => summary.kept.push(service.name.clone()),
                 }
-                _ => summary.kept.push(service.name.clone()),
-            },
+            }
             Action::Remove => {}
         }
     }
     Ok(summary)
 }
 
-fn grace_seconds(service: &Service) -> i32 {
+pub(super) fn grace_seconds(service: &Service) -> i32 {
     service
         .stop_grace_period
         .map_or(10, |d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
 }
 
-async fn start(docker: &Docker, id: &str) -> Result<(), Error> {
+pub(super) async fn start(docker: &Docker, id: &str) -> Result<(), Error> {
     docker
         .start_container(id, None)
         .await
@@ -200,6 +204,13 @@ async fn start(docker: &Docker, id: &str) -> Result<(), Error> {
 }
 
 async fn stop_and_remove(docker: &Docker, id: &str, grace: i32) -> Result<(), Error> {
+    stop(docker, id, grace).await?;
+    remove(docker, id).await
+}
+
+/// Stop a container within `grace` seconds; one already stopped or gone is
+/// fine.
+pub(super) async fn stop(docker: &Docker, id: &str, grace: i32) -> Result<(), Error> {
     match docker
         .stop_container(
             id,
@@ -218,6 +229,11 @@ async fn stop_and_remove(docker: &Docker, id: &str, grace: i32) -> Result<(), Er
         }) => {}
         Err(e) => return Err(docker_error(&format!("stop container {id}"), e)),
     }
+    Ok(())
+}
+
+/// Remove a container (forced); one already gone is fine.
+pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), Error> {
     match docker
         .remove_container(
             id,
@@ -350,7 +366,7 @@ async fn ensure_volumes(
     Ok(())
 }
 
-async fn create(
+pub(super) async fn create(
     docker: &Docker,
     project: &Project,
     service: &Service,

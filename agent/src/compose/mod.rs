@@ -16,6 +16,7 @@
 //! - [`plan`]: create / recreate (why) / keep / remove, from one list call.
 //! - [`create`]: the Engine create body and labels for one service.
 //! - [`converge`]: applying a plan in dependency order.
+//! - [`replace`]: replacing a container, stop-first or start-first.
 //! - [`health`]: bounded waits for health and one-shot completion.
 //! - [`status`]: what runs now, for `status` and the release receipt.
 
@@ -28,6 +29,7 @@ pub mod labels;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod replace;
 pub mod status;
 
 #[cfg(test)]

@@ -1,0 +1,356 @@
+//! Replacing a service's container with a new one, in the order its
+//! `deploy.update_config.order` asks for.
+//!
+//! **stop-first** (Compose's default, and what `docker compose up` does):
+//! the new container is created under a temporary name (`<old id>_<name>`,
+//! Compose's own scheme) while the old one still serves, so a create that
+//! fails changes nothing; then the old one is stopped, the new one started
+//! at once, the old one removed and the new one renamed. The service is
+//! down from the old container's stop to the new one's start, the shortest
+//! a published host port or a fixed `container_name` allows (two running
+//! containers cannot hold one).
+//!
+//! **start-first**: the new container is created and started under the
+//! temporary name with the service's network aliases, next to the old one,
+//! and must become healthy within the deploy's health timeout. Only then is
+//! the old one drained (disconnected from the project networks, so the
+//! service name stops resolving to it, then a short grace), stopped,
+//! removed, and the new one renamed. Clients on the project network always
+//! find a container behind the service name: no proxy is needed. If the new
+//! container never becomes healthy it is removed and the old one keeps
+//! serving; the deploy fails at `health`.
+//!
+//! Crash safety: a kill at any step leaves the service served by the old or
+//! the new container. The rerun's plan sees the leftovers: a temporary
+//! container beside the old one is resumed when it runs the config the file
+//! asks for and is running (start-first: the service stays served during
+//! the rerun too; [`leftovers`]), and removed otherwise, the replacement
+//! then running again; a temporary container alone is the service's
+//! container and the converge renames it ([`finish_rename`]). Every step has
+//! a test pause point (`start-first:*`, `stop-first:*`) so the crash test
+//! can kill there.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use bollard::models::NetworkDisconnectRequest;
+use bollard::query_parameters::{RemoveContainerOptions, RenameContainerOptions};
+use bollard::Docker;
+
+use super::converge::{create, grace_seconds, remove, start, stop};
+use super::health::{wait_for, Target};
+use super::model::{Project, Service, UpdateOrder};
+use super::plan::{docker_error, Action, Existing, Plan};
+use super::{hash, labels};
+use crate::error::Error;
+use crate::testpoint::pause;
+
+const STAGE: &str = "converge";
+
+/// Time the old container keeps running after it left the networks, for
+/// work it has in hand (a request being answered, a write being committed)
+/// before it gets SIGTERM. New requests already go to the new container.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
+fn temporary_name(old: &Existing, name: &str) -> String {
+    let short: String = old.id.chars().take(12).collect();
+    format!("{short}_{name}")
+}
+
+/// Per start-first service about to be replaced: the container under the
+/// replacement's temporary name that a killed run left (the plan lists it
+/// for removal as surplus). [`replace`] resumes with it when it already
+/// runs the new config, and removes it otherwise.
+pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Existing> {
+    let mut out = BTreeMap::new();
+    for entry in &plan.services {
+        let (Action::Recreate { .. }, Some(old), Some(service)) = (
+            &entry.action,
+            &entry.container,
+            project.service(&entry.service),
+        ) else {
+            continue;
+        };
+        if service.update_order != UpdateOrder::StartFirst {
+            continue;
+        }
+        let temporary = temporary_name(old, &project.container_name(&service.name));
+        let found = plan.services.iter().find(|e| {
+            e.action == Action::Remove
+                && e.service == service.name
+                && e.container.as_ref().is_some_and(|c| c.name == temporary)
+        });
+        if let Some(c) = found.and_then(|e| e.container.clone()) {
+            out.insert(service.name.clone(), c);
+        }
+    }
+    out
+}
+
+/// Replace `old` by a new container of `service` named `name`, in the
+/// service's `deploy.update_config.order` (the loader refuses start-first
+/// for a service with host ports or a `container_name`). Returns the new container's id.
+pub(super) async fn replace(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+    leftover: Option<Existing>,
+) -> Result<String, Error> {
+    match service.update_order {
+        UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
+        UpdateOrder::StartFirst => {
+            start_first(docker, project, service, image_id, old, name, leftover).await
+        }
+    }
+}
+
+async fn stop_first(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+) -> Result<String, Error> {
+    let temporary = temporary_name(old, name);
+    let id = create(docker, project, service, image_id, &temporary).await?;
+    pause("stop-first:created");
+    stop(docker, &old.id, grace_seconds(service)).await?;
+    pause("stop-first:stopped");
+    // A stopped container holds no port and no DNS entry: start the new
+    // one now; removing the old one and the rename are not on the path to
+    // serving.
+    start(docker, &id).await?;
+    pause("stop-first:started");
+    remove(docker, &old.id).await?;
+    pause("stop-first:removed");
+    rename(docker, &id, &temporary, name).await?;
+    pause("stop-first:renamed");
+    Ok(id)
+}
+
+async fn start_first(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+    leftover: Option<Existing>,
+) -> Result<String, Error> {
+    let temporary = temporary_name(old, name);
+    let resumed = match leftover {
+        Some(c) => resume(docker, service, image_id, &c).await?,
+        None => None,
+    };
+    let id = match resumed {
+        Some(id) => {
+            log::info!(stage = STAGE; "start-first: resuming with {temporary}, left running by an interrupted run");
+            id
+        }
+        None => {
+            log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
+            let id = create(docker, project, service, image_id, &temporary).await?;
+            pause("start-first:created");
+            if let Err(e) = start(docker, &id).await {
+                discard(docker, &id, &temporary).await;
+                return Err(e);
+            }
+            pause("start-first:started");
+            id
+        }
+    };
+    let deadline = Instant::now() + project.dependency_wait;
+    let started = Instant::now();
+    match wait_for(
+        docker,
+        &service.name,
+        &id,
+        Target::Ready,
+        deadline,
+        "health",
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(Error::Failed { detail, .. }) => {
+            discard(docker, &id, &temporary).await;
+            return Err(Error::failed(
+                "health",
+                format!(
+                    "start-first replacement of {}: {detail}; the new container was removed and {name} keeps serving",
+                    service.name
+                ),
+            ));
+        }
+        Err(other) => {
+            discard(docker, &id, &temporary).await;
+            return Err(other);
+        }
+    }
+    log::info!(stage = STAGE; "start-first: {temporary} is ready after {}ms; draining {name}", started.elapsed().as_millis());
+    pause("start-first:healthy");
+    drain(docker, project, service, old).await;
+    pause("start-first:drained");
+    tokio::time::sleep(DRAIN_GRACE).await;
+    stop(docker, &old.id, grace_seconds(service)).await?;
+    pause("start-first:stopped");
+    remove(docker, &old.id).await?;
+    pause("start-first:removed");
+    rename(docker, &id, &temporary, name).await?;
+    pause("start-first:renamed");
+    Ok(id)
+}
+
+/// The id of `leftover` if it runs the config and image the file asks for
+/// now (then the replacement goes on with it); otherwise it is removed.
+async fn resume(
+    docker: &Docker,
+    service: &Service,
+    image_id: &str,
+    leftover: &Existing,
+) -> Result<Option<String>, Error> {
+    let info = match docker.inspect_container(&leftover.id, None).await {
+        Ok(info) => info,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(docker_error(&format!("inspect {}", leftover.name), e)),
+    };
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    let current = labels.get(labels::CONFIG_HASH) == Some(&hash::service_hash(service))
+        && labels.get(labels::IMAGE).map(String::as_str) == Some(image_id);
+    let running = info.state.and_then(|s| s.running).unwrap_or(false);
+    if current && running {
+        return Ok(Some(leftover.id.clone()));
+    }
+    log::info!(stage = STAGE; "removing {}, left by an interrupted run with another config", leftover.name);
+    remove(docker, &leftover.id).await?;
+    Ok(None)
+}
+
+/// Disconnect `old` from the service's project networks, so the service
+/// name resolves only to the new container. A failure is logged, not fatal:
+/// the new container is healthy, and finishing the replacement (the stop
+/// takes the old one out of DNS anyway) beats leaving two containers.
+async fn drain(docker: &Docker, project: &Project, service: &Service, old: &Existing) {
+    let Some(networks) = &service.networks else {
+        return;
+    };
+    for key in networks.keys() {
+        let engine_name = project
+            .networks
+            .get(key)
+            .map_or_else(|| key.clone(), |n| n.name.clone());
+        let request = NetworkDisconnectRequest {
+            container: old.id.clone(),
+            force: Some(false),
+        };
+        if let Err(e) = docker.disconnect_network(&engine_name, request).await {
+            log::warn!(stage = STAGE; "draining {}: disconnect from {engine_name}: {e}; it is stopped next", old.name);
+        }
+    }
+}
+
+/// Remove a replacement that will not serve; best effort, the error that
+/// brought us here is the one to report.
+async fn discard(docker: &Docker, id: &str, name: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        log::warn!(stage = STAGE; "cannot remove the failed replacement {name}: {e}; the next deploy removes it");
+    }
+}
+
+async fn rename(docker: &Docker, id: &str, from: &str, to: &str) -> Result<(), Error> {
+    docker
+        .rename_container(
+            id,
+            RenameContainerOptions {
+                name: to.to_owned(),
+            },
+        )
+        .await
+        .map_err(|e| docker_error(&format!("rename {from} to {to}"), e))
+}
+
+/// A service whose only container still has a temporary name: a replacement
+/// was interrupted after the old container was removed. Give it the name.
+pub(super) async fn finish_rename(
+    docker: &Docker,
+    current: &Existing,
+    name: &str,
+) -> Result<(), Error> {
+    log::info!(stage = STAGE; "renaming {} to {name} (an interrupted replacement)", current.name);
+    rename(docker, &current.id, &current.name, name).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn project(order: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.yaml");
+        std::fs::write(
+            &path,
+            format!("services:\n  api:\n    image: api:1\n    deploy:\n      update_config:\n        order: {order}\n"),
+        )
+        .unwrap();
+        Project::load(&path, "unit", &std::collections::BTreeMap::new()).unwrap()
+    }
+
+    fn entry(action: Action, id: &str, name: &str) -> super::super::plan::ServicePlan {
+        super::super::plan::ServicePlan {
+            service: "api".into(),
+            action,
+            container: Some(Existing {
+                id: id.into(),
+                name: name.into(),
+                state: "running".into(),
+            }),
+            image: None,
+            image_id: None,
+            config_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_start_first_replacements_leftover_is_found_and_nothing_else() {
+        let plan = |extra: &str| Plan {
+            project: "unit".into(),
+            services: vec![
+                entry(
+                    Action::Recreate {
+                        reason: super::super::plan::Reason::Image,
+                    },
+                    "aaaaaaaaaaaa0000",
+                    "unit-api-1",
+                ),
+                entry(Action::Remove, "bbbb", extra),
+            ],
+        };
+        let found = leftovers(&project("start-first"), &plan("aaaaaaaaaaaa_unit-api-1"));
+        assert_eq!(found.get("api").map(|c| c.id.as_str()), Some("bbbb"));
+        // Another temporary name (an older run's) is plain surplus.
+        assert!(leftovers(&project("start-first"), &plan("cccccccccccc_unit-api-1")).is_empty());
+        // Stop-first never resumes: its new container was never started.
+        assert!(leftovers(&project("stop-first"), &plan("aaaaaaaaaaaa_unit-api-1")).is_empty());
+    }
+
+    #[test]
+    fn the_temporary_name_is_composes() {
+        let old = Existing {
+            id: "0123456789abcdef0123".into(),
+            name: "p-api-1".into(),
+            state: "running".into(),
+        };
+        assert_eq!(temporary_name(&old, "p-api-1"), "0123456789ab_p-api-1");
+    }
+}

@@ -1,0 +1,205 @@
+//! One try at running the current release healthy: wait for Docker, take
+//! the operation lock, read the current release under it, run the deploy
+//! pipeline. Boot recovery and every retry after it are such attempts; so
+//! is a heal of drift, which comes in with the lock already held.
+
+use std::time::{Duration, Instant};
+
+use super::{status_line, write_heartbeat, Phase};
+use crate::clock::Monotonic;
+use crate::config::Config;
+use crate::deploy::{self, EnvPolicy, Options};
+use crate::lock::OperationLock;
+use crate::output::Report;
+use crate::release::{self, Release};
+
+/// What one attempt found.
+#[derive(Debug)]
+pub enum Attempt {
+    Healthy(Healthy),
+    NoRelease,
+    Failed(Failed),
+}
+
+#[derive(Debug, Clone)]
+pub struct Healthy {
+    pub image_tag: String,
+    /// `re-rendered from SSM`, `kept existing env files (...)`.
+    pub env: String,
+    pub to_docker_ms: u64,
+    /// From the attempt's start to the end of converge.
+    pub to_converged_ms: u64,
+    /// `api:recreate-image`, ...: what the pipeline changed.
+    pub changed: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Failed {
+    pub why: String,
+    pub image_tag: Option<String>,
+    pub to_docker_ms: Option<u64>,
+    /// Another operation held the lock: not the release's fault.
+    pub lock_busy: bool,
+}
+
+impl Failed {
+    fn new(why: impl Into<String>) -> Self {
+        Failed {
+            why: why.into(),
+            image_tag: None,
+            to_docker_ms: None,
+            lock_busy: false,
+        }
+    }
+}
+
+/// Wait up to `daemon.docker_wait` for the Engine, with STATUS lines.
+pub async fn wait_for_docker(
+    config: &Config,
+    alive: &Monotonic,
+) -> Result<bollard::Docker, String> {
+    let started = Instant::now();
+    let deadline = config.daemon.docker_wait.duration();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match crate::docker::connect_to(
+            &config.docker.host,
+            Duration::from_secs(3),
+            Duration::ZERO,
+        )
+        .await
+        {
+            Ok(docker) => return Ok(docker),
+            Err(e) if started.elapsed() < deadline => {
+                status_line(&format!(
+                    "waiting for Docker ({}s): {e}",
+                    started.elapsed().as_secs()
+                ));
+                alive.touch();
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(format!(
+                    "Docker did not answer within {}s: {e}",
+                    deadline.as_secs()
+                ))
+            }
+        }
+    }
+}
+
+/// A full attempt. `heal` attempts come after READY: they never wait for
+/// the lock (an operation that holds it is left alone) and never re-render
+/// the env files unless boot recovery never managed to (`render`).
+pub async fn recover(
+    config: &Config,
+    alive: &Monotonic,
+    phase: Phase,
+    lock_wait: Duration,
+    render: bool,
+) -> Attempt {
+    let started = Instant::now();
+    write_heartbeat(config, Phase::WaitingForDocker, "waiting for Docker");
+    status_line("waiting for Docker");
+    if let Err(why) = wait_for_docker(config, alive).await {
+        return Attempt::Failed(Failed::new(why));
+    }
+    let to_docker_ms = ms(started);
+    let command = match phase {
+        Phase::Healing => "daemon heal",
+        _ => "daemon boot recovery",
+    };
+    let lock = match crate::lock::acquire(&config.lock_path(), command, lock_wait).await {
+        Ok(lock) => lock,
+        Err(e) => {
+            let busy = matches!(e, crate::lock::LockError::Busy { .. });
+            return Attempt::Failed(Failed {
+                lock_busy: busy,
+                to_docker_ms: Some(to_docker_ms),
+                ..Failed::new(e.to_string())
+            });
+        }
+    };
+    // Read under the lock: a deploy that held it may just have changed it.
+    let current = match release::read_current(config) {
+        Ok(Some(current)) => current,
+        Ok(None) => return Attempt::NoRelease,
+        Err(e) => {
+            return Attempt::Failed(Failed {
+                to_docker_ms: Some(to_docker_ms),
+                ..Failed::new(format!("cannot read the current release: {e}"))
+            })
+        }
+    };
+    let tag = current.release.image_tag.clone();
+    write_heartbeat(config, phase, &format!("recovering {tag}"));
+    status_line(&format!(
+        "recovering release {tag} ({})",
+        current.release.deployment_version
+    ));
+    let env = if render {
+        EnvPolicy::KeepExistingIfUnavailable
+    } else {
+        EnvPolicy::KeepExisting
+    };
+    match pipeline(config, &current.release, env, &lock).await {
+        Ok(mut healthy) => {
+            healthy.to_docker_ms = to_docker_ms;
+            healthy.to_converged_ms += to_docker_ms;
+            Attempt::Healthy(healthy)
+        }
+        Err(why) => Attempt::Failed(Failed {
+            image_tag: Some(tag),
+            to_docker_ms: Some(to_docker_ms),
+            ..Failed::new(why)
+        }),
+    }
+}
+
+/// The deploy pipeline for `release`, records nothing (the release already
+/// is the current one). `_lock` proves the caller holds the operation lock.
+pub async fn pipeline(
+    config: &Config,
+    release: &Release,
+    env: EnvPolicy,
+    _lock: &OperationLock,
+) -> Result<Healthy, String> {
+    let mut report = Report::new();
+    let options = Options {
+        execute: true,
+        env,
+        record_as: None,
+    };
+    let outcome = deploy::run(config, release, options, &mut report, "WAVEMAP_BOOT").await;
+    match outcome {
+        Ok(outcome) => {
+            let to_converged_ms = outcome
+                .stage_ms
+                .iter()
+                .filter(|(s, _)| s != "health")
+                .map(|(_, ms)| ms)
+                .sum();
+            let env = match (&outcome.env_kept_reason, env) {
+                (_, EnvPolicy::KeepExisting) => "kept as deployed (a heal never re-renders)".into(),
+                (Some(reason), _) => format!("kept existing env files ({reason})"),
+                (None, _) => "re-rendered from SSM".into(),
+            };
+            Ok(Healthy {
+                image_tag: release.image_tag.clone(),
+                env,
+                to_docker_ms: 0,
+                to_converged_ms,
+                changed: outcome.changed_services,
+            })
+        }
+        Err(e) => Err(format!(
+            "failed at {}: {e}",
+            report.get("WAVEMAP_BOOT_FAILED_STAGE").unwrap_or("start")
+        )),
+    }
+}
+
+pub fn ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}

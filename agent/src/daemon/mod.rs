@@ -1,0 +1,850 @@
+//! `wavemap-agent daemon`: the systemd service (`Type=notify`), a
+//! reconciler that keeps the current release running.
+//!
+//! At boot the host was stopped for cost and woken on demand; nobody is
+//! watching, and what the release needs (Docker, SSM, ECR, the registry)
+//! may come up after us. So:
+//!
+//! - **Boot recovery** brings the current release back through the deploy
+//!   pipeline (keeping the existing env files when SSM stays unreachable
+//!   for `daemon.ssm_wait` or its render is refused).
+//! - **READY=1** comes once the release runs healthy (`STATUS=ready:
+//!   recovered ...`), or when there is nothing to recover, or at the latest
+//!   at `daemon.ready_timeout` (inside the unit's `TimeoutStartSec`) with
+//!   `STATUS=degraded: <why>; retrying in Ns`. Units ordered after ours
+//!   start either way; the STATUS line (and `status`) says which it was.
+//! - **A failed attempt is retried** with jittered exponential backoff
+//!   ([`backoff`]) until the release runs healthy, before and after READY.
+//! - **Drift** ([`drift`]) from the current release (a container missing,
+//!   exited, on another image or config) is converged back, each time
+//!   checked and fixed under the operation lock, so never while a deploy or
+//!   any other operation holds it. Each heal is an operation in the
+//!   journal (`daemon heal`), shown by `status`. `daemon.heal = false`
+//!   turns the daemon into an observer that reports drift and failures but
+//!   changes nothing after READY.
+//!
+//! `WATCHDOG=1` is sent by a task that checks, on the monotonic clock, that
+//! the main loop made progress recently: a stuck main loop stops the pings
+//! and systemd restarts us, which a blind timer would never do. SIGTERM and
+//! SIGINT stop the daemon and never the app's containers.
+//!
+//! The heartbeat (run_dir) and the boot recovery record (state_dir) are
+//! what `status` shows; both are redacted before they are written.
+
+mod attempt;
+pub mod backoff;
+pub mod drift;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use sd_notify::NotifyState;
+use serde::{Deserialize, Serialize};
+
+use crate::clock::{self, Monotonic};
+use crate::config::Config;
+use crate::deploy::EnvPolicy;
+use crate::error::Error;
+use crate::output::redact;
+use crate::{fsutil, journal, release};
+use attempt::Attempt;
+use backoff::Backoff;
+
+/// What the daemon is doing, as the heartbeat records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    Starting,
+    WaitingForDocker,
+    Recovering,
+    /// READY sent; the release runs as deployed (or there is none).
+    Running,
+    /// READY sent; the release is not running healthy and as deployed.
+    Degraded,
+    /// A heal (or a retry after READY) is converging the release.
+    Healing,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForDocker => "waiting-for-docker",
+            Phase::Recovering => "recovering",
+            Phase::Running => "running",
+            Phase::Degraded => "degraded",
+            Phase::Healing => "healing",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How boot recovery ended (so far).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecoveryResult {
+    Recovered,
+    #[default]
+    Failed,
+    NoRelease,
+}
+
+impl RecoveryResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecoveryResult::Recovered => "recovered",
+            RecoveryResult::Failed => "failed",
+            RecoveryResult::NoRelease => "no-release",
+        }
+    }
+}
+
+impl std::fmt::Display for RecoveryResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `status` reads to show the daemon (run_dir/daemon-heartbeat.json).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub pid: u32,
+    pub updated_at: String,
+    pub updated_unix: u64,
+    pub phase: Phase,
+    /// The last STATUS= line.
+    pub summary: String,
+}
+
+/// Boot recovery (state_dir/boot-recovery.json), for `status`. Rewritten
+/// after every attempt until the release runs healthy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BootRecovery {
+    pub started_at: String,
+    pub result: RecoveryResult,
+    pub to_docker_ms: Option<u64>,
+    pub to_converged_ms: Option<u64>,
+    pub to_healthy_ms: Option<u64>,
+    pub release: Option<String>,
+    pub env: String,
+    pub detail: String,
+    /// Attempts so far (1 when the first one worked).
+    #[serde(default)]
+    pub attempts: u32,
+}
+
+fn notify(states: &[NotifyState]) {
+    // Outside systemd there is no NOTIFY_SOCKET and this is a no-op.
+    if let Err(e) = sd_notify::notify(false, states) {
+        log::debug!("sd_notify: {e}");
+    }
+}
+
+/// A STATUS= line, also logged (OPERATION=daemon in the journal).
+fn status_line(text: &str) {
+    let text = redact(text);
+    log::info!(operation = "daemon"; "{text}");
+    notify(&[NotifyState::Status(&text)]);
+}
+
+type Shutdown = Pin<Box<dyn Future<Output = &'static str> + Send>>;
+
+/// The daemon's state between attempts.
+struct Daemon<'a> {
+    config: &'a Config,
+    alive: Monotonic,
+    shutdown: Shutdown,
+    started: Instant,
+    ready_at: Instant,
+    ready: bool,
+    backoff: Backoff,
+    /// What READY's STATUS says if the deadline passes now.
+    pending: String,
+    last_status: String,
+}
+
+pub async fn run(config: &Config) -> Result<(), Error> {
+    register_known_secrets(config);
+    let alive = Monotonic::default();
+    alive.touch();
+    write_heartbeat(config, Phase::Starting, "starting");
+
+    let mut watchdog_usec = 0u64;
+    if sd_notify::watchdog_enabled(false, &mut watchdog_usec) && watchdog_usec > 0 {
+        let limit = Duration::from_micros(watchdog_usec);
+        tokio::spawn(watchdog(limit / 2, limit, alive.clone()));
+    }
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| Error::failed("daemon", format!("cannot handle SIGTERM: {e}")))?;
+    let shutdown: Shutdown = Box::pin(async move {
+        tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+        }
+    });
+    let started = Instant::now();
+    let mut daemon = Daemon {
+        config,
+        alive,
+        shutdown,
+        started,
+        ready_at: started + config.daemon.ready_timeout.duration(),
+        ready: false,
+        backoff: Backoff::new(config.daemon.retry_max.duration()),
+        pending: "still recovering".into(),
+        last_status: String::new(),
+    };
+    if daemon.recover().await.is_none() {
+        return Ok(());
+    }
+    daemon.watch().await;
+    Ok(())
+}
+
+impl Daemon<'_> {
+    /// Run `work` while keeping the liveness mark fresh, sending READY at
+    /// the deadline, and answering SIGTERM. `None`: told to stop.
+    async fn drive<T>(&mut self, work: impl Future<Output = T>) -> Option<T> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                signal = &mut self.shutdown => {
+                    log::info!(operation = "daemon"; "{signal}: stopping (containers keep running)");
+                    notify(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+                    return None;
+                }
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                    self.alive.touch();
+                    self.ready_if_due();
+                }
+            }
+        }
+    }
+
+    async fn sleep(&mut self, pause: Duration) -> Option<()> {
+        self.drive(tokio::time::sleep(pause)).await
+    }
+
+    /// READY=1 with a degraded STATUS once `daemon.ready_timeout` passed.
+    fn ready_if_due(&mut self) {
+        if !self.ready && Instant::now() >= self.ready_at {
+            let text = redact(&format!("degraded: {}", self.pending));
+            self.ready = true;
+            log::warn!(operation = "daemon"; "ready (degraded) after {}s: {text}", self.config.daemon.ready_timeout.get());
+            notify(&[NotifyState::Ready, NotifyState::Status(&text)]);
+            write_heartbeat(self.config, Phase::Degraded, &text);
+            self.last_status = text;
+        }
+    }
+
+    fn ready_now(&mut self, phase: Phase, text: &str) {
+        let text = redact(text);
+        if self.ready {
+            log::info!(operation = "daemon"; "{text}");
+            notify(&[NotifyState::Status(&text)]);
+        } else {
+            self.ready = true;
+            log::info!(operation = "daemon"; "{text}");
+            notify(&[NotifyState::Ready, NotifyState::Status(&text)]);
+        }
+        write_heartbeat(self.config, phase, &text);
+        self.last_status = text;
+    }
+
+    /// Say `text` (STATUS, journal, heartbeat) unless it is what was said last.
+    fn say(&mut self, phase: Phase, text: &str) {
+        let text = redact(text);
+        if text != self.last_status {
+            status_line(&text);
+            self.last_status = text.clone();
+        }
+        write_heartbeat(self.config, phase, &text);
+    }
+
+    /// Boot recovery and its retries, until the release runs healthy or
+    /// there is none. `None`: told to stop.
+    async fn recover(&mut self) -> Option<()> {
+        let config = self.config;
+        let mut record = BootRecovery {
+            started_at: clock::now(),
+            ..Default::default()
+        };
+        loop {
+            record.attempts += 1;
+            let after_ready = self.ready;
+            let phase = if after_ready {
+                Phase::Healing
+            } else {
+                Phase::Recovering
+            };
+            // Before READY the lock wait ends at the READY deadline, which
+            // is inside TimeoutStartSec; after it, never wait on an operation.
+            let lock_wait = if after_ready {
+                Duration::ZERO
+            } else {
+                self.ready_at
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_secs(1))
+            };
+            let alive = self.alive.clone();
+            let heal_started = clock::now();
+            let heal_clock = Instant::now();
+            if after_ready {
+                journal_heal(config, "start", &heal_started, None, "", None);
+            }
+            let result = self
+                .drive(attempt::recover(config, &alive, phase, lock_wait, true))
+                .await?;
+            match result {
+                Attempt::Healthy(h) => {
+                    self.backoff.reset();
+                    record.result = RecoveryResult::Recovered;
+                    record.release = Some(h.image_tag.clone());
+                    record.to_docker_ms = Some(h.to_docker_ms);
+                    record.to_converged_ms = Some(h.to_converged_ms);
+                    record.to_healthy_ms = Some(attempt::ms(self.started));
+                    record.env = h.env.clone();
+                    record.detail = format!("release {} healthy; env {}", h.image_tag, h.env);
+                    let tries = match record.attempts {
+                        1 => String::new(),
+                        n => format!(" after {n} attempts"),
+                    };
+                    let word = if self.ready { "running" } else { "ready" };
+                    let text = format!(
+                        "{word}: recovered{tries}: {} (docker {}ms, converged {}ms, healthy {}ms)",
+                        record.detail,
+                        h.to_docker_ms,
+                        h.to_converged_ms,
+                        record.to_healthy_ms.unwrap_or(0)
+                    );
+                    finish(config, &record);
+                    if after_ready {
+                        journal_heal(
+                            config,
+                            "end",
+                            &heal_started,
+                            Some("success"),
+                            &format!("recovered {}", h.image_tag),
+                            Some(attempt::ms(heal_clock)),
+                        );
+                    }
+                    self.ready_now(Phase::Running, &text);
+                    return Some(());
+                }
+                Attempt::NoRelease => {
+                    record.result = RecoveryResult::NoRelease;
+                    record.detail = "no release deployed yet; nothing to recover".into();
+                    finish(config, &record);
+                    self.ready_now(
+                        Phase::Running,
+                        &format!("{}: {}", record.result, record.detail),
+                    );
+                    return Some(());
+                }
+                Attempt::Failed(f) => {
+                    record.result = RecoveryResult::Failed;
+                    record.release = f.image_tag.clone().or(record.release.take());
+                    record.to_docker_ms = f.to_docker_ms;
+                    record.detail = format!("attempt {}: {}", record.attempts, f.why);
+                    finish(config, &record);
+                    if after_ready {
+                        journal_heal(
+                            config,
+                            "end",
+                            &heal_started,
+                            Some(if f.lock_busy { "lock-busy" } else { "failed" }),
+                            &f.why,
+                            Some(attempt::ms(heal_clock)),
+                        );
+                    }
+                    let pause = self.backoff.next_delay();
+                    let secs = pause.as_secs().max(1);
+                    self.pending = format!(
+                        "boot recovery failed (attempt {}): {}; retrying in {secs}s",
+                        record.attempts, f.why
+                    );
+                    log::error!(operation = "daemon"; "{}", redact(&self.pending));
+                    if self.ready && !config.daemon.heal {
+                        let text = format!(
+                            "degraded: boot recovery failed: {}; not retrying (daemon.heal = false)",
+                            f.why
+                        );
+                        self.say(Phase::Degraded, &text);
+                        return Some(());
+                    }
+                    if self.ready {
+                        let text = format!("degraded: {}", self.pending);
+                        self.say(Phase::Degraded, &text);
+                    } else {
+                        let text = format!("recovering: {}", self.pending);
+                        self.say(Phase::Recovering, &text);
+                        self.ready_if_due();
+                    }
+                    self.sleep(pause).await?;
+                }
+            }
+        }
+    }
+
+    /// After recovery: observe health and converge drift back, forever.
+    async fn watch(&mut self) {
+        let config = self.config;
+        let interval = config.daemon.health_interval.duration();
+        let mut pause = interval;
+        // The drift of the previous check: a heal needs the same twice.
+        let mut previous: Option<Vec<drift::Drift>> = None;
+        // Until something changes, STATUS keeps saying what READY said
+        // (how boot recovery went) rather than a bare health line.
+        let mut baseline: Option<String> = None;
+        let mut eventful = false;
+        loop {
+            if self.sleep(pause).await.is_none() {
+                return;
+            }
+            pause = interval;
+            let seen = match self.drive(observe(config)).await {
+                Some(seen) => seen,
+                None => return,
+            };
+            let check = match self.drive(check_drift(config)).await {
+                Some(check) => check,
+                None => return,
+            };
+            let check = match check {
+                Check::Drift {
+                    found,
+                    release,
+                    lock,
+                } => {
+                    let still = found.moving.is_none();
+                    let again = previous.as_ref() == Some(&found.drift);
+                    if still && again {
+                        Check::Drift {
+                            found,
+                            release,
+                            lock,
+                        }
+                    } else {
+                        drop(lock);
+                        let what = drift::describe(&found.drift);
+                        let why = found.moving.unwrap_or_else(|| "first sighting".into());
+                        log::info!(operation = "heal"; "drift: {what}; waiting for it to hold still ({why})");
+                        previous = Some(found.drift);
+                        Check::Skipped(why)
+                    }
+                }
+                other => {
+                    previous = None;
+                    other
+                }
+            };
+            let calm = matches!(check, Check::Clean | Check::NoRelease) && seen.docker_ok;
+            if !calm || baseline.get_or_insert_with(|| seen.summary.clone()) != &seen.summary {
+                eventful = true;
+            }
+            if !eventful {
+                write_heartbeat(config, Phase::Running, &self.last_status);
+                continue;
+            }
+            match check {
+                Check::Clean | Check::NoRelease => {
+                    let phase = if seen.docker_ok {
+                        Phase::Running
+                    } else {
+                        Phase::Degraded
+                    };
+                    let word = if seen.docker_ok {
+                        "running"
+                    } else {
+                        "degraded"
+                    };
+                    self.say(phase, &format!("{word}: {}", seen.summary));
+                }
+                Check::Skipped(why) => {
+                    log::debug!(operation = "daemon"; "drift check skipped: {why}");
+                    let phase = if seen.docker_ok {
+                        Phase::Running
+                    } else {
+                        Phase::Degraded
+                    };
+                    let word = if seen.docker_ok {
+                        "running"
+                    } else {
+                        "degraded"
+                    };
+                    self.say(phase, &format!("{word}: {}", seen.summary));
+                }
+                Check::Drift { found, .. } if !config.daemon.heal => {
+                    self.say(
+                        Phase::Degraded,
+                        &format!(
+                            "degraded: drift: {}; not healing (daemon.heal = false)",
+                            drift::describe(&found.drift)
+                        ),
+                    );
+                }
+                Check::Drift {
+                    found,
+                    release,
+                    lock,
+                } => {
+                    let what = drift::describe(&found.drift);
+                    log::warn!(operation = "heal"; "drift from {}: {what}; healing", release.image_tag);
+                    self.say(Phase::Healing, &format!("healing: {what}"));
+                    let started_at = clock::now();
+                    let started = Instant::now();
+                    journal_heal(config, "start", &started_at, None, &what, None);
+                    let result = self
+                        .drive(attempt::pipeline(
+                            config,
+                            &release,
+                            EnvPolicy::KeepExisting,
+                            &lock,
+                        ))
+                        .await;
+                    drop(lock);
+                    let Some(result) = result else { return };
+                    let took = attempt::ms(started);
+                    match result {
+                        Ok(healthy) => {
+                            self.backoff.reset();
+                            journal_heal(
+                                config,
+                                "end",
+                                &started_at,
+                                Some("success"),
+                                &format!("{what}; changed {}", healthy.changed.join(",")),
+                                Some(took),
+                            );
+                            self.say(
+                                Phase::Running,
+                                &format!(
+                                    "running: healed {what} in {:.1}s ({})",
+                                    took as f64 / 1000.0,
+                                    release.image_tag
+                                ),
+                            );
+                        }
+                        Err(why) => {
+                            journal_heal(
+                                config,
+                                "end",
+                                &started_at,
+                                Some("failed"),
+                                &format!("{what}: {why}"),
+                                Some(took),
+                            );
+                            pause = self.backoff.next_delay();
+                            self.say(
+                                Phase::Degraded,
+                                &format!(
+                                    "degraded: heal of {what} {why}; retrying in {}s",
+                                    pause.as_secs().max(1)
+                                ),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn watchdog(period: Duration, limit: Duration, alive: Monotonic) {
+    loop {
+        tokio::time::sleep(period).await;
+        if alive.age() < limit {
+            notify(&[NotifyState::Watchdog]);
+        } else {
+            log::error!(operation = "daemon"; "main loop made no progress for {}s; withholding the watchdog ping", alive.age().as_secs());
+        }
+    }
+}
+
+struct Seen {
+    docker_ok: bool,
+    /// `api=healthy frontend=healthy`, or why nothing could be seen.
+    summary: String,
+}
+
+/// One line summarizing the project's services, e.g. `api=healthy frontend=healthy`.
+async fn observe(config: &Config) -> Seen {
+    let docker = match crate::docker::connect_to(
+        &config.docker.host,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => {
+            return Seen {
+                docker_ok: false,
+                summary: format!("Docker unavailable ({e})"),
+            }
+        }
+    };
+    let summary = match crate::compose::service_states(&docker, &config.runtime.project_name).await
+    {
+        Ok(states) if states.is_empty() => "no containers".into(),
+        Ok(states) => states
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}={}",
+                    s.service,
+                    s.health.clone().unwrap_or_else(|| s.state.clone())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        Err(e) => {
+            return Seen {
+                docker_ok: false,
+                summary: format!("cannot list containers ({e})"),
+            }
+        }
+    };
+    Seen {
+        docker_ok: true,
+        summary,
+    }
+}
+
+enum Check {
+    Clean,
+    NoRelease,
+    /// Not checked this round (lock busy, Docker or the files unreadable).
+    Skipped(String),
+    /// Drift found; the lock is still held for the heal.
+    Drift {
+        found: drift::Found,
+        release: release::Release,
+        lock: crate::lock::OperationLock,
+    },
+}
+
+/// Look for drift under the lock, without waiting for it.
+async fn check_drift(config: &Config) -> Check {
+    let lock = match crate::lock::acquire(
+        &config.lock_path(),
+        "daemon drift check",
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(lock) => lock,
+        Err(e) => return Check::Skipped(e.to_string()),
+    };
+    let current = match release::read_current(config) {
+        Ok(Some(current)) => current,
+        Ok(None) => return Check::NoRelease,
+        Err(e) => return Check::Skipped(format!("cannot read the current release: {e}")),
+    };
+    let docker = match crate::docker::connect_to(
+        &config.docker.host,
+        Duration::from_secs(3),
+        Duration::ZERO,
+    )
+    .await
+    {
+        Ok(d) => d,
+        Err(e) => return Check::Skipped(e.to_string()),
+    };
+    match drift::detect(&docker, config, &current.release).await {
+        Ok(found) if found.drift.is_empty() => Check::Clean,
+        Ok(found) => Check::Drift {
+            found,
+            release: current.release,
+            lock,
+        },
+        Err(e) => Check::Skipped(format!("cannot plan: {e}")),
+    }
+}
+
+/// A `daemon heal` record in the operation journal (`start`, then `end`).
+fn journal_heal(
+    config: &Config,
+    event: &str,
+    started_at: &str,
+    outcome: Option<&str>,
+    detail: &str,
+    duration_ms: Option<u64>,
+) {
+    let mut details = serde_json::Map::new();
+    if !detail.is_empty() {
+        details.insert("detail".into(), redact(detail).into());
+    }
+    if let Some(outcome) = outcome {
+        log::info!(operation = "heal"; "heal {outcome}: {}", redact(detail));
+    }
+    journal::append(
+        &config.journal_path(),
+        &journal::Entry {
+            event: event.into(),
+            command: "daemon heal".into(),
+            args: vec![],
+            pid: std::process::id(),
+            started_at: started_at.to_owned(),
+            ended_at: outcome.map(|_| clock::now()),
+            outcome: outcome.map(str::to_owned),
+            exit_code: None,
+            duration_ms,
+            details,
+        },
+    );
+}
+
+/// Journal and boot-recovery.json, redacted.
+fn finish(config: &Config, record: &BootRecovery) {
+    let mut record = record.clone();
+    record.detail = redact(&record.detail);
+    record.env = redact(&record.env);
+    let mut details = serde_json::Map::new();
+    if let Ok(serde_json::Value::Object(map)) = serde_json::to_value(&record) {
+        details = map;
+    }
+    journal::append(
+        &config.journal_path(),
+        &journal::Entry {
+            event: "end".into(),
+            command: "daemon boot recovery".into(),
+            args: vec![],
+            pid: std::process::id(),
+            started_at: record.started_at.clone(),
+            ended_at: Some(clock::now()),
+            outcome: Some(record.result.as_str().into()),
+            exit_code: None,
+            duration_ms: record.to_healthy_ms,
+            details,
+        },
+    );
+    if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
+        if let Err(e) = fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755).and_then(|()| {
+            fsutil::write_atomic(
+                &config.agent.state_dir.join("boot-recovery.json"),
+                &bytes,
+                0o644,
+            )
+        }) {
+            log::warn!("cannot record boot recovery: {e}");
+        }
+    }
+}
+
+fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
+    let beat = Heartbeat {
+        pid: std::process::id(),
+        updated_at: clock::now(),
+        updated_unix: clock::unix_secs(),
+        phase,
+        summary: redact(summary),
+    };
+    let result = serde_json::to_vec(&beat)
+        .map_err(|e| Error::failed("daemon", e))
+        .and_then(|bytes| {
+            fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
+            Ok(fsutil::write_atomic(&config.heartbeat_path(), &bytes, 0o644)?)
+        });
+    if let Err(e) = result {
+        log::warn!("cannot write the heartbeat: {e}");
+    }
+}
+
+/// Secrets the daemon may meet before any render registers them: the
+/// configured database URL (its password, and the URL whole) and the
+/// SecureString values of the env files already on disk.
+fn register_known_secrets(config: &Config) {
+    if let Some(url) = &config.database.url {
+        crate::output::register_secret(url);
+        if let Some(password) = url_password(url) {
+            crate::output::register_secret(password);
+        }
+    }
+    let secure = crate::envrender::secure_variables(config);
+    for group in &config.runtime.groups {
+        if let Ok(Some(vars)) = crate::envrender::read_group(config, group) {
+            for (name, value) in &vars {
+                if secure.contains(name) {
+                    crate::output::register_secret(value);
+                    if let Some(password) = url_password(value) {
+                        crate::output::register_secret(password);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The password of `scheme://user:password@host...`, if any.
+fn url_password(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let (credentials, _) = rest.rsplit_once('@')?;
+    let (_, password) = credentials.split_once(':')?;
+    (!password.is_empty()).then_some(password)
+}
+
+/// Read the heartbeat (for `status`).
+pub fn read_heartbeat(config: &Config) -> Option<Heartbeat> {
+    let bytes = fsutil::read_owned(&config.heartbeat_path()).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+/// Read the last boot recovery (for `status`).
+pub fn read_boot_recovery(config: &Config) -> Option<BootRecovery> {
+    let bytes = fsutil::read_owned(&config.agent.state_dir.join("boot-recovery.json")).ok()??;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_and_result_serialize_as_the_strings_status_always_read() {
+        for (phase, text) in [
+            (Phase::Starting, "starting"),
+            (Phase::WaitingForDocker, "waiting-for-docker"),
+            (Phase::Recovering, "recovering"),
+            (Phase::Running, "running"),
+            (Phase::Degraded, "degraded"),
+            (Phase::Healing, "healing"),
+        ] {
+            assert_eq!(serde_json::to_string(&phase).unwrap(), format!("\"{text}\""));
+            assert_eq!(phase.to_string(), text);
+        }
+        for (result, text) in [
+            (RecoveryResult::Recovered, "recovered"),
+            (RecoveryResult::Failed, "failed"),
+            (RecoveryResult::NoRelease, "no-release"),
+        ] {
+            assert_eq!(serde_json::to_string(&result).unwrap(), format!("\"{text}\""));
+        }
+        // A record written before `attempts` existed still reads.
+        let old = r#"{"startedAt":"2026-11-25T02:27:06.692Z","result":"recovered","toDockerMs":3,"toConvergedMs":4,"toHealthyMs":5,"release":"sha-x","env":"re-rendered from SSM","detail":"ok"}"#;
+        let record: BootRecovery = serde_json::from_str(old).expect("old record");
+        assert_eq!(record.result, RecoveryResult::Recovered);
+        assert_eq!(record.attempts, 0);
+    }
+
+    #[test]
+    fn url_password_finds_the_password_only() {
+        assert_eq!(
+            url_password("postgres://wavemap:s3cr3t@db:5432/x"),
+            Some("s3cr3t")
+        );
+        assert_eq!(url_password("postgres://wavemap@db/x"), None);
+        assert_eq!(url_password("postgres://u:@db/x"), None);
+        assert_eq!(url_password("not a url"), None);
+    }
+}
