@@ -314,7 +314,7 @@ impl Daemon<'_> {
                     record.to_converged_ms = Some(h.to_converged_ms);
                     record.to_healthy_ms = Some(attempt::ms(self.started));
                     record.env = h.env.clone();
-                    record.detail = format!("release {} healthy; env {}", h.image_tag, h.env);
+                    record.detail = format!("release {} healthy; {}", h.image_tag, h.env);
                     let tries = match record.attempts {
                         1 => String::new(),
                         n => format!(" after {n} attempts"),
@@ -629,19 +629,15 @@ enum Check {
     /// Drift found; the lock is still held for the heal.
     Drift {
         found: drift::Found,
-        release: release::Release,
+        release: Box<release::Release>,
         lock: crate::lock::OperationLock,
     },
 }
 
 /// Look for drift under the lock, without waiting for it.
 async fn check_drift(config: &Config) -> Check {
-    let lock = match crate::lock::acquire(
-        &config.lock_path(),
-        "daemon drift check",
-        Duration::ZERO,
-    )
-    .await
+    let lock = match crate::lock::acquire(&config.lock_path(), "daemon drift check", Duration::ZERO)
+        .await
     {
         Ok(lock) => lock,
         Err(e) => return Check::Skipped(e.to_string()),
@@ -665,7 +661,7 @@ async fn check_drift(config: &Config) -> Check {
         Ok(found) if found.drift.is_empty() => Check::Clean,
         Ok(found) => Check::Drift {
             found,
-            release: current.release,
+            release: Box::new(current.release),
             lock,
         },
         Err(e) => Check::Skipped(format!("cannot plan: {e}")),
@@ -820,7 +816,10 @@ mod tests {
             (Phase::Degraded, "degraded"),
             (Phase::Healing, "healing"),
         ] {
-            assert_eq!(serde_json::to_string(&phase).unwrap(), format!("\"{text}\""));
+            assert_eq!(
+                serde_json::to_string(&phase).unwrap(),
+                format!("\"{text}\"")
+            );
             assert_eq!(phase.to_string(), text);
         }
         for (result, text) in [
@@ -828,7 +827,10 @@ mod tests {
             (RecoveryResult::Failed, "failed"),
             (RecoveryResult::NoRelease, "no-release"),
         ] {
-            assert_eq!(serde_json::to_string(&result).unwrap(), format!("\"{text}\""));
+            assert_eq!(
+                serde_json::to_string(&result).unwrap(),
+                format!("\"{text}\"")
+            );
         }
         // A record written before `attempts` existed still reads.
         let old = r#"{"startedAt":"2026-11-25T02:27:06.692Z","result":"recovered","toDockerMs":3,"toConvergedMs":4,"toHealthyMs":5,"release":"sha-x","env":"re-rendered from SSM","detail":"ok"}"#;
