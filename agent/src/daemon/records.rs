@@ -241,6 +241,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn heartbeat_and_boot_record_are_redacted_before_they_are_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::default();
+        config.agent.run_dir = crate::config::AbsPath::new(dir.path().join("run"));
+        config.agent.state_dir = crate::config::AbsPath::new(dir.path().join("state"));
+        config.runtime.env_dir = crate::config::AbsPath::new(dir.path().join("env"));
+        let password = "Daemon-Records-Pw-81f2";
+        config.database.url = Some(format!("postgres://wavemap:{password}@db:5432/wavemap"));
+        register_known_secrets(&config);
+        let leaky = format!("cannot connect to postgres://wavemap:{password}@db:5432/wavemap");
+        write_heartbeat(&config, Phase::Degraded, &leaky);
+        let record = BootRecovery {
+            started_at: clock::now(),
+            detail: leaky.clone(),
+            env: leaky.clone(),
+            attempts: 2,
+            ..Default::default()
+        };
+        finish(&config, &record);
+        journal_heal(
+            &config,
+            "end",
+            &record.started_at,
+            Some("failed"),
+            &leaky,
+            Some(1),
+        );
+        for path in [
+            config.heartbeat_path(),
+            config.agent.state_dir.join("boot-recovery.json"),
+            config.journal_path(),
+        ] {
+            let text = std::fs::read_to_string(&path).expect("written");
+            assert!(!text.contains(password), "{}: {text}", path.display());
+            assert!(
+                text.contains(crate::output::REDACTED),
+                "{}: {text}",
+                path.display()
+            );
+        }
+        let beat = read_heartbeat(&config).expect("heartbeat reads back");
+        assert_eq!(beat.phase, Phase::Degraded);
+        let back = read_boot_recovery(&config).expect("record reads back");
+        assert_eq!((back.result, back.attempts), (RecoveryResult::Failed, 2));
+    }
+
+    #[test]
     fn phase_and_result_serialize_as_the_strings_status_always_read() {
         for (phase, text) in [
             (Phase::Starting, "starting"),
