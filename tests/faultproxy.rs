@@ -1,6 +1,8 @@
 //! Fault injection for the end-to-end tests (issue 10): an HTTP proxy in
-//! front of moto that fails, throttles or stalls on demand, and a unix
-//! socket forwarder in front of dockerd that a test can cut and restore.
+//! front of moto that records every call and fails, throttles or stalls on
+//! demand, and a unix socket forwarder in front of dockerd that a test can
+//! cut and restore. The one HTTP test proxy of the suite: tests that only
+//! need to see which AWS calls a command made use [`Fault::Forward`].
 //!
 //! Why in the test process and not iptables or a dockerd restart: the
 //! machine (and CI) is shared by several test binaries at once; restarting
@@ -27,6 +29,9 @@ pub enum Fault {
     Unavailable503,
     /// Every request: `400` with `ThrottlingException` (`x-amzn-ErrorType`).
     Throttle,
+    /// The first `n` requests get the `ThrottlingException`, later ones are
+    /// forwarded.
+    ThrottleFirst(usize),
     /// Read the request, never answer (the connection stays open).
     Stall,
     /// The first `n` requests get a 503, later ones are forwarded.
@@ -122,14 +127,8 @@ fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
         match shared.fault {
             Fault::Unavailable503 => respond_503(&mut client)?,
             Fault::FailFirst(k) if n < k => respond_503(&mut client)?,
-            Fault::Throttle => {
-                let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
-                write!(
-                    client,
-                    "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: ThrottlingException\r\nx-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\nContent-Length: {}\r\n\r\n{body}",
-                    body.len()
-                )?;
-            }
+            Fault::Throttle => respond_throttled(&mut client)?,
+            Fault::ThrottleFirst(k) if n < k => respond_throttled(&mut client)?,
             Fault::Stall => {
                 // Hold the connection open, answer nothing, until the client
                 // gives up (its attempt timeout) or the proxy is dropped.
@@ -142,7 +141,7 @@ fn serve(mut client: TcpStream, shared: &Shared) -> std::io::Result<()> {
                 }
                 return Ok(());
             }
-            Fault::FailFirst(_) | Fault::Forward => {
+            Fault::FailFirst(_) | Fault::ThrottleFirst(_) | Fault::Forward => {
                 let mut up = TcpStream::connect(&shared.upstream)?;
                 up.write_all(head.as_bytes())?;
                 up.write_all(&body)?;
@@ -162,6 +161,15 @@ fn respond_503(client: &mut TcpStream) -> std::io::Result<()> {
     write!(
         client,
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: ServiceUnavailable\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn respond_throttled(client: &mut TcpStream) -> std::io::Result<()> {
+    let body = r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+    write!(
+        client,
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: ThrottlingException\r\nx-amzn-RequestId: 00000000-0000-0000-0000-000000000000\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
 }

@@ -260,6 +260,51 @@ where
         .into()
 }
 
+/// The arguments of `runtime <verb>` (`deploy`, `record-release`) for an
+/// image pair: the one place tests spell the release flags. Add
+/// `--execute` with [`with_execute`].
+pub fn release_args(
+    verb: &str,
+    backend: &str,
+    frontend: &str,
+    sha: &str,
+    version: &str,
+) -> Vec<String> {
+    [
+        "runtime",
+        verb,
+        "--backend-image",
+        backend,
+        "--frontend-image",
+        frontend,
+        "--source-sha",
+        sha,
+        "--deployment-version",
+        version,
+        "--selected-ref",
+        "develop",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `args` with `--execute` appended.
+pub fn with_execute(mut args: Vec<String>) -> Vec<String> {
+    args.push("--execute".into());
+    args
+}
+
+/// The permission bits of `path` (setuid, setgid and sticky included, so a
+/// stray special bit fails an exact comparison), following symlinks.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o7777
+}
+
 /// TOML text for a string value.
 pub fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("a string serializes")
@@ -561,13 +606,16 @@ pub async fn pg_fresh_database(prefix: &str) -> String {
 pub mod faultproxy;
 
 /// The production-shaped Compose project (`tests/fixtures/runtime`) for one
-/// [`TestDir`]: the compose file written with the stack's postgres image,
+/// [`TestDir`]: the compose file written with the stack's postgres image
+/// and a free loopback port for the frontend ([`RuntimeProject::frontend_port`]),
 /// the SSM parameters its env files need seeded under the test's prefix
 /// (the database password as a SecureString), and `docker compose down -v`
 /// when dropped.
 pub struct RuntimeProject {
     pub name: String,
     pub db_password: String,
+    /// The frontend's published port on 127.0.0.1.
+    pub frontend_port: u16,
 }
 
 impl RuntimeProject {
@@ -577,6 +625,12 @@ impl RuntimeProject {
         let text = std::fs::read_to_string(&fixture)
             .expect("compose fixture")
             .replace("${WAVEMAP_POSTGRES_IMAGE}", &s.postgres_image);
+        // Free now; the Engine binds it when the frontend starts.
+        let frontend_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free loopback port")
+            .port();
+        let text = text.replace("${WAVEMAP_FRONTEND_PORT:-}", &frontend_port.to_string());
         std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
         std::fs::write(td.compose_file(), text).expect("write compose file");
         let db_password = format!("pw-{}-Zq9", td.name);
@@ -610,6 +664,7 @@ impl RuntimeProject {
         RuntimeProject {
             name: td.name.clone(),
             db_password,
+            frontend_port,
         }
     }
 

@@ -62,7 +62,7 @@ pub enum Command {
 
     /// Render the env files from SSM Parameter Store
     #[command(name = "runtime-env")]
-    RuntimeEnv(Execute),
+    RuntimeEnv(RenderArgs),
 
     /// Deploy, record the last-good receipt, roll back
     #[command(subcommand)]
@@ -75,6 +75,27 @@ pub enum Command {
     /// Media jobs
     #[command(subcommand)]
     Media(MediaCommand),
+
+    /// Check the Compose file the way the agent reads it (read-only)
+    #[command(subcommand)]
+    Compose(ComposeCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ComposeCommand {
+    /// Load, interpolate and validate the Compose file; print the normalized
+    /// project (env values hidden) or, with --hashes, each service's config-hash
+    Config(ComposeConfigArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ComposeConfigArgs {
+    /// Print each service's config-hash (as `docker compose config --hash '*'`)
+    #[arg(long)]
+    pub hashes: bool,
+    /// The Compose file to check [default: runtime.compose_file from config]
+    #[arg(long, value_name = "PATH")]
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +119,16 @@ pub struct Execute {
     pub execute: bool,
 }
 
+/// `runtime-env`: write or plan, and whether emptying is deliberate.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub execute: Execute,
+    /// Render even when the prefix holds 0 parameters or a file with variables would be left with none
+    #[arg(long)]
+    pub allow_empty: bool,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum RuntimeCommand {
     /// Render env, log into ECR, pull the image pair, converge, wait for health
@@ -107,6 +138,8 @@ pub enum RuntimeCommand {
     RecordRelease(ReleaseArgs),
     /// Redeploy the image pair of the last-good receipt
     Rollback(Execute),
+    /// Endpoint smoke through the frontend's published port (read-only)
+    Smoke,
 }
 
 /// What identifies a release: the image pair and where it came from.
@@ -136,6 +169,9 @@ pub struct ReleaseArgs {
     /// Workflow run attempt
     #[arg(long, value_name = "N")]
     pub workflow_run_attempt: Option<String>,
+    /// Deploy only: let the env render empty files (0 parameters under the prefix, or a file left with no variable)
+    #[arg(long)]
+    pub allow_empty: bool,
     #[command(flatten)]
     pub execute: Execute,
 }
@@ -206,10 +242,12 @@ impl Command {
             Command::Runtime(RuntimeCommand::Deploy(_)) => "runtime deploy",
             Command::Runtime(RuntimeCommand::RecordRelease(_)) => "runtime record-release",
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
+            Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
             Command::Media(MediaCommand::DiscrepancyReport(_)) => "media discrepancy-report",
+            Command::Compose(ComposeCommand::Config(_)) => "compose config",
         }
     }
 
@@ -219,10 +257,12 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
-            Command::RuntimeEnv(e) => e.execute,
+            Command::Compose(_) => false,
+            Command::RuntimeEnv(e) => e.execute.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
             Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
+            Command::Runtime(RuntimeCommand::Smoke) => false,
             Command::Database(DatabaseCommand::Status { .. }) => false,
             Command::Database(DatabaseCommand::Migrate { execute, .. })
             | Command::Database(DatabaseCommand::Reset { execute, .. }) => execute.execute,

@@ -167,6 +167,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub jobs: JobsConfig,
     pub daemon: DaemonConfig,
+    pub smoke: SmokeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,6 +235,10 @@ pub struct RuntimeConfig {
     pub groups: Vec<String>,
     /// The parameter contract.
     pub parameters: Vec<ParameterSpec>,
+    /// The contract as host bootstrap wrote it from the infrastructure
+    /// outputs (JSON, see `ssm::ContractFile`); merged with `parameters`.
+    /// A missing file is fine: then `parameters` is the whole contract.
+    pub contract_file: AbsPath,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,6 +270,10 @@ pub struct ParameterSpec {
     pub group: Option<String>,
     /// Variable name; defaults to the last path segment.
     pub variable: Option<String>,
+    /// A `NEXT_PUBLIC_*` variable is a build-time input of the frontend
+    /// image; the render refuses one (exit 3) unless this says it is meant.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_build_time: bool,
 }
 
 fn yes() -> bool {
@@ -304,7 +313,8 @@ pub struct JobsConfig {
     pub media_report_command: Vec<String>,
     /// Deadline of one job.
     pub timeout: Seconds,
-    /// Lines of job output kept for the summary.
+    /// Last lines of each job shown on stderr (within the stderr budget;
+    /// the full output goes to `state_dir/jobs/<operation-id>.log`).
     pub tail_lines: usize,
     /// Output lines matching this (case-insensitive substring) count as warnings.
     pub warning_pattern: String,
@@ -385,6 +395,7 @@ impl Default for RuntimeConfig {
             pull_timeout: Seconds::new(900),
             groups: vec!["backend".into(), "frontend".into(), "postgres".into()],
             parameters: Vec::new(),
+            contract_file: AbsPath::new("/etc/wavemap-agent/runtime-contract.json"),
         }
     }
 }
@@ -420,7 +431,7 @@ impl Default for JobsConfig {
             dev_seed_command: vec!["node".into(), "dist/db/seed-dev.js".into()],
             media_report_command: vec!["node".into(), "dist/media/discrepancy-report.js".into()],
             timeout: Seconds::new(900),
-            tail_lines: 40,
+            tail_lines: 15,
             warning_pattern: "warn".into(),
         }
     }
@@ -436,6 +447,144 @@ impl Default for DaemonConfig {
             retry_max: Seconds::new(300),
             heal: true,
         }
+    }
+}
+
+// --- [smoke]: the runbook's endpoint smoke, on the host -----------------------
+
+/// The endpoint smoke `runtime smoke` and `runtime record-release` run:
+/// GET requests through the frontend's published port on the host.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmokeConfig {
+    /// Address the published port is reached on.
+    pub host: String,
+    /// Host port; when unset, the port the running frontend container
+    /// publishes (it must publish exactly one).
+    pub port: Option<u16>,
+    /// Seconds for one request.
+    pub timeout: Seconds,
+    /// Tries per check before it fails (one second apart).
+    pub attempts: u32,
+    /// The checks, in order; the runbook's three by default.
+    pub checks: Vec<SmokeCheck>,
+}
+
+/// One smoke check: `GET path` must answer `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmokeCheck {
+    /// Lowercase letters, digits and '-'; names the check in markers.
+    pub name: String,
+    pub path: String,
+    pub status: u16,
+}
+
+impl Default for SmokeConfig {
+    fn default() -> Self {
+        let check = |name: &str, path: &str| SmokeCheck {
+            name: name.into(),
+            path: path.into(),
+            status: 200,
+        };
+        SmokeConfig {
+            host: "127.0.0.1".into(),
+            port: None,
+            timeout: Seconds::new(10),
+            attempts: 3,
+            checks: vec![
+                // The frontend is reachable.
+                check("ping", "/en/ping"),
+                // The frontend's rewrite reaches the backend.
+                check("health", "/api/v1/health"),
+                // The backend reaches Postgres.
+                check("ready", "/api/v1/ready"),
+            ],
+        }
+    }
+}
+
+impl SmokeConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, problem: String, fix: &str| ConfigError::Invalid {
+            key,
+            problem,
+            fix: fix.to_owned(),
+        };
+        let host_ok = !self.host.is_empty()
+            && self.host.len() <= 253
+            && self
+                .host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b));
+        if !host_ok {
+            return Err(invalid(
+                "smoke.host".into(),
+                format!("{:?} is not a host name or IP address", self.host),
+                "use an address such as \"127.0.0.1\"",
+            ));
+        }
+        if self.port == Some(0) {
+            return Err(invalid(
+                "smoke.port".into(),
+                "0 is not a port".into(),
+                "use the frontend's published host port (1 to 65535), or leave it unset",
+            ));
+        }
+        if !(1..=10).contains(&self.attempts) {
+            return Err(invalid(
+                "smoke.attempts".into(),
+                format!("{} is out of range", self.attempts),
+                "use a number from 1 to 10",
+            ));
+        }
+        if self.checks.is_empty() {
+            return Err(invalid(
+                "smoke.checks".into(),
+                "there are no checks".into(),
+                "list at least one [[smoke.checks]], or remove the key for the runbook's three",
+            ));
+        }
+        for (i, c) in self.checks.iter().enumerate() {
+            let key = format!("smoke.checks[{i}]");
+            let name_ok = !c.name.is_empty()
+                && c.name.len() <= 32
+                && c.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !name_ok {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} cannot name a check", c.name),
+                    "use 1 to 32 lowercase letters, digits and '-'",
+                ));
+            }
+            if self.checks[..i].iter().any(|o| o.name == c.name) {
+                return Err(invalid(
+                    format!("{key}.name"),
+                    format!("{:?} names two checks", c.name),
+                    "give every check its own name",
+                ));
+            }
+            let path_ok = c.path.starts_with('/')
+                && c.path.len() <= 512
+                && c.path.bytes().all(|b| b.is_ascii_graphic());
+            if !path_ok {
+                return Err(invalid(
+                    format!("{key}.path"),
+                    format!("{:?} is not a request path", c.path),
+                    "use a path that starts with '/' and has no spaces, such as \"/en/ping\"",
+                ));
+            }
+            if !(100..=599).contains(&c.status) {
+                return Err(invalid(
+                    format!("{key}.status"),
+                    format!("{} is not an HTTP status", c.status),
+                    "use the status the path answers when it works, such as 200",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -592,6 +741,7 @@ impl Config {
                 ));
             }
         }
+        self.smoke.validate()?;
         // The unit's TimeoutStartSec is 900 s: READY must come before it, or
         // systemd kills the daemon mid-recovery and counts a failed start.
         if !(1..=840).contains(&self.daemon.ready_timeout.get()) {

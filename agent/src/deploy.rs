@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
+use crate::envrender::RenderError;
 use crate::error::Error;
 use crate::fsutil;
 use crate::output::Report;
@@ -59,12 +60,16 @@ impl fmt::Display for Stage {
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvPolicy {
-    /// Deploys: SSM must answer (exit 69 otherwise).
+    /// Deploys: SSM must answer (exit 69 otherwise), and the empty-render
+    /// guard holds (exit 3).
     Required,
+    /// `runtime deploy --allow-empty`: as `Required`, but emptying env
+    /// files is deliberate.
+    RequiredAllowEmpty,
     /// Boot recovery: keep trying SSM for `daemon.ssm_wait`, then keep the
-    /// existing env files and say so. A render the checks refuse (a gate:
-    /// an empty tree, a missing required parameter) also keeps them: the
-    /// files on disk are what the last good render wrote.
+    /// existing env files and say so. A render the checks refuse (the
+    /// empty-render guard, a missing required parameter) also keeps them:
+    /// the files on disk are what the last good render wrote.
     KeepExistingIfUnavailable,
     /// The daemon's heals: no render at all. A heal restores what the last
     /// deploy made; new SSM values arrive with the next deploy.
@@ -133,6 +138,7 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+        crate::testpoint::pause(Stage::State.name());
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
@@ -181,33 +187,62 @@ async fn run_stages(
     let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
 
-    // env-render
+    // The Compose file first, dry run or not, before any env file is
+    // written: an invalid file or a missing service changes nothing. Env
+    // files not rendered yet count as empty here (a first deploy's dry run).
     let started = Instant::now();
+    let vars = compose_vars(config, release);
+    let checked = Project::load_with(
+        config.runtime.compose_file.as_path(),
+        &config.runtime.project_name,
+        &vars,
+        compose::LoadOptions {
+            missing_env_files_are_empty: true,
+        },
+    )
+    .and_then(|project| check_services(config, release, &project))
+    .map_err(|e| (Stage::Converge, e));
+    log::info!(stage = "converge"; "compose file {} checked in {}ms", config.runtime.compose_file, ms(started));
+    checked?;
+
+    // env-render
+    crate::testpoint::pause(Stage::EnvRender.name());
+    let started = Instant::now();
+    let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
     match options.env {
         EnvPolicy::KeepExisting => {
             log::info!(stage = "env-render"; "keeping the existing env files (no render)");
             outcome.env_kept_existing = true;
             outcome.env_kept_reason = Some("not re-rendered".into());
         }
-        EnvPolicy::Required | EnvPolicy::KeepExistingIfUnavailable => {
+        EnvPolicy::Required
+        | EnvPolicy::RequiredAllowEmpty
+        | EnvPolicy::KeepExistingIfUnavailable => {
             log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
             match render_waiting_for_ssm(config, options).await {
                 Ok(summary) => summary.add_markers(report),
-                Err(Error::Unavailable { dependency, detail })
-                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
+                Err(RenderError::Empty(guard)) => {
+                    guard.add_markers(report);
+                    if !keep_existing {
+                        return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
+                    }
+                    log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
+                    outcome.env_kept_existing = true;
+                    outcome.env_kept_reason = Some(format!("render refused: {guard}"));
+                }
+                Err(RenderError::Other(Error::Unavailable { dependency, detail }))
+                    if keep_existing =>
                 {
                     log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
                 }
-                Err(Error::Gate { reason })
-                    if options.env == EnvPolicy::KeepExistingIfUnavailable =>
-                {
+                Err(RenderError::Other(Error::Gate { reason })) if keep_existing => {
                     log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("render refused: {reason}"));
                 }
-                Err(e) => return Err((Stage::EnvRender, e)),
+                Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
             }
         }
     }
@@ -220,6 +255,7 @@ async fn run_stages(
         .map_err(|e| (Stage::Pull, e))?;
 
     // ecr-login + pull, only for images not present (tags are immutable).
+    crate::testpoint::pause(Stage::EcrLogin.name());
     let started = Instant::now();
     let mut missing = Vec::new();
     for image in [&backend, &frontend] {
@@ -251,6 +287,7 @@ async fn run_stages(
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
 
+    crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();
     if options.execute && !missing.is_empty() {
         let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
@@ -285,8 +322,8 @@ async fn run_stages(
         .push((Stage::Pull.name().into(), ms(started)));
 
     // converge
+    crate::testpoint::pause(Stage::Converge.name());
     let started = Instant::now();
-    let vars = compose_vars(config, release);
     if options.execute {
         write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
     }
@@ -340,12 +377,21 @@ async fn run_stages(
     }
     compose::converge(&docker, &project, &plan)
         .await
+        .map_err(|e| match &e {
+            // A start-first replacement that never got healthy: the old
+            // container still serves, and the deploy failed at health.
+            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            _ => (Stage::Converge, e),
+        })?;
+    check_running_images(&docker, config, release)
+        .await
         .map_err(|e| (Stage::Converge, e))?;
     outcome
         .stage_ms
         .push((Stage::Converge.name().into(), ms(started)));
 
     // health
+    crate::testpoint::pause(Stage::Health.name());
     let started = Instant::now();
     log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
     let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
@@ -363,13 +409,91 @@ async fn run_stages(
     Ok(())
 }
 
+/// `runtime.backend_service` and `runtime.frontend_service` exist in the
+/// Compose file and take their image from the image variables (their image
+/// is exactly the release's), so the release a receipt names is the one
+/// that runs.
+pub fn check_services(config: &Config, release: &Release, project: &Project) -> Result<(), Error> {
+    let file = config.runtime.compose_file.to_string();
+    for (key, service, variable, image) in [
+        (
+            "runtime.backend_service",
+            &config.runtime.backend_service,
+            &config.runtime.backend_image_variable,
+            &release.backend_image_uri,
+        ),
+        (
+            "runtime.frontend_service",
+            &config.runtime.frontend_service,
+            &config.runtime.frontend_image_variable,
+            &release.frontend_image_uri,
+        ),
+    ] {
+        let Some(found) = project.service(service) else {
+            let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+            return Err(Error::invalid(
+                key,
+                format!(
+                    "service `{service}` is not in {file} (its services: {})",
+                    names.join(", ")
+                ),
+                format!("add `{service}` to the Compose file or set {key} to one of its services"),
+            ));
+        };
+        if found.image != *image {
+            return Err(Error::invalid(
+                format!("services.{service}.image in {file}"),
+                format!(
+                    "is `{}`, which does not come from ${{{variable}}} (the release's image is `{image}`)",
+                    found.image
+                ),
+                format!("write `image: ${{{variable}}}` for service `{service}`"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After converge: the configured services run exactly the release's
+/// images, so a receipt can never name an image that is not running.
+async fn check_running_images(
+    docker: &bollard::Docker,
+    config: &Config,
+    release: &Release,
+) -> Result<(), Error> {
+    let states = compose::service_states(docker, &config.runtime.project_name).await?;
+    for (service, image) in [
+        (&config.runtime.backend_service, &release.backend_image_uri),
+        (
+            &config.runtime.frontend_service,
+            &release.frontend_image_uri,
+        ),
+    ] {
+        let running: Vec<&str> = states
+            .iter()
+            .filter(|s| &s.service == service)
+            .map(|s| s.image.as_str())
+            .collect();
+        if running != [image.as_str()] {
+            return Err(Error::failed(
+                "converge",
+                format!(
+                    "service {service} runs [{}] after converge, not exactly {image}",
+                    running.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
 /// under [`EnvPolicy::KeepExistingIfUnavailable`] (at boot the network may
 /// come up a little after the agent); once otherwise.
 async fn render_waiting_for_ssm(
     config: &Config,
     options: Options,
-) -> Result<crate::envrender::RenderSummary, Error> {
+) -> Result<crate::envrender::RenderSummary, RenderError> {
     let wait = match options.env {
         EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
         _ => std::time::Duration::ZERO,
@@ -377,8 +501,14 @@ async fn render_waiting_for_ssm(
     let started = Instant::now();
     let pause = std::time::Duration::from_secs(2);
     loop {
-        match crate::envrender::render_env(config, options.execute).await {
-            Err(Error::Unavailable { dependency, detail }) if started.elapsed() + pause < wait => {
+        let render_options = crate::envrender::RenderOptions {
+            execute: options.execute,
+            allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
+        };
+        match crate::envrender::render(config, render_options).await {
+            Err(RenderError::Other(Error::Unavailable { dependency, detail }))
+                if started.elapsed() + pause < wait =>
+            {
                 log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
                 tokio::time::sleep(pause).await;
             }
@@ -422,7 +552,12 @@ fn write_compose_dotenv(config: &Config, vars: &BTreeMap<String, String>) -> Res
     if fsutil::read_owned(&path)?.as_deref() == Some(text.as_bytes()) {
         return Ok(());
     }
-    fsutil::write_atomic(&path, text.as_bytes(), 0o644)
+    // Keep the mode the operator gave the file; a new one is owner-only
+    // (an operator may add credentials to it).
+    let mode = std::fs::symlink_metadata(&path)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777)
+        .unwrap_or(0o600);
+    Ok(fsutil::write_atomic(&path, text.as_bytes(), mode)?)
 }
 
 fn action_word(action: &compose::Action) -> String {

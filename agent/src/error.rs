@@ -64,10 +64,6 @@ pub enum Error {
     #[error(transparent)]
     Lock(#[from] LockError),
 
-    /// A command of the contract that this build does not implement yet.
-    #[error("`{command}` is not built yet in this version of wavemap-agent; nothing was changed")]
-    NotBuilt { command: &'static str },
-
     /// A gate refused the operation (database gate `block`, unproven
     /// release, refused precondition).
     #[error("blocked: {reason}")]
@@ -87,6 +83,14 @@ pub enum Error {
     /// The operation ran and failed; `stage` names where.
     #[error("{stage} failed: {detail}")]
     Failed { stage: String, detail: String },
+
+    /// SIGTERM, SIGINT or SIGHUP ended the operation; `detail` says what
+    /// became of its running job.
+    #[error("interrupted by {signal}: {detail}")]
+    Interrupted {
+        signal: &'static str,
+        detail: String,
+    },
 
     /// A local file the agent owns could not be read or written.
     #[error("{action} {path}: {source}")]
@@ -136,13 +140,13 @@ impl Error {
     /// The contract's exit code for this error. Exhaustive on purpose.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::InvalidInput { .. } | Error::Config(_) | Error::NotBuilt { .. } => exit::INVALID,
+            Error::InvalidInput { .. } | Error::Config(_) => exit::INVALID,
             Error::Lock(LockError::Busy { .. }) => exit::LOCK_BUSY,
             Error::Lock(LockError::Io { .. }) => exit::FAILED,
             Error::Gate { .. } => exit::GATE,
             Error::NothingToDo { .. } => exit::NOTHING_TO_DO,
             Error::Unavailable { .. } => exit::UNAVAILABLE,
-            Error::Failed { .. } | Error::Io { .. } => exit::FAILED,
+            Error::Failed { .. } | Error::Io { .. } | Error::Interrupted { .. } => exit::FAILED,
         }
     }
 
@@ -151,7 +155,6 @@ impl Error {
         match self {
             Error::InvalidInput { .. } => "invalid-input",
             Error::Config(_) => "invalid-config",
-            Error::NotBuilt { .. } => "not-built",
             Error::Lock(LockError::Busy { .. }) => "lock-busy",
             Error::Lock(LockError::Io { .. }) => "lock-io",
             Error::Gate { .. } => "gate-blocked",
@@ -159,6 +162,17 @@ impl Error {
             Error::Unavailable { .. } => "dependency-unavailable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
+            Error::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
+impl From<crate::fsutil::FsError> for Error {
+    fn from(e: crate::fsutil::FsError) -> Self {
+        Error::Io {
+            action: e.action,
+            path: e.path.display().to_string(),
+            source: e.source,
         }
     }
 }

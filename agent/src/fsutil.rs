@@ -4,22 +4,57 @@
 //! The recipe: create a temp file beside the target with `O_EXCL |
 //! O_NOFOLLOW` and the final mode from the start, write, fsync, rename over
 //! the target, fsync the directory. A crash at any point leaves either the old
-//! file or the new one, never half of either; a leftover temp file is
-//! harmless and cleaned by the next write. A target that is a symlink is
-//! refused: the agent runs as root and must not be steered into writing
-//! elsewhere.
+//! file or the new one, never half of either. A write that fails cleans up
+//! its temp file; one killed between write and rename leaves a
+//! `.wavemap-tmp-<name>-<pid>` beside the target, harmless (no reader opens
+//! it) and replaced only by a later write from a process with the same pid.
+//! A target that is a symlink is refused: the agent runs as root and must
+//! not be steered into writing elsewhere.
+//!
+//! This module sits at the bottom of the crate: it depends on nothing in it
+//! but [`crate::testpoint`], and its [`FsError`] becomes
+//! [`crate::error::Error::Io`] where callers meet the exit codes.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use crate::error::Error;
+/// A file operation on a path the agent owns failed: what, where, why.
+#[derive(Debug, thiserror::Error)]
+#[error("{action} {}: {source}", path.display())]
+pub struct FsError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl FsError {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        FsError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+type Error = FsError;
 
 const TEMP_PREFIX: &str = ".wavemap-tmp-";
 
 /// Write `contents` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
+    let temp = write_temp(path, contents, mode)?;
+    commit_temp(&temp, path)
+}
+
+/// The first half of [`write_atomic`]: write `contents` to a temp file beside
+/// `path` (mode `mode`, fsynced) and return its path. Callers that must
+/// change several files together write every temp file first and only then
+/// [`commit_temp`] each, so a failure before the renames changes no file.
+pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Error> {
     let dir = parent(path)?;
     refuse_symlink(path)?;
     let file_name = path
@@ -39,16 +74,60 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
         // The umask may have narrowed the mode; set it exactly.
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
         file.write_all(contents)?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&temp, path)?;
-        sync_dir(&dir)
+        file.sync_all()
     })();
     if let Err(source) = result {
         let _ = std::fs::remove_file(&temp);
         return Err(Error::io("write", path, source));
     }
-    Ok(())
+    Ok(temp)
+}
+
+/// The second half of [`write_atomic`]: rename `temp` over `path`, then
+/// fsync the folder so the rename survives a power cut.
+pub fn commit_temp(temp: &Path, path: &Path) -> Result<(), Error> {
+    let dir = parent(path)?;
+    if let Some(name) = path.file_name().and_then(|n| n.to_str()) {
+        // Test builds only: the crash test kills the agent here, mid-write.
+        crate::testpoint::pause(&format!("write:{name}"));
+    }
+    let result = refuse_symlink(path).and_then(|()| {
+        std::fs::rename(temp, path)
+            .and_then(|()| sync_dir(&dir))
+            .map_err(|e| Error::io("write", path, e))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(temp);
+    }
+    result
+}
+
+/// Whether `name` is a temp file name of [`write_temp`].
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with(TEMP_PREFIX)
+}
+
+/// Remove every temp file of [`write_temp`] in `dir`, whichever process left
+/// it (call under the agent lock, so no live writer owns one). Returns the
+/// names removed. A missing folder has none.
+pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io("list", dir, e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| Error::io("remove", &entry.path(), e))?;
+            removed.push(name);
+        }
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Create `dir` (and parents) with `mode` if missing; refuse a symlink.

@@ -19,12 +19,13 @@
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
+//! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
 //!   and the map from SDK errors to exit codes.
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
-//! - [`envrender`]: `render_env`, SSM -> checked -> atomically written env files.
+//! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
 //! - [`image`]: immutable image references, validated against allowed registries.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
@@ -33,10 +34,12 @@
 //! - [`daemon`]: the systemd service: boot recovery, a reconciler that
 //!   retries and heals drift, watchdog, heartbeat.
 //! - [`status`]: the operator's read-only view.
+//! - [`smoke`]: the runbook's endpoint smoke through the frontend's port.
 //! - [`database`]: migration status (journal vs ledger) and the gate.
 //! - [`docker`]: connecting to the Engine (bounded wait, version negotiation).
 //! - [`compose`]: load a compose file, plan, converge, wait for health.
 //! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
+//! - [`testpoint`]: pause points the crash test kills at (debug builds only).
 
 pub mod aws;
 pub mod cli;
@@ -57,8 +60,11 @@ pub mod jobs;
 pub mod journal;
 pub mod lock;
 pub mod logging;
+pub mod operation;
 pub mod output;
 pub mod registry;
 pub mod release;
+pub mod smoke;
 pub mod ssm;
 pub mod status;
+pub mod testpoint;

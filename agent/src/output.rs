@@ -66,6 +66,72 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// Text the agent prints in place of a user name or password in a URL.
+const URL_REDACTED: &str = "REDACTED";
+
+/// `value` with the user name and password of a URL replaced, when it is a
+/// URL that has either (`postgres://REDACTED:REDACTED@db:5432/app`).
+/// `None` when there is nothing to hide or it is not a URL.
+pub fn redact_url_userinfo(value: &str) -> Option<String> {
+    let mut url = url::Url::parse(value).ok()?;
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let had_password = url.password().is_some();
+    url.set_username(URL_REDACTED).ok()?;
+    url.set_password(had_password.then_some(URL_REDACTED))
+        .ok()?;
+    Some(url.to_string())
+}
+
+/// Key names whose values are secret whatever they look like.
+fn secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "credential",
+        "private_key",
+    ]
+    .iter()
+    .any(|m| key.contains(m))
+}
+
+/// The effective configuration (TOML text) with every secret-bearing value
+/// hidden, for `config check`: the user and password of any URL
+/// (`database.url`, endpoints, the Docker host), registered secrets, and any
+/// value under a key named like a password or token. Text that does not
+/// parse is withheld whole rather than printed unchecked.
+pub fn redacted_toml(text: &str) -> String {
+    fn walk(key: &str, value: &mut toml::Value) {
+        match value {
+            toml::Value::String(s) => {
+                if key == "url" || secret_key(key) {
+                    if let Some(hidden) = redact_url_userinfo(s) {
+                        *s = hidden;
+                    } else if secret_key(key) || (key == "url" && s.contains('@')) {
+                        *s = REDACTED.to_owned();
+                    }
+                } else if let Some(hidden) = redact_url_userinfo(s) {
+                    *s = hidden;
+                }
+                *s = redact(s);
+            }
+            toml::Value::Array(items) => items.iter_mut().for_each(|v| walk(key, v)),
+            toml::Value::Table(table) => table.iter_mut().for_each(|(k, v)| walk(k, v)),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = text.parse::<toml::Table>().map(toml::Value::Table) else {
+        return "# the effective configuration cannot be shown safely\n".to_owned();
+    };
+    walk("", &mut value);
+    toml::to_string_pretty(&value)
+        .unwrap_or_else(|_| "# the effective configuration cannot be shown safely\n".to_owned())
+}
+
 /// The machine-readable result of one command: ordered markers plus optional
 /// structured data for `--json`.
 #[derive(Debug, Default)]
@@ -183,6 +249,23 @@ mod tests {
         register_secret(secret);
         let json = serde_json::json!({ "Env": [format!("A={secret}")] }).to_string();
         assert!(!redact(&json).contains("q-secret"), "{}", redact(&json));
+    }
+
+    #[test]
+    fn config_text_hides_url_credentials_and_secret_keys() {
+        let text = "[database]\nurl = \"postgres://app:s3cr3t-pw@db:5432/app\"\n\n[aws]\nssm_endpoint = \"http://k:v-secret@127.0.0.1:5055/\"\nregion = \"us-east-2\"\n";
+        let shown = redacted_toml(text);
+        assert!(
+            !shown.contains("s3cr3t-pw") && !shown.contains("app:"),
+            "{shown}"
+        );
+        assert!(!shown.contains("v-secret"), "{shown}");
+        assert!(
+            shown.contains("postgres://REDACTED:REDACTED@db:5432/app"),
+            "{shown}"
+        );
+        assert!(shown.contains("us-east-2"), "{shown}");
+        assert_eq!(redact_url_userinfo("https://example.com/a@b"), None);
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! the progress stream parsed with bollard's own types.
 //!
 //! Tokens: GetAuthorizationToken returns `base64("AWS:" + password)` with an
-//! expiry. The token is kept in memory with its expiry and refreshed well
-//! before it (the daemon pulls more than once); a token already expired when
-//! received (clock skew, emulators answer with 2015) is used for this run
-//! and never cached, so there is never a refresh loop.
+//! expiry. Each run of the deploy pipeline (a deploy, a rollback, a boot
+//! recovery) makes one [`TokenCache`], so the two images of a pair from the
+//! same registry share one login; the cache ends with that run, and the next
+//! run logs in again. A token that expires within the refresh margin, or
+//! already expired when received (clock skew, emulators answer with 2015),
+//! is used for the image at hand and never cached, so there is never a
+//! refresh loop.
 
 use std::time::{Duration, SystemTime};
 
@@ -26,7 +29,7 @@ use crate::error::{Dependency, Error};
 use crate::image::ImageRef;
 use crate::output::register_secret;
 
-/// Refresh a cached token when it has less than this left.
+/// A token with less than this left is not reused from the cache.
 const REFRESH_MARGIN: Duration = Duration::from_secs(30 * 60);
 
 /// Credentials for one registry. `password` is a secret: never printed.
@@ -114,7 +117,7 @@ impl RegistryAuth {
     }
 }
 
-/// A token cache for one process (the daemon keeps one for its lifetime).
+/// The tokens of one run of the deploy pipeline (made per run, not kept).
 #[derive(Debug, Default)]
 pub struct TokenCache {
     cached: Option<RegistryAuth>,

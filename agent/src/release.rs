@@ -7,6 +7,10 @@
 //! - The **current release** (`state_dir/current-release.json`): written by
 //!   a successful deploy or rollback. Boot recovery brings it back up.
 //!
+//! A release made by hand (the runbook's local repair runs) has no workflow
+//! run: it is recorded as absent (no `workflowRun` field, no workflow
+//! markers), never with invented CI metadata; `status` shows it as manual.
+//!
 //! Both are written atomically ([`crate::fsutil::write_atomic`]), so a reader
 //! sees the old file or the new one, never half of either. Both carry a
 //! schema version; a reader refuses a file it does not understand (exit 2)
@@ -16,7 +20,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cli::ReleaseArgs;
 use crate::config::Config;
 use crate::error::Error;
 use crate::fsutil;
@@ -26,7 +29,8 @@ use crate::output::Report;
 pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
 pub const CURRENT_SCHEMA_VERSION: u32 = 1;
 
-/// CI's workflow run that produced the release.
+/// CI's workflow run that produced the release. Absent (not empty) for a
+/// release made by hand.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WorkflowRun {
@@ -51,8 +55,9 @@ pub struct Release {
     pub deployment_version: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selected_ref: Option<String>,
-    #[serde(default)]
-    pub workflow_run: WorkflowRun,
+    /// `None` for a manual release (a local repair run): nothing invented.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_run: Option<WorkflowRun>,
 }
 
 /// The last-good receipt file.
@@ -77,27 +82,41 @@ pub struct CurrentRelease {
     pub deployed_by: String,
 }
 
-impl Release {
-    /// Validate CLI input. Every problem names the flag and the fix.
-    pub fn from_args(args: &ReleaseArgs, config: &Config) -> Result<Release, Error> {
-        let release = Release {
-            source_sha: args.source_sha.clone(),
-            image_tag: String::new(),
-            backend_image_uri: args.backend_image.clone(),
-            frontend_image_uri: args.frontend_image.clone(),
-            deployment_version: args.deployment_version.clone(),
-            selected_ref: args.selected_ref.clone(),
-            workflow_run: WorkflowRun {
-                name: args.workflow_name.clone(),
-                run_id: args.workflow_run_id.clone(),
-                run_attempt: args.workflow_run_attempt.clone(),
-            },
+impl WorkflowRun {
+    /// The run from its three optional parts; `None` when none is given
+    /// (an empty value counts as not given: SSM passes empty defaults).
+    pub fn from_parts(
+        name: Option<&str>,
+        run_id: Option<&str>,
+        run_attempt: Option<&str>,
+    ) -> Option<WorkflowRun> {
+        let part = |v: Option<&str>| v.filter(|v| !v.is_empty()).map(str::to_owned);
+        let run = WorkflowRun {
+            name: part(name),
+            run_id: part(run_id),
+            run_attempt: part(run_attempt),
         };
-        release.validated(config, Source::Flags)
+        (run != WorkflowRun::default()).then_some(run)
+    }
+}
+
+impl Release {
+    /// Whether a person made this release by hand (no workflow run).
+    pub fn is_manual(&self) -> bool {
+        self.workflow_run.is_none()
     }
 
     /// Check every field and derive `image_tag`; `source` words the errors.
+    /// Empty optional fields become absent ones.
     pub fn validated(mut self, config: &Config, source: Source) -> Result<Release, Error> {
+        self.selected_ref = self.selected_ref.filter(|r| !r.is_empty());
+        self.workflow_run = self.workflow_run.and_then(|w| {
+            WorkflowRun::from_parts(
+                w.name.as_deref(),
+                w.run_id.as_deref(),
+                w.run_attempt.as_deref(),
+            )
+        });
         let allowed = &config.docker.allowed_registries;
         let backend = ImageRef::parse(
             source.field("backend-image"),
@@ -124,13 +143,15 @@ impl Release {
         if let Some(r) = &self.selected_ref {
             check_text(source.field("selected-ref"), r, true)?;
         }
-        for (field, value) in [
-            ("workflow-name", &self.workflow_run.name),
-            ("workflow-run-id", &self.workflow_run.run_id),
-            ("workflow-run-attempt", &self.workflow_run.run_attempt),
-        ] {
-            if let Some(v) = value {
-                check_text(source.field(field), v, true)?;
+        if let Some(run) = &self.workflow_run {
+            for (field, value) in [
+                ("workflow-name", &run.name),
+                ("workflow-run-id", &run.run_id),
+                ("workflow-run-attempt", &run.run_attempt),
+            ] {
+                if let Some(v) = value {
+                    check_text(source.field(field), v, false)?;
+                }
             }
         }
         // The pair must come from one build: same immutable tag, and that
@@ -189,6 +210,18 @@ impl Release {
         );
         if let Some(r) = &self.selected_ref {
             report.marker(&format!("{prefix}_SELECTED_REF"), r);
+        }
+        // Only what was given: a manual release gets no workflow markers.
+        if let Some(run) = &self.workflow_run {
+            for (field, value) in [
+                ("WORKFLOW_NAME", &run.name),
+                ("WORKFLOW_RUN_ID", &run.run_id),
+                ("WORKFLOW_RUN_ATTEMPT", &run.run_attempt),
+            ] {
+                if let Some(v) = value {
+                    report.marker(&format!("{prefix}_{field}"), v);
+                }
+            }
         }
     }
 }
@@ -407,8 +440,49 @@ mod tests {
             frontend_image_uri: format!("127.0.0.1:5000/wavemap/frontend:sha-{SHA}"),
             deployment_version: "2026.11.25-1".into(),
             selected_ref: Some("develop".into()),
-            workflow_run: WorkflowRun::default(),
+            workflow_run: None,
         }
+    }
+
+    #[test]
+    fn a_manual_release_records_no_workflow_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        // Empty values (SSM's defaults for a repair run) are absent values.
+        let mut r = release();
+        r.workflow_run = WorkflowRun::from_parts(Some(""), Some(""), None);
+        assert_eq!(r.workflow_run, None);
+        r.workflow_run = Some(WorkflowRun::default());
+        let r = r.validated(&c, Source::Flags).unwrap();
+        assert!(r.is_manual());
+        write_receipt(&c, &r).unwrap();
+        let text = std::fs::read_to_string(c.receipt.path.as_path()).unwrap();
+        assert!(!text.contains("workflow"), "{text}");
+        let mut report = Report::new();
+        r.add_markers(&mut report, "WAVEMAP_T");
+        assert!(
+            report
+                .markers()
+                .iter()
+                .all(|(k, _)| !k.contains("WORKFLOW")),
+            "{:?}",
+            report.markers()
+        );
+
+        // A CI release keeps what CI gave, and nothing more.
+        let mut ci = release();
+        ci.workflow_run = WorkflowRun::from_parts(Some("deploy-dev.yml"), Some("412"), None);
+        let ci = ci.validated(&c, Source::Flags).unwrap();
+        assert!(!ci.is_manual());
+        let json = serde_json::to_value(&ci).unwrap();
+        assert_eq!(
+            json["workflowRun"],
+            serde_json::json!({"name": "deploy-dev.yml", "runId": "412"})
+        );
+        let mut report = Report::new();
+        ci.add_markers(&mut report, "WAVEMAP_T");
+        assert_eq!(report.get("WAVEMAP_T_WORKFLOW_RUN_ID"), Some("412"));
+        assert_eq!(report.get("WAVEMAP_T_WORKFLOW_RUN_ATTEMPT"), None);
     }
 
     #[test]

@@ -1,9 +1,18 @@
 //! The runtime parameter contract and the two SSM Parameter Store reads the
 //! agent makes.
 //!
-//! The contract (`runtime.parameters` in the config) says which parameters
-//! under `runtime.parameter_prefix` must exist, with which type, and in
-//! which env file (group) and variable each one lands. Parameters found
+//! The contract says which parameters under `runtime.parameter_prefix` must
+//! exist, with which type, and in which env file (group) and variable each
+//! one lands. It has two sources, merged by [`Contract::load`]:
+//! - the **contract file** (`runtime.contract_file`, JSON), which host
+//!   bootstrap writes from the infrastructure outputs: the infrastructure
+//!   owns the parameter names and kinds, so copying them into `agent.toml`
+//!   by hand is how contracts drift;
+//! - `runtime.parameters` in `agent.toml`, for what a host adds or relaxes.
+//!
+//! A name in both must have one type (else exit 2 naming both sources);
+//! otherwise the `agent.toml` entry wins (required, group, variable), so an
+//! operator can relax a requirement on one host without editing bootstrap. Parameters found
 //! under the prefix but not declared follow the convention
 //! `<prefix><group>/<VAR>` -> `<env_dir>/<group>.env` as `VAR`, and are
 //! reported as undeclared. A name that fits neither (deeper paths, a group
@@ -27,10 +36,20 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Deserialize;
+
 use crate::aws;
-use crate::config::{is_env_name, is_group_name, Config, ParameterType};
+use crate::config::{
+    is_env_name, is_group_name, Config, ConfigError, ParameterSpec, ParameterType,
+};
 use crate::error::{Dependency, Error};
-use crate::output;
+use crate::{fsutil, output};
+
+/// The contract file's schema version this agent reads.
+pub const CONTRACT_FILE_SCHEMA_VERSION: u32 = 1;
+
+/// Contract files larger than this are refused: a real one is a few KB.
+const MAX_CONTRACT_FILE: usize = 1024 * 1024;
 
 /// Pages read before the agent assumes the service is looping. 10 per page
 /// makes this 100,000 parameters, far beyond Parameter Store's own quota.
@@ -112,6 +131,27 @@ pub struct LiveParameter {
     pub value: Option<SecretValue>,
 }
 
+/// Where a declared parameter comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Only the contract file (`runtime.contract_file`).
+    ContractFile,
+    /// Only `runtime.parameters` in `agent.toml`.
+    Config,
+    /// Both, with one type; the `agent.toml` entry's other fields win.
+    Both,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Origin::ContractFile => "contract-file",
+            Origin::Config => "agent.toml",
+            Origin::Both => "both",
+        })
+    }
+}
+
 /// One declared parameter with its defaults resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Declared {
@@ -121,6 +161,18 @@ pub struct Declared {
     pub required: bool,
     pub group: String,
     pub variable: String,
+    pub origin: Origin,
+}
+
+/// The contract file as host bootstrap writes it (see the README,
+/// "The parameter contract from infrastructure"). Entries use the keys of
+/// `runtime.parameters`; a name may be relative to the prefix or the full
+/// SSM name under it.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ContractFile {
+    schema_version: u32,
+    parameters: Vec<ParameterSpec>,
 }
 
 /// The parameter contract of one config: prefix, groups, declarations.
@@ -129,34 +181,148 @@ pub struct Contract {
     pub prefix: String,
     pub groups: Vec<String>,
     pub declared: Vec<Declared>,
+    /// The contract file, when one was read.
+    pub contract_file: Option<String>,
 }
 
 impl Contract {
-    /// Resolve the config's declarations (group and variable default to the
-    /// first and last path segments; `Config::parse` already checked them).
+    /// Resolve the config's own declarations (group and variable default to
+    /// the first and last path segments; `Config::parse` already checked
+    /// them). Without the contract file: see [`Contract::load`].
     pub fn from_config(config: &Config) -> Contract {
         let runtime = &config.runtime;
         let declared = runtime
             .parameters
             .iter()
-            .map(|p| {
-                let mut segments = p.name.split('/');
-                let first = segments.next().unwrap_or_default();
-                let last = p.name.rsplit('/').next().unwrap_or_default();
-                Declared {
-                    name: format!("{}{}", runtime.parameter_prefix, p.name),
-                    kind: p.kind,
-                    required: p.required,
-                    group: p.group.clone().unwrap_or_else(|| first.to_owned()),
-                    variable: p.variable.clone().unwrap_or_else(|| last.to_owned()),
-                }
-            })
+            .map(|p| resolve(config, p, Origin::Config))
             .collect();
         Contract {
             prefix: runtime.parameter_prefix.clone(),
             groups: runtime.groups.clone(),
             declared,
+            contract_file: None,
         }
+    }
+
+    /// The whole contract: the contract file's entries (when the file
+    /// exists) merged with `runtime.parameters`. A file that cannot be read
+    /// or parsed, an entry that cannot be rendered, or a name with two
+    /// types is exit 2 naming the file (and `agent.toml` for a conflict).
+    pub fn load(config: &Config) -> Result<Contract, Error> {
+        let mut contract = Contract::from_config(config);
+        let path = config.runtime.contract_file.as_path();
+        let shown = path.display().to_string();
+        let invalid = |problem: String, fix: &str| {
+            Error::Config(ConfigError::Invalid {
+                key: format!("runtime.contract_file {shown}"),
+                problem,
+                fix: fix.to_owned(),
+            })
+        };
+        const REWRITE: &str = "rewrite it from the infrastructure outputs (see the README, \
+             \"The parameter contract from infrastructure\"), or remove it to use runtime.parameters only";
+        // A file that is there but cannot be read (a symlink, a folder, no
+        // permission) is a configuration problem, not a failed operation.
+        let bytes = match fsutil::read_owned(path) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Ok(contract),
+            Err(fsutil::FsError { source, .. }) => {
+                return Err(invalid(format!("it cannot be read ({source})"), REWRITE))
+            }
+        };
+        if bytes.len() > MAX_CONTRACT_FILE {
+            return Err(invalid(
+                format!("it is {} bytes, more than {MAX_CONTRACT_FILE}", bytes.len()),
+                REWRITE,
+            ));
+        }
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| invalid(format!("it is not JSON ({e})"), REWRITE))?;
+        match value.get("schemaVersion").and_then(|v| v.as_u64()) {
+            Some(v) if v == u64::from(CONTRACT_FILE_SCHEMA_VERSION) => {}
+            Some(v) => {
+                return Err(invalid(
+                    format!(
+                    "unknown schemaVersion {v} (this agent reads {CONTRACT_FILE_SCHEMA_VERSION})"
+                ),
+                    REWRITE,
+                ))
+            }
+            None => return Err(invalid("it has no schemaVersion".into(), REWRITE)),
+        }
+        let file: ContractFile = serde_json::from_value(value)
+            .map_err(|e| invalid(format!("unexpected content ({e})"), REWRITE))?;
+        debug_assert_eq!(file.schema_version, CONTRACT_FILE_SCHEMA_VERSION);
+
+        let prefix = &config.runtime.parameter_prefix;
+        let mut from_file: Vec<Declared> = Vec::new();
+        for (i, entry) in file.parameters.iter().enumerate() {
+            let at = format!("parameters[{i}] ({})", entry.name);
+            let mut spec = entry.clone();
+            if spec.name.starts_with('/') {
+                let Some(relative) = spec.name.strip_prefix(prefix.as_str()) else {
+                    return Err(invalid(
+                        format!("{at} is not under runtime.parameter_prefix {prefix}"),
+                        "name it relative to the prefix (GROUP/VARIABLE) or by its full name under the prefix",
+                    ));
+                };
+                spec.name = relative.to_owned();
+            }
+            check_spec(config, &spec)
+                .map_err(|(problem, fix)| invalid(format!("{at}: {problem}"), fix))?;
+            let declared = resolve(config, &spec, Origin::ContractFile);
+            if from_file.iter().any(|d| d.name == declared.name) {
+                return Err(invalid(
+                    format!("{at} is listed twice"),
+                    "list each parameter once",
+                ));
+            }
+            from_file.push(declared);
+        }
+
+        // Merge: the file's entries in its order, then agent.toml's own.
+        let mut merged = Vec::with_capacity(from_file.len() + contract.declared.len());
+        for mut entry in from_file {
+            let local = contract.declared.iter().position(|d| d.name == entry.name);
+            if let Some(index) = local {
+                let local = contract.declared.remove(index);
+                if local.kind != entry.kind {
+                    let i = config
+                        .runtime
+                        .parameters
+                        .iter()
+                        .position(|p| format!("{prefix}{}", p.name) == local.name)
+                        .unwrap_or(0);
+                    return Err(Error::Config(ConfigError::Invalid {
+                        key: format!("parameter {}", local.name),
+                        problem: format!(
+                            "the contract file {shown} says {} but runtime.parameters[{i}] in agent.toml says {}",
+                            entry.kind, local.kind
+                        ),
+                        fix: "make the two agree (the infrastructure outputs own the type), \
+                              or remove the entry from agent.toml"
+                            .to_owned(),
+                    }));
+                }
+                entry = Declared {
+                    origin: Origin::Both,
+                    ..local
+                };
+            }
+            merged.push(entry);
+        }
+        merged.append(&mut contract.declared);
+        contract.declared = merged;
+        contract.contract_file = Some(shown);
+        Ok(contract)
+    }
+
+    /// How many entries come (at least partly) from the contract file.
+    pub fn from_file_count(&self) -> usize {
+        self.declared
+            .iter()
+            .filter(|d| d.origin != Origin::Config)
+            .count()
     }
 
     pub fn required_count(&self) -> usize {
@@ -259,6 +425,50 @@ impl Contract {
     }
 }
 
+/// One entry with group and variable resolved from its path by default.
+fn resolve(config: &Config, p: &ParameterSpec, origin: Origin) -> Declared {
+    let first = p.name.split('/').next().unwrap_or_default();
+    let last = p.name.rsplit('/').next().unwrap_or_default();
+    Declared {
+        name: format!("{}{}", config.runtime.parameter_prefix, p.name),
+        kind: p.kind,
+        required: p.required,
+        group: p.group.clone().unwrap_or_else(|| first.to_owned()),
+        variable: p.variable.clone().unwrap_or_else(|| last.to_owned()),
+        origin,
+    }
+}
+
+/// The checks `Config::parse` makes on `runtime.parameters`, for a contract
+/// file entry (its name already relative): problem and fix.
+fn check_spec(config: &Config, p: &ParameterSpec) -> Result<(), (String, &'static str)> {
+    let segments: Vec<&str> = p.name.split('/').collect();
+    if segments.iter().any(|s| s.is_empty() || *s == "..") {
+        return Err((
+            "the name is not GROUP/VARIABLE under the prefix".into(),
+            "write it as GROUP/VARIABLE, for example \"backend/DATABASE_URL\"",
+        ));
+    }
+    let group = p.group.as_deref().unwrap_or(segments[0]);
+    if !is_group_name(group) || !config.runtime.groups.iter().any(|g| g == group) {
+        return Err((
+            format!("group {group:?} is not in runtime.groups"),
+            "add the group to runtime.groups in agent.toml, or set the entry's group",
+        ));
+    }
+    let variable = p
+        .variable
+        .as_deref()
+        .unwrap_or(segments.last().copied().unwrap_or_default());
+    if !is_env_name(variable) {
+        return Err((
+            format!("{variable:?} cannot be an environment variable name"),
+            "set the entry's variable to a name of letters, digits and '_'",
+        ));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WrongType {
     pub name: String,
@@ -326,7 +536,7 @@ impl Check {
         }
         Err(Error::Gate {
             reason: format!(
-                "the SSM parameters do not meet the contract: {}; fix them in Parameter Store (or runtime.parameters) and run again",
+                "the SSM parameters do not meet the contract: {}; fix them in Parameter Store (or the contract file / runtime.parameters) and run again",
                 blockers.join("; ")
             ),
         })
@@ -556,6 +766,146 @@ variable = "PUBLIC_API_KEY"
         let text = format!("{p:?}");
         assert!(!text.contains("debug-leak-canary"), "{text}");
         assert!(text.contains("17 bytes"), "{text}");
+    }
+
+    fn with_file(toml: &str, json: Option<&str>) -> (tempfile::TempDir, Config) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runtime-contract.json");
+        if let Some(json) = json {
+            std::fs::write(&file, json).unwrap();
+        }
+        let text = format!(
+            "[runtime]\nparameter_prefix = \"/app/dev/\"\ncontract_file = {file:?}\n{toml}"
+        );
+        let config = Config::parse(&text, "t").unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn a_missing_contract_file_is_the_config_alone() {
+        let (_dir, config) = with_file(
+            "[[runtime.parameters]]\nname = \"backend/A\"\ntype = \"String\"\n",
+            None,
+        );
+        let c = Contract::load(&config).unwrap();
+        assert_eq!(c.contract_file, None);
+        assert_eq!(c.declared.len(), 1);
+        assert_eq!(c.declared[0].origin, Origin::Config);
+    }
+
+    #[test]
+    fn the_contract_file_merges_with_the_config() {
+        let json = r#"{"schemaVersion": 1, "parameters": [
+            {"name": "/app/dev/backend/DATABASE_URL", "type": "SecureString"},
+            {"name": "backend/LOG_LEVEL", "type": "String", "required": true},
+            {"name": "shared/KEY", "type": "SecureString", "group": "frontend", "variable": "PUBLIC_KEY"}
+        ]}"#;
+        let toml = "[[runtime.parameters]]\nname = \"backend/LOG_LEVEL\"\ntype = \"String\"\nrequired = false\n\
+                    [[runtime.parameters]]\nname = \"postgres/EXTRA\"\ntype = \"String\"\n";
+        let (_dir, config) = with_file(toml, Some(json));
+        let c = Contract::load(&config).unwrap();
+        let got: Vec<(&str, Origin, bool)> = c
+            .declared
+            .iter()
+            .map(|d| (d.name.as_str(), d.origin, d.required))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("/app/dev/backend/DATABASE_URL", Origin::ContractFile, true),
+                // agent.toml relaxes what the file requires.
+                ("/app/dev/backend/LOG_LEVEL", Origin::Both, false),
+                ("/app/dev/shared/KEY", Origin::ContractFile, true),
+                ("/app/dev/postgres/EXTRA", Origin::Config, true),
+            ]
+        );
+        assert_eq!(c.declared[2].group, "frontend");
+        assert_eq!(c.declared[2].variable, "PUBLIC_KEY");
+        assert_eq!(c.from_file_count(), 3);
+        assert!(c.contract_file.is_some());
+    }
+
+    #[test]
+    fn a_type_conflict_names_both_sources() {
+        let json = r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "SecureString"}]}"#;
+        let (dir, config) = with_file(
+            "[[runtime.parameters]]\nname = \"backend/A\"\ntype = \"String\"\n",
+            Some(json),
+        );
+        let err = Contract::load(&config).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let text = err.to_string();
+        assert!(text.contains("/app/dev/backend/A"), "{text}");
+        assert!(
+            text.contains(
+                &dir.path()
+                    .join("runtime-contract.json")
+                    .display()
+                    .to_string()
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("runtime.parameters[0] in agent.toml says String"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_bad_contract_file_is_invalid_config_naming_it() {
+        for (json, needle) in [
+            ("{not json", "not JSON"),
+            (r#"{"parameters": []}"#, "no schemaVersion"),
+            (
+                r#"{"schemaVersion": 2, "parameters": []}"#,
+                "unknown schemaVersion 2",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [], "extra": 1}"#,
+                "unexpected content",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "Number"}]}"#,
+                "unexpected content",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "/other/backend/A", "type": "String"}]}"#,
+                "not under runtime.parameter_prefix",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "nogroup/A", "type": "String"}]}"#,
+                "not in runtime.groups",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/BAD-NAME", "type": "String"}]}"#,
+                "cannot be an environment variable",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/../A", "type": "String"}]}"#,
+                "GROUP/VARIABLE",
+            ),
+            (
+                r#"{"schemaVersion": 1, "parameters": [{"name": "backend/A", "type": "String"}, {"name": "backend/A", "type": "String"}]}"#,
+                "listed twice",
+            ),
+            ("symlink", "does not follow symlinks"),
+        ] {
+            let (_dir, config) = if json == "symlink" {
+                let (dir, config) = with_file("", None);
+                let target = dir.path().join("elsewhere.json");
+                std::fs::write(&target, r#"{"schemaVersion": 1, "parameters": []}"#).unwrap();
+                std::os::unix::fs::symlink(&target, config.runtime.contract_file.as_path())
+                    .unwrap();
+                (dir, config)
+            } else {
+                with_file("", Some(json))
+            };
+            let err = Contract::load(&config).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{json}");
+            let text = err.to_string();
+            assert!(text.contains("runtime.contract_file"), "{text}");
+            assert!(text.contains(needle), "{json}: {text}");
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct ReleaseView {
     pub backend_image: String,
     pub frontend_image: String,
     pub at: String,
+    /// `manual` for a release made by hand (no workflow run), else the
+    /// workflow and its run as given (`deploy-dev.yml run 412 attempt 1`).
+    pub workflow: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +123,7 @@ pub async fn gather(config: &Config) -> Status {
         backend_image: r.backend_image_uri.clone(),
         frontend_image: r.frontend_image_uri.clone(),
         at: at.to_owned(),
+        workflow: workflow_text(r),
     };
     let current = release::read_current(config).ok().flatten();
     let receipt = release::read_receipt(config).ok().flatten();
@@ -230,6 +234,25 @@ pub async fn gather(config: &Config) -> Status {
     }
 }
 
+/// What `status` says about who made a release: `manual` when no workflow
+/// run was given, else the parts CI gave (nothing filled in).
+fn workflow_text(r: &release::Release) -> String {
+    let Some(run) = &r.workflow_run else {
+        return "manual".to_owned();
+    };
+    let mut parts = Vec::new();
+    if let Some(name) = &run.name {
+        parts.push(name.clone());
+    }
+    if let Some(id) = &run.run_id {
+        parts.push(format!("run {id}"));
+    }
+    if let Some(attempt) = &run.run_attempt {
+        parts.push(format!("attempt {attempt}"));
+    }
+    parts.join(" ")
+}
+
 fn pid_alive(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -324,10 +347,11 @@ pub fn render(s: &Status) -> String {
     }
     let rel = |r: &Option<ReleaseView>| match r {
         Some(r) => format!(
-            "sha-{} {} ({})",
+            "sha-{} {} ({}) {}",
             &r.source_sha[..r.source_sha.len().min(12)],
             r.deployment_version,
-            r.at
+            r.at,
+            r.workflow
         ),
         None => "none".into(),
     };

@@ -797,3 +797,317 @@ async fn changing_an_env_file_recreates_only_its_service_and_compose_agrees() {
     assert!(ok, "{up}");
     assert_eq!(snapshot(&docker, &s.project).await, after, "{up}");
 }
+
+/// Removes an external volume the test created (Compose never removes one).
+struct ExternalVolume(String);
+
+impl Drop for ExternalVolume {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["volume", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+/// What an operator compares between two containers of one service: the
+/// settings the production keys map to.
+async fn runtime_settings(docker: &Docker, container: &str) -> serde_json::Value {
+    let info = docker
+        .inspect_container(container, None)
+        .await
+        .unwrap_or_else(|e| panic!("inspect {container}: {e}"));
+    let host = info.host_config.unwrap_or_default();
+    let config = info.config.unwrap_or_default();
+    let mut mounts: Vec<(String, String, String, bool)> = info
+        .mounts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|m| {
+            (
+                m.destination.unwrap_or_default(),
+                m.typ.map(|t| t.to_string()).unwrap_or_default(),
+                m.name.or(m.source).unwrap_or_default(),
+                m.rw.unwrap_or(true),
+            )
+        })
+        .collect();
+    mounts.sort();
+    let mut exposed = config.exposed_ports.unwrap_or_default();
+    exposed.sort();
+    let mut tmpfs: Vec<(String, String)> = host.tmpfs.unwrap_or_default().into_iter().collect();
+    tmpfs.sort();
+    serde_json::json!({
+        "image": config.image,
+        "cmd": config.cmd,
+        "env": config.env.map(|mut e| { e.sort(); e }),
+        "exposed": exposed,
+        "shm_size": host.shm_size,
+        // Compose walks a Go map: its ulimits come in any order.
+        "ulimits": host.ulimits.map(|u| {
+            let mut u: Vec<_> = u.into_iter().map(|l| (l.name, l.soft, l.hard)).collect();
+            u.sort();
+            u
+        }),
+        "init": host.init,
+        "tmpfs": tmpfs,
+        "memory": host.memory,
+        "memory_reservation": host.memory_reservation,
+        "nano_cpus": host.nano_cpus,
+        "security_opt": host.security_opt,
+        "readonly_rootfs": host.readonly_rootfs,
+        "mounts": mounts,
+        "name": info.name,
+    })
+}
+
+#[tokio::test]
+async fn a_production_shaped_file_hands_over_both_ways_with_container_name_secrets_and_limits() {
+    let docker = docker().await;
+    let image = stack().busybox_image.clone();
+    ensure_image(&docker, &image).await;
+    let corpus = repo_root().join("tests/fixtures/compose-corpus");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("compose.yaml");
+    std::fs::copy(corpus.join("23-production-api.yaml"), &file).expect("copy the fixture");
+    std::fs::create_dir(dir.path().join("secrets")).expect("secrets dir");
+    for secret in ["db_password.txt", "api_key.txt"] {
+        std::fs::copy(
+            corpus.join("secrets").join(secret),
+            dir.path().join("secrets").join(secret),
+        )
+        .expect("copy a secret");
+    }
+    let prefix = unique_name("handover");
+    let vars: BTreeMap<String, String> = [
+        ("WAVEMAP_DB_IMAGE", image.clone()),
+        ("WAVEMAP_BACKEND_IMAGE", image.clone()),
+        ("CORPUS_PREFIX", prefix.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let _volume = ExternalVolume(format!("{prefix}-db-data"));
+    docker
+        .create_volume(bollard::models::VolumeCreateRequest {
+            name: Some(format!("{prefix}-db-data")),
+            ..Default::default()
+        })
+        .await
+        .expect("create the external volume");
+    let _cleanup = Cleanup {
+        project: prefix.clone(),
+        file: file.clone(),
+        vars: vars.clone(),
+    };
+
+    // Agent first.
+    let project = Project::load(&file, &prefix, &vars).expect("load");
+    assert_eq!(project.container_name("api"), format!("{prefix}-api"));
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    compose::wait_healthy(&docker, &project, Duration::from_secs(60))
+        .await
+        .expect("running");
+    let agent_made = snapshot(&docker, &prefix).await;
+    assert_eq!(agent_made.len(), 2, "{agent_made:?}");
+    let agent_api = runtime_settings(&docker, &format!("{prefix}-api")).await;
+    let agent_db = runtime_settings(&docker, &format!("{prefix}-db")).await;
+
+    // What the keys asked for is what runs.
+    assert_eq!(agent_db["shm_size"], 268_435_456);
+    assert_eq!(
+        agent_db["ulimits"],
+        serde_json::json!([["nofile", 4096, 8192], ["nproc", 4096, 4096]])
+    );
+    assert_eq!(agent_db["exposed"], serde_json::json!(["5432"]));
+    assert_eq!(agent_api["init"], true);
+    assert_eq!(agent_api["readonly_rootfs"], true);
+    assert_eq!(
+        agent_api["tmpfs"],
+        serde_json::json!([["/tmp", "size=64m"]])
+    );
+    assert_eq!(agent_api["memory"], 268_435_456);
+    assert_eq!(agent_api["memory_reservation"], 67_108_864);
+    assert_eq!(agent_api["nano_cpus"], 500_000_000);
+    assert_eq!(
+        agent_api["security_opt"],
+        serde_json::json!(["no-new-privileges:true"])
+    );
+    assert_eq!(
+        exec(&format!("{prefix}-db"), "cat /run/secrets/db_password"),
+        "corpus-not-a-real-password\n"
+    );
+    assert_eq!(
+        exec(&format!("{prefix}-api"), "cat /run/secrets/api_key"),
+        "corpus-api-key\n"
+    );
+    let db_volume = agent_db["mounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| m[0] == "/var/lib/postgresql/data")
+        .cloned()
+        .expect("the data volume is mounted");
+    assert_eq!(db_volume[2], format!("{prefix}-db-data"));
+
+    // Compose takes over and recreates nothing.
+    let (ok, up) = compose_v2(&prefix, &file, &vars, &["up", "-d"]);
+    assert!(ok, "docker compose up:\n{up}");
+    assert_eq!(
+        snapshot(&docker, &prefix).await,
+        agent_made,
+        "docker compose up -d recreated or restarted a container the agent made:\n{up}"
+    );
+
+    // The reverse: Compose creates, the agent keeps everything.
+    let (ok, down) = compose_v2(&prefix, &file, &vars, &["down", "-t", "1"]);
+    assert!(ok, "docker compose down:\n{down}");
+    let (ok, up) = compose_v2(&prefix, &file, &vars, &["up", "-d"]);
+    assert!(ok, "docker compose up:\n{up}");
+    let compose_made = snapshot(&docker, &prefix).await;
+    assert_eq!(compose_made.len(), 2, "{compose_made:?}");
+    assert_ne!(compose_made, agent_made);
+    // Compose's containers carry the same settings as the agent's.
+    assert_eq!(
+        runtime_settings(&docker, &format!("{prefix}-api")).await,
+        agent_api
+    );
+    assert_eq!(
+        runtime_settings(&docker, &format!("{prefix}-db")).await,
+        agent_db
+    );
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(
+        plan.is_noop(),
+        "the agent would change Compose's project:\n{plan}"
+    );
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    assert_eq!(snapshot(&docker, &prefix).await, compose_made);
+}
+
+/// `runtime deploy` arguments for a release of the stack's registry (the
+/// images need not exist: these runs stop before any pull).
+fn deploy_args(execute: bool) -> Vec<String> {
+    let s = stack();
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    let mut args: Vec<String> = [
+        "runtime",
+        "deploy",
+        "--backend-image",
+        &format!("{}/wavemap/backend:sha-{sha}", s.registry),
+        "--frontend-image",
+        &format!("{}/wavemap/frontend:sha-{sha}", s.registry),
+        "--source-sha",
+        sha,
+        "--deployment-version",
+        "v-compose-check",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    if execute {
+        args.push("--execute".into());
+    }
+    args
+}
+
+/// Nothing of the project exists on the host: no env dir, no `.env` beside
+/// the Compose file, no container, no recorded release.
+fn assert_host_untouched(td: &wavemap_e2e::TestDir) {
+    assert!(!td.env_dir().exists(), "env files were written");
+    let dotenv = td.compose_file().with_file_name(".env");
+    assert!(!dotenv.exists(), "{} was written", dotenv.display());
+    assert!(!td.state_dir().join("current-release.json").exists());
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", td.name),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "containers were created"
+    );
+}
+
+#[test]
+fn a_dry_run_with_a_typo_key_exits_2_naming_it_before_env_files_exist() {
+    let td = wavemap_e2e::TestDir::new("compose-typo");
+    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n    env_file: ${WAVEMAP_ENV_DIR}/backend.env\n    enviroment:\n      PORT: \"8080\"\n  frontend:\n    image: ${WAVEMAP_FRONTEND_IMAGE}\n    env_file: ${WAVEMAP_ENV_DIR}/frontend.env\n",
+    )
+    .expect("write compose file");
+    for execute in [false, true] {
+        let out = td.run(deploy_args(execute));
+        assert_eq!(out.code, 2, "execute={execute}: {}", out.dump());
+        assert!(
+            out.stderr
+                .contains("unknown key `enviroment` at services.api.enviroment")
+                && out.stderr.contains("did you mean `environment`?"),
+            "{}",
+            out.dump()
+        );
+        assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("failed"));
+        assert_eq!(
+            out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
+            Some("converge")
+        );
+        assert_host_untouched(&td);
+    }
+
+    // Fixed, the same dry run plans (the env files still do not exist).
+    let text = std::fs::read_to_string(td.compose_file()).expect("read");
+    std::fs::write(td.compose_file(), text.replace("enviroment", "environment")).expect("write");
+    let out = td.run(deploy_args(false));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("planned"));
+    assert_host_untouched(&td);
+}
+
+#[test]
+fn a_deploy_whose_compose_file_lacks_the_frontend_service_exits_2_and_changes_nothing() {
+    let td = wavemap_e2e::TestDir::new("compose-nofront");
+    std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n  web:\n    image: ${WAVEMAP_FRONTEND_IMAGE}\n",
+    )
+    .expect("write compose file");
+    for execute in [false, true] {
+        let out = td.run(deploy_args(execute));
+        assert_eq!(out.code, 2, "execute={execute}: {}", out.dump());
+        assert!(
+            out.stderr.contains("runtime.frontend_service")
+                && out.stderr.contains("service `frontend` is not in")
+                && out.stderr.contains("api, web"),
+            "{}",
+            out.dump()
+        );
+        assert_host_untouched(&td);
+    }
+
+    // A frontend that does not take its image from the variable is refused too.
+    std::fs::write(
+        td.compose_file(),
+        "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n  frontend:\n    image: nginx:1.27\n",
+    )
+    .expect("write compose file");
+    let out = td.run(deploy_args(true));
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr.contains("services.frontend.image")
+            && out.stderr.contains("${WAVEMAP_FRONTEND_IMAGE}"),
+        "{}",
+        out.dump()
+    );
+    assert_host_untouched(&td);
+}

@@ -1,83 +1,157 @@
-//! SIGKILL at every stage of deploy, rollback and record-release (issues 6
-//! and 10): the agent is killed the moment its stderr announces a stage;
-//! rerunning the same command must converge, and a reader polling the
-//! receipt and the current-release state meanwhile must never see a half-
-//! written file. Black-box: no crash hooks in the agent.
+//! SIGKILL at every crash point of deploy, rollback and record-release
+//! (issues 6, 10 and 18): rerunning the same command must converge, and a
+//! reader polling the receipt and the current-release state meanwhile must
+//! never see a half-written file.
+//!
+//! The agent is stopped at each point deterministically: a debug build
+//! pauses at `wavemap_agent::testpoint::pause(name)` when
+//! `WAVEMAP_TEST_PAUSE_AT=name`, writes the name to
+//! `WAVEMAP_TEST_PAUSE_FILE` and waits to be killed. The test waits for that
+//! announcement, SIGKILLs, and reruns. A point the run never reaches fails
+//! the test: every point of [`DEPLOY_POINTS`] and [`RECORD_POINTS`] must be
+//! reached and recovered from.
+//!
+//! The images are private copies (pushed to a repository unique to this
+//! test, local tags removed before each killed run), so the killed runs and
+//! their reruns really log in to ECR and pull.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use wavemap_e2e::{stack, RuntimeProject, TestDir};
+use wavemap_e2e::{
+    private_copy, release_args, stack, with_execute, Output, RuntimeProject, TestDir,
+};
 
-const STAGES: [&str; 5] = ["env-render", "ecr-login", "pull", "converge", "health"];
+/// Where deploy and rollback can be killed: before each stage of the deploy
+/// pipeline, before the current-release state is written, and in the middle
+/// of that write (temp file written and synced, not yet renamed).
+const DEPLOY_POINTS: [&str; 7] = [
+    "env-render",
+    "ecr-login",
+    "pull",
+    "converge",
+    "health",
+    "state",
+    "write:current-release.json",
+];
 
-/// Run the agent and SIGKILL it when stderr shows `[stage]`. Returns
-/// whether the kill happened before the process ended by itself.
-fn kill_at(td: &TestDir, args: &[&str], stage: &str) -> bool {
+/// record-release killed in the middle of writing the receipt.
+const RECORD_POINTS: [&str; 1] = ["write:last-successful-runtime-release.json"];
+
+/// The state of one killed run at the moment of the kill.
+struct Killed {
+    /// The pause file's content: the point the agent announced.
+    announced: String,
+    stderr: String,
+}
+
+/// Run the agent with a pause at `point`, wait until it announces that it
+/// is there, SIGKILL it. Panics naming the point if the run ends without
+/// reaching it.
+fn kill_at(td: &TestDir, args: &[String], point: &str, tag: &str) -> Killed {
+    let pause_file = td.path().join(format!("pause-{tag}"));
+    let stderr_file = td.path().join(format!("stderr-{tag}"));
+    let _ = std::fs::remove_file(&pause_file);
     let mut child = td
         .command()
         .args(args)
+        .env(wavemap_agent::testpoint::PAUSE_AT, point)
+        .env(wavemap_agent::testpoint::PAUSE_FILE, &pause_file)
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&stderr_file).expect("stderr file"))
         .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let needle = format!("[{stage}]");
-    let mut killed = false;
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        if line.contains(&needle) {
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            killed = true;
-            break;
+        .expect("spawn the agent");
+    let read_stderr = || std::fs::read_to_string(&stderr_file).unwrap_or_default();
+    loop {
+        if let Ok(announced) = std::fs::read_to_string(&pause_file) {
+            let stderr = read_stderr();
+            // SAFETY: kill(2) on the pid of a child we have not reaped.
+            let rc = unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            assert_eq!(rc, 0, "SIGKILL {point}");
+            let status = child.wait().expect("wait for the killed agent");
+            assert_eq!(
+                std::os::unix::process::ExitStatusExt::signal(&status),
+                Some(libc::SIGKILL),
+                "the agent at {point} died of SIGKILL"
+            );
+            return Killed { announced, stderr };
         }
+        if let Some(status) = child.try_wait().expect("poll the agent") {
+            panic!(
+                "crash point {point} not reached: `{}` ended ({status}) without pausing there\n{}",
+                args.join(" "),
+                read_stderr()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = child.wait();
-    killed
+}
+
+/// Remove a local image tag if it is there (the private copies are this
+/// test's own), so the next deploy of it must log in and pull. An image a
+/// container still uses stays; the run then finds it present.
+fn drop_local(image: &str) {
+    let _ = Command::new("docker")
+        .args(["image", "rm", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// The `.wavemap-tmp-*` files beside `path`: what a write killed between
+/// its temp file and its rename leaves.
+fn temp_files_beside(path: &Path) -> Vec<PathBuf> {
+    let dir = path.parent().expect("parent");
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(".wavemap-tmp-"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn json_at(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("{} is not whole JSON: {e}", path.display()))
+}
+
+fn ok(out: &Output, what: &str) {
+    assert_eq!(out.code, 0, "{what}:\n{}", out.dump());
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigkill_at_every_stage_then_rerun_converges() {
+async fn sigkill_at_every_crash_point_then_rerun_converges() {
     let s = stack();
     let td = TestDir::new("crash");
     let project = RuntimeProject::new(&td).await;
-    let (ba, fa) = (
-        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned(),
-        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned(),
-    );
-    let (bb, fb) = (
-        s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned(),
-        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned(),
-    );
-    let deploy = |b: &str, f: &str, sha: &str| -> Vec<String> {
-        [
-            "runtime",
-            "deploy",
-            "--backend-image",
-            b,
-            "--frontend-image",
-            f,
-            "--source-sha",
-            sha,
-            "--deployment-version",
-            "crash",
-            "--execute",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let deploy_a = deploy(&ba, &fa, &s.sha_a);
-    let deploy_b = deploy(&bb, &fb, &s.sha_b);
-    let out = td.run(&deploy_a);
-    assert_eq!(out.code, 0, "{}", out.dump());
-    let mut record = deploy_a.clone();
-    record[1] = "record-release".into();
-    let out = td.run(&record);
-    assert_eq!(out.code, 0, "{}", out.dump());
+    let repo = td.name.replace('_', "-");
+    let ba = private_copy(s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"), &repo);
+    let fa = private_copy(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"), &repo);
+    let bb = private_copy(s.require("WAVEMAP_TEST_BACKEND_IMAGE_B"), &repo);
+    let fb = private_copy(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B"), &repo);
+    let deploy_a = with_execute(release_args("deploy", &ba, &fa, &s.sha_a, "crash"));
+    let deploy_b = with_execute(release_args("deploy", &bb, &fb, &s.sha_b, "crash"));
+    let record_a = with_execute(release_args("record-release", &ba, &fa, &s.sha_a, "crash"));
+    let record_b = with_execute(release_args("record-release", &bb, &fb, &s.sha_b, "crash"));
+    let rollback: Vec<String> = ["runtime", "rollback", "--execute"]
+        .map(String::from)
+        .to_vec();
+    let state_path = td.state_dir().join("current-release.json");
+    let receipt_path = td.receipt_path();
+
+    ok(&td.run(&deploy_a), "deploy A");
+    ok(&td.run(&record_a), "record A");
 
     // A reader that never may see a half-written receipt or state file.
     let stop = Arc::new(AtomicBool::new(false));
@@ -85,10 +159,7 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
     let reads = Arc::new(AtomicUsize::new(0));
     let reader = {
         let (stop, torn, reads) = (stop.clone(), torn.clone(), reads.clone());
-        let files = [
-            td.receipt_path(),
-            td.state_dir().join("current-release.json"),
-        ];
+        let files = [receipt_path.clone(), state_path.clone()];
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
                 for f in &files {
@@ -104,71 +175,78 @@ async fn sigkill_at_every_stage_then_rerun_converges() {
         })
     };
 
-    let mut tried = 0;
-    let mut recovered = 0;
-    let mut report = String::new();
-    // Deploy B killed at each stage (A running before), then rerun; then
+    let mut recovered: Vec<String> = Vec::new();
+    // Deploy B killed at each point (A running before), then rerun; then
     // rollback to A killed the same way (B running before).
-    let rollback: Vec<String> = vec!["runtime".into(), "rollback".into(), "--execute".into()];
-    for (label, args, expect, start) in [
-        ("deploy", &deploy_b, &bb, &deploy_a),
-        ("rollback", &rollback, &ba, &deploy_b),
+    for (label, args, target, before, start) in [
+        ("deploy", &deploy_b, [&bb, &fb], &s.sha_a, &deploy_a),
+        ("rollback", &rollback, [&ba, &fa], &s.sha_b, &deploy_b),
     ] {
-        for stage in STAGES {
-            let out = td.run(start);
-            assert_eq!(out.code, 0, "{}", out.dump());
-            let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-            if !kill_at(&td, &argv, stage) {
-                report.push_str(&format!("{label}@{stage}: stage not reached\n"));
-                continue;
+        for point in DEPLOY_POINTS {
+            let name = format!("{label}@{point}");
+            ok(&td.run(start), &format!("{name}: the deploy before"));
+            for image in target {
+                drop_local(image);
             }
-            tried += 1;
-            let started = Instant::now();
-            let out = td.run(&argv);
-            let ok = out.code == 0 && project.container("api").await.0 == *expect;
-            if ok {
-                recovered += 1;
+            let killed = kill_at(&td, args, point, &name.replace([':', '@'], "-"));
+            assert_eq!(killed.announced, point, "{name}\n{}", killed.stderr);
+            if point == "write:current-release.json" {
+                // Killed between the temp file and the rename: the state
+                // still names the release before, whole.
+                assert_eq!(json_at(&state_path)["sourceSha"], **before, "{name}");
+                assert!(
+                    !temp_files_beside(&state_path).is_empty(),
+                    "{name}: no temp file, so the kill was not mid-write\n{}",
+                    killed.stderr
+                );
             }
-            report.push_str(&format!(
-                "{label}@{stage}: rerun exit {} in {:?}\n",
-                out.code,
-                started.elapsed()
-            ));
-            assert!(
-                ok,
-                "{label} killed at {stage}, rerun did not converge:\n{}",
-                out.dump()
+            let out = td.run(args);
+            ok(&out, &format!("{name}: the rerun"));
+            let (image, _) = project.container("api").await;
+            assert_eq!(
+                image, *target[0],
+                "{name}: the rerun left api on another image"
             );
+            let (image, _) = project.container("frontend").await;
+            assert_eq!(
+                image, *target[1],
+                "{name}: the rerun left frontend on another image"
+            );
+            recovered.push(name);
         }
     }
-    // record-release (A runs now) killed as soon as it starts, then rerun.
-    let argv: Vec<&str> = record.iter().map(String::as_str).collect();
-    let mut child = td
-        .command()
-        .args(&argv)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    std::thread::sleep(Duration::from_millis(30));
-    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-    let _ = child.wait();
-    tried += 1;
-    let out = td.run(&argv);
-    if out.code == 0 {
-        recovered += 1;
+
+    // record-release killed mid-write of the receipt (B runs, A recorded).
+    for point in RECORD_POINTS {
+        let name = format!("record-release@{point}");
+        ok(&td.run(&deploy_b), &format!("{name}: the deploy before"));
+        let killed = kill_at(&td, &record_b, point, "record-release");
+        assert_eq!(killed.announced, point, "{name}\n{}", killed.stderr);
+        assert_eq!(json_at(&receipt_path)["sourceSha"], *s.sha_a, "{name}");
+        assert!(
+            !temp_files_beside(&receipt_path).is_empty(),
+            "{name}: no temp file, so the kill was not mid-write\n{}",
+            killed.stderr
+        );
+        ok(&td.run(&record_b), &format!("{name}: the rerun"));
+        assert_eq!(json_at(&receipt_path)["sourceSha"], *s.sha_b, "{name}");
+        recovered.push(name);
     }
+
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader");
+    let total = 2 * DEPLOY_POINTS.len() + RECORD_POINTS.len();
     eprintln!(
-        "crash points: {recovered} of {tried} recovered; reader made {} reads\n{report}",
-        reads.load(Ordering::Relaxed)
+        "{}/{total} crash points reached and recovered: {}\n(a reader made {} reads meanwhile, {} torn)",
+        recovered.len(),
+        recovered.join(", "),
+        reads.load(Ordering::Relaxed),
+        torn.load(Ordering::Relaxed)
     );
+    assert_eq!(recovered.len(), total);
     assert_eq!(
         torn.load(Ordering::Relaxed),
         0,
         "a reader saw a half-written file"
     );
-    assert_eq!(recovered, tried, "{report}");
-    assert!(tried >= 9, "too few crash points reached:\n{report}");
 }

@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use wavemap_e2e::{docker, stack, toml_str, RuntimeProject, TestDir};
+use wavemap_e2e::{docker, release_args, stack, toml_str, with_execute, RuntimeProject, TestDir};
 
 /// A notify socket like systemd's, collecting every datagram.
 struct NotifyListener {
@@ -222,19 +222,9 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
     let secret = runtime.db_password.clone();
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let out = td.run([
-        "runtime",
-        "deploy",
-        "--backend-image",
-        &backend,
-        "--frontend-image",
-        &frontend,
-        "--source-sha",
-        &s.sha_a,
-        "--deployment-version",
-        "boot-a",
-        "--execute",
-    ]);
+    let out = td.run(with_execute(release_args(
+        "deploy", &backend, &frontend, &s.sha_a, "boot-a",
+    )));
     assert_eq!(out.code, 0, "{}", out.dump());
 
     for ssm_down in [false, true] {

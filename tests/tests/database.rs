@@ -162,9 +162,7 @@ async fn every_fixture_gives_its_expected_answer_from_migrations_dir() {
         serde_json::from_slice(&std::fs::read(&cache).expect("status cache written")).unwrap();
     assert_eq!(saved["state"], "ledger-missing");
     assert_eq!(saved["gate"], "block");
-    let mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cache).unwrap().permissions());
-    assert_eq!(mode & 0o777, 0o644);
+    assert_eq!(wavemap_e2e::mode(&cache), 0o644);
 }
 
 /// A container of this test's Compose project and service, as Compose

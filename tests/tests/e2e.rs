@@ -1,5 +1,6 @@
 //! End-to-end tests.
 mod compose;
+mod compose_corpus;
 mod crash;
 mod daemon;
 mod database;
@@ -8,8 +9,11 @@ mod foundation;
 mod fuzz;
 mod packaging;
 mod registry;
+mod runbook;
 mod runtime;
 mod runtime_env;
+mod safety;
 mod secrets;
 mod ssm_documents;
 mod systemd;
+mod zero_downtime;

@@ -20,14 +20,17 @@
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use wavemap_e2e::faultproxy::{Fault, FaultProxy, SocketProxy};
-use wavemap_e2e::{docker, private_copy, ssm_client, stack, toml_str, Output, TestDir};
+use wavemap_e2e::{
+    docker, mode, private_copy, release_args, ssm_client, stack, toml_str, with_execute, Output,
+    TestDir,
+};
 
 // ---------------------------------------------------------------------------
 // Helpers shared with `secrets.rs`.
@@ -113,32 +116,6 @@ impl Drop for Down {
     }
 }
 
-/// `runtime <verb>` arguments for an image pair.
-pub(crate) fn release_args(verb: &str, backend: &str, frontend: &str, sha: &str) -> Vec<String> {
-    [
-        "runtime",
-        verb,
-        "--backend-image",
-        backend,
-        "--frontend-image",
-        frontend,
-        "--source-sha",
-        sha,
-        "--deployment-version",
-        "faults",
-        "--selected-ref",
-        "develop",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-pub(crate) fn with_execute(mut args: Vec<String>) -> Vec<String> {
-    args.push("--execute".into());
-    args
-}
-
 /// Bytes, mtime and inode of each path (`None` when absent): equal
 /// snapshots mean "not rewritten", not merely "same content".
 pub(crate) type Snapshot = BTreeMap<PathBuf, Option<(Vec<u8>, SystemTime, u64)>>;
@@ -219,14 +196,6 @@ fn run_with_umask(td: &TestDir, umask: &str, args: &[String]) -> Output {
     cmd.output().expect("run agent").into()
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
-}
-
 /// Short AWS waits: 2 attempts of at most 2 s, 10 s for the operation.
 fn short_aws(td: &mut TestDir) {
     td.set("aws", "max_attempts", "2");
@@ -259,6 +228,7 @@ async fn ssm_5xx_throttling_and_stalls_exit_69_in_bounded_time_and_touch_nothing
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     for (fault, says) in [
         (Fault::Unavailable503, "ServiceUnavailable"),
@@ -347,7 +317,9 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     let ecr = FaultProxy::start(&s.ecr_endpoint, Fault::FailFirst(1));
     td.set("aws", "ssm_endpoint", toml_str(&ssm.url));
     td.set("aws", "ecr_endpoint", toml_str(&ecr.url));
-    let deploy = with_execute(release_args("deploy", &backend, &frontend, &s.sha_a));
+    let deploy = with_execute(release_args(
+        "deploy", &backend, &frontend, &s.sha_a, "faults",
+    ));
     let out = run_with_umask(&td, "077", &deploy);
     assert_exit(&out, 0, "deploy with one transient SSM and ECR fault");
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
@@ -362,6 +334,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
             &backend,
             &frontend,
             &s.sha_a,
+            "faults",
         )),
     );
     assert_exit(&out, 0, "record-release");
@@ -394,7 +367,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     ] {
         let proxy = FaultProxy::start(&s.ecr_endpoint, fault);
         td.set("aws", "ecr_endpoint", toml_str(&proxy.url));
-        let args = with_execute(release_args("deploy", &other_b, &other_f, sha));
+        let args = with_execute(release_args("deploy", &other_b, &other_f, sha, "faults"));
         let (out, took) = timed(&td, &args);
         let what = format!("deploy under ECR {fault:?}");
         assert_exit(&out, 69, &what);
@@ -434,6 +407,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
                 &backend,
                 &frontend,
                 &s.sha_a,
+                "faults",
             )),
         ),
         (current_release(&td), deploy.clone()),
@@ -529,6 +503,7 @@ async fn docker_unreachable_at_start_is_69_for_deploy_and_a_report_for_status_an
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     let (out, took) = timed(&td, &deploy);
     assert_exit(&out, 69, "deploy without dockerd");
@@ -612,6 +587,7 @@ async fn docker_cut_while_a_deploy_waits_on_health_fails_clearly_without_hanging
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
         &s.sha_a,
+        "faults",
     ));
     let mut child = td
         .command()
@@ -787,26 +763,27 @@ async fn postgres_down_or_refusing_the_password_exits_69_without_showing_it() {
 // ---------------------------------------------------------------------------
 // Disk full
 
-/// A 64 KiB tmpfs mounted at a dir; unmounted on drop. `None` (and a
-/// message) where mounting is not permitted.
+/// A 64 KiB tmpfs mounted at a dir; unmounted on drop. The disk-full tests
+/// need it: where mounting is not permitted (not root, no CAP_SYS_ADMIN)
+/// they fail saying so.
 struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    fn mount(dir: &Path) -> Option<Tmpfs> {
+    fn mount(dir: &Path) -> Tmpfs {
         std::fs::create_dir_all(dir).expect("mount point");
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
             .arg(dir)
             .output()
-            .ok()?;
-        if !out.status.success() {
-            eprintln!(
-                "SKIPPED disk-full check: cannot mount a tmpfs here ({})",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-            return None;
-        }
-        Some(Tmpfs(dir.to_path_buf()))
+            .unwrap_or_else(|e| panic!("cannot run mount(8) (package mount): {e}"));
+        assert!(
+            out.status.success(),
+            "the disk-full test needs to mount a 64 KiB tmpfs at {} (root with CAP_SYS_ADMIN, \
+             as scripts/test runs): mount said: {}",
+            dir.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Tmpfs(dir.to_path_buf())
     }
 
     /// Fill the filesystem until a write fails, leaving `keep` bytes free
@@ -840,9 +817,7 @@ fn leftovers(dir: &Path) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_the_env_render_cleanly_and_keeps_the_old_files() {
     let td = TestDir::new("fault-disk");
-    let Some(tmpfs) = Tmpfs::mount(&td.env_dir()) else {
-        return;
-    };
+    let tmpfs = Tmpfs::mount(&td.env_dir());
     put_params(&td, &base_params("fault-disk-pw", "fault-disk-api")).await;
     let out = td.run(["runtime-env", "--execute"]);
     assert_exit(&out, 0, "runtime-env --execute (fits)");
@@ -896,18 +871,18 @@ async fn a_full_disk_fails_record_release_cleanly_and_keeps_the_old_receipt() {
     let td = TestDir::new("fault-diskrcpt");
     let _down = Down(td.name.clone());
     let receipt_dir = td.receipt_path().parent().expect("dir").to_path_buf();
-    let Some(tmpfs) = Tmpfs::mount(&receipt_dir) else {
-        return;
-    };
+    let tmpfs = Tmpfs::mount(&receipt_dir);
     write_small_project(&td);
     put_params(&td, &base_params("fault-dr-pw", "fault-dr-api")).await;
     let (b, f) = (
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
     );
-    let out = td.run(with_execute(release_args("deploy", b, f, &s.sha_a)));
+    let out = td.run(with_execute(release_args(
+        "deploy", b, f, &s.sha_a, "faults",
+    )));
     assert_exit(&out, 0, "deploy");
-    let record = with_execute(release_args("record-release", b, f, &s.sha_a));
+    let record = with_execute(release_args("record-release", b, f, &s.sha_a, "faults"));
     let out = td.run(&record);
     assert_exit(&out, 0, "record-release (fits)");
     let before = snapshot(&[td.receipt_path()]);
@@ -951,19 +926,10 @@ async fn env_files_are_not_written_through_a_symlink_and_get_their_mode_whatever
             &format!("runtime-env --execute under umask {umask}"),
         );
         for file in env_files(&td) {
-            let mode = std::fs::metadata(&file)
-                .expect("env file")
-                .permissions()
-                .mode()
-                & 0o7777;
-            assert_eq!(mode, 0o600, "{} under umask {umask}", file.display());
+            assert_eq!(mode(&file), 0o600, "{} under umask {umask}", file.display());
             assert_eq!(std::fs::metadata(&file).expect("stat").uid(), 0, "owner");
         }
-        let dir_mode = std::fs::metadata(td.env_dir())
-            .expect("env dir")
-            .permissions()
-            .mode()
-            & 0o077;
+        let dir_mode = mode(&td.env_dir()) & 0o077;
         assert_eq!(dir_mode, 0, "env dir open to others under umask {umask}");
     }
 
@@ -1016,20 +982,19 @@ async fn names_that_would_escape_the_env_folder_are_refused_naming_them() {
         .overwrite(true)
         .send()
         .await;
-    if stored.is_ok() {
-        let out = td.run(["runtime-env", "--execute"]);
-        assert_exit(&out, 3, "runtime-env --execute with an escaping name");
-        assert!(
-            out.stderr.contains("backend/../../x"),
-            "the parameter is not named\n{}",
-            out.dump()
-        );
-        assert_eq!(snapshot(&env_files(&td)), before, "a file changed");
-        assert!(!td.path().join("x").exists() && !td.path().join("x.env").exists());
-        let _ = ssm.delete_parameter().name(&escaping).send().await;
-    } else {
-        eprintln!("moto refused the name {escaping}; only the config checks run");
+    if let Err(e) = stored {
+        panic!("moto must store the name {escaping} for this test to reach the agent: {e:?}");
     }
+    let out = td.run(["runtime-env", "--execute"]);
+    let _ = ssm.delete_parameter().name(&escaping).send().await;
+    assert_exit(&out, 3, "runtime-env --execute with an escaping name");
+    assert!(
+        out.stderr.contains("backend/../../x"),
+        "the parameter is not named\n{}",
+        out.dump()
+    );
+    assert_eq!(snapshot(&env_files(&td)), before, "a file changed");
+    assert!(!td.path().join("x").exists() && !td.path().join("x.env").exists());
 
     // The same through the config: a declared parameter or a group name
     // with `..` is an invalid configuration (exit 2) naming it.

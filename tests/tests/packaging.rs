@@ -8,14 +8,16 @@
 //! default config is compared with `wavemap-agent config check`, so it
 //! cannot drift from `agent/src/config.rs`.
 //!
-//! The .deb test installs into the real /usr/bin, /etc and /lib/systemd, so
-//! it runs only as root with `WAVEMAP_TEST_PACKAGING=1` (CI sets it) and
-//! purges the package and its test files afterwards.
+//! The .deb test installs into the real /usr/bin, /etc and /lib/systemd of
+//! this machine, so it is `#[ignore]`d in a plain `cargo test`: `scripts/test`
+//! (root, which CI is) builds the .deb and runs it explicitly with
+//! `--ignored`. It purges the package and its test files afterwards.
 
 use std::collections::BTreeMap;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use wavemap_e2e::mode;
 
 fn packaging_dir() -> PathBuf {
     wavemap_e2e::repo_root().join("packaging")
@@ -23,14 +25,6 @@ fn packaging_dir() -> PathBuf {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 struct Run {
@@ -351,6 +345,19 @@ fn user_data_snippet_is_valid_bash_and_installs_checked_package() {
         text.contains("3.3.2746.0"),
         "names the SSM Agent the documents need"
     );
+    // Compose v2 for the operator's `docker compose`: Ubuntu's package,
+    // Debian 13's docker-compose (v2), Debian 12's checked release binary;
+    // after Docker itself, before the agent.
+    for needle in [
+        "apt-get install -y -q docker-compose-v2",
+        "grep -q '^Version: 2\\.'",
+        "echo \"$WAVEMAP_COMPOSE_PLUGIN_SHA256  $plugin\" | sha256sum --check --strict -",
+        "/usr/local/lib/docker/cli-plugins/docker-compose",
+    ] {
+        pos(needle);
+    }
+    assert!(pos("apt-get install -y -q docker.io") < pos("docker-compose-v2"));
+    assert!(pos("docker-compose-v2") < pos("apt-get install -y -q \"$deb\""));
 }
 
 // ---------------------------------------------------------------------------
@@ -426,19 +433,13 @@ fn deb_path() -> PathBuf {
 }
 
 #[test]
+#[ignore = "installs the .deb into this machine's /usr, /etc and /lib/systemd (root); scripts/test runs it with --ignored"]
 fn deb_installs_upgrades_and_purges_keeping_state() {
-    let enabled = std::env::var("WAVEMAP_TEST_PACKAGING").is_ok_and(|v| v == "1");
-    if !enabled {
-        eprintln!(
-            "skipped: set WAVEMAP_TEST_PACKAGING=1 (as root) to install the .deb on this machine"
-        );
-        return;
-    }
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(
         euid, 0,
-        "WAVEMAP_TEST_PACKAGING=1 needs root: dpkg -i writes /usr/bin and /etc"
+        "this test needs root: dpkg -i writes /usr/bin and /etc (run it through scripts/test as root)"
     );
     assert_ne!(
         run("dpkg", &["-s", PACKAGE]).code,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use wavemap_agent::image::ImageRef;
 use wavemap_agent::registry::{self, RegistryAuth};
-use wavemap_e2e::{docker, stack, unique_name, TestDir};
+use wavemap_e2e::{docker, release_args, stack, unique_name, with_execute, TestDir};
 
 /// Push a private copy of the busybox image under a unique repository and
 /// remove it locally, so the next pull must go to the registry.
@@ -193,19 +193,13 @@ fn a_registry_that_refuses_the_token_fails_the_deploy_at_pull() {
     let tag = format!("sha-{}", "cd".repeat(20));
     let backend = format!("{}/wavemap/backend:{tag}", refusing.addr);
     let frontend = format!("{}/wavemap/frontend:{tag}", refusing.addr);
-    let out = td.run([
-        "runtime",
+    let out = td.run(with_execute(release_args(
         "deploy",
-        "--backend-image",
         &backend,
-        "--frontend-image",
         &frontend,
-        "--source-sha",
         &"cd".repeat(20),
-        "--deployment-version",
         "v1",
-        "--execute",
-    ]);
+    )));
     assert_eq!(out.code, 1, "{}", out.dump());
     assert_eq!(
         out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),

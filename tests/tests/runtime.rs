@@ -2,29 +2,7 @@
 //! moto for SSM and the ECR token, the auth-protected local registry, the
 //! real dockerd, and the production-shaped Compose project.
 
-use std::os::unix::fs::PermissionsExt;
-
-use wavemap_e2e::{private_copy, stack, RuntimeProject, TestDir};
-
-fn release_args<'a>(
-    backend: &'a str,
-    frontend: &'a str,
-    sha: &'a str,
-    version: &'a str,
-) -> Vec<&'a str> {
-    vec![
-        "--backend-image",
-        backend,
-        "--frontend-image",
-        frontend,
-        "--source-sha",
-        sha,
-        "--deployment-version",
-        version,
-        "--selected-ref",
-        "develop",
-    ]
-}
+use wavemap_e2e::{mode, private_copy, release_args, stack, with_execute, RuntimeProject, TestDir};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
@@ -39,8 +17,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let frontend_b = private_copy(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B"), &repo);
 
     // The dry run plans and changes nothing.
-    let mut args = vec!["runtime", "deploy"];
-    args.extend(release_args(&backend_a, &frontend_a, &s.sha_a, "v-a"));
+    let mut args = release_args("deploy", &backend_a, &frontend_a, &s.sha_a, "v-a");
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("planned"));
@@ -50,7 +27,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     );
 
     // Deploy A.
-    args.push("--execute");
+    args.push("--execute".into());
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
@@ -60,19 +37,18 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     );
     assert_eq!(project.container("api").await.0, backend_a);
     assert_eq!(project.container("frontend").await.0, frontend_a);
-    let env_mode = std::fs::metadata(td.env_dir().join("backend.env"))
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(env_mode, 0o600);
+    assert_eq!(mode(&td.env_dir().join("backend.env")), 0o600);
     let current = std::fs::read_to_string(td.state_dir().join("current-release.json")).unwrap();
     assert!(current.contains(&backend_a), "{current}");
 
     // Record A.
-    let mut args = vec!["runtime", "record-release"];
-    args.extend(release_args(&backend_a, &frontend_a, &s.sha_a, "v-a"));
-    args.push("--execute");
+    let args = with_execute(release_args(
+        "record-release",
+        &backend_a,
+        &frontend_a,
+        &s.sha_a,
+        "v-a",
+    ));
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(
@@ -84,12 +60,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         Some(td.receipt_path().to_str().unwrap())
     );
     let receipt_a = std::fs::read(td.receipt_path()).unwrap();
-    let mode = std::fs::metadata(td.receipt_path())
-        .unwrap()
-        .permissions()
-        .mode()
-        & 0o777;
-    assert_eq!(mode, 0o644);
+    assert_eq!(mode(&td.receipt_path()), 0o644);
     let json: serde_json::Value = serde_json::from_slice(&receipt_a).unwrap();
     assert_eq!(json["sourceSha"], s.sha_a.as_str());
     assert_eq!(json["backendImageUri"], backend_a.as_str());
@@ -100,18 +71,26 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(json["schemaVersion"], 1);
 
     // record-release for a pair that does not run: exit 3, nothing written.
-    let mut args = vec!["runtime", "record-release"];
-    args.extend(release_args(&backend_b, &frontend_b, &s.sha_b, "v-b"));
-    args.push("--execute");
+    let args = with_execute(release_args(
+        "record-release",
+        &backend_b,
+        &frontend_b,
+        &s.sha_b,
+        "v-b",
+    ));
     let out = td.run(&args);
     assert_eq!(out.code, 3, "{}", out.dump());
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
     // Deploy B.
     let postgres_before = project.container("postgres").await.1;
-    let mut args = vec!["runtime", "deploy"];
-    args.extend(release_args(&backend_b, &frontend_b, &s.sha_b, "v-b"));
-    args.push("--execute");
+    let args = with_execute(release_args(
+        "deploy",
+        &backend_b,
+        &frontend_b,
+        &s.sha_b,
+        "v-b",
+    ));
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(project.container("api").await.0, backend_b);
@@ -127,14 +106,13 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let missing_sha = "0000000000000000000000000000000000000001";
     let missing_backend = format!("{}/{repo}/backend:sha-{missing_sha}", s.registry);
     let missing_frontend = format!("{}/{repo}/frontend:sha-{missing_sha}", s.registry);
-    let mut args = vec!["runtime", "deploy"];
-    args.extend(release_args(
+    let args = with_execute(release_args(
+        "deploy",
         &missing_backend,
         &missing_frontend,
         missing_sha,
         "v-x",
     ));
-    args.push("--execute");
     let out = td.run(&args);
     assert_eq!(out.code, 1, "{}", out.dump());
     assert_eq!(
@@ -256,19 +234,9 @@ fn invalid_release_input_exits_2_naming_the_flag() {
             "not allowed",
         ),
     ] {
-        let out = td.run([
-            "runtime",
-            "deploy",
-            "--backend-image",
-            &backend,
-            "--frontend-image",
-            &good,
-            "--source-sha",
-            sha,
-            "--deployment-version",
-            "v1",
-            "--execute",
-        ]);
+        let out = td.run(with_execute(release_args(
+            "deploy", &backend, &good, sha, "v1",
+        )));
         assert_eq!(out.code, 2, "{}", out.dump());
         assert!(out.stderr.contains(needle), "{}", out.dump());
         assert!(!td.env_dir().exists());

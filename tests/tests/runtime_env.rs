@@ -6,18 +6,17 @@
 //! value. Each test has its own SSM prefix (TestDir) on the shared moto.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_ssm::types::{ParameterTier, ParameterType};
 use futures_util::StreamExt;
 use wavemap_agent::envfile;
+use wavemap_e2e::faultproxy::{Fault, FaultProxy};
 use wavemap_e2e::{
-    build_image, busybox_binary, docker, ssm_client, toml_str, unique_name, Output, TestDir,
+    build_image, busybox_binary, docker, mode, ssm_client, toml_str, unique_name, Output, TestDir,
 };
 
 const CANARY: &str = "cnry";
@@ -348,10 +347,6 @@ fn assert_exit(out: &Output, code: i32, what: &str) {
     assert_eq!(out.code, code, "`{what}`\n{}", out.dump());
 }
 
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
-}
-
 // ---------------------------------------------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +358,7 @@ async fn renders_300_parameters_exactly_and_a_second_render_rewrites_nothing() {
     let mut f = Fixture::new("renv-300", params).await;
     // Through a recording proxy: GetParametersByPath pages hold at most 10,
     // and the render must follow every NextToken.
-    let proxy = RecordingProxy::start(&wavemap_e2e::stack().ssm_endpoint);
+    let proxy = FaultProxy::start(&wavemap_e2e::stack().ssm_endpoint, Fault::Forward);
     f.td.set("aws", "ssm_endpoint", toml_str(&proxy.url));
 
     let plan = f.run(&["runtime-env"]);
@@ -798,128 +793,12 @@ async fn names_that_cannot_be_env_vars_or_files_exit_3_naming_them() {
     f.cleanup().await;
 }
 
-/// A loopback HTTP proxy in front of moto that records each request's
-/// `X-Amz-Target` (the SSM operation), to prove which calls a command makes.
-struct RecordingProxy {
-    url: String,
-    targets: Arc<Mutex<Vec<String>>>,
-}
-
-impl RecordingProxy {
-    fn start(upstream: &str) -> RecordingProxy {
-        Self::throttling(upstream, 0)
-    }
-
-    /// Answer the first `throttle` requests with SSM's ThrottlingException
-    /// (HTTP 400) instead of forwarding them.
-    fn throttling(upstream: &str, throttle: usize) -> RecordingProxy {
-        Self::failing(upstream, throttle, "ThrottlingException")
-    }
-
-    /// Answer the first `count` requests with the SSM error `error_type`
-    /// (HTTP 400) instead of forwarding them.
-    fn failing(upstream: &str, count: usize, error_type: &'static str) -> RecordingProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
-        let url = format!("http://{}", listener.local_addr().expect("proxy addr"));
-        let upstream = upstream
-            .trim_start_matches("http://")
-            .trim_end_matches('/')
-            .to_owned();
-        let targets = Arc::new(Mutex::new(Vec::new()));
-        let recorded = targets.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let upstream = upstream.clone();
-                let recorded = recorded.clone();
-                std::thread::spawn(move || {
-                    let _ = proxy_connection(client, &upstream, &recorded, count, error_type);
-                });
-            }
-        });
-        RecordingProxy { url, targets }
-    }
-
-    fn targets(&self) -> Vec<String> {
-        self.targets.lock().expect("targets lock").clone()
-    }
-}
-
-/// Read one HTTP/1.1 message (head + Content-Length body); None on EOF.
-fn read_message(stream: &mut TcpStream) -> std::io::Result<Option<(String, Vec<u8>)>> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Ok(None);
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.trim()
-                .eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())?
-        })
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok(Some((head, body)))
-}
-
-fn proxy_connection(
-    mut client: TcpStream,
-    upstream: &str,
-    recorded: &Mutex<Vec<String>>,
-    fail: usize,
-    error_type: &str,
-) -> std::io::Result<()> {
-    while let Some((head, body)) = read_message(&mut client)? {
-        let target = head
-            .lines()
-            .find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                k.trim()
-                    .eq_ignore_ascii_case("x-amz-target")
-                    .then(|| v.trim().to_owned())
-            })
-            .unwrap_or_else(|| "(none)".into());
-        let seen = {
-            let mut recorded = recorded.lock().expect("targets lock");
-            recorded.push(target);
-            recorded.len()
-        };
-        if seen <= fail {
-            let body =
-                format!(r#"{{"__type":"{error_type}","message":"injected by the test proxy"}}"#);
-            write!(
-                client,
-                "HTTP/1.1 400 Bad Request\r\nContent-Type: application/x-amz-json-1.1\r\nx-amzn-ErrorType: {error_type}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            )?;
-            continue;
-        }
-        let mut up = TcpStream::connect(upstream)?;
-        up.write_all(head.as_bytes())?;
-        up.write_all(&body)?;
-        let Some((rhead, rbody)) = read_message(&mut up)? else {
-            return Ok(());
-        };
-        client.write_all(rhead.as_bytes())?;
-        client.write_all(&rbody)?;
-    }
-    Ok(())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runtime_config_plan_makes_no_call_and_live_only_describes() {
     let mut params = awkward();
     params.extend(filler(2));
     let mut f = Fixture::new("renv-live", params).await;
-    let proxy = RecordingProxy::start(&wavemap_e2e::stack().ssm_endpoint);
+    let proxy = FaultProxy::start(&wavemap_e2e::stack().ssm_endpoint, Fault::Forward);
     f.td.set("aws", "ssm_endpoint", toml_str(&proxy.url));
 
     let plan = f.run(&["runtime-config", "plan"]);
@@ -1006,14 +885,14 @@ async fn runtime_config_plan_makes_no_call_and_live_only_describes() {
 async fn throttling_is_retried_exit_69_when_it_lasts_and_access_denied_is_exit_1() {
     let mut f = Fixture::new("renv-throttle", awkward()).await;
     f.td.set("aws", "max_attempts", "4");
-    let proxy = RecordingProxy::throttling(&wavemap_e2e::stack().ssm_endpoint, 2);
+    let proxy = FaultProxy::start(&wavemap_e2e::stack().ssm_endpoint, Fault::ThrottleFirst(2));
     f.td.set("aws", "ssm_endpoint", toml_str(&proxy.url));
     let out = f.run(&["runtime-env", "--execute"]);
     assert_exit(&out, 0, "runtime-env --execute with two throttled requests");
     assert_eq!(out.marker("WAVEMAP_RUNTIME_ENV_RESULT"), Some("rendered"));
     assert!(proxy.targets().len() >= 3, "{:?}", proxy.targets());
 
-    let always = RecordingProxy::throttling(&wavemap_e2e::stack().ssm_endpoint, usize::MAX);
+    let always = FaultProxy::start(&wavemap_e2e::stack().ssm_endpoint, Fault::Throttle);
     f.td.set("aws", "max_attempts", "3");
     f.td.set("aws", "ssm_endpoint", toml_str(&always.url));
     let out = f.run(&["runtime-env", "--execute"]);

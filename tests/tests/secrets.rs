@@ -19,10 +19,8 @@ use base64::Engine as _;
 use wavemap_e2e::faultproxy::{Fault, FaultProxy};
 use wavemap_e2e::{pg_fresh_database, stack, toml_str, Output, TestDir};
 
-use super::faults::{
-    drizzle_fixture, p, put_params, release_args, with_execute, write_small_project, Down,
-};
-use wavemap_e2e::private_copy;
+use super::faults::{drizzle_fixture, p, put_params, write_small_project, Down};
+use wavemap_e2e::{private_copy, release_args, with_execute};
 
 /// Every run of the scenario, with what it printed.
 struct Runs {
@@ -105,8 +103,8 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         ),
         // The fake backend's jobs print these variables (a test knob): the
         // agent must redact job output too, AWKWARD included, a SecureString
-        // whose name says nothing (the env file header names it for the job
-        // runner).
+        // whose name says nothing (the render's record in the state folder
+        // names it for the job runner).
         p(
             "backend/FAKE_PRINT_ENV",
             "API_SECRET,TLS_KEY,DATABASE_URL,AWKWARD",
@@ -173,15 +171,21 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.run_str(&["--json", "runtime-env", "--execute"], 0);
 
     // Deploy A (ECR login and pull), record it, deploy B, roll back.
-    let deploy_a = release_args("deploy", &backend_a, &frontend_a, &s.sha_a);
+    let deploy_a = release_args("deploy", &backend_a, &frontend_a, &s.sha_a, "faults");
     runs.run(&deploy_a, 0);
     let mut verbose = vec!["-v".to_string()];
     verbose.extend(with_execute(deploy_a.clone()));
     runs.run(&verbose, 0);
-    let record_a = release_args("record-release", &backend_a, &frontend_a, &s.sha_a);
+    let record_a = release_args(
+        "record-release",
+        &backend_a,
+        &frontend_a,
+        &s.sha_a,
+        "faults",
+    );
     runs.run(&record_a, 0);
     runs.run(&with_execute(record_a.clone()), 0);
-    let deploy_b = release_args("deploy", &backend_b, &frontend_b, &s.sha_b);
+    let deploy_b = release_args("deploy", &backend_b, &frontend_b, &s.sha_b, "faults");
     runs.run(&with_execute(deploy_b.clone()), 0);
     // Refused: B runs but A is asked for; B runs and is not recorded.
     runs.run(&with_execute(record_a.clone()), 3);
@@ -259,6 +263,7 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         &format!("{}/{repo}/backend:sha-{sha}", s.registry),
         &format!("{}/{repo}/frontend:sha-{sha}", s.registry),
         sha,
+        "faults",
     );
     let mut v = vec!["-v".to_string()];
     v.extend(with_execute(unknown));
@@ -270,6 +275,7 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         "127.0.0.1:5000/x/backend:latest",
         &frontend_b,
         sha,
+        "faults",
     );
     bad.push("--execute".into());
     runs.run(&bad, 2);
@@ -285,6 +291,18 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.run_str(&["--json", "status"], 0);
     runs.td
         .set("docker", "host", toml_str("unix:///var/run/docker.sock"));
+
+    // `config check` (user data runs it at install: the cloud-init log
+    // keeps it) with a password in database.url.
+    runs.td.set(
+        "database",
+        "url",
+        toml_str(&format!(
+            "postgres://wavemap:{url_password}@127.0.0.1:9/wavemap"
+        )),
+    );
+    runs.run_str(&["config", "check"], 0);
+    runs.run_str(&["--json", "config", "check"], 0);
 
     // The daemon: boot recovery of the current release, until READY.
     let notify_path = runs.td.path().join("notify.sock");
@@ -366,6 +384,7 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
         "operations.jsonl",
         "current-release.json",
         "last-successful",
+        "/jobs/",
     ] {
         assert!(
             scanned.iter().any(|f| f.contains(must)),

@@ -53,6 +53,16 @@ const RELEASE_PARAMS: &[&str] = &[
     "Execute",
 ];
 
+/// Release metadata a manual repair run (the runbook's local deploy and
+/// release-record by hand) does not have: optional, default empty, and
+/// passed to the agent only when given.
+const OPTIONAL_PARAMS: &[&str] = &[
+    "SelectedRef",
+    "WorkflowName",
+    "WorkflowRunId",
+    "WorkflowRunAttempt",
+];
+
 const SPECS: &[Spec] = &[
     Spec {
         file: "wavemap-runtime-deploy.json",
@@ -215,6 +225,10 @@ fn hostile_values(name: &str) -> Vec<String> {
     }
     // Case matters only where the value is lowercase by definition.
     out.retain(|h| !valid_values(name).contains(h));
+    // Empty is how a repair run leaves out what it does not have.
+    if OPTIONAL_PARAMS.contains(&name) {
+        out.retain(|h| !h.is_empty());
+    }
     if matches!(name, "DeploymentVersion" | "SelectedRef" | "WorkflowName") {
         out.retain(|h| {
             !h.chars()
@@ -295,6 +309,13 @@ fn documents_follow_the_rules() {
                 assert!(
                     pattern(&doc, name).is_match(default),
                     "{at}: default must match the pattern"
+                );
+            }
+            if OPTIONAL_PARAMS.contains(&name.as_str()) {
+                assert_eq!(
+                    p.get("default"),
+                    Some(&serde_json::json!("")),
+                    "{at}: optional, default empty (a repair run has no workflow run)"
                 );
             }
             // A parameter name is also a shell variable name (SSM_<name>).
@@ -516,13 +537,16 @@ fn truncate(s: &str) -> String {
 // Running the scripts the way the SSM Agent does.
 
 /// The shells a host may have as /bin/sh: dash (Debian, Ubuntu) and bash
-/// (Amazon Linux). Each one present here runs every script.
+/// (Amazon Linux). Each one runs every script; both are essential packages
+/// on Debian, so a missing one fails the test rather than shrinking it.
 fn shells() -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from("/bin/sh")];
     for extra in ["/bin/dash", "/bin/bash"] {
-        if Path::new(extra).exists() {
-            out.push(PathBuf::from(extra));
-        }
+        assert!(
+            Path::new(extra).exists(),
+            "{extra} is missing: the documents' scripts must be run with it (apt-get install dash bash)"
+        );
+        out.push(PathBuf::from(extra));
     }
     out
 }
@@ -652,6 +676,10 @@ fn expected_argv(spec: &Spec, values: &[(&str, String)]) -> Vec<String> {
     };
     for (name, value) in values {
         if let Some(flag) = flag(name) {
+            // Optional metadata left empty is not passed at all.
+            if value.is_empty() && OPTIONAL_PARAMS.contains(name) {
+                continue;
+            }
             argv.push(format!("{flag}={value}"));
         }
     }
@@ -761,7 +789,7 @@ fn missing_ssm_variable_names_the_minimum_ssm_agent() {
     for shell in shells() {
         for spec in SPECS {
             let doc = load(spec);
-            for missing in spec.params {
+            for missing in spec.params.iter().filter(|p| !OPTIONAL_PARAMS.contains(p)) {
                 for how in ["unset", "empty"] {
                     let stub = Stub::new();
                     let mut env = ssm_env(&sample_values(spec, true), &stub, 0);
@@ -784,6 +812,57 @@ fn missing_ssm_variable_names_the_minimum_ssm_agent() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn optional_metadata_left_out_or_empty_is_not_passed() {
+    // A repair run sends no workflow metadata (SSM fills in the empty
+    // defaults): the agent gets no flag for it, so it records nothing.
+    for shell in shells() {
+        for spec in SPECS.iter().filter(|s| s.params.contains(&"WorkflowName")) {
+            let doc = load(spec);
+            for how in ["unset", "empty"] {
+                let stub = Stub::new();
+                let mut values = sample_values(spec, true);
+                let mut env = ssm_env(&values, &stub, 0);
+                for name in OPTIONAL_PARAMS {
+                    let key = format!("SSM_{name}");
+                    if how == "unset" {
+                        env.remove(&key);
+                    } else {
+                        env.insert(key, String::new());
+                    }
+                }
+                values.retain(|(n, _)| !OPTIONAL_PARAMS.contains(n));
+                let run = run_script(&doc, &shell, &env);
+                let at = format!("{} under {}: metadata {how}", spec.file, shell.display());
+                assert_eq!(run.code, 0, "{at}: {}", run.stderr);
+                let argv = stub.argv().unwrap_or_else(|| panic!("{at}: agent not run"));
+                assert_eq!(argv, expected_argv(spec, &values), "{at}");
+                assert!(
+                    argv.iter()
+                        .all(|a| !a.starts_with("--workflow") && !a.starts_with("--selected-ref")),
+                    "{at}: {argv:?}"
+                );
+            }
+            // One given, the others empty: only that one is passed.
+            let stub = Stub::new();
+            let mut values = sample_values(spec, false);
+            for v in values.iter_mut() {
+                if OPTIONAL_PARAMS.contains(&v.0) && v.0 != "WorkflowRunId" {
+                    v.1 = String::new();
+                }
+            }
+            let run = run_script(&doc, &shell, &ssm_env(&values, &stub, 0));
+            assert_eq!(run.code, 0, "{}: {}", spec.file, run.stderr);
+            let argv = stub.argv().expect("agent ran");
+            assert_eq!(argv, expected_argv(spec, &values), "{}", spec.file);
+            assert!(
+                argv.contains(&"--workflow-run-id=12345678901".to_owned()),
+                "{argv:?}"
+            );
         }
     }
 }
@@ -1057,8 +1136,13 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     );
 
     // The host as bootstrap leaves it: the Compose file and the parameters.
-    let project = wavemap_e2e::RuntimeProject::new(&td).await;
+    // record-release runs endpoint smoke, so the frontend publishes its port
+    // and the pairs serve the smoke paths (tests/tests/runbook.rs).
+    let (project, _port) = crate::runbook::smoke_host(&td, "http://api:8080").await;
     let secret = project.db_password.clone();
+    let repo = td.name.replace('_', "-");
+    let pair_a = crate::runbook::SmokePair::build(&repo, &s.sha_a, "A").await;
+    let pair_b = crate::runbook::SmokePair::build(&repo, &s.sha_b, "B").await;
 
     let release = |backend: &str, frontend: &str, sha: &str, version: &str| {
         vec![
@@ -1073,15 +1157,13 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
             ("Execute", "true".to_owned()),
         ]
     };
-    let backend_a = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
-    let frontend_a = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let backend_b = s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned();
-    let frontend_b = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned();
+    let (backend_a, frontend_a) = (pair_a.backend.clone(), pair_a.frontend.clone());
+    let (backend_b, frontend_b) = (pair_b.backend.clone(), pair_b.frontend.clone());
     let execute = vec![("Execute", "true".to_owned())];
 
     let run = run_document("wavemap-runtime-env.json", &execute, &td, &secret);
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(mode_of(&td.env_dir().join("backend.env")), 0o600);
+    assert_eq!(wavemap_e2e::mode(&td.env_dir().join("backend.env")), 0o600);
 
     let rel_a = release(&backend_a, &frontend_a, &s.sha_a, "2026.11.25-1");
     let run = run_document("wavemap-runtime-deploy.json", &rel_a, &td, &secret);
@@ -1100,13 +1182,17 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     assert_eq!(receipt["sourceSha"], s.sha_a.as_str());
     assert_eq!(receipt["backendImageUri"], backend_a.as_str());
     assert_eq!(receipt["deploymentVersion"], "2026.11.25-1");
-    let receipt_text = receipt.to_string();
-    for value in ["develop", "deploy-dev.yml", "12345678901"] {
-        assert!(
-            receipt_text.contains(value),
-            "receipt lacks {value}: {receipt_text}"
-        );
-    }
+    // CI's metadata, recorded exactly as given.
+    assert_eq!(receipt["selectedRef"], "develop");
+    assert_eq!(
+        receipt["workflowRun"],
+        serde_json::json!({"name": "deploy-dev.yml", "runId": "12345678901", "runAttempt": "2"})
+    );
+    assert_eq!(marker(&run, "WAVEMAP_SMOKE_RESULT"), Some("passed"));
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_RECEIPT_WORKFLOW_RUN_ID"),
+        Some("12345678901")
+    );
 
     let rel_b = release(&backend_b, &frontend_b, &s.sha_b, "2026.11.25-2");
     let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
@@ -1152,15 +1238,6 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
 
 fn read_text(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-fn mode_of(path: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o777
 }
 
 /// Every document registers through the SSM API (moto's CreateDocument

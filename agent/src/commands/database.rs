@@ -6,13 +6,22 @@
 //! is `behind`, then status again. Reset is destructive and asks for the
 //! environment name; it runs migrate, base seed and dev seed as jobs and
 //! counts warnings (the dev seed's known event-series warnings are not a
-//! failure).
+//! failure) and keeps evidence of them: the first three lines and a shape
+//! fingerprint that changes only when the kind of warnings does.
+//!
+//! Both destructive commands are honest about their flags and exclusive on
+//! their database: `--database-url` reaches the job itself (as its
+//! `DATABASE_URL`), so migrate gates and migrates the same database; a flag
+//! the job cannot honour is refused with exit 2; a job exec left running by
+//! a killed agent is waited for (or exit 75); and the PostgreSQL advisory
+//! lock ([`crate::database::advisory`]) is held for the jobs' whole run.
 
 use serde::Serialize;
 
 use crate::cli::{DatabaseCommand, DatabaseTarget};
 use crate::commands::Invocation;
 use crate::config::Config;
+use crate::database::advisory;
 use crate::database::classify::{self, Gate, State, Status};
 use crate::database::journal::Journal;
 use crate::database::ledger::{self, LedgerError, Target};
@@ -32,8 +41,8 @@ pub async fn run(command: &DatabaseCommand, inv: &mut Invocation<'_>) -> Result<
         DatabaseCommand::Reset {
             execute,
             confirm,
-            target: _,
-        } => reset(inv, execute.execute, confirm.as_deref()).await,
+            target,
+        } => reset(inv, execute.execute, confirm.as_deref(), target).await,
     }
 }
 
@@ -42,6 +51,7 @@ struct Inputs {
     journal: Journal,
     journal_origin: String,
     url: String,
+    origin: source::UrlOrigin,
     table: Target,
 }
 
@@ -62,14 +72,47 @@ async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
             url = routed;
         }
     }
-    let loaded = source::load_journal(config, target.migrations_dir.as_deref()).await?;
+    let loaded = load_journal(config, target.migrations_dir.as_deref()).await?;
     log::info!(stage = "database"; "journal: {} entries from {}", loaded.journal.migrations.len(), loaded.origin);
     Ok(Inputs {
         journal: loaded.journal,
         journal_origin: loaded.origin,
         url,
+        origin,
         table,
     })
+}
+
+/// The journal from `dir`, or from the API image (the current release's
+/// when no API container runs).
+async fn load_journal(config: &Config, dir: Option<&std::path::Path>) -> Result<source::Loaded> {
+    let current = match dir {
+        Some(_) => None,
+        None => crate::release::read_current(config)?.map(|c| c.release),
+    };
+    source::load_journal(config, dir, current.as_ref()).await
+}
+
+/// `DATABASE_URL=<url>` for the job when the URL came from `--database-url`:
+/// the job then works on the database the command was pointed at. A URL
+/// from `database.url` or the rendered env is the host's way to the same
+/// database the container already names.
+fn job_env(config: &Config, url: &str, origin: source::UrlOrigin) -> Vec<String> {
+    match origin {
+        source::UrlOrigin::Flag => vec![format!("{}={url}", config.database.url_env_variable)],
+        _ => Vec::new(),
+    }
+}
+
+/// Take the advisory lock on the database the jobs work on.
+async fn advisory_lock(config: &Config, url: &str) -> Result<advisory::Held> {
+    advisory::acquire(
+        url,
+        config.database.connect_timeout.duration(),
+        crate::operation::lock_timeout(),
+        |e| ledger_error(e, url),
+    )
+    .await
 }
 
 async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<Status> {
@@ -167,7 +210,7 @@ fn save_status(config: &Config, status: &Status, origin: &str) {
         .and_then(|mut bytes| {
             bytes.push(b'\n');
             fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
-            fsutil::write_atomic(&path, &bytes, 0o644)
+            Ok(fsutil::write_atomic(&path, &bytes, 0o644)?)
         });
     if let Err(e) = result {
         log::warn!(stage = "database"; "cannot save the last status to {}: {e}", path.display());
@@ -203,10 +246,62 @@ fn gate_result(status: &Status) -> Result<()> {
     }
 }
 
+/// `migrate --execute` refuses a ledger other than the migrator's: the job
+/// writes the configured one, whatever status was pointed at.
+fn migrate_flags(config: &Config, target: &DatabaseTarget) -> Result<()> {
+    for (flag, given, configured) in [
+        (
+            "--migrations-schema",
+            &target.migrations_schema,
+            &config.database.migrations_schema,
+        ),
+        (
+            "--migrations-table",
+            &target.migrations_table,
+            &config.database.migrations_table,
+        ),
+    ] {
+        if given.as_ref().is_some_and(|g| g != configured) {
+            return Err(Error::invalid(
+                flag,
+                format!("the migrate job writes the migrator's own ledger ({}.{}), not the one this flag names", config.database.migrations_schema, config.database.migrations_table),
+                "drop the flag with --execute (status may read another ledger), or set database.migrations_schema / migrations_table",
+            ));
+        }
+    }
+    Ok(())
+}
+
 async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarget) -> Result<()> {
     let config = inv.config;
+    if execute {
+        migrate_flags(config, target)?;
+        // A migrator a killed agent left running must end first, so the
+        // status below is what it left.
+        jobs::wait_for_running_jobs(config).await?;
+    }
     let inputs = inputs(config, target).await?;
-    let before = check(config, &inputs, true).await?;
+    // Held from the first look at the ledger to the last: no other host or
+    // shell migrates this database in between.
+    let lock = match execute {
+        true => Some(advisory_lock(config, &inputs.url).await?),
+        false => None,
+    };
+    let result = migrate_locked(inv, execute, target, &inputs).await;
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
+    result
+}
+
+async fn migrate_locked(
+    inv: &mut Invocation<'_>,
+    execute: bool,
+    target: &DatabaseTarget,
+    inputs: &Inputs,
+) -> Result<()> {
+    let config = inv.config;
+    let before = check(config, inputs, true).await?;
     status_markers(inv.report, &before, &inputs.journal_origin);
     inv.report
         .marker("WAVEMAP_DATABASE_MIGRATE_BEFORE_STATE", before.state);
@@ -250,7 +345,28 @@ async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarge
         return Ok(());
     }
     if let Some(dir) = &target.migrations_dir {
-        log::warn!(stage = "migrate"; "status read {}, but the migrate job applies the journal inside the API image; if they differ, the status after it will say so", dir.display());
+        // The gate read a local folder; the job applies the image's journal.
+        // Only the same journal makes that gate the job's gate.
+        let image = load_journal(config, None).await?;
+        let hashes = |j: &Journal| {
+            j.migrations
+                .iter()
+                .map(|m| m.hash.clone())
+                .collect::<Vec<_>>()
+        };
+        if hashes(&image.journal) != hashes(&inputs.journal) {
+            inv.report
+                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "refused");
+            return Err(Error::invalid(
+                "--migrations-dir",
+                format!(
+                    "{} differs from the journal the migrate job applies ({})",
+                    dir.display(),
+                    image.origin
+                ),
+                "drop --migrations-dir with --execute so the gate reads the image's journal",
+            ));
+        }
     }
     log::info!(stage = "migrate"; "applying {} entries: {}", names.len(), names.join(", "));
     let job = Job {
@@ -258,15 +374,19 @@ async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarge
         argv,
         capture_stdout: false,
     };
-    let outcome = match jobs::run(config, &job).await {
+    let env = job_env(config, &inputs.url, inputs.origin);
+    let outcome = match jobs::run_with_env(config, &job, &env).await {
         Ok(outcome) => outcome,
         Err(e) => {
-            inv.report
-                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+            let result = match e {
+                Error::Interrupted { .. } => "interrupted",
+                _ => "failed",
+            };
+            inv.report.marker("WAVEMAP_DATABASE_MIGRATE_RESULT", result);
             return Err(e);
         }
     };
-    let after = check(config, &inputs, false).await;
+    let after = check(config, inputs, false).await;
     let after = match after {
         Ok(after) => after,
         Err(e) => {
@@ -319,9 +439,70 @@ struct Step<'a> {
     argv: &'a [String],
 }
 
-async fn reset(inv: &mut Invocation<'_>, execute: bool, confirm: Option<&str>) -> Result<()> {
+/// Reset runs the image's own migrator and seeds: a flag that would point
+/// them at another journal or ledger cannot be honoured, so it is refused.
+fn reset_flags(target: &DatabaseTarget) -> Result<()> {
+    for (flag, given) in [
+        ("--migrations-dir", target.migrations_dir.is_some()),
+        ("--migrations-schema", target.migrations_schema.is_some()),
+        ("--migrations-table", target.migrations_table.is_some()),
+    ] {
+        if given {
+            return Err(Error::invalid(
+                flag,
+                "reset runs the API image's own migrator and seeds, which read neither a local folder nor another ledger",
+                "drop the flag (`database status` takes it to read another journal or ledger)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The database reset's jobs work on, for the advisory lock: the flag, the
+/// config, the rendered env, else the API container's own variable. `None`
+/// when there is no API container (the first job then says so).
+async fn reset_database(
+    config: &Config,
+    flag: Option<&str>,
+) -> Result<Option<(String, source::UrlOrigin)>> {
+    match source::database_url(config, flag) {
+        Ok((url, origin)) => {
+            let url = match origin {
+                source::UrlOrigin::EnvFile => source::route_compose_host(config, &url)
+                    .await
+                    .unwrap_or(url),
+                _ => url,
+            };
+            Ok(Some((url, origin)))
+        }
+        Err(Error::InvalidInput { .. }) => {
+            Ok(match source::container_database_url(config).await? {
+                Some(url) => Some((
+                    source::route_compose_host(config, &url)
+                        .await
+                        .unwrap_or(url),
+                    source::UrlOrigin::Container,
+                )),
+                None => None,
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+async fn reset(
+    inv: &mut Invocation<'_>,
+    execute: bool,
+    confirm: Option<&str>,
+    target: &DatabaseTarget,
+) -> Result<()> {
     let config = inv.config;
     let environment = &config.agent.environment;
+    if let Err(e) = reset_flags(target) {
+        inv.report
+            .marker("WAVEMAP_DATABASE_RESET_RESULT", "refused");
+        return Err(e);
+    }
     let steps = [
         Step {
             name: "migrate",
@@ -368,7 +549,18 @@ async fn reset(inv: &mut Invocation<'_>, execute: bool, confirm: Option<&str>) -
             format!("pass --confirm {environment} (agent.environment) to reset this database"),
         ));
     }
+    jobs::wait_for_running_jobs(config).await?;
+    let database = reset_database(config, target.database_url.as_deref()).await?;
+    let (lock, env) = match &database {
+        Some((url, origin)) => (
+            Some(advisory_lock(config, url).await?),
+            job_env(config, url, *origin),
+        ),
+        None => (None, Vec::new()),
+    };
     let mut warnings = 0;
+    let mut samples: Vec<String> = Vec::new();
+    let mut shapes = std::collections::BTreeSet::new();
     let mut failure = None;
     for step in &steps {
         if failure.is_some() {
@@ -380,10 +572,13 @@ async fn reset(inv: &mut Invocation<'_>, execute: bool, confirm: Option<&str>) -
             argv: step.argv,
             capture_stdout: false,
         };
-        match jobs::run(config, &job).await {
+        match jobs::run_with_env(config, &job, &env).await {
             Ok(outcome) => {
                 warnings += outcome.warning_count;
-                if outcome.success() {
+                let success = outcome.success();
+                samples.extend(outcome.warning_samples);
+                shapes.extend(outcome.warning_shapes);
+                if success {
                     inv.report.marker(step.marker, "success");
                 } else {
                     inv.report.marker(step.marker, "failed");
@@ -394,19 +589,43 @@ async fn reset(inv: &mut Invocation<'_>, execute: bool, confirm: Option<&str>) -
                 }
             }
             Err(e) => {
-                inv.report.marker(step.marker, "failed");
+                let result = match e {
+                    Error::Interrupted { .. } => "interrupted",
+                    _ => "failed",
+                };
+                inv.report.marker(step.marker, result);
                 failure = Some(e);
             }
         }
     }
+    if let Some(lock) = lock {
+        lock.release().await;
+    }
     inv.report
         .marker("WAVEMAP_DATABASE_RESET_WARNING_COUNT", warnings);
+    // Evidence, not a verdict: a changed shape is worth reading.
+    for (i, sample) in samples.iter().take(3).enumerate() {
+        inv.report.marker(
+            &format!("WAVEMAP_DATABASE_RESET_WARNING_SAMPLE_{}", i + 1),
+            sample,
+        );
+    }
+    if !shapes.is_empty() {
+        inv.report.marker(
+            "WAVEMAP_DATABASE_RESET_WARNING_SHAPE",
+            jobs::shape_fingerprint(&shapes),
+        );
+    }
     if warnings > 0 {
-        log::warn!(stage = "reset"; "{warnings} warning lines (matching {:?}) in the job output; warnings are not a failure", config.jobs.warning_pattern);
+        log::warn!(stage = "reset"; "{warnings} warning lines (matching {:?}) in the job output, {} distinct kinds; warnings are not a failure", config.jobs.warning_pattern, shapes.len());
     }
     match failure {
         Some(e) => {
-            inv.report.marker("WAVEMAP_DATABASE_RESET_RESULT", "failed");
+            let result = match e {
+                Error::Interrupted { .. } => "interrupted",
+                _ => "failed",
+            };
+            inv.report.marker("WAVEMAP_DATABASE_RESET_RESULT", result);
             Err(e)
         }
         None => {

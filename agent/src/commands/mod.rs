@@ -1,6 +1,7 @@
 //! One file per command group; this file dispatches and wraps every mutating
 //! command in the lock and the operation journal.
 
+mod compose;
 mod database;
 mod media;
 mod runtime;
@@ -49,24 +50,48 @@ pub async fn run(
         cli.lock_timeout
             .unwrap_or_else(|| config.agent.lock_timeout.get()),
     );
-    let _lock = lock::acquire(&config.lock_path(), command.name(), timeout).await?;
+    crate::operation::begin(timeout);
+    // From here a signal no longer kills the process outright: a job in the
+    // API container is stopped first and the operation recorded.
+    crate::operation::listen()
+        .map_err(|e| Error::failed("start", format!("cannot handle signals: {e}")))?;
+    let lock_path = config.lock_path();
+    let _lock = tokio::select! {
+        lock = lock::acquire(&lock_path, command.name(), timeout) => lock?,
+        signal = crate::operation::wait() => {
+            return Err(Error::Interrupted {
+                signal,
+                detail: "while waiting for the lock; nothing was started".into(),
+            });
+        }
+    };
     let started_at = crate::clock::now();
     let started = Instant::now();
     let args = journal_args(command);
-    let entry = |event: &str| journal::Entry {
-        event: event.into(),
-        command: command.name().into(),
-        args: args.clone(),
-        pid: std::process::id(),
-        started_at: started_at.clone(),
-        ended_at: None,
-        outcome: None,
-        exit_code: None,
-        duration_ms: None,
-        details: Default::default(),
+    let entry = |event: &str| {
+        let mut details = serde_json::Map::new();
+        details.insert("operationId".into(), crate::operation::id().into());
+        journal::Entry {
+            event: event.into(),
+            command: command.name().into(),
+            args: args.clone(),
+            pid: std::process::id(),
+            started_at: started_at.clone(),
+            ended_at: None,
+            outcome: None,
+            exit_code: None,
+            duration_ms: None,
+            details,
+        }
     };
     journal::append(&config.journal_path(), &entry("start"));
-    let result = dispatch(command, &mut inv).await;
+    let result = interruptible(dispatch(command, &mut inv)).await;
+    if let Some(path) = crate::operation::job_log() {
+        inv.report.marker("WAVEMAP_AGENT_JOB_LOG", path.display());
+    }
+    if let Err(Error::Interrupted { signal, .. }) = &result {
+        inv.report.marker("WAVEMAP_AGENT_INTERRUPTED", signal);
+    }
     let mut end = entry("end");
     end.ended_at = Some(crate::clock::now());
     end.duration_ms = Some(started.elapsed().as_millis() as u64);
@@ -85,6 +110,38 @@ pub async fn run(
     result
 }
 
+/// How long a signalled command may take to stop its job and return.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Run `work` until it ends or a signal comes. On a signal a running job
+/// stops itself (the job runner listens too) and `work` returns soon; if it
+/// does not within [`STOP_GRACE`], it is dropped. The result is then
+/// [`Error::Interrupted`], unless the work completed while stopping.
+async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
+    tokio::pin!(work);
+    let signal = tokio::select! {
+        result = &mut work => return result,
+        signal = crate::operation::wait() => signal,
+    };
+    log::warn!("{signal}: stopping");
+    match tokio::time::timeout(STOP_GRACE, &mut work).await {
+        Ok(Err(e @ Error::Interrupted { .. })) => Err(e),
+        Ok(Err(e)) => Err(Error::Interrupted {
+            signal,
+            detail: format!("the operation ended with: {e}"),
+        }),
+        // It finished its work while stopping: that is its result.
+        Ok(Ok(())) => Ok(()),
+        Err(_) => Err(Error::Interrupted {
+            signal,
+            detail: format!(
+                "the operation did not stop within {}s and was abandoned",
+                STOP_GRACE.as_secs()
+            ),
+        }),
+    }
+}
+
 async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
     match command {
         Command::Config(ConfigCommand::Check) => config_check(inv),
@@ -92,7 +149,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Status => crate::status::command(inv.config, inv.json, inv.report).await,
         Command::RuntimeConfig(RuntimeConfigCommand::Plan) => runtime_config::plan(inv),
         Command::RuntimeConfig(RuntimeConfigCommand::Live) => runtime_config::live(inv).await,
-        Command::RuntimeEnv(e) => runtime_env::run(inv, e.execute).await,
+        Command::RuntimeEnv(e) => runtime_env::run(inv, *e).await,
         Command::Runtime(RuntimeCommand::Deploy(args)) => {
             runtime::deploy(inv.config, args, inv.report).await
         }
@@ -102,10 +159,12 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         Command::Runtime(RuntimeCommand::Rollback(e)) => {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
+        Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
         }
+        Command::Compose(crate::cli::ComposeCommand::Config(args)) => compose::config(inv, args),
     }
 }
 
@@ -114,16 +173,27 @@ fn validate(command: &Command, config: &Config) -> Result<()> {
     match command {
         Command::Runtime(RuntimeCommand::Deploy(args))
         | Command::Runtime(RuntimeCommand::RecordRelease(args)) => {
-            crate::release::Release::from_args(args, config).map(|_| ())
+            runtime::release(args, config).map(|_| ())
         }
         _ => Ok(()),
     }
 }
 
 fn config_check(inv: &mut Invocation<'_>) -> Result<()> {
-    eprint!("{}", inv.config.to_toml());
+    // The install log (cloud-init) keeps this: never a password or token.
+    eprint!("{}", crate::output::redacted_toml(&inv.config.to_toml()));
     inv.report
         .marker("WAVEMAP_CONFIG_PATH", inv.config_path.display());
+    // The contract file is configuration too: a broken one is exit 2 here,
+    // before a deploy trips over it.
+    let contract = crate::ssm::Contract::load(inv.config)?;
+    inv.report.marker(
+        "WAVEMAP_CONFIG_CONTRACT_FILE",
+        match &contract.contract_file {
+            Some(_) => format!("loaded ({} entries)", contract.from_file_count()),
+            None => "absent".to_owned(),
+        },
+    );
     inv.report.marker("WAVEMAP_CONFIG_VALID", "true");
     Ok(())
 }

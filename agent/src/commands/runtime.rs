@@ -1,8 +1,11 @@
-//! `runtime deploy`, `runtime record-release`, `runtime rollback`.
+//! `runtime deploy`, `runtime record-release`, `runtime rollback`,
+//! `runtime smoke`.
 //!
 //! Deploy and rollback both go through [`crate::deploy::run`]; this file
-//! adds what is specific to each: input validation, the receipt gate of
-//! record-release, and rollback's reading of the receipt.
+//! adds what is specific to each: turning the flags into a validated
+//! [`Release`] (here, on the command side, so `release` knows nothing of
+//! clap), the receipt gates of record-release (the pair runs, is healthy
+//! and passes endpoint smoke), and rollback's reading of the receipt.
 
 use crate::cli::ReleaseArgs;
 use crate::compose;
@@ -10,14 +13,35 @@ use crate::config::Config;
 use crate::deploy::{self, EnvPolicy, Options};
 use crate::error::Error;
 use crate::output::Report;
-use crate::release::{self, Release};
+use crate::release::{self, Release, Source, WorkflowRun};
+use crate::smoke;
+
+/// The release the flags name, validated; every problem names the flag.
+/// Workflow flags left out (or empty) stay absent: a repair run by hand
+/// has no workflow run, and none is invented.
+pub fn release(args: &ReleaseArgs, config: &Config) -> Result<Release, Error> {
+    Release {
+        source_sha: args.source_sha.clone(),
+        image_tag: String::new(),
+        backend_image_uri: args.backend_image.clone(),
+        frontend_image_uri: args.frontend_image.clone(),
+        deployment_version: args.deployment_version.clone(),
+        selected_ref: args.selected_ref.clone(),
+        workflow_run: WorkflowRun::from_parts(
+            args.workflow_name.as_deref(),
+            args.workflow_run_id.as_deref(),
+            args.workflow_run_attempt.as_deref(),
+        ),
+    }
+    .validated(config, Source::Flags)
+}
 
 const DEPLOY: &str = "WAVEMAP_RUNTIME_DEPLOY";
 const RECEIPT: &str = "WAVEMAP_RUNTIME_RECEIPT";
 const ROLLBACK: &str = "WAVEMAP_RUNTIME_ROLLBACK";
 
 pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) -> Result<(), Error> {
-    let release = Release::from_args(args, config)?;
+    let release = release(args, config)?;
     release.add_markers(report, DEPLOY);
     let execute = args.execute.execute;
     deploy::run(
@@ -25,7 +49,11 @@ pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) ->
         &release,
         Options {
             execute,
-            env: EnvPolicy::Required,
+            env: if args.allow_empty {
+                EnvPolicy::RequiredAllowEmpty
+            } else {
+                EnvPolicy::Required
+            },
             record_as: Some("deploy"),
         },
         report,
@@ -44,14 +72,31 @@ pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) ->
     Ok(())
 }
 
-/// Write the receipt, but only for the pair that runs and is healthy: a
-/// receipt for an unproven pair would teach rollback to restore it.
+/// `runtime smoke`: the endpoint smoke alone, read-only; exit 3 when a
+/// check fails.
+pub async fn smoke(config: &Config, report: &mut Report) -> Result<(), Error> {
+    let docker = crate::docker::connect(config).await?;
+    smoke::run(config, &docker, report).await?.gate()
+}
+
+/// Write the receipt, but only for the pair that runs, is healthy and
+/// passes endpoint smoke: a receipt for an unproven pair would teach
+/// rollback to restore it. The dry run checks the same, so its answer is
+/// the one `--execute` would give.
 pub async fn record_release(
     config: &Config,
     args: &ReleaseArgs,
     report: &mut Report,
 ) -> Result<(), Error> {
-    let release = Release::from_args(args, config)?;
+    if args.allow_empty {
+        // A flag a command does not honour is refused, never ignored.
+        return Err(Error::invalid(
+            "--allow-empty",
+            "record-release renders no env file",
+            "drop --allow-empty (it belongs to runtime deploy and runtime-env)",
+        ));
+    }
+    let release = release(args, config)?;
     report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
     release.add_markers(report, RECEIPT);
     let docker = crate::docker::connect(config).await?;
@@ -87,6 +132,23 @@ pub async fn record_release(
                     "{problem}; a receipt is recorded only for the pair that runs and passed smoke; nothing was written"
                 ),
             });
+        }
+    }
+    let smoked = smoke::run(config, &docker, report)
+        .await
+        .and_then(|outcome| outcome.gate());
+    match smoked {
+        Ok(()) => {}
+        Err(Error::Gate { reason }) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "refused");
+            return Err(Error::Gate {
+                reason: format!("{reason}; a receipt is recorded only for a pair that passed endpoint smoke; nothing was written"),
+            });
+        }
+        // Docker stopped answering between the checks: not a refusal.
+        Err(other) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "failed");
+            return Err(other);
         }
     }
     if !args.execute.execute {

@@ -2,8 +2,14 @@
 //! on its own (`plan`, no cloud call) and against SSM's metadata (`live`,
 //! DescribeParameters only, so it never reads or decrypts a value).
 //!
+//! The contract is `runtime.contract_file` (written by host bootstrap from
+//! the infrastructure outputs) merged with `runtime.parameters`
+//! ([`Contract::load`]); `plan` shows which source each entry comes from.
+//!
 //! Markers (`WAVEMAP_RUNTIME_CONFIG_*`): `_MODE` (`plan`|`live`), `_PREFIX`,
-//! `_GROUPS`, `_PARAMETER_COUNT`, `_REQUIRED_COUNT`, `_OPTIONAL_COUNT`, and
+//! `_GROUPS`, `_CONTRACT_FILE` (its path), `_CONTRACT_FILE_STATE` (`loaded`
+//! or `absent`), `_FROM_FILE_COUNT`, `_PARAMETER_COUNT`, `_REQUIRED_COUNT`,
+//! `_OPTIONAL_COUNT`, and
 //! for `live` also `_PRESENT_COUNT`, `_MISSING_COUNT`,
 //! `_MISSING_REQUIRED_COUNT`, `_WRONG_TYPE_COUNT`, `_UNDECLARED_COUNT`,
 //! `_UNMAPPABLE_COUNT`, the names behind them (`_MISSING`, `_WRONG_TYPE`,
@@ -14,6 +20,7 @@ use serde_json::json;
 
 use super::Invocation;
 use crate::aws;
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::output::Report;
 use crate::ssm::{self, Check, Contract};
@@ -25,23 +32,34 @@ const SHOWN_LINES: usize = 40;
 
 /// `runtime-config plan`: print the contract, grouped. No cloud call.
 pub fn plan(inv: &mut Invocation<'_>) -> Result<()> {
-    let contract = Contract::from_config(inv.config);
+    let contract = Contract::load(inv.config)?;
     eprintln!(
         "parameter contract under {} ({} required, {} optional)",
         contract.prefix,
         contract.required_count(),
         contract.optional_count()
     );
+    match &contract.contract_file {
+        Some(path) => eprintln!(
+            "contract file {path}: {} entries, merged with runtime.parameters",
+            contract.from_file_count()
+        ),
+        None => eprintln!(
+            "no contract file at {}: runtime.parameters is the whole contract",
+            inv.config.runtime.contract_file
+        ),
+    }
     for group in contract.file_groups() {
         eprintln!("{group}.env");
         let mut any = false;
         for d in contract.declared.iter().filter(|d| d.group == group) {
             any = true;
             eprintln!(
-                "  {:<32} {:<12} {:<8} <- {}",
+                "  {:<28} {:<12} {:<8} {:<13} <- {}",
                 d.variable,
                 d.kind.to_string(),
                 if d.required { "required" } else { "optional" },
+                d.origin.to_string(),
                 d.name
             );
         }
@@ -53,7 +71,7 @@ pub fn plan(inv: &mut Invocation<'_>) -> Result<()> {
         "undeclared parameters under the prefix are rendered by the convention {}<group>/<VAR> -> <group>.env as VAR",
         contract.prefix
     );
-    contract_markers(inv.report, &contract, "plan");
+    contract_markers(inv.report, inv.config, &contract, "plan");
     inv.report.marker(&format!("{P}_RESULT"), "planned");
     inv.report
         .set_data(json!({ "contract": contract_json(&contract) }));
@@ -64,8 +82,8 @@ pub fn plan(inv: &mut Invocation<'_>) -> Result<()> {
 /// with the contract. Exit 3 when a required parameter is missing, a type
 /// is wrong, or a name cannot be rendered.
 pub async fn live(inv: &mut Invocation<'_>) -> Result<()> {
-    let contract = Contract::from_config(inv.config);
-    contract_markers(inv.report, &contract, "live");
+    let contract = Contract::load(inv.config)?;
+    contract_markers(inv.report, inv.config, &contract, "live");
     let sdk = aws::sdk_config(inv.config).await;
     let client = aws::ssm_client(&sdk, inv.config);
     log::info!(stage = "runtime-config"; "describing parameters under {} (metadata only)", contract.prefix);
@@ -135,10 +153,23 @@ pub async fn live(inv: &mut Invocation<'_>) -> Result<()> {
     blocked
 }
 
-fn contract_markers(report: &mut Report, contract: &Contract, mode: &str) {
+fn contract_markers(report: &mut Report, config: &Config, contract: &Contract, mode: &str) {
     report.marker(&format!("{P}_MODE"), mode);
     report.marker(&format!("{P}_PREFIX"), &contract.prefix);
     report.marker(&format!("{P}_GROUPS"), contract.file_groups().join(","));
+    report.marker(
+        &format!("{P}_CONTRACT_FILE"),
+        config.runtime.contract_file.to_string(),
+    );
+    report.marker(
+        &format!("{P}_CONTRACT_FILE_STATE"),
+        if contract.contract_file.is_some() {
+            "loaded"
+        } else {
+            "absent"
+        },
+    );
+    report.marker(&format!("{P}_FROM_FILE_COUNT"), contract.from_file_count());
     report.marker(&format!("{P}_PARAMETER_COUNT"), contract.declared.len());
     report.marker(&format!("{P}_REQUIRED_COUNT"), contract.required_count());
     report.marker(&format!("{P}_OPTIONAL_COUNT"), contract.optional_count());
@@ -176,6 +207,7 @@ fn check_markers(report: &mut Report, check: &Check) {
 fn contract_json(contract: &Contract) -> serde_json::Value {
     json!({
         "prefix": contract.prefix,
+        "contract_file": contract.contract_file,
         "groups": contract.file_groups(),
         "parameters": contract.declared.iter().map(|d| json!({
             "name": d.name,
@@ -183,6 +215,7 @@ fn contract_json(contract: &Contract) -> serde_json::Value {
             "required": d.required,
             "group": d.group,
             "variable": d.variable,
+            "source": d.origin.to_string(),
         })).collect::<Vec<_>>(),
     })
 }

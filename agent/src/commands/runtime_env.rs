@@ -1,16 +1,23 @@
-//! `runtime-env [--execute]`: render the env files from SSM Parameter Store.
-//! The work is [`crate::envrender::render_env`], shared with `runtime
-//! deploy` and the daemon; this file turns its outcome into markers.
-//! On a failure `WAVEMAP_RUNTIME_ENV_RESULT` is `blocked` (exit 3, the
-//! contract is not met, nothing written), `unavailable` (exit 69) or
-//! `failed`.
+//! `runtime-env [--execute] [--allow-empty]`: render the env files from SSM
+//! Parameter Store. The work is [`crate::envrender::render`], shared with
+//! `runtime deploy` and the daemon; this file turns its outcome into
+//! markers. On a failure `WAVEMAP_RUNTIME_ENV_RESULT` is `blocked` (exit 3:
+//! the contract is not met, or the empty-render guard held, with
+//! `_BLOCKED_REASON`, `_PREFIX` and `_EMPTIED_FILES`; nothing written),
+//! `unavailable` (exit 69) or `failed`.
 
 use super::Invocation;
-use crate::envrender;
+use crate::cli::RenderArgs;
+use crate::envrender::{self, RenderError, RenderOptions};
 use crate::error::{Error, Result};
 
-pub async fn run(inv: &mut Invocation<'_>, execute: bool) -> Result<()> {
-    match envrender::render_env(inv.config, execute).await {
+pub async fn run(inv: &mut Invocation<'_>, args: RenderArgs) -> Result<()> {
+    let execute = args.execute.execute;
+    let options = RenderOptions {
+        execute,
+        allow_empty: args.allow_empty,
+    };
+    match envrender::render(inv.config, options).await {
         Ok(summary) => {
             summary.add_markers(inv.report);
             inv.report.set_data(summary.to_json());
@@ -20,16 +27,23 @@ pub async fn run(inv: &mut Invocation<'_>, execute: bool) -> Result<()> {
             Ok(())
         }
         Err(e) => {
+            inv.report.marker(
+                "WAVEMAP_RUNTIME_ENV_DIR",
+                inv.config.runtime.env_dir.as_path().display(),
+            );
+            let e = match e {
+                RenderError::Empty(guard) => {
+                    guard.add_markers(inv.report);
+                    return Err(RenderError::Empty(guard).into());
+                }
+                RenderError::Other(e) => e,
+            };
             let result = match &e {
                 Error::Gate { .. } => "blocked",
                 Error::Unavailable { .. } => "unavailable",
                 _ => "failed",
             };
             inv.report.marker("WAVEMAP_RUNTIME_ENV_RESULT", result);
-            inv.report.marker(
-                "WAVEMAP_RUNTIME_ENV_DIR",
-                inv.config.runtime.env_dir.as_path().display(),
-            );
             Err(e)
         }
     }

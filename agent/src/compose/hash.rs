@@ -22,7 +22,7 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::model::{MountKind, NetworkDef, Service, VolumeDef};
+use super::model::{MountKind, NetworkDef, Service, VolumeDef, VolumeMount};
 
 /// The service's config-hash, as Compose v2 labels it.
 pub fn service_hash(service: &Service) -> String {
@@ -66,7 +66,7 @@ pub fn network_hash(network: &NetworkDef) -> String {
         map.insert("driver".into(), json!(driver));
     }
     insert_map(&mut map, "driver_opts", &network.driver_opts);
-    map.insert("ipam".into(), json!({}));
+    map.insert("ipam".into(), network.ipam.clone());
     if network.external {
         map.insert("external".into(), json!(true));
     }
@@ -77,6 +77,9 @@ pub fn network_hash(network: &NetworkDef) -> String {
         map.insert("attachable".into(), json!(true));
     }
     insert_map(&mut map, "labels", &network.labels);
+    if let Some(v6) = network.enable_ipv6 {
+        map.insert("enable_ipv6".into(), json!(v6));
+    }
     sha256_hex(&go_marshal(&Value::Object(map)))
 }
 
@@ -142,6 +145,12 @@ pub fn service_json(s: &Service) -> Value {
                     if !c.aliases.is_empty() {
                         o.insert("aliases".into(), json!(c.aliases));
                     }
+                    if let Some(ip) = &c.ipv4_address {
+                        o.insert("ipv4_address".into(), json!(ip));
+                    }
+                    if let Some(ip) = &c.ipv6_address {
+                        o.insert("ipv6_address".into(), json!(ip));
+                    }
                     Value::Object(o)
                 }
             };
@@ -181,44 +190,190 @@ pub fn service_json(s: &Service) -> Value {
         m.insert("user".into(), json!(user));
     }
     if !s.volumes.is_empty() {
-        let volumes: Vec<Value> = s
-            .volumes
-            .iter()
-            .map(|v| {
-                let mut o = Map::new();
-                let kind = match v.kind {
-                    MountKind::Volume => "volume",
-                    MountKind::Bind => "bind",
-                };
-                o.insert("type".into(), json!(kind));
-                o.insert("source".into(), json!(v.source));
-                o.insert("target".into(), json!(v.target));
-                if v.read_only {
-                    o.insert("read_only".into(), json!(true));
-                }
-                if let Some(create_host_path) = v.bind {
-                    let mut b = Map::new();
-                    if create_host_path {
-                        b.insert("create_host_path".into(), json!(true));
-                    }
-                    o.insert("bind".into(), Value::Object(b));
-                }
-                if let Some(nocopy) = v.volume_nocopy {
-                    let mut b = Map::new();
-                    if nocopy {
-                        b.insert("nocopy".into(), json!(true));
-                    }
-                    o.insert("volume".into(), Value::Object(b));
-                }
-                Value::Object(o)
-            })
-            .collect();
+        let volumes: Vec<Value> = s.volumes.iter().map(mount_json).collect();
         m.insert("volumes".into(), Value::Array(volumes));
     }
     if let Some(dir) = &s.working_dir {
         m.insert("working_dir".into(), json!(dir));
     }
-    Value::Object(m)
+    if let Some(name) = &s.container_name {
+        m.insert("container_name".into(), json!(name));
+    }
+    for (key, value) in &s.options {
+        m.insert(key.clone(), value.clone());
+    }
+    // Cleared by Compose before hashing.
+    m.remove("profiles");
+    m.remove("pull_policy");
+    Value::Object(in_field_order(m))
+}
+
+/// compose-go's `ServiceConfig` fields in declaration order, which is the
+/// order `encoding/json` writes them.
+const SERVICE_FIELDS: &[&str] = &[
+    "profiles",
+    "annotations",
+    "attach",
+    "build",
+    "develop",
+    "blkio_config",
+    "cap_add",
+    "cap_drop",
+    "cgroup_parent",
+    "cgroup",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "cpus",
+    "cpuset",
+    "cpu_shares",
+    "command",
+    "configs",
+    "container_name",
+    "credential_spec",
+    "depends_on",
+    "deploy",
+    "device_cgroup_rules",
+    "devices",
+    "dns",
+    "dns_opt",
+    "dns_search",
+    "dockerfile",
+    "domainname",
+    "entrypoint",
+    "provider",
+    "environment",
+    "env_file",
+    "expose",
+    "extends",
+    "external_links",
+    "extra_hosts",
+    "group_add",
+    "gpus",
+    "hostname",
+    "healthcheck",
+    "image",
+    "init",
+    "ipc",
+    "isolation",
+    "labels",
+    "label_file",
+    "links",
+    "logging",
+    "log_driver",
+    "log_opt",
+    "mem_limit",
+    "mem_reservation",
+    "memswap_limit",
+    "mem_swappiness",
+    "mac_address",
+    "net",
+    "network_mode",
+    "networks",
+    "oom_kill_disable",
+    "oom_score_adj",
+    "pid",
+    "pids_limit",
+    "platform",
+    "ports",
+    "privileged",
+    "pull_policy",
+    "read_only",
+    "restart",
+    "runtime",
+    "scale",
+    "secrets",
+    "security_opt",
+    "shm_size",
+    "stdin_open",
+    "stop_grace_period",
+    "stop_signal",
+    "storage_opt",
+    "sysctls",
+    "tmpfs",
+    "tty",
+    "ulimits",
+    "use_api_socket",
+    "user",
+    "userns_mode",
+    "uts",
+    "volume_driver",
+    "volumes",
+    "volumes_from",
+    "working_dir",
+    "post_start",
+    "pre_stop",
+];
+
+fn in_field_order(mut m: Map<String, Value>) -> Map<String, Value> {
+    let mut out = Map::new();
+    for field in SERVICE_FIELDS {
+        if let Some(v) = m.remove(*field) {
+            out.insert((*field).to_owned(), v);
+        }
+    }
+    // Anything unknown last (none today: the loader only emits known keys).
+    out.extend(m);
+    out
+}
+
+/// One `ServiceVolumeConfig`: type, source, target, read_only,
+/// consistency, bind, volume, tmpfs.
+fn mount_json(v: &VolumeMount) -> Value {
+    let mut o = Map::new();
+    let kind = match v.kind {
+        MountKind::Volume => "volume",
+        MountKind::Bind => "bind",
+        MountKind::Tmpfs => "tmpfs",
+    };
+    o.insert("type".into(), json!(kind));
+    if !v.source.is_empty() {
+        o.insert("source".into(), json!(v.source));
+    }
+    o.insert("target".into(), json!(v.target));
+    if v.read_only {
+        o.insert("read_only".into(), json!(true));
+    }
+    if let Some(c) = &v.consistency {
+        o.insert("consistency".into(), json!(c));
+    }
+    if v.bind.is_some() || v.selinux.is_some() || v.propagation.is_some() {
+        let mut b = Map::new();
+        if let Some(selinux) = &v.selinux {
+            b.insert("selinux".into(), json!(selinux));
+        }
+        if let Some(propagation) = &v.propagation {
+            b.insert("propagation".into(), json!(propagation));
+        }
+        if v.bind == Some(true) {
+            b.insert("create_host_path".into(), json!(true));
+        }
+        o.insert("bind".into(), Value::Object(b));
+    }
+    if v.volume_nocopy.is_some() || v.subpath.is_some() {
+        let mut b = Map::new();
+        if v.volume_nocopy == Some(true) {
+            b.insert("nocopy".into(), json!(true));
+        }
+        if let Some(subpath) = &v.subpath {
+            b.insert("subpath".into(), json!(subpath));
+        }
+        o.insert("volume".into(), Value::Object(b));
+    }
+    if v.tmpfs_size.is_some() || v.tmpfs_mode.is_some() {
+        let mut t = Map::new();
+        if let Some(size) = v.tmpfs_size {
+            t.insert("size".into(), json!(size.to_string()));
+        }
+        if let Some(mode) = v.tmpfs_mode {
+            t.insert("mode".into(), json!(mode));
+        }
+        o.insert("tmpfs".into(), Value::Object(t));
+    }
+    Value::Object(o)
 }
 
 fn insert_map(target: &mut Map<String, Value>, key: &str, map: &BTreeMap<String, String>) {

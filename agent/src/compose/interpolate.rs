@@ -5,7 +5,8 @@
 //! every release; it follows compose-go's template rules: `$$` is a literal
 //! `$`, `${VAR}`, `$VAR`, defaults (`:-` unset or empty, `-` unset),
 //! alternatives (`:+`, `+`) and required-with-message (`:?`, `?`); defaults
-//! may nest further references. A lone `$` is an error, as in Compose.
+//! may nest further references. A `$` followed by neither `$`, a name nor
+//! `{` stays literal, as in Compose; a malformed `${...}` is an error.
 //!
 //! Messages never include a variable's value (values come from SSM env
 //! files); they name the variable and the place.
@@ -83,10 +84,12 @@ pub fn substitute(
                 out.push_str(&lookup(&name).unwrap_or_default());
                 i = end;
             }
+            // compose-go's pattern matches nothing here, so the `$` stays
+            // literal: `$(seq 1 60)` in a shell command, `$2a$14$...` in a
+            // bcrypt hash, a trailing `$`.
             _ => {
-                return Err(TemplateError::Invalid {
-                    near: chars[i..].iter().take(40).collect(),
-                })
+                out.push('$');
+                i += 1;
             }
         }
     }
@@ -426,9 +429,26 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_dollar_is_an_error() {
+    fn a_dollar_without_a_name_stays_literal_as_in_compose_go() {
+        // Checked against `docker compose config` (v2.40.3).
+        let lookup = env(&[("A", "a")]);
+        for (input, want) in [
+            ("cost $5", "cost $5"),
+            ("end $", "end $"),
+            ("for i in $(seq 1 60); do", "for i in $(seq 1 60); do"),
+            ("$2a$14$/Xy", "$2a$14$/Xy"),
+            ("$-x $ {", "$-x $ {"),
+            ("${B:-$(x)}", "$(x)"),
+            ("$A$", "a$"),
+        ] {
+            assert_eq!(substitute(input, &lookup).as_deref(), Ok(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn a_malformed_brace_reference_is_an_error() {
         let lookup = env(&[]);
-        for input in ["cost $5", "end $", "${}", "${1X}", "${UNCLOSED"] {
+        for input in ["${}", "${1X}", "${UNCLOSED", "${A!}"] {
             assert!(
                 matches!(
                     substitute(input, &lookup),
@@ -499,7 +519,10 @@ mod tests {
 
     #[test]
     fn a_bad_reference_in_an_env_file_does_not_echo_the_line() {
-        let err = parse_dotenv("PASSWORD=abc$1secret\n", &|_| None).unwrap_err();
+        // `$1` stays literal (as in compose-go); a malformed `${` does not.
+        let read = parse_dotenv("PASSWORD=abc$1secret\n", &|_| None).unwrap();
+        assert_eq!(read["PASSWORD"], "abc$1secret");
+        let err = parse_dotenv("PASSWORD=abc${1secret}\n", &|_| None).unwrap_err();
         let text = err.to_string();
         assert_eq!(
             text,

@@ -14,11 +14,14 @@
 //! - [`hash`]: Compose v2's config-hash, byte for byte.
 //! - [`labels`]: the label keys Compose reads.
 //! - [`plan`]: create / recreate (why) / keep / remove, from one list call.
+//! - [`create`]: the Engine create body and labels for one service.
 //! - [`converge`]: applying a plan in dependency order.
+//! - [`replace`]: replacing a container, stop-first or start-first.
 //! - [`health`]: bounded waits for health and one-shot completion.
 //! - [`status`]: what runs now, for `status` and the release receipt.
 
 pub mod converge;
+pub mod create;
 pub mod hash;
 pub mod health;
 pub mod interpolate;
@@ -26,6 +29,7 @@ pub mod labels;
 pub mod load;
 pub mod model;
 pub mod plan;
+pub mod replace;
 pub mod status;
 
 #[cfg(test)]
@@ -36,7 +40,7 @@ use std::path::Path;
 
 pub use converge::{converge, ConvergeSummary};
 pub use health::{wait_healthy, HealthReport, ServiceHealth};
-pub use load::LoadError;
+pub use load::{LoadError, LoadOptions};
 pub use model::Project;
 pub use plan::{plan, Action, Plan, Reason, ServicePlan};
 pub use status::{service_states, ServiceState};
@@ -51,6 +55,16 @@ impl Project {
         vars: &BTreeMap<String, String>,
     ) -> Result<Project, Error> {
         load::load(path, project_name, vars).map_err(Error::from)
+    }
+
+    /// [`Project::load`] with [`load::LoadOptions`].
+    pub fn load_with(
+        path: &Path,
+        project_name: &str,
+        vars: &BTreeMap<String, String>,
+        options: load::LoadOptions,
+    ) -> Result<Project, Error> {
+        load::load_with(path, project_name, vars, options).map_err(Error::from)
     }
 }
 

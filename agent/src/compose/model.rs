@@ -26,6 +26,11 @@ pub struct Project {
     /// Top-level networks by their key in the file (`default` included when
     /// a service uses it).
     pub networks: BTreeMap<String, NetworkDef>,
+    /// Top-level `secrets` by key: files (or variables) mounted read-only
+    /// under `/run/secrets/`.
+    pub secrets: BTreeMap<String, FileObject>,
+    /// Top-level `configs` by key, mounted like secrets at `/<key>`.
+    pub configs: BTreeMap<String, FileObject>,
     /// Upper bound on waiting for a dependency's condition during converge.
     pub dependency_wait: Duration,
 }
@@ -35,9 +40,12 @@ impl Project {
         self.services.iter().find(|s| s.name == name)
     }
 
-    /// `<project>-<service>-1`: Compose's container name for number 1.
+    /// The service's `container_name`, else `<project>-<service>-1`:
+    /// Compose's container name for number 1.
     pub fn container_name(&self, service: &str) -> String {
-        format!("{}-{}-1", self.name, service)
+        self.service(service)
+            .and_then(|s| s.container_name.clone())
+            .unwrap_or_else(|| format!("{}-{}-1", self.name, service))
     }
 }
 
@@ -68,6 +76,90 @@ pub struct Service {
     pub working_dir: Option<String>,
     /// Dependencies by service name (excluded from the config-hash).
     pub depends_on: BTreeMap<String, Dependency>,
+    /// The `env_file` files read into `environment` (absolute; a missing
+    /// optional one is left out). Not hashed: `docker compose up` hashes the
+    /// merged environment, not the list.
+    pub env_files: Vec<PathBuf>,
+    /// `container_name`: a fixed name instead of `<project>-<service>-1`.
+    pub container_name: Option<String>,
+    /// `deploy.update_config.order`: how a changed container is replaced.
+    pub update_order: UpdateOrder,
+    /// `deploy.replicas` when the file sets it (only 1 is accepted; Compose
+    /// leaves it out of the hash).
+    pub replicas: Option<u64>,
+    /// Every other supported key, already in compose-go's normalized JSON
+    /// form and keyed by its name in the file (`shm_size` as a byte count
+    /// string, `dns` as a list, `deploy` without `replicas`...). The
+    /// config-hash serializes these as they are, and [`super::create`] maps
+    /// them onto the Engine's create body; one normalized value feeds both,
+    /// so they cannot disagree.
+    pub options: BTreeMap<String, serde_json::Value>,
+}
+
+impl Service {
+    /// A normalized option as a string.
+    pub fn option_str(&self, key: &str) -> Option<&str> {
+        self.options.get(key).and_then(serde_json::Value::as_str)
+    }
+
+    /// A normalized option as a boolean (`false` when absent).
+    pub fn option_bool(&self, key: &str) -> bool {
+        self.options
+            .get(key)
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(false)
+    }
+
+    /// A normalized list option as strings (empty when absent).
+    pub fn option_strings(&self, key: &str) -> Vec<String> {
+        self.options
+            .get(key)
+            .and_then(serde_json::Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A byte-size option (`mem_limit`, `shm_size`), which compose-go keeps
+    /// as a decimal string of bytes.
+    pub fn option_bytes(&self, key: &str) -> Option<i64> {
+        self.option_str(key).and_then(|v| v.parse().ok())
+    }
+
+    /// `deploy.<path...>` as a JSON value.
+    pub fn deploy_value(&self, path: &[&str]) -> Option<&serde_json::Value> {
+        let mut value = self.options.get("deploy")?;
+        for key in path {
+            value = value.get(key)?;
+        }
+        Some(value)
+    }
+}
+
+/// `deploy.update_config.order`. Compose v2 reads it only under Swarm, but
+/// it is part of the config-hash; the agent uses it to choose between
+/// stopping the old container first (the default) and starting the new one
+/// first (needs a service with no fixed host port and no fixed name, since
+/// both containers exist at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    #[default]
+    StopFirst,
+    StartFirst,
+}
+
+impl UpdateOrder {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateOrder::StopFirst => "stop-first",
+            UpdateOrder::StartFirst => "start-first",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -117,6 +209,8 @@ pub struct Logging {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceNetwork {
     pub aliases: Vec<String>,
+    pub ipv4_address: Option<String>,
+    pub ipv6_address: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,6 +226,7 @@ pub struct Port {
 pub enum MountKind {
     Volume,
     Bind,
+    Tmpfs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +241,38 @@ pub struct VolumeMount {
     pub bind: Option<bool>,
     /// `Some` when compose-go emits a `volume` object; the flag is `nocopy`.
     pub volume_nocopy: Option<bool>,
+    /// `bind.selinux`: `z` (shared) or `Z` (private) relabelling.
+    pub selinux: Option<String>,
+    /// `bind.propagation` (`rprivate`, `shared`...).
+    pub propagation: Option<String>,
+    /// Long syntax `consistency` (Docker Desktop only; kept for the hash).
+    pub consistency: Option<String>,
+    /// `volume.subpath`.
+    pub subpath: Option<String>,
+    /// `tmpfs.size` in bytes, for `Tmpfs`.
+    pub tmpfs_size: Option<i64>,
+    /// `tmpfs.mode` as a number (`0o1777` is 1023).
+    pub tmpfs_mode: Option<u32>,
+}
+
+impl VolumeMount {
+    /// A mount with only the required fields set.
+    pub fn new(kind: MountKind, source: String, target: String) -> Self {
+        VolumeMount {
+            kind,
+            source,
+            target,
+            read_only: false,
+            bind: None,
+            volume_nocopy: None,
+            selinux: None,
+            propagation: None,
+            consistency: None,
+            subpath: None,
+            tmpfs_size: None,
+            tmpfs_mode: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,4 +294,36 @@ pub struct NetworkDef {
     pub attachable: bool,
     pub labels: BTreeMap<String, String>,
     pub external: bool,
+    /// `enable_ipv6` when the file sets it (compose-go keeps `false` too).
+    pub enable_ipv6: Option<bool>,
+    /// `ipam` in compose-go's JSON form (`driver`, `config` list with
+    /// `subnet`, `gateway`, `ip_range`, `aux_addresses`), `{}` when unset.
+    pub ipam: serde_json::Value,
+}
+
+/// A top-level secret or config: where its content comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileObject {
+    /// `<project>_<key>` unless `name:` is set.
+    pub name: String,
+    pub source: FileSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    /// `file:`, made absolute.
+    File(PathBuf),
+    /// `environment:`: the named variable of the interpolation environment;
+    /// the value itself is never stored in the model.
+    Environment(String),
+    /// `content:` (configs only).
+    Content,
+}
+
+/// A service's reference to a secret or config (`secrets:`, `configs:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileReference {
+    pub source: String,
+    /// Absolute path in the container.
+    pub target: String,
 }

@@ -456,7 +456,7 @@ mod tests {
     /// The list entry of a container the agent created for `service`.
     fn listed(project: &Project, service: &str, image_id: &str, state: &str) -> Listed {
         let s = project.service(service).unwrap();
-        let labels = super::super::converge::container_labels(project, s, image_id);
+        let labels = super::super::create::container_labels(project, s, image_id);
         Listed {
             id: format!("{service}-id"),
             name: project.container_name(service),

@@ -184,7 +184,11 @@ pub(super) fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
         .map_err(|e| Error::failed("daemon", e))
         .and_then(|bytes| {
             fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
-            fsutil::write_atomic(&config.heartbeat_path(), &bytes, 0o644)
+            Ok(fsutil::write_atomic(
+                &config.heartbeat_path(),
+                &bytes,
+                0o644,
+            )?)
         });
     if let Err(e) = result {
         log::warn!("cannot write the heartbeat: {e}");

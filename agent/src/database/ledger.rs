@@ -124,6 +124,20 @@ fn endpoint(config: &tokio_postgres::Config) -> String {
     format!("PostgreSQL at {host}:{port}/{db}")
 }
 
+/// One connection to `url` (retried like the ledger read) and where it
+/// goes, for callers that hold a session (the advisory lock).
+pub async fn open(
+    url: &str,
+    connect_timeout: Duration,
+) -> Result<(tokio_postgres::Client, String), LedgerError> {
+    let mut config = parse_url(url)?;
+    config.connect_timeout(connect_timeout);
+    config.application_name("wavemap-agent");
+    let endpoint = endpoint(&config);
+    let client = connect(&config, &endpoint, connect_timeout).await?;
+    Ok((client, endpoint))
+}
+
 /// Read the ledger at `target` through `url`.
 pub async fn read(
     url: &str,
@@ -193,7 +207,7 @@ async fn connect(
 
 /// The error and its source: tokio-postgres puts the useful part (refused,
 /// name not resolved) in the source.
-fn error_text(e: &tokio_postgres::Error) -> String {
+pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
     let mut text = e.to_string();
     if let Some(db) = e.as_db_error() {
         text = format!("{} ({})", db.message(), db.code().code());

@@ -7,6 +7,7 @@
 //! - [`journal`]: the migrations folder (0.x journal or 1.0 folders) and the
 //!   hash exactly as Node computes it;
 //! - [`ledger`]: the rows in `drizzle.__drizzle_migrations`, read-only;
+//! - [`advisory`]: the PostgreSQL advisory lock migrate and reset hold;
 //! - [`classify`]: the runbook's states, counts and the gate decision;
 //! - [`source`]: where the journal (image or local folder) and the
 //!   connection string (flag, config, rendered env) come from.
@@ -14,6 +15,7 @@
 //! `commands::database` turns a [`classify::Status`] into markers; migrate,
 //! reset and the media report run through [`crate::jobs`].
 
+pub mod advisory;
 pub mod classify;
 pub mod journal;
 pub mod ledger;

@@ -4,7 +4,8 @@
 //! without running anything: a container is created from the image (never
 //! started), the folder is downloaded through the Engine's archive API, and
 //! the container is removed. The image is the one the running API container
-//! uses, or else the backend image of the current release. `--migrations-dir`
+//! uses, or else the backend image of the current release (which the caller
+//! passes in: this module reads no release state). `--migrations-dir`
 //! reads a local folder instead (operators debugging, tests).
 //!
 //! The connection string comes from `--database-url` / `DATABASE_URL`, then
@@ -33,6 +34,7 @@ use crate::config::Config;
 use crate::error::{Dependency, Error};
 use crate::jobs;
 use crate::output::register_secret;
+use crate::release::Release;
 
 /// Bytes accepted from the archive API (the tar of the folder).
 const MAX_ARCHIVE_BYTES: usize = 64 * 1024 * 1024;
@@ -43,8 +45,14 @@ pub struct Loaded {
     pub origin: String,
 }
 
-/// Read the journal from `dir`, or from the API image when `dir` is `None`.
-pub async fn load_journal(config: &Config, dir: Option<&Path>) -> Result<Loaded, Error> {
+/// Read the journal from `dir`, or from the API image when `dir` is `None`
+/// (the running API container's image, else `current`, the current
+/// release's).
+pub async fn load_journal(
+    config: &Config,
+    dir: Option<&Path>,
+    current: Option<&Release>,
+) -> Result<Loaded, Error> {
     if let Some(dir) = dir {
         if !dir.is_dir() {
             return Err(Error::invalid(
@@ -59,7 +67,7 @@ pub async fn load_journal(config: &Config, dir: Option<&Path>) -> Result<Loaded,
         return Ok(Loaded { journal, origin });
     }
     let docker = crate::docker::connect(config).await?;
-    let image = api_image(&docker, config).await?;
+    let image = api_image(&docker, config, current).await?;
     let path = config.database.migrations_path_in_image.to_string();
     let files = files_from_image(&docker, &image, &path).await?;
     let origin = format!("{image}:{path}");
@@ -69,14 +77,18 @@ pub async fn load_journal(config: &Config, dir: Option<&Path>) -> Result<Loaded,
 
 /// The image whose journal counts: the running API container's, else the
 /// current release's backend image.
-async fn api_image(docker: &Docker, config: &Config) -> Result<String, Error> {
+async fn api_image(
+    docker: &Docker,
+    config: &Config,
+    current: Option<&Release>,
+) -> Result<String, Error> {
     if let Some((_, image_id)) = jobs::find_api_container(docker, config).await? {
         if !image_id.is_empty() {
             return Ok(image_id);
         }
     }
-    if let Some(current) = crate::release::read_current(config)? {
-        return Ok(current.release.backend_image_uri);
+    if let Some(current) = current {
+        return Ok(current.backend_image_uri.clone());
     }
     Err(Error::invalid(
         "journal source",
@@ -187,6 +199,48 @@ pub enum UrlOrigin {
     Flag,
     Config,
     EnvFile,
+    /// The running API container's own environment (what its jobs use).
+    Container,
+}
+
+/// The connection string in the running API container's environment
+/// (`database.url_env_variable`): the database its jobs work on. `Ok(None)`
+/// when no API container runs; exit 2 when it runs without that variable.
+pub async fn container_database_url(config: &Config) -> Result<Option<String>, Error> {
+    let docker = crate::docker::connect(config).await?;
+    let Some((id, _)) = jobs::find_api_container(&docker, config).await? else {
+        return Ok(None);
+    };
+    let inspect = docker
+        .inspect_container(
+            &id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| Error::unavailable(Dependency::Docker, e))?;
+    let variable = &config.database.url_env_variable;
+    let url = inspect
+        .config
+        .and_then(|c| c.env)
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|entry| {
+            entry
+                .split_once('=')
+                .filter(|(name, value)| name == variable && !value.is_empty())
+                .map(|(_, value)| value.to_owned())
+        });
+    match url {
+        Some(url) => {
+            register_secret(&url);
+            Ok(Some(url))
+        }
+        None => Err(Error::invalid(
+            "database URL",
+            format!("no --database-url, no database.url, no rendered env file, and the API container has no {variable}"),
+            "pass --database-url with the database the jobs work on",
+        )),
+    }
 }
 
 /// If `url` (from the env file) names a host the machine cannot resolve and
@@ -194,11 +248,8 @@ pub enum UrlOrigin {
 /// container's address instead. Anything else returns `None` and the URL is
 /// used as it is (the connection error then says what to do).
 pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
-    let (host, start, end) = url_host_span(url)?;
-    if host.contains('.') || host.contains(':') || host == "localhost" {
-        return None;
-    }
-    if tokio::net::lookup_host((host, 5432)).await.is_ok() {
+    let host = service_host(url)?;
+    if tokio::net::lookup_host((host.as_str(), 5432)).await.is_ok() {
         return None;
     }
     let docker = crate::docker::connect(config).await.ok()?;
@@ -239,7 +290,7 @@ pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
             .iter()
             .chain(e.dns_names.iter())
             .flatten()
-            .any(|n| n == host);
+            .any(|n| *n == host);
         !named
     });
     let ip = endpoints
@@ -247,25 +298,25 @@ pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
         .filter_map(|e| e.ip_address)
         .find(|ip| !ip.is_empty())?;
     log::info!(stage = "database"; "`{host}` is the project's `{host}` service, which this host cannot resolve by name; connecting to its container address {ip}");
-    let routed = format!("{}{ip}{}", &url[..start], &url[end..]);
+    let routed = with_host(url, &ip)?;
     register_secret(&routed);
     Some(routed)
 }
 
-/// The host of `scheme://[userinfo@]host[:port][/...]` and its byte span.
-fn url_host_span(url: &str) -> Option<(&str, usize, usize)> {
-    let scheme_end = url.find("://")? + 3;
-    let rest = &url[scheme_end..];
-    let authority_len = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_len];
-    let host_start = authority.rfind('@').map_or(0, |at| at + 1);
-    let host_part = &authority[host_start..];
-    if host_part.starts_with('[') || host_part.contains(',') {
-        return None; // IPv6 literal or several hosts: not a service name
-    }
-    let host_len = host_part.find(':').unwrap_or(host_part.len());
-    let start = scheme_end + host_start;
-    Some((&url[start..start + host_len], start, start + host_len))
+/// The host of `url` when it can be a Compose service name: one label (no
+/// dots: a domain or an IPv4 address; no brackets: IPv6; no commas: several
+/// hosts), not `localhost`.
+fn service_host(url: &str) -> Option<String> {
+    let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
+    (!host.contains(['.', ':', ',', '[']) && host != "localhost").then_some(host)
+}
+
+/// `url` with its host replaced by `ip`; user, password, port, database and
+/// options kept.
+fn with_host(url: &str, ip: &str) -> Option<String> {
+    let mut parsed = url::Url::parse(url).ok()?;
+    parsed.set_host(Some(ip)).ok()?;
+    Some(parsed.to_string())
 }
 
 /// The connection string and where it came from (never the value itself).
@@ -319,16 +370,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn host_span_finds_the_host_only() {
-        let url = "postgres://u:p@ss@postgres:5432/db?x=1";
-        let (host, start, end) = url_host_span(url).unwrap();
-        assert_eq!(host, "postgres");
+    fn service_hosts_are_found_and_replaced() {
+        let url = "postgres://u:p%40ss@postgres:5432/db?x=1";
+        assert_eq!(service_host(url).as_deref(), Some("postgres"));
         assert_eq!(
-            format!("{}10.0.0.2{}", &url[..start], &url[end..]),
-            "postgres://u:p@ss@10.0.0.2:5432/db?x=1"
+            with_host(url, "10.0.0.2").as_deref(),
+            Some("postgres://u:p%40ss@10.0.0.2:5432/db?x=1")
         );
-        assert_eq!(url_host_span("postgresql://db/app").unwrap().0, "db");
-        assert!(url_host_span("postgres://[::1]:5432/db").is_none());
+        assert_eq!(service_host("postgresql://db/app").as_deref(), Some("db"));
+        assert_eq!(service_host("postgres://[::1]:5432/db"), None);
+        assert_eq!(service_host("postgres://db.example.com/db"), None);
+        assert_eq!(service_host("postgres://localhost/db"), None);
     }
 
     #[test]

@@ -1,4 +1,13 @@
-//! The HTTP side of `serve`: just enough HTTP/1.1 for healthchecks.
+//! The HTTP side of `serve` and `frontend`: just enough HTTP/1.1 for
+//! healthchecks and the agent's endpoint smoke.
+//!
+//! `serve` is the backend: `/health` and `/ready`, also under `/api/v1/`
+//! (the paths the frontend's rewrite forwards). `frontend` stands in for
+//! the web frontend: its own `/health`, the page `/en/ping`, and every
+//! `/api/...` request forwarded unchanged to `$API_ORIGIN` (default
+//! `http://api:8080`), like the real frontend's rewrite. Pointing
+//! `API_ORIGIN` at the wrong host gives what the runbook's smoke exists to
+//! catch: a healthy frontend container whose `/api/v1/health` answers 502.
 //!
 //! Compose healthchecks (busybox `wget`) and the agent's endpoint smoke only
 //! ever send a `GET` and read a status line and a small JSON body, so one
@@ -72,6 +81,7 @@ pub fn format_response(status: u16, body: &str) -> Vec<u8> {
         404 => "Not Found",
         405 => "Method Not Allowed",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
         503 => "Service Unavailable",
         _ => "Unknown",
     };
@@ -91,6 +101,41 @@ pub struct Settings {
     pub starting_until: Option<std::time::Instant>,
     pub unhealthy_file: Option<String>,
     pub database_url: Option<String>,
+    /// `Some` in `frontend` mode: where `/api/...` is forwarded.
+    pub api_origin: Option<Origin>,
+}
+
+/// `http://HOST[:PORT]`, the only form `API_ORIGIN` takes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    pub fn parse(text: &str) -> Result<Origin, String> {
+        let rest = text
+            .strip_prefix("http://")
+            .ok_or_else(|| format!("API_ORIGIN must be http://HOST[:PORT], got {text:?}"))?
+            .trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => (
+                host,
+                port.parse::<u16>()
+                    .map_err(|_| format!("API_ORIGIN has a bad port: {text:?}"))?,
+            ),
+            None => (rest, 80),
+        };
+        if host.is_empty() || host.contains('/') {
+            return Err(format!(
+                "API_ORIGIN must be http://HOST[:PORT], got {text:?}"
+            ));
+        }
+        Ok(Origin {
+            host: host.to_string(),
+            port,
+        })
+    }
 }
 
 impl Settings {
@@ -114,6 +159,7 @@ impl Settings {
                 .ok()
                 .filter(|v| !v.is_empty()),
             database_url: std::env::var("DATABASE_URL").ok(),
+            api_origin: None,
         }
     }
 
@@ -131,30 +177,88 @@ pub async fn route(req: &Request, settings: &Settings) -> (u16, String) {
     if req.method != "GET" && req.method != "HEAD" {
         return (405, r#"{"error":"method not allowed"}"#.into());
     }
+    if let Some(origin) = &settings.api_origin {
+        return match req.path.as_str() {
+            "/health" => health(settings),
+            "/en/ping" => (200, r#"{"status":"ok","page":"ping"}"#.into()),
+            p if p.starts_with("/api/") => forward(origin, &req.method, p).await,
+            _ => (404, r#"{"error":"not found"}"#.into()),
+        };
+    }
     match req.path.as_str() {
-        "/health" => {
-            if settings
-                .starting_until
-                .is_some_and(|t| std::time::Instant::now() < t)
-            {
-                let body = serde_json::json!({"status": "starting", "version": settings.version});
-                (503, body.to_string())
-            } else if settings.healthy() {
-                let body = serde_json::json!({"status": "ok", "version": settings.version});
-                (200, body.to_string())
-            } else {
-                let body = serde_json::json!({"status": "unhealthy", "version": settings.version});
-                (500, body.to_string())
+        "/health" | "/api/v1/health" => health(settings),
+        "/ready" | "/api/v1/ready" => {
+            match check_database(settings.database_url.as_deref()).await {
+                Ok(()) => (200, r#"{"status":"ready","database":"ok"}"#.into()),
+                Err(reason) => {
+                    let body = serde_json::json!({"status": "not ready", "database": reason});
+                    (503, body.to_string())
+                }
             }
         }
-        "/ready" => match check_database(settings.database_url.as_deref()).await {
-            Ok(()) => (200, r#"{"status":"ready","database":"ok"}"#.into()),
-            Err(reason) => {
-                let body = serde_json::json!({"status": "not ready", "database": reason});
-                (503, body.to_string())
-            }
-        },
         _ => (404, r#"{"error":"not found"}"#.into()),
+    }
+}
+
+/// The container's own health (`FAKE_*` knobs), in either mode.
+fn health(settings: &Settings) -> (u16, String) {
+    if settings
+        .starting_until
+        .is_some_and(|t| std::time::Instant::now() < t)
+    {
+        let body = serde_json::json!({"status": "starting", "version": settings.version});
+        (503, body.to_string())
+    } else if settings.healthy() {
+        let body = serde_json::json!({"status": "ok", "version": settings.version});
+        (200, body.to_string())
+    } else {
+        let body = serde_json::json!({"status": "unhealthy", "version": settings.version});
+        (500, body.to_string())
+    }
+}
+
+/// The frontend's rewrite: `GET path` on the origin, its status and body
+/// passed back; 502 when the origin cannot be reached (wrong host, down).
+async fn forward(origin: &Origin, method: &str, path: &str) -> (u16, String) {
+    let exchange = async {
+        let mut upstream = TcpStream::connect((origin.host.as_str(), origin.port))
+            .await
+            .map_err(|e| format!("cannot reach {}:{}: {e}", origin.host, origin.port))?;
+        upstream
+            .write_all(
+                format!(
+                    "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nConnection: close\r\n\r\n",
+                    origin.host, origin.port
+                )
+                .as_bytes(),
+            )
+            .await
+            .map_err(|e| format!("cannot send to {}: {e}", origin.host))?;
+        let mut raw = Vec::new();
+        (&mut upstream)
+            .take(64 * 1024)
+            .read_to_end(&mut raw)
+            .await
+            .map_err(|e| format!("cannot read from {}: {e}", origin.host))?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse::<u16>().ok())
+            .ok_or_else(|| format!("{} sent no HTTP status", origin.host))?;
+        Ok::<_, String>((status, body.to_string()))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), exchange).await {
+        Ok(Ok(answer)) => answer,
+        Ok(Err(problem)) => (
+            502,
+            serde_json::json!({"error": "bad gateway", "detail": problem}).to_string(),
+        ),
+        Err(_) => (
+            502,
+            serde_json::json!({"error": "bad gateway", "detail": "upstream timed out"}).to_string(),
+        ),
     }
 }
 
@@ -173,7 +277,8 @@ async fn check_database(url: Option<&str>) -> Result<(), String> {
         .map_err(|_| "database did not answer within 3s".to_string())?
 }
 
-pub async fn serve_from_env() -> Result<(), String> {
+/// `serve` (backend) or, with `frontend`, the frontend stand-in.
+pub async fn serve_from_env(frontend: bool) -> Result<(), String> {
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p
             .parse()
@@ -186,7 +291,11 @@ pub async fn serve_from_env() -> Result<(), String> {
     if std::env::var("FAKE_CRASH").is_ok_and(|v| v == "1") {
         return Err("serve: crashing on purpose (FAKE_CRASH=1)".into());
     }
-    let settings = Settings::from_env();
+    let mut settings = Settings::from_env();
+    if frontend {
+        let origin = std::env::var("API_ORIGIN").unwrap_or_else(|_| "http://api:8080".into());
+        settings.api_origin = Some(Origin::parse(&origin)?);
+    }
     println!(
         "fake-backend {} listening on 0.0.0.0:{port}",
         settings.version
@@ -282,6 +391,7 @@ mod tests {
             starting_until: None,
             unhealthy_file: None,
             database_url: None,
+            api_origin: None,
         }
     }
 
@@ -390,6 +500,64 @@ mod tests {
         assert_eq!(route(&other, &settings()).await.0, 404);
         let post = parse_request(b"POST /health HTTP/1.1\r\n\r\n").unwrap();
         assert_eq!(route(&post, &settings()).await.0, 405);
+    }
+
+    #[tokio::test]
+    async fn the_frontend_forwards_api_paths_and_a_wrong_origin_is_502() {
+        // A backend on a loopback port, and a frontend pointing at it.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(serve(listener, settings(), std::future::pending()));
+        let frontend = Settings {
+            api_origin: Some(Origin::parse(&format!("http://127.0.0.1:{port}")).unwrap()),
+            ..settings()
+        };
+        let get =
+            |path: &str| parse_request(format!("GET {path} HTTP/1.1\r\n\r\n").as_bytes()).unwrap();
+        assert_eq!(route(&get("/en/ping"), &frontend).await.0, 200);
+        let (status, body) = route(&get("/api/v1/health"), &frontend).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, r#"{"status":"ok","version":"A"}"#)
+        );
+        // The backend's /ready needs a database: its 503 comes through as is.
+        assert_eq!(route(&get("/api/v1/ready"), &frontend).await.0, 503);
+        assert_eq!(route(&get("/api/v1/nope"), &frontend).await.0, 404);
+
+        // The broken rewrite: a healthy frontend, a 502 for the API.
+        let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed_port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let broken = Settings {
+            api_origin: Some(Origin::parse(&format!("http://127.0.0.1:{closed_port}")).unwrap()),
+            ..settings()
+        };
+        assert_eq!(route(&get("/health"), &broken).await.0, 200);
+        assert_eq!(route(&get("/en/ping"), &broken).await.0, 200);
+        let (status, body) = route(&get("/api/v1/health"), &broken).await;
+        assert_eq!(status, 502, "{body}");
+        assert!(body.contains("bad gateway"), "{body}");
+    }
+
+    #[test]
+    fn api_origin_is_http_host_and_port() {
+        assert_eq!(
+            Origin::parse("http://api:8080/").unwrap(),
+            Origin {
+                host: "api".into(),
+                port: 8080
+            }
+        );
+        assert_eq!(Origin::parse("http://api").unwrap().port, 80);
+        for bad in [
+            "api:8080",
+            "https://api",
+            "http://",
+            "http://api:x",
+            "http://a/b",
+        ] {
+            assert!(Origin::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[tokio::test]

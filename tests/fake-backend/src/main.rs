@@ -7,9 +7,13 @@
 //! Node application.
 //!
 //! # Layout
-//! - `http`: the tiny HTTP/1.1 responder behind `serve` (`/health`, `/ready`).
+//! - `http`: the tiny HTTP/1.1 responder behind `serve` (`/health`, `/ready`,
+//!   also under `/api/v1/`) and `frontend` (`/health`, `/en/ping`, `/api/...`
+//!   forwarded to `$API_ORIGIN`: the frontend's rewrite).
 //! - `migrate`: Drizzle 0.x node-postgres migrator semantics.
 //! - `jobs`: the seeds and the media discrepancy report.
+//! - `probe`: availability of services during a deploy, from the project
+//!   network (the zero-downtime tests).
 //!
 //! Knobs for tests are environment variables (see README.md); none of them is
 //! needed in normal use.
@@ -17,10 +21,12 @@
 mod http;
 mod jobs;
 mod migrate;
+mod probe;
 
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: fake-backend <serve|migrate|seed-base|seed-dev|media-report>";
+const USAGE: &str =
+    "usage: fake-backend <serve|frontend|migrate|seed-base|seed-dev|media-report|probe>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -40,15 +46,17 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        if command != "serve" {
+        if command != "serve" && command != "frontend" && command != "probe" {
             jobs::maybe_sleep_and_print_env().await;
         }
         match command.as_str() {
-            "serve" => http::serve_from_env().await,
+            "serve" => http::serve_from_env(false).await,
+            "frontend" => http::serve_from_env(true).await,
             "migrate" => migrate::run_from_env().await,
             "seed-base" => jobs::seed_base().await,
             "seed-dev" => jobs::seed_dev().await,
             "media-report" => jobs::media_report().await,
+            "probe" => probe::run(&args[1..]).await,
             "--help" | "-h" | "help" => {
                 println!("{USAGE}");
                 Ok(())

@@ -36,6 +36,12 @@ use crate::fsutil;
 use crate::output::Report;
 use crate::ssm::{self, Contract};
 
+mod commit;
+mod guard;
+
+pub use commit::secure_variables;
+pub use guard::{EmptyGuard, RenderError};
+
 /// Env files hold secrets: owner read/write only, folder owner only.
 pub const ENV_FILE_MODE: u32 = 0o600;
 pub const ENV_DIR_MODE: u32 = 0o700;
@@ -88,6 +94,9 @@ pub struct RenderSummary {
     /// Full names of optional parameters that SSM does not have.
     pub missing_optional: Vec<String>,
     pub files: Vec<FileSummary>,
+    /// Files whose rename an interrupted earlier render left and this one
+    /// finished.
+    pub recovered: Vec<String>,
 }
 
 impl RenderSummary {
@@ -142,6 +151,9 @@ impl RenderSummary {
             &format!("{P}_MISSING_OPTIONAL"),
             self.missing_optional.len(),
         );
+        if !self.recovered.is_empty() {
+            report.marker(&format!("{P}_RECOVERED_FILES"), self.recovered.join(","));
+        }
         for f in &self.files {
             let g = marker_part(&f.group);
             report.marker(&format!("{P}_FILE_{g}"), f.state.as_str());
@@ -218,54 +230,53 @@ pub fn read_secret(config: &Config, group: &str, variable: &str) -> Result<Optio
     Ok(value)
 }
 
+/// How to render: write or only plan, and whether emptying is deliberate.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RenderOptions {
+    pub execute: bool,
+    /// `--allow-empty`: render even when the prefix holds no parameter or a
+    /// file that has variables now would be left with none.
+    pub allow_empty: bool,
+}
+
+/// [`render`] with the empty-render guard on: what the daemon's boot
+/// render and every caller without `--allow-empty` get.
+pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary, Error> {
+    render(
+        config,
+        RenderOptions {
+            execute,
+            allow_empty: false,
+        },
+    )
+    .await
+    .map_err(Error::from)
+}
+
 /// Fetch every parameter under the prefix, check the contract, and render
 /// one file per group; with `execute`, write the files that change.
 ///
-/// Errors: [`Error::Gate`] (exit 3) when the contract is not met, naming
-/// the parameters and never a value, with nothing written;
+/// Errors: [`RenderError::Empty`] (exit 3) from the empty-render guard;
+/// [`Error::Gate`] (exit 3) when the contract is not met, naming the
+/// parameters and never a value, with nothing written;
 /// [`Error::Unavailable`] (exit 69) when SSM does not answer within the
 /// configured retries and timeouts; [`Error::Io`] when a file cannot be
 /// read or written.
-pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary, Error> {
-    let contract = Contract::from_config(config);
+pub async fn render(config: &Config, options: RenderOptions) -> Result<RenderSummary, RenderError> {
+    let recovered = if options.execute {
+        commit::recover(config)?
+    } else {
+        commit::Recovered::default()
+    };
+    let contract = Contract::load(config)?;
     let sdk = aws::sdk_config(config).await;
     let client = aws::ssm_client(&sdk, config);
     log::info!(stage = "env-render"; "reading parameters under {} from SSM Parameter Store", contract.prefix);
     let live = ssm::fetch(&client, &contract.prefix).await?;
     log::info!(stage = "env-render"; "read {} parameters", live.len());
-    render_fetched(config, &contract, &live, execute)
-}
-
-/// Header comment naming (never showing) the variables that came from
-/// SecureString parameters. The job runner reads it to redact those values
-/// from job output whatever their names are; env file parsers skip comments.
-const SECURE_HEADER: &str = "SecureString variables: ";
-
-fn secure_header(names: Option<&BTreeSet<String>>) -> String {
-    let names: Vec<&str> = names.into_iter().flatten().map(String::as_str).collect();
-    format!("{SECURE_HEADER}{}", names.join(","))
-}
-
-/// The names of the variables that came from SecureString parameters, over
-/// every rendered env file (empty when none was rendered yet).
-pub fn secure_variables(config: &Config) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    for group in &config.runtime.groups {
-        let Ok(Some(bytes)) = fsutil::read_owned(&env_file_path(config, group)) else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        for line in text.lines().take_while(|l| l.starts_with('#')) {
-            if let Some(list) = line
-                .trim_start_matches('#')
-                .trim()
-                .strip_prefix(SECURE_HEADER)
-            {
-                names.extend(list.split(',').filter(|n| !n.is_empty()).map(str::to_owned));
-            }
-        }
-    }
-    names
+    let mut summary = render_fetched(config, &contract, &live, options)?;
+    summary.recovered = recovered.finished;
+    Ok(summary)
 }
 
 /// Everything after the fetch; separate so unit tests need no SSM.
@@ -273,11 +284,19 @@ fn render_fetched(
     config: &Config,
     contract: &Contract,
     live: &[ssm::LiveParameter],
-    execute: bool,
-) -> Result<RenderSummary, Error> {
+    options: RenderOptions,
+) -> Result<RenderSummary, RenderError> {
+    let execute = options.execute;
+    if live.is_empty() && !options.allow_empty {
+        return Err(RenderError::Empty(EmptyGuard {
+            prefix: contract.prefix.clone(),
+            parameters: 0,
+            emptied: files_with_variables(config, contract)?,
+        }));
+    }
     let check = contract.check(live);
     check.gate()?;
-    let (groups, secure) = group_values(contract, &check, live)?;
+    let (groups, secure) = group_values(config, contract, &check, live)?;
 
     let mut plans = Vec::new();
     for (group, vars) in &groups {
@@ -288,16 +307,30 @@ fn render_fetched(
                 contract.prefix
             ),
             "Do not edit: the next `wavemap-agent runtime-env --execute` replaces this file.".to_owned(),
-            secure_header(secure.get(group.as_str())),
         ];
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         // Values were checked for NUL in group_values; a failure here is a bug.
         let text = envfile::render(&header, vars).map_err(|e| Error::failed("env-render", e))?;
         plans.push(plan_file(group, &path, vars, text.into_bytes())?);
     }
+    let emptied: Vec<String> = plans
+        .iter()
+        .filter(|p| p.old_variables > 0 && p.summary.variables == 0)
+        .map(|p| format!("{}.env", p.summary.group))
+        .collect();
+    if !emptied.is_empty() && !options.allow_empty {
+        return Err(RenderError::Empty(EmptyGuard {
+            prefix: contract.prefix.clone(),
+            parameters: live.len(),
+            emptied,
+        }));
+    }
+    if options.allow_empty && (live.is_empty() || !emptied.is_empty()) {
+        log::warn!(stage = "env-render"; "--allow-empty: rendering {} parameters under {}; emptied on purpose: {}", live.len(), contract.prefix, name_list(&emptied));
+    }
 
-    if execute && plans.iter().any(|p| p.write) {
-        fsutil::ensure_dir(config.runtime.env_dir.as_path(), ENV_DIR_MODE)?;
+    if execute {
+        commit::write_all(config, &plans, &secure)?;
     }
     let mut files = Vec::new();
     for plan in plans {
@@ -305,14 +338,8 @@ fn render_fetched(
             (false, _, _) => FileState::Unchanged,
             (true, false, false) => FileState::WouldCreate,
             (true, true, false) => FileState::WouldUpdate,
-            (true, exists, true) => {
-                fsutil::write_atomic(&plan.summary.path, &plan.bytes, ENV_FILE_MODE)?;
-                if exists {
-                    FileState::Updated
-                } else {
-                    FileState::Created
-                }
-            }
+            (true, false, true) => FileState::Created,
+            (true, true, true) => FileState::Updated,
         };
         let mut summary = plan.summary;
         summary.state = state;
@@ -342,6 +369,7 @@ fn render_fetched(
         },
         missing_optional: check.missing.iter().map(|d| d.name.clone()).collect(),
         files,
+        recovered: Vec::new(),
     };
     if !summary.undeclared.is_empty() {
         log::warn!(
@@ -360,19 +388,46 @@ fn render_fetched(
     Ok(summary)
 }
 
+/// The env files of the contract's groups that hold at least one variable
+/// now (for the guard's message and markers).
+fn files_with_variables(config: &Config, contract: &Contract) -> Result<Vec<String>, Error> {
+    let mut names = Vec::new();
+    for group in contract.file_groups() {
+        let Some(bytes) = fsutil::read_owned(&env_file_path(config, &group))? else {
+            continue;
+        };
+        if envfile::parse_bytes(&bytes).is_ok_and(|vars| !vars.is_empty()) {
+            names.push(format!("{group}.env"));
+        }
+    }
+    Ok(names)
+}
+
 /// Variables per group, every configured group present (Compose fails on
 /// an `env_file` that does not exist, so an empty group still gets a file).
 /// The env files' contents by group, and per group the names of the
 /// variables that came from SecureString parameters.
 type Grouped = (BTreeMap<String, EnvMap>, BTreeMap<String, BTreeSet<String>>);
 
+/// Build-time inputs of the frontend image: rendering one into an env file
+/// changes nothing at runtime and misleads whoever set it.
+const BUILD_TIME_PREFIX: &str = "NEXT_PUBLIC_";
+
 fn group_values(
+    config: &Config,
     contract: &Contract,
     check: &ssm::Check,
     live: &[ssm::LiveParameter],
 ) -> Result<Grouped, Error> {
     let by_name: BTreeMap<&str, &ssm::LiveParameter> =
         live.iter().map(|p| (p.name.as_str(), p)).collect();
+    let build_time_allowed: BTreeSet<String> = config
+        .runtime
+        .parameters
+        .iter()
+        .filter(|p| p.allow_build_time)
+        .map(|p| format!("{}{}", contract.prefix, p.name))
+        .collect();
     let mut groups: BTreeMap<String, EnvMap> = contract
         .file_groups()
         .into_iter()
@@ -394,6 +449,12 @@ fn group_values(
         let Some(parameter) = by_name.get(name) else {
             continue; // a missing optional parameter
         };
+        if variable.starts_with(BUILD_TIME_PREFIX) && !build_time_allowed.contains(name) {
+            bad.push(format!(
+                "parameter {name} renders to {variable}, a build-time input of the frontend image that changes nothing at runtime (declare it with allow_build_time = true in runtime.parameters to render it on purpose)"
+            ));
+            continue;
+        }
         let Some(value) = &parameter.value else {
             bad.push(format!("parameter {name} came back without a value"));
             continue;
@@ -423,11 +484,13 @@ fn group_values(
     Ok((groups, secure))
 }
 
-struct FilePlan {
+pub(crate) struct FilePlan {
     summary: FileSummary,
     bytes: Vec<u8>,
     exists: bool,
     write: bool,
+    /// Variables the file holds now.
+    old_variables: usize,
 }
 
 /// Compare the rendered bytes with the file on disk.
@@ -457,6 +520,7 @@ fn plan_file(group: &str, path: &Path, vars: &EnvMap, bytes: Vec<u8>) -> Result<
         );
     }
     Ok(FilePlan {
+        old_variables: old.len(),
         summary: FileSummary {
             group: group.to_owned(),
             path: path.to_path_buf(),
@@ -471,227 +535,4 @@ fn plan_file(group: &str, path: &Path, vars: &EnvMap, bytes: Vec<u8>) -> Result<
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ssm::{LiveParameter, LiveType, SecretValue};
-
-    fn config(dir: &Path) -> Config {
-        Config::parse(
-            &format!(
-                r#"
-[runtime]
-env_dir = "{}/env"
-parameter_prefix = "/app/dev/"
-groups = ["backend", "frontend"]
-
-[[runtime.parameters]]
-name = "backend/DATABASE_URL"
-type = "SecureString"
-
-[[runtime.parameters]]
-name = "backend/OPTIONAL"
-type = "String"
-required = false
-"#,
-                dir.display()
-            ),
-            "t",
-        )
-        .unwrap()
-    }
-
-    fn live(name: &str, kind: LiveType, value: &str) -> LiveParameter {
-        LiveParameter {
-            name: name.into(),
-            kind,
-            value: Some(SecretValue::new(value.into())),
-        }
-    }
-
-    fn params(db: &str) -> Vec<LiveParameter> {
-        vec![
-            live("/app/dev/backend/DATABASE_URL", LiveType::SecureString, db),
-            live(
-                "/app/dev/frontend/PUBLIC_URL",
-                LiveType::String,
-                "https://x.example/",
-            ),
-        ]
-    }
-
-    #[test]
-    fn header_names_securestring_variables_but_never_their_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut live_params = params("postgres://u:hunter2-value@db/x");
-        live_params.push(live(
-            "/app/dev/backend/AWKWARD",
-            LiveType::SecureString,
-            "plain-looking-secret",
-        ));
-        render(dir.path(), &live_params, true).unwrap();
-        let text = std::fs::read_to_string(dir.path().join("env/backend.env")).unwrap();
-        assert!(
-            text.contains("# SecureString variables: AWKWARD,DATABASE_URL"),
-            "{text}"
-        );
-        let frontend = std::fs::read_to_string(dir.path().join("env/frontend.env")).unwrap();
-        assert!(
-            frontend.contains("# SecureString variables: \n"),
-            "{frontend}"
-        );
-        let names = secure_variables(&config(dir.path()));
-        assert_eq!(
-            names.into_iter().collect::<Vec<_>>(),
-            vec!["AWKWARD", "DATABASE_URL"]
-        );
-        assert_eq!(
-            envfile::parse(&text).unwrap().len(),
-            2,
-            "the header is a comment"
-        );
-    }
-
-    fn render(dir: &Path, live: &[LiveParameter], execute: bool) -> Result<RenderSummary, Error> {
-        let config = config(dir);
-        render_fetched(&config, &Contract::from_config(&config), live, execute)
-    }
-
-    #[test]
-    fn dry_run_plans_and_writes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let summary = render(dir.path(), &params("postgres://u:p@db/x"), false).unwrap();
-        assert_eq!(summary.result(), "planned");
-        assert_eq!(summary.files[0].state, FileState::WouldCreate);
-        assert_eq!(summary.files[0].diff.added, vec!["DATABASE_URL"]);
-        assert!(!dir.path().join("env").exists());
-    }
-
-    #[test]
-    fn render_writes_0600_files_then_leaves_them_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let summary = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
-        assert_eq!(summary.result(), "rendered");
-        assert_eq!(summary.undeclared, vec!["/app/dev/frontend/PUBLIC_URL"]);
-        assert_eq!(summary.missing_optional, vec!["/app/dev/backend/OPTIONAL"]);
-        let backend = dir.path().join("env/backend.env");
-        let bytes = std::fs::read(&backend).unwrap();
-        let vars = envfile::parse_bytes(&bytes).unwrap();
-        assert_eq!(
-            vars.get("DATABASE_URL").map(String::as_str),
-            Some("postgres://u:p@db/x")
-        );
-        let mode = std::fs::metadata(&backend).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        let dir_mode = std::fs::metadata(dir.path().join("env"))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(dir_mode, 0o700);
-
-        let inode_before = std::fs::metadata(&backend)
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .unwrap();
-        let again = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
-        assert_eq!(again.result(), "unchanged");
-        let inode_after = std::fs::metadata(&backend)
-            .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-            .unwrap();
-        assert_eq!(
-            inode_before, inode_after,
-            "an unchanged file is not replaced"
-        );
-
-        let changed = render(dir.path(), &params("postgres://u:q@db/x"), true).unwrap();
-        assert_eq!(changed.files[0].state, FileState::Updated);
-        assert_eq!(changed.files[0].diff.changed, vec!["DATABASE_URL"]);
-        assert_eq!(changed.files[1].state, FileState::Unchanged);
-    }
-
-    #[test]
-    fn a_contract_breach_writes_nothing_and_names_no_value() {
-        let dir = tempfile::tempdir().unwrap();
-        render(dir.path(), &params("first-secret-value"), true).unwrap();
-        let backend = dir.path().join("env/backend.env");
-        let before = std::fs::read(&backend).unwrap();
-        let wrong = vec![
-            live(
-                "/app/dev/backend/DATABASE_URL",
-                LiveType::String,
-                "second-secret-value",
-            ),
-            live(
-                "/app/dev/frontend/PUBLIC_URL",
-                LiveType::String,
-                "changed-public",
-            ),
-        ];
-        let err = render(dir.path(), &wrong, true).unwrap_err();
-        assert_eq!(err.exit_code(), 3);
-        let text = err.to_string();
-        assert!(text.contains("/app/dev/backend/DATABASE_URL"), "{text}");
-        assert!(!text.contains("secret-value"), "{text}");
-        assert_eq!(std::fs::read(&backend).unwrap(), before);
-    }
-
-    #[test]
-    fn a_file_with_the_right_bytes_but_a_loose_mode_is_rewritten() {
-        let dir = tempfile::tempdir().unwrap();
-        render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
-        let backend = dir.path().join("env/backend.env");
-        std::fs::set_permissions(&backend, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let again = render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
-        assert_eq!(again.files[0].state, FileState::Updated);
-        assert_eq!(again.files[1].state, FileState::Unchanged);
-        let mode = std::fs::metadata(&backend).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-    }
-
-    #[test]
-    fn read_group_returns_the_rendered_values() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = config(dir.path());
-        assert_eq!(read_group(&config, "backend").unwrap(), None);
-        render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
-        let vars = read_group(&config, "backend").unwrap().unwrap();
-        assert_eq!(vars["DATABASE_URL"], "postgres://u:p@db/x");
-        let url = read_secret(&config, "backend", "DATABASE_URL").unwrap();
-        assert_eq!(url.as_deref(), Some("postgres://u:p@db/x"));
-        assert_eq!(read_secret(&config, "backend", "NOPE").unwrap(), None);
-    }
-
-    #[test]
-    fn an_empty_group_still_gets_a_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let only_backend = vec![live(
-            "/app/dev/backend/DATABASE_URL",
-            LiveType::SecureString,
-            "x",
-        )];
-        let summary = render(dir.path(), &only_backend, true).unwrap();
-        assert_eq!(summary.files.len(), 2);
-        let frontend = std::fs::read(dir.path().join("env/frontend.env")).unwrap();
-        assert!(envfile::parse_bytes(&frontend).unwrap().is_empty());
-    }
-
-    #[test]
-    fn markers_carry_counts_states_and_key_names() {
-        let dir = tempfile::tempdir().unwrap();
-        let summary = render(dir.path(), &params("v"), false).unwrap();
-        let mut report = Report::new();
-        summary.add_markers(&mut report);
-        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_RESULT"), Some("planned"));
-        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_FILES"), Some("2"));
-        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_PARAMETERS"), Some("2"));
-        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_CHANGED_FILES"), Some("2"));
-        assert_eq!(report.get("WAVEMAP_RUNTIME_ENV_UNDECLARED"), Some("1"));
-        assert_eq!(
-            report.get("WAVEMAP_RUNTIME_ENV_FILE_BACKEND"),
-            Some("would-create")
-        );
-        assert_eq!(
-            report.get("WAVEMAP_RUNTIME_ENV_FILE_BACKEND_ADDED"),
-            Some("DATABASE_URL")
-        );
-    }
-}
+mod tests;

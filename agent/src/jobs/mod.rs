@@ -7,17 +7,25 @@
 //! labels Compose puts on it (project, service, `oneoff=False`), so a
 //! `compose run` leftover is never picked.
 //!
-//! Output handling is shaped by SSM: stdout of the agent must stay markers
-//! only, so the job's stdout and stderr both go to the agent's stderr, line by
-//! line and redacted, while a bounded tail is kept for the summary. A broken
-//! output stream is an error (`msg?`), never a silent early end that would
-//! look like a finished job. The deadline (`jobs.timeout`) ends the wait; the
-//! Engine API cannot kill an exec, so the message says so.
+//! Output ([`output`]) is shaped by SSM, which keeps only the first 8,000
+//! characters of a command's stderr: the full output goes to a 0600 file
+//! `state_dir/jobs/<operation id>.log`, stderr gets a bounded head and tail,
+//! and stdout stays markers only. A broken output stream is an error
+//! (`msg?`), never a silent early end that would look like a finished job.
+//!
+//! A job must never outlive its owner unseen, nor run twice at once:
+//! - before starting one, the runner looks for a job exec still running in
+//!   the API container (a SIGKILLed agent leaves one) and waits for it
+//!   within the lock timeout, or refuses with exit 75 naming it;
+//! - on the deadline (`jobs.timeout`) or a signal (SIGTERM, SIGINT, SIGHUP;
+//!   see [`crate::operation`]) it stops the exec through the exec's own
+//!   process: a pidfd opened on the pid the Engine reports and confirmed to
+//!   still be that exec's, so a reused pid is never signalled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use bollard::container::LogOutput;
 use bollard::exec::StartExecResults;
 use bollard::models::ExecConfig;
 use bollard::query_parameters::ListContainersOptionsBuilder;
@@ -26,10 +34,17 @@ use futures_util::StreamExt;
 
 use crate::config::Config;
 use crate::error::{Dependency, Error};
-use crate::output::{redact, register_secret};
+use crate::lock::LockError;
+use crate::operation;
+use crate::output::register_secret;
+
+mod output;
+
+use output::Sink;
+pub use output::{shape_fingerprint, warning_shape};
 
 /// Captured stdout beyond this is refused: a report is kilobytes.
-const MAX_CAPTURED_STDOUT: usize = 16 * 1024 * 1024;
+pub(crate) const MAX_CAPTURED_STDOUT: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -55,6 +70,13 @@ pub enum JobError {
     Stream { job: String, detail: String },
     #[error("job {job}: stdout exceeded {MAX_CAPTURED_STDOUT} bytes")]
     TooMuchOutput { job: String },
+    #[error("job {job} ({argv}): {fate}")]
+    Interrupted {
+        job: String,
+        argv: String,
+        signal: &'static str,
+        fate: String,
+    },
 }
 
 impl From<JobError> for Error {
@@ -64,6 +86,10 @@ impl From<JobError> for Error {
             // A refused precondition: nothing ran, nothing changed.
             JobError::NoContainer { .. } => Error::Gate {
                 reason: e.to_string(),
+            },
+            JobError::Interrupted { signal, .. } => Error::Interrupted {
+                signal,
+                detail: e.to_string(),
             },
             JobError::Timeout { job, .. }
             | JobError::Exec { job, .. }
@@ -87,8 +113,6 @@ pub struct Job<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Outcome {
     pub exit_code: i64,
-    /// The last `jobs.tail_lines` lines of stdout and stderr, redacted.
-    pub tail: Vec<String>,
     /// Lines containing `jobs.warning_pattern` (case-insensitive).
     pub warning_count: usize,
     pub line_count: usize,
@@ -96,6 +120,11 @@ pub struct Outcome {
     /// parsed, never printed as is).
     pub stdout: String,
     pub duration: Duration,
+    /// The first warning lines, redacted, each at most 400 characters.
+    pub warning_samples: Vec<String>,
+    /// Every distinct warning line with numbers and ids masked
+    /// ([`warning_shape`]).
+    pub warning_shapes: BTreeSet<String>,
 }
 
 impl Outcome {
@@ -142,6 +171,17 @@ pub async fn find_api_container(
 
 /// Run `job` in the API container and wait for it, streaming its output.
 pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
+    run_with_env(config, job, &[]).await
+}
+
+/// [`run`] with `env` (`NAME=value`) set for the job on top of the
+/// container's: `--database-url` reaches the job this way, so the job works
+/// on the database the command was pointed at.
+pub async fn run_with_env(
+    config: &Config,
+    job: &Job<'_>,
+    env: &[String],
+) -> Result<Outcome, Error> {
     let docker = crate::docker::connect(config).await?;
     let (container, _) =
         find_api_container(&docker, config)
@@ -150,9 +190,111 @@ pub async fn run(config: &Config, job: &Job<'_>) -> Result<Outcome, Error> {
                 project: config.runtime.project_name.clone(),
                 service: config.runtime.backend_service.clone(),
             })?;
+    wait_for_running_job(&docker, &container, config).await?;
     let secure = crate::envrender::secure_variables(config);
     register_container_secrets(&docker, &container, &secure).await;
-    Ok(run_in(&docker, &container, config, job).await?)
+    Ok(run_in(&docker, &container, config, job, env).await?)
+}
+
+/// Wait, within the lock timeout, until no job exec left by an earlier run
+/// is running in the API container (none: at once). Exit 75 naming it when
+/// it is still running at the end. Commands that check the database before
+/// their job call this first, so they see the database as that job left it.
+pub async fn wait_for_running_jobs(config: &Config) -> Result<(), Error> {
+    let docker = crate::docker::connect(config).await?;
+    let Some((container, _)) = find_api_container(&docker, config).await? else {
+        return Ok(());
+    };
+    wait_for_running_job(&docker, &container, config).await
+}
+
+async fn wait_for_running_job(
+    docker: &Docker,
+    container: &str,
+    config: &Config,
+) -> Result<(), Error> {
+    let timeout = operation::lock_timeout();
+    let started = Instant::now();
+    let mut announced = false;
+    loop {
+        let running = running_job_execs(docker, container, config).await?;
+        let Some((exec_id, argv)) = running.into_iter().next() else {
+            if announced {
+                log::info!(stage = "job"; "the earlier job has ended after {:.1}s", started.elapsed().as_secs_f64());
+            }
+            return Ok(());
+        };
+        let short = &exec_id[..exec_id.len().min(12)];
+        if let Some(signal) = operation::interrupted() {
+            return Err(Error::Interrupted {
+                signal,
+                detail: format!("while waiting for job `{argv}` (exec {short}) to end"),
+            });
+        }
+        if started.elapsed() >= timeout {
+            return Err(LockError::Busy {
+                path: format!(
+                    "exec {short} in the API container {}",
+                    &container[..container.len().min(12)]
+                ),
+                holder: format!("job `{argv}` is still running there, left by an earlier run; a second one is never started"),
+                waited_secs: started.elapsed().as_secs(),
+            }
+            .into());
+        }
+        if !announced {
+            log::warn!(stage = "job"; "job `{argv}` (exec {short}) is still running in the API container, left by an earlier run; waiting up to {}s for it to end before starting another", timeout.as_secs());
+            announced = true;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Running execs in `container` whose command is one of the configured jobs:
+/// `(exec id, argv)`.
+async fn running_job_execs(
+    docker: &Docker,
+    container: &str,
+    config: &Config,
+) -> Result<Vec<(String, String)>, JobError> {
+    let inspect = docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .map_err(|e| JobError::Docker {
+            host: config.docker.host.clone(),
+            detail: e.to_string(),
+        })?;
+    let jobs = [
+        &config.jobs.migrate_command,
+        &config.jobs.base_seed_command,
+        &config.jobs.dev_seed_command,
+        &config.jobs.media_report_command,
+    ];
+    let mut running = Vec::new();
+    for exec_id in inspect.exec_ids.unwrap_or_default() {
+        // An exec that ended since the container was inspected is gone.
+        let Ok(exec) = docker.inspect_exec(&exec_id).await else {
+            continue;
+        };
+        if exec.running != Some(true) {
+            continue;
+        }
+        let Some(process) = exec.process_config else {
+            continue;
+        };
+        let argv: Vec<String> = process
+            .entrypoint
+            .into_iter()
+            .chain(process.arguments.unwrap_or_default())
+            .collect();
+        if jobs.iter().any(|job| **job == argv) {
+            running.push((exec_id, argv.join(" ")));
+        }
+    }
+    Ok(running)
 }
 
 /// The job inherits the container's env, which holds SSM SecureString values
@@ -185,8 +327,8 @@ async fn register_container_secrets(
         };
         if secure.contains(name) || looks_secret(name, value) {
             register_secret(value);
-            if let Some(password) = url_password(value) {
-                register_secret(password);
+            for password in url_password(value).unwrap_or_default() {
+                register_secret(&password);
             }
         }
     }
@@ -214,13 +356,18 @@ fn looks_secret(name: &str, value: &str) -> bool {
         || url_password(value).is_some()
 }
 
-/// The password of `scheme://user:password@host...`, if any.
-fn url_password(value: &str) -> Option<&str> {
-    let (_, rest) = value.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let (userinfo, _) = authority.rsplit_once('@')?;
-    let (_, password) = userinfo.split_once(':')?;
-    (!password.is_empty()).then_some(password)
+/// The password of `scheme://user:password@host...`, if any, as written
+/// in the URL (percent-encoded) and decoded: a job may print either.
+fn url_password(value: &str) -> Option<Vec<String>> {
+    let url = url::Url::parse(value).ok()?;
+    let raw = url.password().filter(|p| !p.is_empty())?.to_owned();
+    let mut forms = vec![raw.clone()];
+    if let Ok(decoded) = percent_encoding::percent_decode_str(&raw).decode_utf8() {
+        if decoded != raw {
+            forms.push(decoded.into_owned());
+        }
+    }
+    Some(forms)
 }
 
 /// Run in a given container (tests and callers that already found it).
@@ -229,6 +376,7 @@ pub async fn run_in(
     container: &str,
     config: &Config,
     job: &Job<'_>,
+    env: &[String],
 ) -> Result<Outcome, JobError> {
     let argv_text = job.argv.join(" ");
     let exec_err = |detail: String| JobError::Exec {
@@ -251,36 +399,54 @@ pub async fn run_in(
                 attach_stdout: Some(true),
                 attach_stderr: Some(true),
                 cmd: Some(job.argv.to_vec()),
+                env: (!env.is_empty()).then(|| env.to_vec()),
                 ..Default::default()
             },
         )
         .await
         .map_err(|e| exec_err(e.to_string()))?;
     let mut sink = Sink::new(config, job);
-    let streamed = tokio::time::timeout(deadline, async {
-        match docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(|e| exec_err(e.to_string()))?
-        {
-            StartExecResults::Attached { mut output, .. } => {
-                while let Some(msg) = output.next().await {
-                    let msg = msg.map_err(|e| JobError::Stream {
-                        job: job.name.to_owned(),
-                        detail: e.to_string(),
-                    })?;
-                    sink.take(msg)?;
+    let streamed = {
+        let stream = tokio::time::timeout(deadline, async {
+            match docker
+                .start_exec(&exec.id, None)
+                .await
+                .map_err(|e| exec_err(e.to_string()))?
+            {
+                StartExecResults::Attached { mut output, .. } => {
+                    while let Some(msg) = output.next().await {
+                        let msg = msg.map_err(|e| JobError::Stream {
+                            job: job.name.to_owned(),
+                            detail: e.to_string(),
+                        })?;
+                        sink.take(msg)?;
+                    }
+                    Ok(())
                 }
-                Ok(())
+                StartExecResults::Detached => {
+                    Err(exec_err("the Engine started the exec detached".into()))
+                }
             }
-            StartExecResults::Detached => {
-                Err(exec_err("the Engine started the exec detached".into()))
-            }
+        });
+        tokio::select! {
+            result = stream => Ok(result),
+            signal = operation::wait() => Err(signal),
         }
-    })
-    .await;
+    };
     match streamed {
-        Err(_) => {
+        Err(signal) => {
+            sink.finish();
+            log::warn!(stage = job.name; "{signal}: stopping `{argv_text}` in the API container");
+            let fate = stop_exec(&docker, &exec.id, config).await;
+            log::warn!(stage = job.name; "{fate}");
+            return Err(JobError::Interrupted {
+                job: job.name.to_owned(),
+                argv: argv_text,
+                signal,
+                fate,
+            });
+        }
+        Ok(Err(_)) => {
             sink.finish();
             return Err(JobError::Timeout {
                 job: job.name.to_owned(),
@@ -289,7 +455,12 @@ pub async fn run_in(
                 fate: stop_exec(&docker, &exec.id, config).await,
             });
         }
-        Ok(result) => result?,
+        Ok(Ok(result)) => {
+            if let Err(e) = result {
+                sink.finish();
+                return Err(e);
+            }
+        }
     }
     sink.finish();
     // The stream ends when the process closes its output; the exit code can
@@ -320,18 +491,20 @@ pub async fn run_in(
     if outcome.success() {
         log::info!(stage = job.name; "`{argv_text}` exited 0 in {:.1}s ({} lines, {} warnings)", outcome.duration.as_secs_f64(), outcome.line_count, outcome.warning_count);
     } else {
-        log::error!(stage = job.name; "`{argv_text}` exited {exit_code} after {:.1}s; last lines:", outcome.duration.as_secs_f64());
-        for line in &outcome.tail {
-            log::error!(stage = job.name; "  {line}");
-        }
+        log::error!(stage = job.name; "`{argv_text}` exited {exit_code} after {:.1}s ({} lines; its last lines are above)", outcome.duration.as_secs_f64(), outcome.line_count);
     }
     Ok(outcome)
 }
 
-/// End an exec past its deadline. The Engine API has no call for that, but
-/// on a local Engine the exec's host PID is ours to signal (the agent runs as
-/// root beside dockerd): SIGTERM, a grace period, then SIGKILL. A migration
-/// runs in one transaction, so ending it rolls back rather than half-applies.
+/// End an exec (deadline or signal). The Engine API has no call for that,
+/// but on a local Engine the exec's process is ours to signal (the agent
+/// runs as root beside dockerd): SIGTERM, a grace period, then SIGKILL. The
+/// signal goes through a pidfd, not a bare pid: the pid the Engine reports
+/// is opened, then the exec is inspected again, and only if it still runs
+/// with that pid is the pidfd known to be the exec's own process (a pid
+/// reused after the exec ended would show the exec as ended). A migration
+/// runs in one transaction, so ending it rolls back rather than
+/// half-applies.
 async fn stop_exec(docker: &Docker, exec_id: &str, config: &Config) -> String {
     const GRACE: Duration = Duration::from_secs(5);
     let still = "the process may still run in the container".to_owned();
@@ -348,11 +521,21 @@ async fn stop_exec(docker: &Docker, exec_id: &str, config: &Config) -> String {
     let Ok(Some(pid)) = docker.inspect_exec(exec_id).await.map(running_pid) else {
         return "it has ended since".to_owned();
     };
+    let pidfd = match pidfd_open(pid) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return "it has ended since".to_owned(),
+        Err(e) => return format!("{still} (cannot open its process {pid}: {e})"),
+    };
+    match docker.inspect_exec(exec_id).await.map(running_pid) {
+        Ok(Some(again)) if again == pid => {}
+        _ => return "it has ended since".to_owned(),
+    }
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGKILL, "SIGKILL")] {
-        // SAFETY: kill(2) with a pid the Engine reported for this exec.
-        if unsafe { libc::kill(pid, signal) } != 0 {
-            let e = std::io::Error::last_os_error();
-            return format!("{still} (cannot signal pid {pid}: {e})");
+        if let Err(e) = pidfd_signal(&pidfd, signal) {
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return "it has ended since".to_owned();
+            }
+            return format!("{still} (cannot signal its process {pid}: {e})");
         }
         let until = Instant::now() + GRACE;
         while Instant::now() < until {
@@ -366,110 +549,34 @@ async fn stop_exec(docker: &Docker, exec_id: &str, config: &Config) -> String {
     still
 }
 
-/// Splits the two streams into lines, logs them, counts warnings, keeps the
-/// tail and (optionally) all of stdout.
-struct Sink {
-    job: String,
-    pattern: String,
-    tail_limit: usize,
-    capture: bool,
-    stdout_partial: Vec<u8>,
-    stderr_partial: Vec<u8>,
-    outcome: Outcome,
-    tail: VecDeque<String>,
+/// A pidfd for `pid` (Linux 5.3+): a handle that names this process and
+/// never another one that later gets the same pid.
+fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
+    // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let fd = i32::try_from(fd).map_err(std::io::Error::other)?;
+    // SAFETY: the kernel just returned this fd to us; nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-impl Sink {
-    fn new(config: &Config, job: &Job<'_>) -> Self {
-        Sink {
-            job: job.name.to_owned(),
-            pattern: config.jobs.warning_pattern.to_lowercase(),
-            tail_limit: config.jobs.tail_lines,
-            capture: job.capture_stdout,
-            stdout_partial: Vec::new(),
-            stderr_partial: Vec::new(),
-            outcome: Outcome::default(),
-            tail: VecDeque::new(),
-        }
+fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
+    // SAFETY: pidfd_send_signal(2) with a valid pidfd, no siginfo, no flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
     }
-
-    fn take(&mut self, msg: LogOutput) -> Result<(), JobError> {
-        let (bytes, is_stdout) = match msg {
-            LogOutput::StdOut { message } => (message, true),
-            LogOutput::StdErr { message } | LogOutput::Console { message } => (message, false),
-            LogOutput::StdIn { .. } => return Ok(()),
-        };
-        if is_stdout && self.capture {
-            if self.outcome.stdout.len() + bytes.len() > MAX_CAPTURED_STDOUT {
-                return Err(JobError::TooMuchOutput {
-                    job: self.job.clone(),
-                });
-            }
-            self.outcome
-                .stdout
-                .push_str(&String::from_utf8_lossy(&bytes));
-        }
-        let mut partial = std::mem::take(if is_stdout {
-            &mut self.stdout_partial
-        } else {
-            &mut self.stderr_partial
-        });
-        partial.extend_from_slice(&bytes);
-        let mut start = 0;
-        while let Some(pos) = partial[start..].iter().position(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(&partial[start..start + pos]).into_owned();
-            self.line(&line);
-            start += pos + 1;
-        }
-        partial.drain(..start);
-        // A line longer than this is flushed in pieces rather than held.
-        if partial.len() > 64 * 1024 {
-            let line = String::from_utf8_lossy(&partial).into_owned();
-            self.line(&line);
-            partial.clear();
-        }
-        if is_stdout {
-            self.stdout_partial = partial;
-        } else {
-            self.stderr_partial = partial;
-        }
-        Ok(())
-    }
-
-    fn line(&mut self, line: &str) {
-        let line = redact(line.trim_end_matches('\r'));
-        self.outcome.line_count += 1;
-        if !self.pattern.is_empty() && line.to_lowercase().contains(&self.pattern) {
-            self.outcome.warning_count += 1;
-        }
-        log::info!(stage = self.job.as_str(); "| {line}");
-        if self.tail_limit > 0 {
-            if self.tail.len() == self.tail_limit {
-                self.tail.pop_front();
-            }
-            self.tail.push_back(line);
-        }
-    }
-
-    /// Flush lines without a final newline.
-    fn finish(&mut self) {
-        for partial in [
-            std::mem::take(&mut self.stdout_partial),
-            std::mem::take(&mut self.stderr_partial),
-        ] {
-            if !partial.is_empty() {
-                let line = String::from_utf8_lossy(&partial).into_owned();
-                self.line(&line);
-            }
-        }
-    }
-
-    fn into_outcome(self) -> Outcome {
-        Outcome {
-            tail: self.tail.into_iter().collect(),
-            ..self.outcome
-        }
-    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -478,43 +585,14 @@ mod tests {
 
     #[test]
     fn credentials_in_env_are_recognised() {
-        assert_eq!(url_password("postgres://app:pw@db:5432/x"), Some("pw"));
+        assert_eq!(
+            url_password("postgres://app:pw%40x@db:5432/x"),
+            Some(vec!["pw%40x".to_string(), "pw@x".to_string()])
+        );
         assert_eq!(url_password("https://example.com/a@b"), None);
         assert!(looks_secret("DATABASE_URL", "postgres://app:pw@db/x"));
         assert!(looks_secret("JWT_SECRET", "abc"));
         assert!(!looks_secret("PORT", "8080"));
         assert!(!looks_secret("MEDIA_BUCKET", "wavemap-dev-media"));
-    }
-
-    #[test]
-    fn lines_split_across_chunks_warnings_counted_tail_bounded() {
-        let mut config = Config::default();
-        config.jobs.tail_lines = 2;
-        config.jobs.warning_pattern = "WARN".into();
-        let argv = vec!["x".to_string()];
-        let job = Job {
-            name: "seed",
-            argv: &argv,
-            capture_stdout: true,
-        };
-        let mut sink = Sink::new(&config, &job);
-        sink.take(LogOutput::StdOut {
-            message: "one\ntw".into(),
-        })
-        .unwrap();
-        sink.take(LogOutput::StdErr {
-            message: "warning: x\n".into(),
-        })
-        .unwrap();
-        sink.take(LogOutput::StdOut {
-            message: "o\nthree".into(),
-        })
-        .unwrap();
-        sink.finish();
-        let out = sink.into_outcome();
-        assert_eq!(out.line_count, 4);
-        assert_eq!(out.warning_count, 1);
-        assert_eq!(out.tail, ["two", "three"]);
-        assert_eq!(out.stdout, "one\ntwo\nthree");
     }
 }

@@ -1,0 +1,228 @@
+//! Replacing a service's container with a new one, in the order its
+//! `deploy.update_config.order` asks for.
+//!
+//! **stop-first** (Compose's default, and what `docker compose up` does):
+//! the new container is created under a temporary name (`<old id>_<name>`,
+//! Compose's own scheme) while the old one still serves, so a create that
+//! fails changes nothing; then the old one is stopped, the new one started
+//! at once, the old one removed and the new one renamed. The service is
+//! down from the old container's stop to the new one's start, the shortest
+//! a published host port or a fixed `container_name` allows (two running
+//! containers cannot hold one).
+//!
+//! **start-first**: the new container is created and started under the
+//! temporary name with the service's network aliases, next to the old one,
+//! and must become healthy within the deploy's health timeout. Only then is
+//! the old one drained (disconnected from the project networks, so the
+//! service name stops resolving to it, then a short grace), stopped,
+//! removed, and the new one renamed. Clients on the project network always
+//! find a container behind the service name: no proxy is needed. If the new
+//! container never becomes healthy it is removed and the old one keeps
+//! serving; the deploy fails at `health`.
+//!
+//! Crash safety: a kill at any step leaves the service served by the old or
+//! the new container. The rerun's plan sees the leftovers: a temporary
+//! container beside the old one is surplus (removed, and the replacement
+//! runs again); a temporary container alone is the service's container and
+//! the converge renames it ([`finish_rename`]). Every step has a test pause
+//! point (`start-first:*`, `stop-first:*`) so the crash test can kill there.
+
+use std::time::{Duration, Instant};
+
+use bollard::models::NetworkDisconnectRequest;
+use bollard::query_parameters::{RemoveContainerOptions, RenameContainerOptions};
+use bollard::Docker;
+
+use super::converge::{create, grace_seconds, remove, start, stop};
+use super::health::{wait_for, Target};
+use super::model::{Project, Service, UpdateOrder};
+use super::plan::{docker_error, Existing};
+use crate::error::Error;
+use crate::testpoint::pause;
+
+const STAGE: &str = "converge";
+
+/// Time the old container keeps running after it left the networks, for
+/// work it has in hand (a request being answered, a write being committed)
+/// before it gets SIGTERM. New requests already go to the new container.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
+fn temporary_name(old: &Existing, name: &str) -> String {
+    let short: String = old.id.chars().take(12).collect();
+    format!("{short}_{name}")
+}
+
+/// Replace `old` by a new container of `service` named `name`, in the
+/// service's `deploy.update_config.order` (the loader refuses start-first
+/// for a service with host ports or a `container_name`). Returns the new container's id.
+pub(super) async fn replace(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+) -> Result<String, Error> {
+    match service.update_order {
+        UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
+        UpdateOrder::StartFirst => start_first(docker, project, service, image_id, old, name).await,
+    }
+}
+
+async fn stop_first(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+) -> Result<String, Error> {
+    let temporary = temporary_name(old, name);
+    let id = create(docker, project, service, image_id, &temporary).await?;
+    pause("stop-first:created");
+    stop(docker, &old.id, grace_seconds(service)).await?;
+    pause("stop-first:stopped");
+    // A stopped container holds no port and no DNS entry: start the new
+    // one now; removing the old one and the rename are not on the path to
+    // serving.
+    start(docker, &id).await?;
+    pause("stop-first:started");
+    remove(docker, &old.id).await?;
+    pause("stop-first:removed");
+    rename(docker, &id, &temporary, name).await?;
+    pause("stop-first:renamed");
+    Ok(id)
+}
+
+async fn start_first(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    image_id: &str,
+    old: &Existing,
+    name: &str,
+) -> Result<String, Error> {
+    let temporary = temporary_name(old, name);
+    log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
+    let id = create(docker, project, service, image_id, &temporary).await?;
+    pause("start-first:created");
+    if let Err(e) = start(docker, &id).await {
+        discard(docker, &id, &temporary).await;
+        return Err(e);
+    }
+    pause("start-first:started");
+    let deadline = Instant::now() + project.dependency_wait;
+    let started = Instant::now();
+    match wait_for(
+        docker,
+        &service.name,
+        &id,
+        Target::Ready,
+        deadline,
+        "health",
+    )
+    .await
+    {
+        Ok(()) => {}
+        Err(Error::Failed { detail, .. }) => {
+            discard(docker, &id, &temporary).await;
+            return Err(Error::failed(
+                "health",
+                format!(
+                    "start-first replacement of {}: {detail}; the new container was removed and {name} keeps serving",
+                    service.name
+                ),
+            ));
+        }
+        Err(other) => {
+            discard(docker, &id, &temporary).await;
+            return Err(other);
+        }
+    }
+    log::info!(stage = STAGE; "start-first: {temporary} is ready after {}ms; draining {name}", started.elapsed().as_millis());
+    pause("start-first:healthy");
+    drain(docker, project, service, old).await;
+    pause("start-first:drained");
+    tokio::time::sleep(DRAIN_GRACE).await;
+    stop(docker, &old.id, grace_seconds(service)).await?;
+    pause("start-first:stopped");
+    remove(docker, &old.id).await?;
+    pause("start-first:removed");
+    rename(docker, &id, &temporary, name).await?;
+    pause("start-first:renamed");
+    Ok(id)
+}
+
+/// Disconnect `old` from the service's project networks, so the service
+/// name resolves only to the new container. A failure is logged, not fatal:
+/// the new container is healthy, and finishing the replacement (the stop
+/// takes the old one out of DNS anyway) beats leaving two containers.
+async fn drain(docker: &Docker, project: &Project, service: &Service, old: &Existing) {
+    let Some(networks) = &service.networks else {
+        return;
+    };
+    for key in networks.keys() {
+        let engine_name = project
+            .networks
+            .get(key)
+            .map_or_else(|| key.clone(), |n| n.name.clone());
+        let request = NetworkDisconnectRequest {
+            container: old.id.clone(),
+            force: Some(false),
+        };
+        if let Err(e) = docker.disconnect_network(&engine_name, request).await {
+            log::warn!(stage = STAGE; "draining {}: disconnect from {engine_name}: {e}; it is stopped next", old.name);
+        }
+    }
+}
+
+/// Remove a replacement that will not serve; best effort, the error that
+/// brought us here is the one to report.
+async fn discard(docker: &Docker, id: &str, name: &str) {
+    let options = RemoveContainerOptions {
+        force: true,
+        ..Default::default()
+    };
+    if let Err(e) = docker.remove_container(id, Some(options)).await {
+        log::warn!(stage = STAGE; "cannot remove the failed replacement {name}: {e}; the next deploy removes it");
+    }
+}
+
+async fn rename(docker: &Docker, id: &str, from: &str, to: &str) -> Result<(), Error> {
+    docker
+        .rename_container(
+            id,
+            RenameContainerOptions {
+                name: to.to_owned(),
+            },
+        )
+        .await
+        .map_err(|e| docker_error(&format!("rename {from} to {to}"), e))
+}
+
+/// A service whose only container still has a temporary name: a replacement
+/// was interrupted after the old container was removed. Give it the name.
+pub(super) async fn finish_rename(
+    docker: &Docker,
+    current: &Existing,
+    name: &str,
+) -> Result<(), Error> {
+    log::info!(stage = STAGE; "renaming {} to {name} (an interrupted replacement)", current.name);
+    rename(docker, &current.id, &current.name, name).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_temporary_name_is_composes() {
+        let old = Existing {
+            id: "0123456789abcdef0123".into(),
+            name: "p-api-1".into(),
+            state: "running".into(),
+        };
+        assert_eq!(temporary_name(&old, "p-api-1"), "0123456789ab_p-api-1");
+    }
+}

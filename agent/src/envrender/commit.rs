@@ -1,0 +1,265 @@
+//! Writing a render's files together, and cleaning up after a crash.
+//!
+//! A render changes several env files; a crash must never leave some new and
+//! some old, nor litter. So every changed file's temp file is written
+//! (fsynced) before any rename; the SecureString names are recorded in
+//! `state_dir`; the list of pending renames is written; then the renames.
+//! The next executed render, under the agent lock, finishes a rename phase a
+//! crash interrupted (every temp file in it was complete) and removes temp
+//! files any earlier process left, and the operation journal records it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use super::{name_list, FilePlan, ENV_DIR_MODE, ENV_FILE_MODE};
+use crate::config::Config;
+use crate::error::Error;
+use crate::fsutil;
+
+/// The SecureString variable names per group, recorded by the render in
+/// `state_dir` (never in the env files, which stay plain Compose env files
+/// that an operator's edit must not be able to weaken redaction through).
+pub(super) const SECURE_NAMES_FILE: &str = "env-secure-variables.json";
+/// The rename phase in progress: present only between the last temp write
+/// and the last rename of a render.
+const PENDING_FILE: &str = "env-render-pending.json";
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SecureNames {
+    schema_version: u32,
+    groups: BTreeMap<String, BTreeSet<String>>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Pending {
+    schema_version: u32,
+    pid: u32,
+    renames: Vec<(PathBuf, PathBuf)>,
+}
+
+fn secure_names_path(config: &Config) -> PathBuf {
+    config.agent.state_dir.join(SECURE_NAMES_FILE)
+}
+
+fn pending_path(config: &Config) -> PathBuf {
+    config.agent.state_dir.join(PENDING_FILE)
+}
+
+/// The names of the variables that came from SecureString parameters, over
+/// every group, as the last executed render recorded them (empty before the
+/// first one, or when the record cannot be read).
+pub fn secure_variables(config: &Config) -> BTreeSet<String> {
+    let path = secure_names_path(config);
+    let names = fsutil::read_owned(&path)
+        .ok()
+        .flatten()
+        .and_then(|bytes| serde_json::from_slice::<SecureNames>(&bytes).ok());
+    names
+        .map(|n| n.groups.into_values().flatten().collect())
+        .unwrap_or_default()
+}
+
+/// What the crash recovery at the start of an executed render did.
+#[derive(Debug, Default)]
+pub(super) struct Recovered {
+    /// Files whose interrupted rename this run finished.
+    pub(super) finished: Vec<String>,
+    /// Temp files of earlier processes removed.
+    pub(super) removed: Vec<String>,
+}
+
+/// Crash hygiene, under the agent lock: finish a rename phase that a killed
+/// render left half done (every temp file in it was complete and fsynced
+/// before the phase began), then remove temp files any earlier process left
+/// in the env folder and beside the Compose file. The operation journal
+/// records what was done.
+pub(super) fn recover(config: &Config) -> Result<Recovered, Error> {
+    let mut recovered = Recovered::default();
+    let pending = pending_path(config);
+    if let Some(bytes) = fsutil::read_owned(&pending)? {
+        match serde_json::from_slice::<Pending>(&bytes) {
+            Ok(p) => {
+                for (temp, target) in &p.renames {
+                    if std::fs::symlink_metadata(temp).is_ok() {
+                        fsutil::commit_temp(temp, target)?;
+                        recovered.finished.push(display_name(target));
+                    }
+                }
+                log::warn!(stage = "env-render"; "finished the rename phase that an interrupted render (pid {}) left: {}", p.pid, name_list(&recovered.finished));
+            }
+            Err(e) => {
+                log::warn!(stage = "env-render"; "{} cannot be read ({e}); its temp files are removed instead", pending.display());
+            }
+        }
+        std::fs::remove_file(&pending).map_err(|e| Error::io("remove", &pending, e))?;
+    }
+    let mut dirs = vec![config.runtime.env_dir.as_path().to_path_buf()];
+    if let Some(compose_dir) = config.runtime.compose_file.as_path().parent() {
+        if !dirs.iter().any(|d| d == compose_dir) {
+            dirs.push(compose_dir.to_path_buf());
+        }
+    }
+    for dir in dirs {
+        recovered.removed.extend(fsutil::remove_temps(&dir)?);
+    }
+    if !recovered.removed.is_empty() {
+        log::warn!(stage = "env-render"; "removed {} temp files left by an earlier process: {}", recovered.removed.len(), name_list(&recovered.removed));
+    }
+    if !recovered.finished.is_empty() || !recovered.removed.is_empty() {
+        let mut details = serde_json::Map::new();
+        details.insert("finishedRenames".into(), recovered.finished.clone().into());
+        details.insert("removedTempFiles".into(), recovered.removed.clone().into());
+        crate::journal::append(
+            &config.journal_path(),
+            &crate::journal::Entry {
+                event: "recovered".into(),
+                command: "env-render".into(),
+                args: Vec::new(),
+                pid: std::process::id(),
+                started_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                ended_at: None,
+                outcome: None,
+                exit_code: None,
+                duration_ms: None,
+                details,
+            },
+        );
+    }
+    Ok(recovered)
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// Test seam (end-to-end crash test only): sleep this many milliseconds
+/// between the temp writes and the renames, so a test can SIGKILL the agent
+/// exactly there.
+const PAUSE_BEFORE_RENAME_ENV: &str = "WAVEMAP_AGENT_TEST_PAUSE_BEFORE_RENAME_MS";
+
+/// Write every changed file together: all temp files first, then the
+/// SecureString names, then the list of pending renames, then the renames.
+/// A failure before the renames removes the temp files and changes no env
+/// file; a crash during the renames is finished by the next render
+/// ([`recover`]).
+pub(super) fn write_all(
+    config: &Config,
+    plans: &[FilePlan],
+    secure: &BTreeMap<String, BTreeSet<String>>,
+) -> Result<(), Error> {
+    let writes: Vec<&FilePlan> = plans.iter().filter(|p| p.write).collect();
+    if !writes.is_empty() {
+        fsutil::ensure_dir(config.runtime.env_dir.as_path(), ENV_DIR_MODE)?;
+    }
+    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for plan in &writes {
+        match fsutil::write_temp(&plan.summary.path, &plan.bytes, ENV_FILE_MODE) {
+            Ok(temp) => temps.push((temp, plan.summary.path.clone())),
+            Err(e) => {
+                for (temp, _) in &temps {
+                    let _ = std::fs::remove_file(temp);
+                }
+                return Err(e.into());
+            }
+        }
+    }
+    // The names go first: a job must never see new values whose names its
+    // redaction does not know yet.
+    let names = SecureNames {
+        schema_version: 1,
+        groups: secure.clone(),
+    };
+    let mut bytes =
+        serde_json::to_vec_pretty(&names).map_err(|e| Error::failed("env-render", e))?;
+    bytes.push(b'\n');
+    let names_path = secure_names_path(config);
+    let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755).and_then(|()| {
+        if fsutil::read_owned(&names_path)?.as_deref() == Some(bytes.as_slice()) {
+            Ok(())
+        } else {
+            fsutil::write_atomic(&names_path, &bytes, 0o600)
+        }
+    });
+    if let Err(e) = result {
+        for (temp, _) in &temps {
+            let _ = std::fs::remove_file(temp);
+        }
+        return Err(e.into());
+    }
+    if temps.is_empty() {
+        return Ok(());
+    }
+    let pending = Pending {
+        schema_version: 1,
+        pid: std::process::id(),
+        renames: temps.clone(),
+    };
+    let pending_bytes =
+        serde_json::to_vec_pretty(&pending).map_err(|e| Error::failed("env-render", e))?;
+    if let Err(e) = fsutil::write_atomic(&pending_path(config), &pending_bytes, 0o600) {
+        for (temp, _) in &temps {
+            let _ = std::fs::remove_file(temp);
+        }
+        return Err(e.into());
+    }
+    if let Some(ms) = std::env::var(PAUSE_BEFORE_RENAME_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        log::info!(stage = "env-render"; "{PAUSE_BEFORE_RENAME_ENV}: pausing {ms} ms before the renames");
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
+    for (temp, target) in &temps {
+        fsutil::commit_temp(temp, target)?;
+    }
+    let pending = pending_path(config);
+    std::fs::remove_file(&pending).map_err(|e| Error::io("remove", &pending, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        Config::parse(
+            &format!(
+                "[agent]\nstate_dir = \"{0}/state\"\n\n[runtime]\nenv_dir = \"{0}/env\"\ncompose_file = \"{0}/compose.yaml\"\n",
+                dir.display()
+            ),
+            "t",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_killed_rename_phase_is_finished_and_stray_temps_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(dir.path().join("env")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        let backend = dir.path().join("env/backend.env");
+        std::fs::write(&backend, b"A='old'\n").unwrap();
+        // What a SIGKILL after the temp writes leaves: a complete temp file
+        // and the pending list; plus a stray temp of another process.
+        let temp = fsutil::write_temp(&backend, b"A='new'\n", ENV_FILE_MODE).unwrap();
+        let pending = Pending {
+            schema_version: 1,
+            pid: 1,
+            renames: vec![(temp.clone(), backend.clone())],
+        };
+        std::fs::write(pending_path(&config), serde_json::to_vec(&pending).unwrap()).unwrap();
+        let stray = dir.path().join("env/.wavemap-tmp-frontend.env-999999");
+        std::fs::write(&stray, b"x").unwrap();
+        let recovered = recover(&config).unwrap();
+        assert_eq!(recovered.finished, vec!["backend.env"]);
+        assert_eq!(recovered.removed, vec![".wavemap-tmp-frontend.env-999999"]);
+        assert_eq!(std::fs::read(&backend).unwrap(), b"A='new'\n");
+        assert!(!temp.exists() && !stray.exists());
+        assert!(!pending_path(&config).exists());
+    }
+}
