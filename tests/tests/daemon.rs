@@ -176,24 +176,31 @@ async fn project_containers(project: &str) -> Vec<bollard::models::ContainerSumm
         .expect("list containers")
 }
 
-/// (service, image, status) of each container of the project.
+/// (service, image, status) of each container of the project. The image is
+/// the container's `Config.Image` (the list call shows an image ID instead
+/// once the tag moved, which the stack's image rebuild can do meanwhile).
 async fn containers_of(project: &str) -> Vec<(String, String, String)> {
-    project_containers(project)
-        .await
-        .into_iter()
-        .map(|c| {
-            let service = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("com.docker.compose.service").cloned())
-                .unwrap_or_default();
-            (
-                service,
-                c.image.unwrap_or_default(),
-                c.status.unwrap_or_default(),
+    let d = docker().await;
+    let mut out = Vec::new();
+    for c in project_containers(project).await {
+        let service = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("com.docker.compose.service").cloned())
+            .unwrap_or_default();
+        let image = match d
+            .inspect_container(
+                c.id.as_deref().unwrap_or_default(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
             )
-        })
-        .collect()
+            .await
+        {
+            Ok(info) => info.config.and_then(|c| c.image).unwrap_or_default(),
+            Err(_) => c.image.clone().unwrap_or_default(),
+        };
+        out.push((service, image, c.status.unwrap_or_default()));
+    }
+    out
 }
 
 async fn remove_containers(project: &str) {

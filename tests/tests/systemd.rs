@@ -12,6 +12,10 @@
 //! - the .deb: `WAVEMAP_TEST_DEB` (scripts/test sets it), else this test
 //!   runs `scripts/build-deb --dev` itself.
 //!
+//! It is `#[ignore]`d in a plain `cargo test`: `scripts/test` runs it after
+//! packaging, with the other root-only tests (`--ignored`). By hand:
+//! `cargo test -p wavemap-e2e --test e2e -- --ignored systemd::`.
+//!
 //! The project's Compose file has no bind mounts (one named volume), so it
 //! can live inside the container at the packaged default path
 //! /opt/wavemap/runtime; a bind mount would need a path the host's dockerd
@@ -109,29 +113,27 @@ impl Machine {
         );
         assert_eq!(r.code, 0, "docker run of the systemd image: {}", r.dump());
         let machine = Machine { name };
-        // PID 1 needs a moment before its bus answers.
+        // PID 1 needs a moment before its bus answers (until then
+        // `systemctl` says "offline" or cannot connect); `--wait` then
+        // returns once boot finished: running, or degraded when some unit
+        // of the image failed (not ours; shown in the message).
+        let booted = || {
+            let state = machine.sh("systemctl is-system-running --wait");
+            ["running", "degraded"].contains(&state.stdout.trim())
+        };
         wait_until(
-            Duration::from_secs(60),
-            "systemd's bus in the container",
+            Duration::from_secs(90),
+            "systemd's boot in the container",
+            booted,
             || {
-                machine
-                    .sh("systemctl is-system-running")
-                    .stderr
-                    .trim()
-                    .is_empty()
+                format!(
+                    "{}\n{}",
+                    machine.sh("systemctl is-system-running").dump(),
+                    machine
+                        .sh("systemctl --failed --no-pager; journalctl -b --no-pager | tail -40")
+                        .stdout
+                )
             },
-            || machine.sh("systemctl is-system-running").dump(),
-        );
-        // `--wait` returns once boot finished: running, or degraded when
-        // some unit of the image failed (not ours; listed in the message).
-        let state = machine.sh("systemctl is-system-running --wait");
-        assert!(
-            ["running", "degraded"].contains(&state.stdout.trim()),
-            "systemd did not boot: {}\n{}",
-            state.dump(),
-            machine
-                .sh("systemctl --failed --no-pager; journalctl -b --no-pager | tail -40")
-                .stdout
         );
         machine
     }
@@ -396,6 +398,7 @@ fn delete_from_registry(image: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the .deb and the systemd image; scripts/test runs it with the root-only tests (--ignored, WAVEMAP_TEST_DEB set)"]
 async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_upgrade() {
     let s = stack();
     let image = s.var("WAVEMAP_TEST_SYSTEMD_IMAGE").to_owned();
