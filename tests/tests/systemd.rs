@@ -340,7 +340,9 @@ fn agent_config(name: &str, prefix: &str, ready_timeout: u64) -> String {
          [docker]\nallowed_registries = [\"{registry}\"]\n\n\
          [runtime]\nproject_name = \"{name}\"\nparameter_prefix = \"{prefix}\"\n\
          health_timeout = 90\npull_timeout = 120\n\n\
-         [daemon]\nhealth_interval = 2\nssm_wait = 5\nretry_max = 4\nready_timeout = {ready_timeout}\n",
+         [daemon]\nhealth_interval = 2\nssm_wait = 5\nretry_max = 4\nready_timeout = {ready_timeout}\n\n\
+         # The test frontend serves /health only (no /en/ping, no API rewrite).\n\
+         [smoke]\nchecks = [{{ name = \"health\", path = \"/health\", status = 200 }}]\n",
         region = s.region,
         ssm = s.ssm_endpoint,
         ecr = s.ecr_endpoint,
