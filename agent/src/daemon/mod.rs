@@ -214,9 +214,10 @@ impl Daemon<'_> {
             let alive = self.alive.clone();
             let heal_started = clock::now();
             let heal_clock = Instant::now();
-            if after_ready {
-                journal_heal(config, "start", &heal_started, None, "", None);
-            }
+            // After READY each attempt is a heal in the journal, written
+            // once it ran: an attempt that found the lock held did nothing
+            // and leaves no entry (a long deploy would otherwise fill the
+            // journal with them).
             let result = self
                 .drive(attempt::recover(config, &alive, phase, lock_wait, true))
                 .await?;
@@ -244,6 +245,7 @@ impl Daemon<'_> {
                     );
                     finish(config, &record);
                     if after_ready {
+                        journal_heal(config, "start", &heal_started, None, "", None);
                         journal_heal(
                             config,
                             "end",
@@ -272,12 +274,13 @@ impl Daemon<'_> {
                     record.to_docker_ms = f.to_docker_ms;
                     record.detail = format!("attempt {}: {}", record.attempts, f.why);
                     finish(config, &record);
-                    if after_ready {
+                    if after_ready && !f.lock_busy {
+                        journal_heal(config, "start", &heal_started, None, "", None);
                         journal_heal(
                             config,
                             "end",
                             &heal_started,
-                            Some(if f.lock_busy { "lock-busy" } else { "failed" }),
+                            Some("failed"),
                             &f.why,
                             Some(attempt::ms(heal_clock)),
                         );
