@@ -375,30 +375,14 @@ impl Daemon<'_> {
                 continue;
             }
             match check {
-                Check::Clean | Check::NoRelease => {
-                    let phase = if seen.docker_ok {
-                        Phase::Running
+                Check::Clean | Check::NoRelease | Check::Skipped(_) => {
+                    if let Check::Skipped(why) = &check {
+                        log::debug!(operation = "daemon"; "drift check skipped: {why}");
+                    }
+                    let (phase, word) = if seen.docker_ok {
+                        (Phase::Running, "running")
                     } else {
-                        Phase::Degraded
-                    };
-                    let word = if seen.docker_ok {
-                        "running"
-                    } else {
-                        "degraded"
-                    };
-                    self.say(phase, &format!("{word}: {}", seen.summary));
-                }
-                Check::Skipped(why) => {
-                    log::debug!(operation = "daemon"; "drift check skipped: {why}");
-                    let phase = if seen.docker_ok {
-                        Phase::Running
-                    } else {
-                        Phase::Degraded
-                    };
-                    let word = if seen.docker_ok {
-                        "running"
-                    } else {
-                        "degraded"
+                        (Phase::Degraded, "degraded")
                     };
                     self.say(phase, &format!("{word}: {}", seen.summary));
                 }
