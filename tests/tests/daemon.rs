@@ -176,24 +176,31 @@ async fn project_containers(project: &str) -> Vec<bollard::models::ContainerSumm
         .expect("list containers")
 }
 
-/// (service, image, status) of each container of the project.
+/// (service, image, status) of each container of the project. The image is
+/// the container's `Config.Image` (the list call shows an image ID instead
+/// once the tag moved, which the stack's image rebuild can do meanwhile).
 async fn containers_of(project: &str) -> Vec<(String, String, String)> {
-    project_containers(project)
-        .await
-        .into_iter()
-        .map(|c| {
-            let service = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("com.docker.compose.service").cloned())
-                .unwrap_or_default();
-            (
-                service,
-                c.image.unwrap_or_default(),
-                c.status.unwrap_or_default(),
+    let d = docker().await;
+    let mut out = Vec::new();
+    for c in project_containers(project).await {
+        let service = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("com.docker.compose.service").cloned())
+            .unwrap_or_default();
+        let image = match d
+            .inspect_container(
+                c.id.as_deref().unwrap_or_default(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
             )
-        })
-        .collect()
+            .await
+        {
+            Ok(info) => info.config.and_then(|c| c.image).unwrap_or_default(),
+            Err(_) => c.image.clone().unwrap_or_default(),
+        };
+        out.push((service, image, c.status.unwrap_or_default()));
+    }
+    out
 }
 
 async fn remove_containers(project: &str) {
@@ -383,7 +390,11 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
         "{}",
         notify.all()
     );
-    assert!(notify.all().contains("ready: recovered"), "{}", notify.all());
+    assert!(
+        notify.all().contains("ready: recovered"),
+        "{}",
+        notify.all()
+    );
 
     // The operator recreates everything with Compose, from the same files.
     let compose_dir = td.compose_file().parent().expect("dir").to_path_buf();
@@ -405,14 +416,21 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
         after_compose,
         "the daemon recreated what Compose made from the same release"
     );
-    assert!(heals_in_journal(&td).is_empty(), "{:?}", heals_in_journal(&td));
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
     assert!(!notify.all().contains("healing"), "{}", notify.all());
 
     // A removed container comes back, as a journaled heal.
     let frontend = format!("{project}-frontend-1");
     docker_rm(&frontend);
     assert!(
-        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        notify.wait_for(
+            "STATUS=running: healed frontend missing",
+            Duration::from_secs(90)
+        ),
         "{}",
         notify.all()
     );
@@ -459,7 +477,10 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     );
     drop(lock);
     assert!(
-        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        notify.wait_for(
+            "STATUS=running: healed frontend missing",
+            Duration::from_secs(90)
+        ),
         "{}",
         notify.all()
     );
@@ -495,7 +516,11 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     assert_eq!(heals_in_journal(&td).len(), 3);
     let status = td.run(["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
-    assert_eq!(json["data"]["daemon"]["phase"], "degraded", "{}", status.stdout);
+    assert_eq!(
+        json["data"]["daemon"]["phase"], "degraded",
+        "{}",
+        status.stdout
+    );
     stop(child);
 }
 
@@ -505,4 +530,77 @@ fn docker_rm(container: &str) {
 
 fn docker_stop(container: &str) {
     wavemap_e2e::docker_cli(&["stop", "-t", "1", container], None);
+}
+
+/// A boot render that the checks refuse (issue 15: the same path as an
+/// empty SSM tree) keeps the existing env files byte for byte, recovers
+/// the release with them, and says so in STATUS, in `status` and in the
+/// redacted boot-recovery record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_boot_render_keeps_the_env_files_and_says_so() {
+    let s = stack();
+    let mut td = TestDir::new("daemon-refused");
+    let runtime = RuntimeProject::new(&td).await;
+    let out = td.run([
+        "runtime",
+        "deploy",
+        "--backend-image",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        "--frontend-image",
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        "--source-sha",
+        &s.sha_a,
+        "--deployment-version",
+        "refused-a",
+        "--execute",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let before: Vec<Vec<u8>> = ["backend", "frontend", "postgres"]
+        .iter()
+        .map(|g| std::fs::read(td.env_dir().join(format!("{g}.env"))).expect("env file"))
+        .collect();
+    // The contract now requires a parameter SSM does not have: the render
+    // is refused (exit 3 for `runtime-env`).
+    td.set(
+        "runtime",
+        "parameters",
+        r#"[{ name = "backend/NOT_IN_SSM", type = "String", required = true }]"#,
+    );
+    let render = td.run(["runtime-env", "--execute"]);
+    assert_eq!(render.code, 3, "{}", render.dump());
+    remove_containers(&runtime.name).await;
+
+    let mut notify = NotifyListener::new(&td.path().join("n").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(120)),
+        "{}",
+        notify.all()
+    );
+    let all = notify.all();
+    assert!(
+        all.contains("ready: recovered") && all.contains("kept existing env files (render refused"),
+        "{all}"
+    );
+    let after: Vec<Vec<u8>> = ["backend", "frontend", "postgres"]
+        .iter()
+        .map(|g| std::fs::read(td.env_dir().join(format!("{g}.env"))).expect("env file"))
+        .collect();
+    assert_eq!(after, before, "the refused render changed an env file");
+    assert_eq!(containers_of(&runtime.name).await.len(), 3);
+    let status = td.run(["status"]);
+    assert!(
+        status.stdout.contains("boot env") && status.stdout.contains("render refused"),
+        "{}",
+        status.stdout
+    );
+    let record = std::fs::read_to_string(td.state_dir().join("boot-recovery.json"))
+        .expect("boot-recovery.json");
+    assert!(record.contains("render refused"), "{record}");
+    let heartbeat =
+        std::fs::read_to_string(td.run_dir().join("daemon-heartbeat.json")).expect("heartbeat");
+    for text in [&record, &heartbeat, &all] {
+        assert!(!text.contains(&runtime.db_password), "secret in {text}");
+    }
+    stop(child);
 }

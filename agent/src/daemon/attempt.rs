@@ -24,7 +24,7 @@ pub enum Attempt {
 #[derive(Debug, Clone)]
 pub struct Healthy {
     pub image_tag: String,
-    /// `re-rendered from SSM`, `kept existing env files (...)`.
+    /// `env files re-rendered from SSM`, `kept existing env files (...)`.
     pub env: String,
     pub to_docker_ms: u64,
     /// From the attempt's start to the end of converge.
@@ -62,12 +62,8 @@ pub async fn wait_for_docker(
     let deadline = config.daemon.docker_wait.duration();
     let mut delay = Duration::from_millis(250);
     loop {
-        match crate::docker::connect_to(
-            &config.docker.host,
-            Duration::from_secs(3),
-            Duration::ZERO,
-        )
-        .await
+        match crate::docker::connect_to(&config.docker.host, Duration::from_secs(3), Duration::ZERO)
+            .await
         {
             Ok(docker) => return Ok(docker),
             Err(e) if started.elapsed() < deadline => {
@@ -181,9 +177,11 @@ pub async fn pipeline(
                 .map(|(_, ms)| ms)
                 .sum();
             let env = match (&outcome.env_kept_reason, env) {
-                (_, EnvPolicy::KeepExisting) => "kept as deployed (a heal never re-renders)".into(),
+                (_, EnvPolicy::KeepExisting) => {
+                    "env files kept as deployed (a heal never re-renders)".into()
+                }
                 (Some(reason), _) => format!("kept existing env files ({reason})"),
-                (None, _) => "re-rendered from SSM".into(),
+                (None, _) => "env files re-rendered from SSM".into(),
             };
             Ok(Healthy {
                 image_tag: release.image_tag.clone(),

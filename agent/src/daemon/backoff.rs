@@ -85,7 +85,11 @@ mod tests {
         for _ in 0..200 {
             let step = b.step();
             let d = b.next_delay();
-            assert!(d >= step / 2 && d <= step, "{d:?} outside [{:?}, {step:?}]", step / 2);
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
         }
     }
 
@@ -115,7 +119,10 @@ mod tests {
         let mut tiny = Backoff::seeded(Duration::from_secs(1), 4);
         for _ in 0..10 {
             let d = tiny.next_delay();
-            assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1), "{d:?}");
+            assert!(
+                d >= Duration::from_millis(500) && d <= Duration::from_secs(1),
+                "{d:?}"
+            );
         }
         // Never overflows, however long the outage.
         let mut long = Backoff::seeded(Duration::from_secs(300), 5);
