@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use wavemap_agent::compose::{self, Action, Plan, Project, Reason};
-use wavemap_e2e::{docker, registry_credentials, repo_root, stack, unique_name};
+use wavemap_e2e::{
+    docker, registry_credentials, release_args, repo_root, stack, unique_name, with_execute,
+};
 
 /// Removes the project (containers, network, volumes) when the test ends,
 /// pass or fail.
@@ -994,25 +996,18 @@ async fn a_production_shaped_file_hands_over_both_ways_with_container_name_secre
 fn deploy_args(execute: bool) -> Vec<String> {
     let s = stack();
     let sha = "0123456789abcdef0123456789abcdef01234567";
-    let mut args: Vec<String> = [
-        "runtime",
+    let args = release_args(
         "deploy",
-        "--backend-image",
         &format!("{}/wavemap/backend:sha-{sha}", s.registry),
-        "--frontend-image",
         &format!("{}/wavemap/frontend:sha-{sha}", s.registry),
-        "--source-sha",
         sha,
-        "--deployment-version",
         "v-compose-check",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    );
     if execute {
-        args.push("--execute".into());
+        with_execute(args)
+    } else {
+        args
     }
-    args
 }
 
 /// Nothing of the project exists on the host: no env dir, no `.env` beside
