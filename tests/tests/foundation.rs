@@ -718,18 +718,20 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         (vec!["status"], 0),
         (vec!["runtime-config", "plan"], 0),
         (vec!["runtime-config", "live"], 0),
-        (vec!["runtime-env"], 0),
-        // Dry runs: the plan, nothing changed.
-        (deploy.iter().map(String::as_str).collect(), 0),
+        // No parameter under the prefix: the render refuses an empty
+        // prefix (a typo or missing permissions), even in a dry run.
+        (vec!["runtime-env"], 3),
+        // No Compose file on this host: checked first, the deploy fails.
+        (deploy.iter().map(String::as_str).collect(), 1),
         // Nothing runs, so nothing may be recorded.
         (record.iter().map(String::as_str).collect(), 3),
         // No receipt: nothing to do by design.
         (vec!["runtime", "rollback"], 4),
-        // No migrations folder: invalid input.
+        // No migrations folder: invalid input; reset takes no such flag.
         (db("status"), 2),
         (db("migrate"), 2),
-        // Dry runs that only print what would run.
-        (db("reset"), 0),
+        (db("reset"), 2),
+        // A dry run that only prints what would run.
         (vec!["media", "discrepancy-report"], 0),
     ];
     let mut report = String::new();
