@@ -367,19 +367,13 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     let mut td = TestDir::new("daemon-drift");
     let runtime = RuntimeProject::new(&td).await;
     let project = runtime.name.clone();
-    let out = td.run([
-        "runtime",
+    let out = td.run(with_execute(release_args(
         "deploy",
-        "--backend-image",
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
-        "--frontend-image",
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
-        "--source-sha",
         &s.sha_a,
-        "--deployment-version",
         "drift-a",
-        "--execute",
-    ]);
+    )));
     assert_eq!(out.code, 0, "{}", out.dump());
     td.set("daemon", "health_interval", "1");
     td.set("daemon", "retry_max", "2");

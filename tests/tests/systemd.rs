@@ -30,7 +30,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use wavemap_e2e::{docker, docker_cli, private_copy, stack, unique_name, RuntimeProject, TestDir};
+use wavemap_e2e::{
+    docker, docker_cli, private_copy, release_args, stack, unique_name, with_execute,
+    RuntimeProject, TestDir,
+};
 
 const UNIT: &str = "wavemap-agent";
 
@@ -451,29 +454,24 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     // The first deploy, as SSM would run it on the host.
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let release = |b: &str, f: &str, v: &str| -> Vec<String> {
-        [
-            "--backend-image",
-            b,
-            "--frontend-image",
-            f,
-            "--source-sha",
-            &s.sha_a,
-            "--deployment-version",
-            v,
-            "--execute",
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-    };
-    let args = release(&backend, &frontend, "systemd-a");
-    let mut deploy: Vec<&str> = vec!["runtime", "deploy"];
-    deploy.extend(args.iter().map(String::as_str));
+    let deploy = with_execute(release_args(
+        "deploy",
+        &backend,
+        &frontend,
+        &s.sha_a,
+        "systemd-a",
+    ));
+    let deploy: Vec<&str> = deploy.iter().map(String::as_str).collect();
     let out = m.agent(&deploy);
     assert_eq!(out.code, 0, "deploy inside the container: {}", out.dump());
-    let mut record: Vec<&str> = vec!["runtime", "record-release"];
-    record.extend(args.iter().map(String::as_str));
+    let record = with_execute(release_args(
+        "record-release",
+        &backend,
+        &frontend,
+        &s.sha_a,
+        "systemd-a",
+    ));
+    let record: Vec<&str> = record.iter().map(String::as_str).collect();
     let out = m.agent(&record);
     assert_eq!(out.code, 0, "record-release: {}", out.dump());
 
@@ -626,9 +624,14 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let copy_f = private_copy(&frontend, &repo_prefix);
     // The daemon pulls them onto the host; untag them there at the end.
     let _untag = Untag(vec![copy_b.clone(), copy_f.clone()]);
-    let args = release(&copy_b, &copy_f, "systemd-heal");
-    let mut deploy: Vec<&str> = vec!["runtime", "deploy"];
-    deploy.extend(args.iter().map(String::as_str));
+    let deploy = with_execute(release_args(
+        "deploy",
+        &copy_b,
+        &copy_f,
+        &s.sha_a,
+        "systemd-heal",
+    ));
+    let deploy: Vec<&str> = deploy.iter().map(String::as_str).collect();
     let out = m.agent(&deploy);
     assert_eq!(out.code, 0, "deploy of the private copy: {}", out.dump());
     remove_app(&project).await;
