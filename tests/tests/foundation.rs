@@ -718,20 +718,21 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         (vec!["status"], 0),
         (vec!["runtime-config", "plan"], 0),
         (vec!["runtime-config", "live"], 0),
-        // No parameter under the prefix: the render refuses an empty
-        // prefix (a typo or missing permissions), even in a dry run.
+        // An SSM tree with no parameter: the empty-render guard, dry run or not.
         (vec!["runtime-env"], 3),
-        // No Compose file on this host: checked first, the deploy fails.
-        (deploy.iter().map(String::as_str).collect(), 1),
+        // No Compose file where runtime.compose_file points: invalid config.
+        (deploy.iter().map(String::as_str).collect(), 2),
         // Nothing runs, so nothing may be recorded.
         (record.iter().map(String::as_str).collect(), 3),
         // No receipt: nothing to do by design.
         (vec!["runtime", "rollback"], 4),
-        // No migrations folder: invalid input; reset takes no such flag.
+        // No migrations folder: invalid input.
         (db("status"), 2),
         (db("migrate"), 2),
+        // reset runs the image's own migrations: --migrations-dir is refused.
         (db("reset"), 2),
-        // A dry run that only prints what would run.
+        // Dry runs that only print what would run.
+        (vec!["database", "reset", "--database-url", db_url], 0),
         (vec!["media", "discrepancy-report"], 0),
     ];
     let mut report = String::new();
