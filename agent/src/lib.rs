@@ -21,6 +21,7 @@
 //! - [`journal`]: the append-only operation journal.
 //! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
+//! - [`retry`]: the one backoff and retry budget every wait uses.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
 //!   and the map from SDK errors to exit codes.
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
@@ -64,6 +65,7 @@ pub mod operation;
 pub mod output;
 pub mod registry;
 pub mod release;
+pub mod retry;
 pub mod smoke;
 pub mod ssm;
 pub mod status;

@@ -14,7 +14,7 @@
 //!   `STATUS=degraded: <why>; retrying in Ns`. Units ordered after ours
 //!   start either way; the STATUS line (and `status`) says which it was.
 //! - **A failed attempt is retried** with jittered exponential backoff
-//!   ([`backoff`]) until the release runs healthy, before and after READY.
+//!   ([`crate::retry::Backoff`]) until the release runs healthy, before and after READY.
 //! - **Drift** ([`drift`]) from the current release (a container missing,
 //!   exited, on another image or config) is converged back, each time
 //!   checked and fixed under the operation lock, so never while a deploy or
@@ -32,7 +32,6 @@
 //! what `status` shows; both are redacted before they are written.
 
 mod attempt;
-pub mod backoff;
 pub mod drift;
 
 use std::future::Future;
@@ -47,9 +46,9 @@ use crate::config::Config;
 use crate::deploy::EnvPolicy;
 use crate::error::Error;
 use crate::output::redact;
+use crate::retry::Backoff;
 use crate::{fsutil, journal, release};
 use attempt::Attempt;
-use backoff::Backoff;
 
 /// What the daemon is doing, as the heartbeat records it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,7 +198,7 @@ pub async fn run(config: &Config) -> Result<(), Error> {
         started,
         ready_at: started + config.daemon.ready_timeout.duration(),
         ready: false,
-        backoff: Backoff::new(config.daemon.retry_max.duration()),
+        backoff: Backoff::jittered(Duration::from_secs(2), config.daemon.retry_max.duration()),
         pending: "still recovering".into(),
         last_status: String::new(),
     };

@@ -20,6 +20,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
 use crate::output::register_secret;
+use crate::retry::{Backoff, Retry};
 
 /// Connection attempts before giving up; authentication failures are not
 /// retried (another try cannot fix a wrong password).
@@ -157,7 +158,7 @@ async fn connect(
     endpoint: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Client, LedgerError> {
-    let mut attempt = 1;
+    let mut retry = Retry::tries(CONNECT_ATTEMPTS, Backoff::constant(RETRY_PAUSE));
     loop {
         // connect_timeout bounds each socket attempt; this bounds the whole
         // handshake too (a server that accepts and then says nothing).
@@ -193,15 +194,15 @@ async fn connect(
             }
             Err(_) => format!("no answer within {}s", timeout.as_secs() + 1),
         };
-        if attempt >= CONNECT_ATTEMPTS {
+        let attempt = retry.attempt();
+        if retry.exhausted() {
             return Err(LedgerError::Connect {
                 endpoint: endpoint.to_owned(),
                 detail: format!("{error} (after {attempt} attempts)"),
             });
         }
         log::warn!(stage = "ledger"; "cannot connect to {endpoint} (attempt {attempt}/{CONNECT_ATTEMPTS}): {error}; retrying");
-        attempt += 1;
-        tokio::time::sleep(RETRY_PAUSE).await;
+        retry.pause().await;
     }
 }
 
