@@ -215,7 +215,9 @@ async fn run_stages(
             outcome.env_kept_existing = true;
             outcome.env_kept_reason = Some("not re-rendered".into());
         }
-        EnvPolicy::Required | EnvPolicy::RequiredAllowEmpty | EnvPolicy::KeepExistingIfUnavailable => {
+        EnvPolicy::Required
+        | EnvPolicy::RequiredAllowEmpty
+        | EnvPolicy::KeepExistingIfUnavailable => {
             log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
             match render_waiting_for_ssm(config, options).await {
                 Ok(summary) => summary.add_markers(report),
@@ -228,7 +230,9 @@ async fn run_stages(
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("render refused: {guard}"));
                 }
-                Err(RenderError::Other(Error::Unavailable { dependency, detail })) if keep_existing => {
+                Err(RenderError::Other(Error::Unavailable { dependency, detail }))
+                    if keep_existing =>
+                {
                     log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
@@ -502,7 +506,9 @@ async fn render_waiting_for_ssm(
             allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
         };
         match crate::envrender::render(config, render_options).await {
-            Err(RenderError::Other(Error::Unavailable { dependency, detail })) if started.elapsed() + pause < wait => {
+            Err(RenderError::Other(Error::Unavailable { dependency, detail }))
+                if started.elapsed() + pause < wait =>
+            {
                 log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
                 tokio::time::sleep(pause).await;
             }

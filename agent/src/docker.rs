@@ -32,9 +32,14 @@ pub async fn connect_to(
     wait: Duration,
 ) -> Result<Docker, Error> {
     let backoff = Backoff::exponential(Duration::from_millis(250), Duration::from_secs(2));
-    connect_waiting(host, request_timeout, Retry::for_time(wait, backoff), |failure, _| {
-        log::info!(stage = "docker"; "waiting for the Docker Engine at {host}: {failure}");
-    })
+    connect_waiting(
+        host,
+        request_timeout,
+        Retry::for_time(wait, backoff),
+        |failure, _| {
+            log::info!(stage = "docker"; "waiting for the Docker Engine at {host}: {failure}");
+        },
+    )
     .await
     .map_err(|failure| {
         Error::unavailable(

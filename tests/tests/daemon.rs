@@ -383,7 +383,11 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
         "{}",
         notify.all()
     );
-    assert!(notify.all().contains("ready: recovered"), "{}", notify.all());
+    assert!(
+        notify.all().contains("ready: recovered"),
+        "{}",
+        notify.all()
+    );
 
     // The operator recreates everything with Compose, from the same files.
     let compose_dir = td.compose_file().parent().expect("dir").to_path_buf();
@@ -405,14 +409,21 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
         after_compose,
         "the daemon recreated what Compose made from the same release"
     );
-    assert!(heals_in_journal(&td).is_empty(), "{:?}", heals_in_journal(&td));
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
     assert!(!notify.all().contains("healing"), "{}", notify.all());
 
     // A removed container comes back, as a journaled heal.
     let frontend = format!("{project}-frontend-1");
     docker_rm(&frontend);
     assert!(
-        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        notify.wait_for(
+            "STATUS=running: healed frontend missing",
+            Duration::from_secs(90)
+        ),
         "{}",
         notify.all()
     );
@@ -459,7 +470,10 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     );
     drop(lock);
     assert!(
-        notify.wait_for("STATUS=running: healed frontend missing", Duration::from_secs(90)),
+        notify.wait_for(
+            "STATUS=running: healed frontend missing",
+            Duration::from_secs(90)
+        ),
         "{}",
         notify.all()
     );
@@ -495,7 +509,11 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     assert_eq!(heals_in_journal(&td).len(), 3);
     let status = td.run(["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
-    assert_eq!(json["data"]["daemon"]["phase"], "degraded", "{}", status.stdout);
+    assert_eq!(
+        json["data"]["daemon"]["phase"], "degraded",
+        "{}",
+        status.stdout
+    );
     stop(child);
 }
 

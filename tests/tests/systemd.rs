@@ -113,7 +113,13 @@ impl Machine {
         wait_until(
             Duration::from_secs(60),
             "systemd's bus in the container",
-            || machine.sh("systemctl is-system-running").stderr.trim().is_empty(),
+            || {
+                machine
+                    .sh("systemctl is-system-running")
+                    .stderr
+                    .trim()
+                    .is_empty()
+            },
             || machine.sh("systemctl is-system-running").dump(),
         );
         // `--wait` returns once boot finished: running, or degraded when
@@ -123,7 +129,9 @@ impl Machine {
             ["running", "degraded"].contains(&state.stdout.trim()),
             "systemd did not boot: {}\n{}",
             state.dump(),
-            machine.sh("systemctl --failed --no-pager; journalctl -b --no-pager | tail -40").stdout
+            machine
+                .sh("systemctl --failed --no-pager; journalctl -b --no-pager | tail -40")
+                .stdout
         );
         machine
     }
@@ -232,10 +240,7 @@ fn deb_path() -> PathBuf {
 fn newer_deb(deb: &Path, dir: &Path) -> (PathBuf, String) {
     let tree = dir.join("deb-tree");
     let _ = std::fs::remove_dir_all(&tree);
-    let r = run(
-        Command::new("dpkg-deb").arg("-R").arg(deb).arg(&tree),
-        None,
-    );
+    let r = run(Command::new("dpkg-deb").arg("-R").arg(deb).arg(&tree), None);
     assert_eq!(r.code, 0, "dpkg-deb -R: {}", r.dump());
     let control_path = tree.join("DEBIAN/control");
     let control = std::fs::read_to_string(&control_path).expect("control");
@@ -285,7 +290,12 @@ async fn app(project: &str) -> Vec<(String, String, String, String)> {
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "none".into()),
             )),
-            Err(_) => out.push((service.to_owned(), String::new(), String::new(), "missing".into())),
+            Err(_) => out.push((
+                service.to_owned(),
+                String::new(),
+                String::new(),
+                "missing".into(),
+            )),
         }
     }
     out
@@ -409,8 +419,15 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     // --- install: apt, offline, from the .deb alone ----------------------
     let install = m.sh("apt-get install -y -q /wavemap-test/wavemap-agent.deb");
     assert_eq!(install.code, 0, "apt-get install: {}", install.dump());
-    assert_eq!(m.sh_ok("systemctl is-enabled wavemap-agent").trim(), "enabled");
-    assert_eq!(m.prop("ActiveState"), "inactive", "a fresh install must not start the unit");
+    assert_eq!(
+        m.sh_ok("systemctl is-enabled wavemap-agent").trim(),
+        "enabled"
+    );
+    assert_eq!(
+        m.prop("ActiveState"),
+        "inactive",
+        "a fresh install must not start the unit"
+    );
     m.write(
         "/etc/wavemap-agent/agent.toml",
         &agent_config(&project, &td.parameter_prefix(), 120),
@@ -459,7 +476,13 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     remove_app(&project).await;
     let start = m.sh("systemctl start wavemap-agent");
     let at_ready = app(&project).await;
-    assert_eq!(start.code, 0, "systemctl start: {}\n{}", start.dump(), m.journal());
+    assert_eq!(
+        start.code,
+        0,
+        "systemctl start: {}\n{}",
+        start.dump(),
+        m.journal()
+    );
     for (service, id, image, health) in &at_ready {
         assert!(
             !id.is_empty() && health == "healthy",
@@ -518,7 +541,10 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
             "no STAGE={stage} entry:\n{brief}"
         );
     }
-    assert!(!json.contains(&secret), "the database password is in the journal");
+    assert!(
+        !json.contains(&secret),
+        "the database password is in the journal"
+    );
 
     // --- 3. the watchdog: a stopped main loop gets the unit restarted --------
     m.write(
@@ -543,9 +569,17 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let journal = m.journal();
     assert!(journal.contains("Watchdog timeout"), "{journal}");
     let after = app(&project).await;
-    assert_eq!(ids(&after), ids(&before), "the restart recreated containers");
+    assert_eq!(
+        ids(&after),
+        ids(&before),
+        "the restart recreated containers"
+    );
     assert!(all_healthy(&project).await, "{after:?}");
-    assert!(m.prop("StatusText").contains("recovered"), "{}", m.prop("StatusText"));
+    assert!(
+        m.prop("StatusText").contains("recovered"),
+        "{}",
+        m.prop("StatusText")
+    );
     m.sh_ok("rm /etc/systemd/system/wavemap-agent.service.d/50-test-watchdog.conf && systemctl daemon-reload");
 
     // --- 4. the exposure score, for the record -----------------------------
@@ -598,7 +632,13 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         &agent_config(&project, &td.parameter_prefix(), 8),
     );
     let start = m.sh("systemctl start wavemap-agent");
-    assert_eq!(start.code, 0, "degraded start: {}\n{}", start.dump(), m.journal());
+    assert_eq!(
+        start.code,
+        0,
+        "degraded start: {}\n{}",
+        start.dump(),
+        m.journal()
+    );
     let degraded = m.prop("StatusText");
     println!("StatusText when degraded: {degraded}");
     assert!(
@@ -626,21 +666,34 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     );
     let healed = m.prop("StatusText");
     println!("StatusText after the heal: {healed}");
-    assert!(healed.contains("after") && healed.contains("attempts"), "{healed}");
+    assert!(
+        healed.contains("after") && healed.contains("attempts"),
+        "{healed}"
+    );
     assert_eq!(m.prop("MainPID"), pid, "the unit was restarted to heal");
     assert_eq!(m.prop("NRestarts"), restarts);
     let now = app(&project).await;
     assert!(all_healthy(&project).await, "{now:?}");
-    assert!(now.iter().any(|(s, _, i, _)| s == "api" && i == &copy_b), "{now:?}");
+    assert!(
+        now.iter().any(|(s, _, i, _)| s == "api" && i == &copy_b),
+        "{now:?}"
+    );
     let status = m.agent(&["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
-    let ops = json["data"]["operations"].as_array().cloned().unwrap_or_default();
+    let ops = json["data"]["operations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         ops.iter()
             .any(|o| o["command"] == "daemon heal" && o["outcome"] == "success"),
         "no successful `daemon heal` in the journal: {ops:#?}"
     );
-    assert_eq!(json["data"]["daemon"]["phase"], "running", "{}", status.stdout);
+    assert_eq!(
+        json["data"]["daemon"]["phase"], "running",
+        "{}",
+        status.stdout
+    );
 
     // --- 7. upgrade while running: try-restart, nothing recreated ------------
     let before = app(&project).await;
@@ -648,13 +701,26 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let up = m.sh("apt-get install -y -q /wavemap-test/wavemap-agent-upgrade.deb");
     assert_eq!(up.code, 0, "upgrade: {}", up.dump());
     assert_eq!(
-        m.sh_ok("dpkg-query -W -f '${Version}' wavemap-agent").trim(),
+        m.sh_ok("dpkg-query -W -f '${Version}' wavemap-agent")
+            .trim(),
         newer_version
     );
     assert_eq!(m.prop("ActiveState"), "active", "{}", m.journal());
-    assert_ne!(m.prop("MainPID"), pid, "the upgrade did not restart the service");
-    assert_eq!(ids(&app(&project).await), ids(&before), "the upgrade recreated containers");
-    assert!(m.prop("StatusText").contains("recovered"), "{}", m.prop("StatusText"));
+    assert_ne!(
+        m.prop("MainPID"),
+        pid,
+        "the upgrade did not restart the service"
+    );
+    assert_eq!(
+        ids(&app(&project).await),
+        ids(&before),
+        "the upgrade recreated containers"
+    );
+    assert!(
+        m.prop("StatusText").contains("recovered"),
+        "{}",
+        m.prop("StatusText")
+    );
 
     // --- 8. purge keeps the state and the receipt --------------------------
     let purge = m.sh("apt-get purge -y -q wavemap-agent");
@@ -674,7 +740,10 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         assert!(left.contains(line), "{line}:\n{left}");
     }
     assert!(all_healthy(&project).await, "purge touched the app");
-    assert!(!m.journal().contains(&secret), "the database password is in the journal");
+    assert!(
+        !m.journal().contains(&secret),
+        "the database password is in the journal"
+    );
     drop(m);
     let _ = Command::new("docker").args(["rmi", &copy_f]).output();
 }

@@ -210,10 +210,7 @@ pub async fn detect(
         let state = info.state.unwrap_or_default();
         motion.push(Motion {
             container: c.name.clone(),
-            health: state
-                .health
-                .and_then(|h| h.status)
-                .map(|s| s.to_string()),
+            health: state.health.and_then(|h| h.status).map(|s| s.to_string()),
             times: [info.created, state.started_at, state.finished_at]
                 .into_iter()
                 .flatten()
@@ -342,7 +339,11 @@ mod tests {
             ),
         ]);
         let one_shot = BTreeSet::from(["migrate".to_string()]);
-        assert!(rules(&p, &one_shot).is_empty(), "{:?}", rules(&p, &one_shot));
+        assert!(
+            rules(&p, &one_shot).is_empty(),
+            "{:?}",
+            rules(&p, &one_shot)
+        );
         // A one-shot that was never created is still missing.
         let p = plan(vec![service("migrate", Action::Create, None, true)]);
         assert_eq!(rules(&p, &one_shot).len(), 1);
@@ -362,7 +363,10 @@ mod tests {
                 "0001-01-01T00:00:00Z".into(),
             ],
         };
-        assert_eq!(in_motion(&[still("p-api-1"), still("p-web-1")], now, QUIET), None);
+        assert_eq!(
+            in_motion(&[still("p-api-1"), still("p-web-1")], now, QUIET),
+            None
+        );
         // Compose waits for a dependency's health before the next step.
         let mut starting = still("p-postgres-1");
         starting.health = Some("starting".into());

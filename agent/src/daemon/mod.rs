@@ -635,12 +635,8 @@ enum Check {
 
 /// Look for drift under the lock, without waiting for it.
 async fn check_drift(config: &Config) -> Check {
-    let lock = match crate::lock::acquire(
-        &config.lock_path(),
-        "daemon drift check",
-        Duration::ZERO,
-    )
-    .await
+    let lock = match crate::lock::acquire(&config.lock_path(), "daemon drift check", Duration::ZERO)
+        .await
     {
         Ok(lock) => lock,
         Err(e) => return Check::Skipped(e.to_string()),
@@ -753,7 +749,11 @@ fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
         .map_err(|e| Error::failed("daemon", e))
         .and_then(|bytes| {
             fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
-            Ok(fsutil::write_atomic(&config.heartbeat_path(), &bytes, 0o644)?)
+            Ok(fsutil::write_atomic(
+                &config.heartbeat_path(),
+                &bytes,
+                0o644,
+            )?)
         });
     if let Err(e) = result {
         log::warn!("cannot write the heartbeat: {e}");
@@ -819,7 +819,10 @@ mod tests {
             (Phase::Degraded, "degraded"),
             (Phase::Healing, "healing"),
         ] {
-            assert_eq!(serde_json::to_string(&phase).unwrap(), format!("\"{text}\""));
+            assert_eq!(
+                serde_json::to_string(&phase).unwrap(),
+                format!("\"{text}\"")
+            );
             assert_eq!(phase.to_string(), text);
         }
         for (result, text) in [
@@ -827,7 +830,10 @@ mod tests {
             (RecoveryResult::Failed, "failed"),
             (RecoveryResult::NoRelease, "no-release"),
         ] {
-            assert_eq!(serde_json::to_string(&result).unwrap(), format!("\"{text}\""));
+            assert_eq!(
+                serde_json::to_string(&result).unwrap(),
+                format!("\"{text}\"")
+            );
         }
         // A record written before `attempts` existed still reads.
         let old = r#"{"startedAt":"2026-11-25T02:27:06.692Z","result":"recovered","toDockerMs":3,"toConvergedMs":4,"toHealthyMs":5,"release":"sha-x","env":"re-rendered from SSM","detail":"ok"}"#;
