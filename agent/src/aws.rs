@@ -33,7 +33,7 @@ use aws_sdk_ssm::error::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
-use crate::error::{Dependency, Error};
+use crate::error::{Chain, Dependency, Error};
 
 /// Connecting to an AWS endpoint takes well under a second when it works;
 /// cap it so an unroutable address fails its attempt quickly.
@@ -75,26 +75,6 @@ pub fn ecr_client(sdk: &SdkConfig, config: &Config) -> aws_sdk_ecr::Client {
     aws_sdk_ecr::Client::from_conf(builder.build())
 }
 
-/// An error and its sources, Display only, on one line. (The SDK's
-/// `DisplayErrorContext` appends a Debug dump that adds noise, not facts.)
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        f.write_str(&text)
-    }
-}
-
 /// Error codes that mean "the service is there but cannot answer now".
 const TRANSIENT_CODES: &[&str] = &[
     "ThrottlingException",
@@ -132,13 +112,13 @@ where
         ),
         SdkError::DispatchFailure(failure) if failure.is_user() => Error::failed(
             stage,
-            format!("{operation} could not be sent: {}", ErrorChain(err)),
+            format!("{operation} could not be sent: {}", Chain(err)),
         ),
         SdkError::DispatchFailure(_) => Error::unavailable(
             dependency,
             format!(
                 "{operation} got no answer after the configured retries (aws.max_attempts); check the endpoint, the network and the credentials: {}",
-                ErrorChain(err)
+                Chain(err)
             ),
         ),
         SdkError::ResponseError(response) => {
@@ -167,7 +147,7 @@ where
         // ConstructionFailure and anything a future SDK adds.
         _ => Error::failed(
             stage,
-            format!("{operation} could not be built: {}", ErrorChain(err)),
+            format!("{operation} could not be built: {}", Chain(err)),
         ),
     }
 }

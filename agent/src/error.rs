@@ -179,6 +179,29 @@ impl From<crate::fsutil::FsError> for Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// An error and its causes on one line, Display only (never Debug, which
+/// could show field values an error type did not mean to show, and which the
+/// AWS SDK fills with noise). A cause whose text the line already holds is
+/// not repeated. The one chain formatter: the final error line, SDK and
+/// PostgreSQL details all go through it.
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut text = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&text)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +216,18 @@ mod tests {
             69
         );
         assert_eq!(Error::failed("pull", "no such image").exit_code(), 1);
+    }
+
+    #[test]
+    fn the_chain_names_every_cause_once() {
+        let inner = std::io::Error::other("connection refused");
+        let e = Error::io("read", std::path::Path::new("/x"), inner);
+        // Display already holds the io error's text: it is not repeated.
+        assert_eq!(Chain(&e).to_string(), "read /x: connection refused");
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("inner"));
+        assert_eq!(Chain(&e).to_string(), "outer: inner");
     }
 }

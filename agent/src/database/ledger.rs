@@ -19,6 +19,7 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::error::Chain;
 use crate::output::register_secret;
 use crate::retry::{Backoff, Retry};
 
@@ -206,19 +207,14 @@ async fn connect(
     }
 }
 
-/// The error and its source: tokio-postgres puts the useful part (refused,
+/// The server's message and SQLSTATE, or the error and its causes:
+/// tokio-postgres puts the useful part (refused,
 /// name not resolved) in the source.
 pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(db) = e.as_db_error() {
-        text = format!("{} ({})", db.message(), db.code().code());
-    } else if let Some(source) = std::error::Error::source(e) {
-        let source = source.to_string();
-        if !text.contains(&source) {
-            text = format!("{text}: {source}");
-        }
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => Chain(e).to_string(),
     }
-    text
 }
 
 /// Read with an open client (tests reuse their own connection).
