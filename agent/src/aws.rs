@@ -33,7 +33,7 @@ use aws_sdk_ssm::error::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
-use crate::error::{Chain, Dependency, Error};
+use crate::error::{Chain, Dependency, Error, Stage};
 
 /// Connecting to an AWS endpoint takes well under a second when it works;
 /// cap it so an unroutable address fails its attempt quickly.
@@ -102,8 +102,8 @@ where
     E: std::error::Error + ProvideErrorMetadata + 'static,
 {
     let stage = match dependency {
-        Dependency::Ecr => "ecr-login",
-        _ => "env-render",
+        Dependency::Ecr => Stage::EcrLogin,
+        _ => Stage::EnvRender,
     };
     match err {
         SdkError::TimeoutError(_) => Error::unavailable(

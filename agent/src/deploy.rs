@@ -14,48 +14,17 @@
 //! containers read them at creation.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
 use crate::envrender::RenderError;
 use crate::error::Error;
+pub use crate::error::Stage;
 use crate::fsutil;
 use crate::output::Report;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
-
-/// Stages in the order they run; their names are the contract's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    EnvRender,
-    EcrLogin,
-    Pull,
-    Converge,
-    Health,
-    /// Writing the current-release state after a healthy converge.
-    State,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::EnvRender => "env-render",
-            Stage::EcrLogin => "ecr-login",
-            Stage::Pull => "pull",
-            Stage::Converge => "converge",
-            Stage::Health => "health",
-            Stage::State => "state",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,7 +270,7 @@ async fn run_stages(
                 (
                     Stage::Pull,
                     Error::failed(
-                        "pull",
+                        Stage::Pull,
                         format!("pulls did not finish within {}s", deadline.as_secs()),
                     ),
                 )
@@ -380,7 +349,10 @@ async fn run_stages(
         .map_err(|e| match &e {
             // A start-first replacement that never got healthy: the old
             // container still serves, and the deploy failed at health.
-            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            Error::Failed {
+                stage: Stage::Health,
+                ..
+            } => (Stage::Health, e),
             _ => (Stage::Converge, e),
         })?;
     check_running_images(&docker, config, release)
@@ -476,7 +448,7 @@ async fn check_running_images(
             .collect();
         if running != [image.as_str()] {
             return Err(Error::failed(
-                "converge",
+                Stage::Converge,
                 format!(
                     "service {service} runs [{}] after converge, not exactly {image}",
                     running.join(", ")

@@ -48,6 +48,80 @@ impl fmt::Display for Dependency {
     }
 }
 
+/// Where an operation failed. The names are the contract's: deploy's
+/// `<PREFIX>_FAILED_STAGE` marker prints them, and failure messages start
+/// with them (`pull failed: ...`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Starting the process (async runtime, signal handlers).
+    Start,
+    EnvRender,
+    /// Reading rendered env files back.
+    EnvRead,
+    EcrLogin,
+    Pull,
+    Converge,
+    Health,
+    /// Writing the current-release state after a healthy converge.
+    State,
+    Deploy,
+    RecordRelease,
+    RuntimeConfig,
+    /// The migration journal (in the image or a folder).
+    Journal,
+    /// The migration ledger in PostgreSQL.
+    Ledger,
+    Migrate,
+    MediaReport,
+    Status,
+    StatusCache,
+    Daemon,
+    /// A job exec'd in the API container; [`Error::Failed`] names it.
+    Job,
+}
+
+impl Stage {
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Start => "start",
+            Stage::EnvRender => "env-render",
+            Stage::EnvRead => "env-read",
+            Stage::EcrLogin => "ecr-login",
+            Stage::Pull => "pull",
+            Stage::Converge => "converge",
+            Stage::Health => "health",
+            Stage::State => "state",
+            Stage::Deploy => "deploy",
+            Stage::RecordRelease => "record-release",
+            Stage::RuntimeConfig => "runtime-config",
+            Stage::Journal => "journal",
+            Stage::Ledger => "ledger",
+            Stage::Migrate => "migrate",
+            Stage::MediaReport => "media-report",
+            Stage::Status => "status",
+            Stage::StatusCache => "status cache",
+            Stage::Daemon => "daemon",
+            Stage::Job => "job",
+        }
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// So `log::info!(stage = Stage::Pull; ...)` tags the line like a literal.
+impl log::kv::ToValue for Stage {
+    fn to_value(&self) -> log::kv::Value<'_> {
+        log::kv::Value::from(self.name())
+    }
+}
+
+/// A cause kept whole, for [`Chain`] to print.
+pub type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Bad command-line input: names the flag and the fix; nothing changed.
@@ -80,9 +154,17 @@ pub enum Error {
         detail: String,
     },
 
-    /// The operation ran and failed; `stage` names where.
-    #[error("{stage} failed: {detail}")]
-    Failed { stage: String, detail: String },
+    /// The operation ran and failed; `stage` names where, `job` which job
+    /// (the message names the job when there is one), `source` the cause
+    /// when there is an error value behind `detail`.
+    #[error("{} failed: {detail}", job.as_deref().unwrap_or(stage.name()))]
+    Failed {
+        stage: Stage,
+        job: Option<String>,
+        detail: String,
+        #[source]
+        source: Option<Cause>,
+    },
 
     /// SIGTERM, SIGINT or SIGHUP ended the operation; `detail` says what
     /// became of its running job.
@@ -115,10 +197,33 @@ impl Error {
         }
     }
 
-    pub fn failed(stage: impl Into<String>, detail: impl fmt::Display) -> Self {
+    pub fn failed(stage: Stage, detail: impl fmt::Display) -> Self {
         Error::Failed {
-            stage: stage.into(),
+            stage,
+            job: None,
             detail: detail.to_string(),
+            source: None,
+        }
+    }
+
+    /// A failure whose detail is an error value: its text is the detail and
+    /// the value stays the `source`.
+    pub fn caused(stage: Stage, cause: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Failed {
+            stage,
+            job: None,
+            detail: cause.to_string(),
+            source: Some(Box::new(cause)),
+        }
+    }
+
+    /// A job exec'd in the API container failed.
+    pub fn job_failed(job: impl Into<String>, detail: impl fmt::Display) -> Self {
+        Error::Failed {
+            stage: Stage::Job,
+            job: Some(job.into()),
+            detail: detail.to_string(),
+            source: None,
         }
     }
 
@@ -215,7 +320,11 @@ mod tests {
             Error::unavailable(Dependency::Docker, "down").exit_code(),
             69
         );
-        assert_eq!(Error::failed("pull", "no such image").exit_code(), 1);
+        assert_eq!(Error::failed(Stage::Pull, "no such image").exit_code(), 1);
+        assert_eq!(
+            Error::job_failed("base-seed", "`x` exited 1").to_string(),
+            "base-seed failed: `x` exited 1"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use clap::Parser;
 use wavemap_agent::cli::Cli;
 use wavemap_agent::commands;
 use wavemap_agent::config::{Config, DEFAULT_CONFIG_PATH};
-use wavemap_agent::error::{exit, Chain, Error};
+use wavemap_agent::error::{exit, Chain, Error, Stage};
 use wavemap_agent::logging;
 use wavemap_agent::output::{redact, Report};
 
@@ -46,7 +46,7 @@ fn run(cli: &Cli) -> i32 {
                 .enable_all()
                 .build()
                 .map_err(|e| {
-                    Error::failed("start", format!("cannot start the async runtime: {e}"))
+                    Error::failed(Stage::Start, format!("cannot start the async runtime: {e}"))
                 })?;
             runtime.block_on(commands::run(cli, &config, &config_path, &mut report))
         });

@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::model::{Condition, Project};
 use super::plan::docker_error;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 
 /// How often waits look at the containers again. An inspect on the local
 /// socket costs a few milliseconds, and noticing a dependency or the last
@@ -201,7 +201,7 @@ pub(crate) async fn wait_for(
     container: &str,
     target: Target,
     deadline: Instant,
-    stage: &str,
+    stage: Stage,
 ) -> Result<(), Error> {
     loop {
         let observed = observe(docker, container).await?;
@@ -296,7 +296,7 @@ pub async fn wait_healthy(
             });
         }
         if !failures.is_empty() {
-            return Err(Error::failed("health", failures.join("; ")));
+            return Err(Error::failed(Stage::Health, failures.join("; ")));
         }
         if waiting.is_empty() {
             return Ok(HealthReport {
@@ -306,7 +306,7 @@ pub async fn wait_healthy(
         }
         if Instant::now() >= until {
             return Err(Error::failed(
-                "health",
+                Stage::Health,
                 format!(
                     "not healthy after {}s: {}",
                     deadline.as_secs(),

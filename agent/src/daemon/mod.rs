@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::{self, Monotonic};
 use crate::config::Config;
 use crate::deploy::EnvPolicy;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::output::redact;
 use crate::retry::Backoff;
 use crate::{fsutil, journal, release};
@@ -183,7 +183,7 @@ pub async fn run(config: &Config) -> Result<(), Error> {
     }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::failed("daemon", format!("cannot handle SIGTERM: {e}")))?;
+        .map_err(|e| Error::failed(Stage::Daemon, format!("cannot handle SIGTERM: {e}")))?;
     let shutdown: Shutdown = Box::pin(async move {
         tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
@@ -746,7 +746,7 @@ fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
         summary: redact(summary),
     };
     let result = serde_json::to_vec(&beat)
-        .map_err(|e| Error::failed("daemon", e))
+        .map_err(|e| Error::caused(Stage::Daemon, e))
         .and_then(|bytes| {
             fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
             Ok(fsutil::write_atomic(

@@ -95,7 +95,7 @@ impl From<JobError> for Error {
             JobError::Timeout { job, .. }
             | JobError::Exec { job, .. }
             | JobError::Stream { job, .. }
-            | JobError::TooMuchOutput { job } => Error::failed(job.clone(), e.to_string()),
+            | JobError::TooMuchOutput { job } => Error::job_failed(job.clone(), &e),
         }
     }
 }

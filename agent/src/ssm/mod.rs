@@ -41,7 +41,7 @@ use std::fmt;
 
 use crate::aws;
 use crate::config::ParameterType;
-use crate::error::{Dependency, Error};
+use crate::error::{Dependency, Error, Stage};
 use crate::output;
 
 mod contract;
@@ -181,7 +181,7 @@ pub async fn fetch(
         }
     }
     Err(Error::failed(
-        "env-render",
+        Stage::EnvRender,
         format!(
             "GetParametersByPath returned more than {MAX_PAGES} pages; refusing to loop forever"
         ),
@@ -200,7 +200,7 @@ pub async fn describe(
         .build()
         .map_err(|e| {
             Error::failed(
-                "runtime-config",
+                Stage::RuntimeConfig,
                 format!("cannot build the DescribeParameters filter: {e}"),
             )
         })?;
@@ -229,7 +229,7 @@ pub async fn describe(
         }
     }
     Err(Error::failed(
-        "runtime-config",
+        Stage::RuntimeConfig,
         format!(
             "DescribeParameters returned more than {MAX_PAGES} pages; refusing to loop forever"
         ),
