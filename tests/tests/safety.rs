@@ -24,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wavemap_e2e::{
-    pg_connect, pg_fresh_database, release_args, repo_root, stack, toml_str, unique_name,
+    mode, pg_connect, pg_fresh_database, release_args, repo_root, stack, toml_str, unique_name,
     with_execute, Output, TestDir,
 };
 
@@ -153,14 +153,6 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-fn mode(path: &Path) -> u32 {
-    std::fs::metadata(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .permissions()
-        .mode()
-        & 0o7777
 }
 
 /// Spawn the agent with `td`'s config; stdout and stderr captured.

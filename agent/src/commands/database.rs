@@ -134,8 +134,8 @@ fn ledger_error(e: LedgerError, url: &str) -> Error {
     if e.is_unavailable() {
         // The rendered env names the Compose service; the host cannot
         // resolve it. Say so instead of leaving a bare DNS error.
-        let hint = match url_host(url) {
-            Some(host) if !host.contains('.') && host != "localhost" => format!(
+        let hint = match crate::database::source::service_host(url) {
+            Some(host) => format!(
                 "; `{host}` is a name inside the Compose network: on the host pass --database-url (or set database.url) with the published address"
             ),
             _ => String::new(),
@@ -149,15 +149,6 @@ fn ledger_error(e: LedgerError, url: &str) -> Error {
             "pass a postgres://user:password@host:port/db URL",
         ),
         other => Error::caused(Stage::Ledger, other),
-    }
-}
-
-/// Host name of a connection string, if it has one (for the hint only).
-fn url_host(url: &str) -> Option<String> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
-    match config.get_hosts().first()? {
-        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
-        tokio_postgres::config::Host::Unix(_) => None,
     }
 }
 

@@ -308,7 +308,7 @@ pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
 /// The host of `url` when it can be a Compose service name: one label (no
 /// dots: a domain or an IPv4 address; no brackets: IPv6; no commas: several
 /// hosts), not `localhost`.
-fn service_host(url: &str) -> Option<String> {
+pub(crate) fn service_host(url: &str) -> Option<String> {
     let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
     (!host.contains(['.', ':', ',', '[']) && host != "localhost").then_some(host)
 }
