@@ -126,6 +126,20 @@ fn agent_hashes(
     if out.code != 0 {
         return Err((out.code, out.stderr));
     }
+    // Environment values never reach stdout (these are values the corpus
+    // passes in `environment`, from `.env`, env files and the file itself).
+    for value in [
+        "corpus-db-pass",
+        "corpus-idp-secret",
+        "corpus-pg-pass",
+        "corpus-flow-pass",
+    ] {
+        assert!(
+            !out.stdout.contains(value) && !out.stderr.contains(value),
+            "{}: an environment value was printed",
+            file.display()
+        );
+    }
     let json: Value = serde_json::from_str(&out.stdout).expect("agent --json output");
     let hashes = json["data"]["hashes"]
         .as_object()

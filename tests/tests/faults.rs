@@ -90,7 +90,10 @@ pub(crate) async fn put_params(td: &TestDir, params: &[Param]) {
 
 /// A two-service project (api + frontend, no database, no depends_on) that
 /// becomes healthy in a few seconds: enough for every deploy-path fault.
-pub(crate) fn write_small_project(td: &TestDir) {
+/// The frontend publishes a loopback port the Engine picks, and endpoint
+/// smoke checks what this project serves (no database: no `/api/v1/ready`),
+/// so a release recorded from it passes the same smoke as on a host.
+pub(crate) fn write_small_project(td: &mut TestDir) {
     let health = r#"
     healthcheck:
       test: ["CMD", "wget", "-q", "-O-", "http://127.0.0.1:8080/health"]
@@ -100,7 +103,12 @@ pub(crate) fn write_small_project(td: &TestDir) {
     restart: unless-stopped
 "#;
     let text = format!(
-        "services:\n  api:\n    image: ${{WAVEMAP_BACKEND_IMAGE}}\n    env_file: ${{WAVEMAP_ENV_DIR}}/backend.env{health}  frontend:\n    image: ${{WAVEMAP_FRONTEND_IMAGE}}\n    env_file: ${{WAVEMAP_ENV_DIR}}/frontend.env{health}"
+        "services:\n  api:\n    image: ${{WAVEMAP_BACKEND_IMAGE}}\n    env_file: ${{WAVEMAP_ENV_DIR}}/backend.env{health}  frontend:\n    image: ${{WAVEMAP_FRONTEND_IMAGE}}\n    env_file: ${{WAVEMAP_ENV_DIR}}/frontend.env\n    ports:\n      - \"127.0.0.1::8080\"{health}"
+    );
+    td.set(
+        "smoke",
+        "checks",
+        r#"[{ name = "ping", path = "/en/ping", status = 200 }, { name = "health", path = "/api/v1/health", status = 200 }]"#,
     );
     std::fs::create_dir_all(td.compose_file().parent().expect("dir")).expect("mkdir");
     std::fs::write(td.compose_file(), text).expect("write compose file");
@@ -305,7 +313,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     let s = stack();
     let mut td = TestDir::new("fault-ecr");
     let _down = Down(td.name.clone());
-    write_small_project(&td);
+    write_small_project(&mut td);
     put_params(&td, &base_params("fault-ecr-db-pw", "fault-ecr-api")).await;
     td.set("runtime", "health_timeout", "60");
     let repo = td.name.replace('_', "-");
@@ -490,7 +498,7 @@ fn stop(child: std::process::Child) -> String {
 async fn docker_unreachable_at_start_is_69_for_deploy_and_a_report_for_status_and_daemon() {
     let s = stack();
     let mut td = TestDir::new("fault-nodocker");
-    write_small_project(&td);
+    write_small_project(&mut td);
     put_params(&td, &base_params("fault-nodocker-pw", "fault-nodocker-api")).await;
     let host = format!("unix://{}", td.path().join("no-dockerd.sock").display());
     td.set("docker", "host", toml_str(&host));
@@ -569,7 +577,7 @@ async fn docker_cut_while_a_deploy_waits_on_health_fails_clearly_without_hanging
     let s = stack();
     let mut td = TestDir::new("fault-dockercut");
     let _down = Down(td.name.clone());
-    write_small_project(&td);
+    write_small_project(&mut td);
     let mut params = base_params("fault-cut-pw", "fault-cut-api");
     // The api answers 503 on /health for 10 minutes: health waits.
     params.push(p("backend/FAKE_STARTUP_SECS", "600", false));
@@ -655,7 +663,7 @@ async fn docker_cut_while_a_deploy_waits_on_health_fails_clearly_without_hanging
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_cut_and_restored_while_the_daemon_runs_is_survived_and_reported() {
     let mut td = TestDir::new("fault-daemoncut");
-    write_small_project(&td);
+    write_small_project(&mut td);
     let proxy = SocketProxy::start(
         &td.path().join("docker.sock"),
         Path::new("/var/run/docker.sock"),
@@ -868,11 +876,11 @@ async fn a_full_disk_fails_the_env_render_cleanly_and_keeps_the_old_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_fails_record_release_cleanly_and_keeps_the_old_receipt() {
     let s = stack();
-    let td = TestDir::new("fault-diskrcpt");
+    let mut td = TestDir::new("fault-diskrcpt");
     let _down = Down(td.name.clone());
     let receipt_dir = td.receipt_path().parent().expect("dir").to_path_buf();
     let tmpfs = Tmpfs::mount(&receipt_dir);
-    write_small_project(&td);
+    write_small_project(&mut td);
     put_params(&td, &base_params("fault-dr-pw", "fault-dr-api")).await;
     let (b, f) = (
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),

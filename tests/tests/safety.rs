@@ -270,7 +270,7 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
     let s = stack();
     let mut td = TestDir::new("safety-empty");
     let _down = Down(td.name.clone());
-    write_small_project(&td);
+    write_small_project(&mut td);
     let tag = td.name.replace('_', "");
     put_params(
         &td,

@@ -73,10 +73,10 @@ fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     let s = stack();
-    let td = TestDir::new("secrets");
+    let mut td = TestDir::new("secrets");
     let _down = Down(td.name.clone());
     let project = td.name.clone();
-    write_small_project(&td);
+    write_small_project(&mut td);
 
     // The secrets. Distinct, and never a substring of anything else.
     let tag = td.name.replace('_', "");

@@ -8,6 +8,10 @@
 //! `http://api:8080/health` and `http://frontend:8080/health` through the
 //! service names every 50 ms during a deploy flip, and reports failed
 //! requests and the longest gap between two successful answers.
+//!
+//! The crash sweep kills the agent at every step of a replacement (the
+//! agent's debug-build pause points, `WAVEMAP_TEST_PAUSE_AT`) and checks
+//! the API is served there, and during and after the rerun.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -560,7 +564,19 @@ async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_co
         );
         let left = project_containers(&project.name);
 
+        // The rerun keeps the API served as well (it resumes with a
+        // replacement that already runs B, or leaves the old one serving
+        // while it starts a new one).
+        let probe = Probe::start(&network);
         let out = run_ok(&td, &deploy_b, &format!("rerun after a kill at {point}"));
+        let during = probe.finish();
+        assert_eq!(
+            during[API_URL].failures,
+            0,
+            "rerun after {point}: the API failed probes: {}\n{}",
+            describe(&during[API_URL]),
+            out.stderr
+        );
         assert_one_container_per_service(&project.name, &format!("rerun after {point}"));
         assert_eq!(
             project.container("api").await.0,
@@ -570,7 +586,8 @@ async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_co
         );
         recovered += 1;
         report.push_str(&format!(
-            "{point}: served; left {} container(s): {}\n",
+            "{point}: served; rerun: api {}; left {} container(s): {}\n",
+            describe(&during[API_URL]),
             left.len(),
             left.iter()
                 .map(|(n, _)| n.as_str())

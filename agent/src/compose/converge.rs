@@ -75,8 +75,14 @@ pub async fn converge(
     ensure_networks(docker, project, &mut summary).await?;
     ensure_volumes(docker, project, &mut summary).await?;
 
+    // A start-first replacement's new container that a killed run left
+    // beside the old one is resumed, not removed: it may be the one serving.
+    let mut leftovers = replace::leftovers(project, plan);
     for entry in plan.services.iter().filter(|s| s.action == Action::Remove) {
         if let Some(c) = &entry.container {
+            if leftovers.values().any(|l| l.id == c.id) {
+                continue;
+            }
             log::info!(stage = STAGE; "removing {} (service {} is no longer in the file)", c.name, entry.service);
             stop_and_remove(docker, &c.id, 10).await?;
             summary.removed.push(entry.service.clone());
@@ -152,7 +158,8 @@ pub async fn converge(
                     continue;
                 };
                 log::info!(stage = STAGE; "recreating {name} ({reason} changed)");
-                replace::replace(docker, project, service, image_id, old, &name).await?;
+                let leftover = leftovers.remove(&service.name);
+                replace::replace(docker, project, service, image_id, old, &name, leftover).await?;
                 recreated.insert(service.name.clone());
                 summary.recreated.push(service.name.clone());
             }

@@ -22,11 +22,15 @@
 //!
 //! Crash safety: a kill at any step leaves the service served by the old or
 //! the new container. The rerun's plan sees the leftovers: a temporary
-//! container beside the old one is surplus (removed, and the replacement
-//! runs again); a temporary container alone is the service's container and
-//! the converge renames it ([`finish_rename`]). Every step has a test pause
-//! point (`start-first:*`, `stop-first:*`) so the crash test can kill there.
+//! container beside the old one is resumed when it runs the config the file
+//! asks for and is running (start-first: the service stays served during
+//! the rerun too; [`leftovers`]), and removed otherwise, the replacement
+//! then running again; a temporary container alone is the service's
+//! container and the converge renames it ([`finish_rename`]). Every step has
+//! a test pause point (`start-first:*`, `stop-first:*`) so the crash test
+//! can kill there.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::NetworkDisconnectRequest;
@@ -36,7 +40,8 @@ use bollard::Docker;
 use super::converge::{create, grace_seconds, remove, start, stop};
 use super::health::{wait_for, Target};
 use super::model::{Project, Service, UpdateOrder};
-use super::plan::{docker_error, Existing};
+use super::plan::{docker_error, Action, Existing, Plan};
+use super::{hash, labels};
 use crate::error::{Error, Stage};
 use crate::testpoint::pause;
 
@@ -53,6 +58,36 @@ fn temporary_name(old: &Existing, name: &str) -> String {
     format!("{short}_{name}")
 }
 
+/// Per start-first service about to be replaced: the container under the
+/// replacement's temporary name that a killed run left (the plan lists it
+/// for removal as surplus). [`replace`] resumes with it when it already
+/// runs the new config, and removes it otherwise.
+pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Existing> {
+    let mut out = BTreeMap::new();
+    for entry in &plan.services {
+        let (Action::Recreate { .. }, Some(old), Some(service)) = (
+            &entry.action,
+            &entry.container,
+            project.service(&entry.service),
+        ) else {
+            continue;
+        };
+        if service.update_order != UpdateOrder::StartFirst {
+            continue;
+        }
+        let temporary = temporary_name(old, &project.container_name(&service.name));
+        let found = plan.services.iter().find(|e| {
+            e.action == Action::Remove
+                && e.service == service.name
+                && e.container.as_ref().is_some_and(|c| c.name == temporary)
+        });
+        if let Some(c) = found.and_then(|e| e.container.clone()) {
+            out.insert(service.name.clone(), c);
+        }
+    }
+    out
+}
+
 /// Replace `old` by a new container of `service` named `name`, in the
 /// service's `deploy.update_config.order` (the loader refuses start-first
 /// for a service with host ports or a `container_name`). Returns the new container's id.
@@ -63,10 +98,13 @@ pub(super) async fn replace(
     image_id: &str,
     old: &Existing,
     name: &str,
+    leftover: Option<Existing>,
 ) -> Result<String, Error> {
     match service.update_order {
         UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
-        UpdateOrder::StartFirst => start_first(docker, project, service, image_id, old, name).await,
+        UpdateOrder::StartFirst => {
+            start_first(docker, project, service, image_id, old, name, leftover).await
+        }
     }
 }
 
@@ -102,16 +140,30 @@ async fn start_first(
     image_id: &str,
     old: &Existing,
     name: &str,
+    leftover: Option<Existing>,
 ) -> Result<String, Error> {
     let temporary = temporary_name(old, name);
-    log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
-    let id = create(docker, project, service, image_id, &temporary).await?;
-    pause("start-first:created");
-    if let Err(e) = start(docker, &id).await {
-        discard(docker, &id, &temporary).await;
-        return Err(e);
-    }
-    pause("start-first:started");
+    let resumed = match leftover {
+        Some(c) => resume(docker, service, image_id, &c).await?,
+        None => None,
+    };
+    let id = match resumed {
+        Some(id) => {
+            log::info!(stage = STAGE; "start-first: resuming with {temporary}, left running by an interrupted run");
+            id
+        }
+        None => {
+            log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
+            let id = create(docker, project, service, image_id, &temporary).await?;
+            pause("start-first:created");
+            if let Err(e) = start(docker, &id).await {
+                discard(docker, &id, &temporary).await;
+                return Err(e);
+            }
+            pause("start-first:started");
+            id
+        }
+    };
     let deadline = Instant::now() + project.dependency_wait;
     let started = Instant::now();
     match wait_for(
@@ -152,6 +204,33 @@ async fn start_first(
     rename(docker, &id, &temporary, name).await?;
     pause("start-first:renamed");
     Ok(id)
+}
+
+/// The id of `leftover` if it runs the config and image the file asks for
+/// now (then the replacement goes on with it); otherwise it is removed.
+async fn resume(
+    docker: &Docker,
+    service: &Service,
+    image_id: &str,
+    leftover: &Existing,
+) -> Result<Option<String>, Error> {
+    let info = match docker.inspect_container(&leftover.id, None).await {
+        Ok(info) => info,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Ok(None),
+        Err(e) => return Err(docker_error(&format!("inspect {}", leftover.name), e)),
+    };
+    let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
+    let current = labels.get(labels::CONFIG_HASH) == Some(&hash::service_hash(service))
+        && labels.get(labels::IMAGE).map(String::as_str) == Some(image_id);
+    let running = info.state.and_then(|s| s.running).unwrap_or(false);
+    if current && running {
+        return Ok(Some(leftover.id.clone()));
+    }
+    log::info!(stage = STAGE; "removing {}, left by an interrupted run with another config", leftover.name);
+    remove(docker, &leftover.id).await?;
+    Ok(None)
 }
 
 /// Disconnect `old` from the service's project networks, so the service
@@ -215,6 +294,55 @@ pub(super) async fn finish_rename(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn project(order: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("compose.yaml");
+        std::fs::write(
+            &path,
+            format!("services:\n  api:\n    image: api:1\n    deploy:\n      update_config:\n        order: {order}\n"),
+        )
+        .unwrap();
+        Project::load(&path, "unit", &std::collections::BTreeMap::new()).unwrap()
+    }
+
+    fn entry(action: Action, id: &str, name: &str) -> super::super::plan::ServicePlan {
+        super::super::plan::ServicePlan {
+            service: "api".into(),
+            action,
+            container: Some(Existing {
+                id: id.into(),
+                name: name.into(),
+                state: "running".into(),
+            }),
+            image: None,
+            image_id: None,
+            config_hash: None,
+        }
+    }
+
+    #[test]
+    fn a_start_first_replacements_leftover_is_found_and_nothing_else() {
+        let plan = |extra: &str| Plan {
+            project: "unit".into(),
+            services: vec![
+                entry(
+                    Action::Recreate {
+                        reason: super::super::plan::Reason::Image,
+                    },
+                    "aaaaaaaaaaaa0000",
+                    "unit-api-1",
+                ),
+                entry(Action::Remove, "bbbb", extra),
+            ],
+        };
+        let found = leftovers(&project("start-first"), &plan("aaaaaaaaaaaa_unit-api-1"));
+        assert_eq!(found.get("api").map(|c| c.id.as_str()), Some("bbbb"));
+        // Another temporary name (an older run's) is plain surplus.
+        assert!(leftovers(&project("start-first"), &plan("cccccccccccc_unit-api-1")).is_empty());
+        // Stop-first never resumes: its new container was never started.
+        assert!(leftovers(&project("stop-first"), &plan("aaaaaaaaaaaa_unit-api-1")).is_empty());
+    }
 
     #[test]
     fn the_temporary_name_is_composes() {

@@ -15,6 +15,9 @@ use super::{invalid, join_path, Ctx, LoadError, HINT, SERVICE_KEYS};
 use crate::compose::interpolate::parse_dotenv;
 use crate::compose::model::*;
 
+/// One env file read: its absolute path and its variables.
+type EnvFile = (PathBuf, BTreeMap<String, String>);
+
 impl Ctx<'_> {
     pub(super) fn lookup(&self, name: &str) -> Option<String> {
         self.environment.get(name).cloned()
@@ -170,11 +173,7 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn env_files(
-        &self,
-        value: &Value,
-        at: &str,
-    ) -> Result<Vec<(PathBuf, BTreeMap<String, String>)>, LoadError> {
+    pub(super) fn env_files(&self, value: &Value, at: &str) -> Result<Vec<EnvFile>, LoadError> {
         let entries: Vec<(String, bool, String)> = match value {
             Value::String(p) => vec![(p.clone(), true, at.to_owned())],
             Value::Sequence(items) => {
