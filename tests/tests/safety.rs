@@ -18,7 +18,6 @@
 //! slow, noisy or that varies its numbers, the job command is a busybox
 //! shell line around the fake backend (the image carries busybox).
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
