@@ -7,7 +7,9 @@
 //! file or the new one, never half of either. A write that fails cleans up
 //! its temp file; one killed between write and rename leaves a
 //! `.wavemap-tmp-<name>-<pid>` beside the target, harmless (no reader opens
-//! it) and replaced only by a later write from a process with the same pid.
+//! it). The env render sweeps its folder's leftovers under the lock
+//! ([`remove_temps`]); beside the receipt and the state, a leftover stays
+//! until a later write from a process with the same pid replaces it.
 //! A target that is a symlink is refused: the agent runs as root and must
 //! not be steered into writing elsewhere.
 //!

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use bollard::Docker;
 use wavemap_agent::compose::{self, Action, Plan, Project, Reason};
-use wavemap_e2e::{docker, registry_credentials, repo_root, stack, unique_name};
+use wavemap_e2e::{
+    docker, registry_credentials, release_args, repo_root, stack, unique_name, with_execute,
+};
 
 /// Removes the project (containers, network, volumes) when the test ends,
 /// pass or fail.
@@ -994,25 +996,18 @@ async fn a_production_shaped_file_hands_over_both_ways_with_container_name_secre
 fn deploy_args(execute: bool) -> Vec<String> {
     let s = stack();
     let sha = "0123456789abcdef0123456789abcdef01234567";
-    let mut args: Vec<String> = [
-        "runtime",
+    let args = release_args(
         "deploy",
-        "--backend-image",
         &format!("{}/wavemap/backend:sha-{sha}", s.registry),
-        "--frontend-image",
         &format!("{}/wavemap/frontend:sha-{sha}", s.registry),
-        "--source-sha",
         sha,
-        "--deployment-version",
         "v-compose-check",
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    );
     if execute {
-        args.push("--execute".into());
+        with_execute(args)
+    } else {
+        args
     }
-    args
 }
 
 /// Nothing of the project exists on the host: no env dir, no `.env` beside
@@ -1064,10 +1059,13 @@ fn a_dry_run_with_a_typo_key_exits_2_naming_it_before_env_files_exist() {
         assert_host_untouched(&td);
     }
 
-    // Fixed, the same dry run plans (the env files still do not exist).
+    // Fixed, the same dry run plans (the env files still do not exist; the
+    // SSM prefix is empty here, which the render allows only when asked).
     let text = std::fs::read_to_string(td.compose_file()).expect("read");
     std::fs::write(td.compose_file(), text.replace("enviroment", "environment")).expect("write");
-    let out = td.run(deploy_args(false));
+    let mut args = deploy_args(false);
+    args.push("--allow-empty".into());
+    let out = td.run(args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("planned"));
     assert_host_untouched(&td);
@@ -1110,4 +1108,139 @@ fn a_deploy_whose_compose_file_lacks_the_frontend_service_exits_2_and_changes_no
         out.dump()
     );
     assert_host_untouched(&td);
+}
+
+#[tokio::test]
+async fn inline_secrets_and_configs_are_copied_in_as_compose_does_and_hand_over() {
+    let docker = docker().await;
+    let mut s = small(
+        "compose-inline",
+        r#"
+services:
+  app:
+    image: ${E2E_BUSYBOX}
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    secrets:
+      - token
+      - source: token
+        target: token-ro
+        mode: 0400
+    configs:
+      - source: site
+        target: /etc/site.conf
+secrets:
+  token:
+    environment: E2E_TOKEN
+configs:
+  site:
+    content: |
+      listen 80
+      host ${E2E_HOST}
+"#,
+    )
+    .await;
+    s.vars
+        .insert("E2E_TOKEN".into(), "inline-token-9c1f2e".into());
+    s.vars.insert("E2E_HOST".into(), "app.example.test".into());
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let container = format!("{}-app-1", s.project);
+    let read = |path: &str| exec(&container, &format!("cat {path}"));
+    let listing = |path: &str| exec(&container, &format!("stat -c '%a %u' {path}"));
+    assert_eq!(read("/run/secrets/token"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token").trim(), "444 0");
+    assert_eq!(read("/run/secrets/token-ro"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token-ro").trim(), "400 0");
+    assert_eq!(read("/etc/site.conf"), "listen 80\nhost app.example.test\n");
+    let agent_made = snapshot(&docker, &s.project).await;
+
+    // Compose keeps the agent's container, and makes the same files.
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &s.project).await, agent_made, "{up}");
+    let (ok, out) = compose_v2(
+        &s.project,
+        &s.file,
+        &s.vars,
+        &["up", "-d", "--force-recreate"],
+    );
+    assert!(ok, "{out}");
+    assert_ne!(snapshot(&docker, &s.project).await, agent_made);
+    assert_eq!(read("/run/secrets/token"), "inline-token-9c1f2e");
+    assert_eq!(listing("/run/secrets/token").trim(), "444 0");
+    assert_eq!(listing("/run/secrets/token-ro").trim(), "400 0");
+    assert_eq!(read("/etc/site.conf"), "listen 80\nhost app.example.test\n");
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+}
+
+#[tokio::test]
+async fn a_static_address_on_an_ipam_network_hands_over_both_ways() {
+    let docker = docker().await;
+    // A subnet of its own: other tests' networks must not overlap it.
+    let octet = 64 + std::process::id() % 128;
+    let yaml = format!(
+        r#"
+services:
+  app:
+    image: ${{E2E_BUSYBOX}}
+    command: ["sleep", "3600"]
+    stop_grace_period: 1s
+    networks:
+      back:
+        ipv4_address: 10.231.{octet}.20
+        aliases: [app.internal]
+networks:
+  back:
+    enable_ipv6: false
+    ipam:
+      config:
+        - subnet: 10.231.{octet}.0/24
+          gateway: 10.231.{octet}.1
+    labels:
+      purpose: e2e
+"#
+    );
+    let s = small("compose-ipam", &yaml).await;
+    let _cleanup = s.cleanup();
+    let project = s.load();
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    compose::converge(&docker, &project, &plan)
+        .await
+        .expect("converge");
+    let container = format!("{}-app-1", s.project);
+    let address = || exec(&container, "ip -4 -o addr show eth0 | awk '{print $4}'");
+    assert_eq!(address().trim(), format!("10.231.{octet}.20/24"));
+    let agent_made = snapshot(&docker, &s.project).await;
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(snapshot(&docker, &s.project).await, agent_made, "{up}");
+
+    // Compose from scratch; the agent keeps it all.
+    let (ok, down) = compose_v2(&s.project, &s.file, &s.vars, &["down", "-t", "1"]);
+    assert!(ok, "{down}");
+    let (ok, up) = compose_v2(&s.project, &s.file, &s.vars, &["up", "-d"]);
+    assert!(ok, "{up}");
+    assert_eq!(address().trim(), format!("10.231.{octet}.20/24"));
+    let plan = compose::plan(&docker, &project).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+    let network = docker
+        .inspect_network(
+            &format!("{}_back", s.project),
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .expect("network");
+    assert_eq!(
+        network
+            .labels
+            .unwrap_or_default()
+            .get("com.docker.compose.config-hash"),
+        Some(&compose::hash::network_hash(&project.networks["back"]))
+    );
 }

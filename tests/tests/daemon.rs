@@ -176,24 +176,31 @@ async fn project_containers(project: &str) -> Vec<bollard::models::ContainerSumm
         .expect("list containers")
 }
 
-/// (service, image, status) of each container of the project.
+/// (service, image, status) of each container of the project. The image is
+/// the container's `Config.Image` (the list call shows an image ID instead
+/// once the tag moved, which the stack's image rebuild can do meanwhile).
 async fn containers_of(project: &str) -> Vec<(String, String, String)> {
-    project_containers(project)
-        .await
-        .into_iter()
-        .map(|c| {
-            let service = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("com.docker.compose.service").cloned())
-                .unwrap_or_default();
-            (
-                service,
-                c.image.unwrap_or_default(),
-                c.status.unwrap_or_default(),
+    let d = docker().await;
+    let mut out = Vec::new();
+    for c in project_containers(project).await {
+        let service = c
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("com.docker.compose.service").cloned())
+            .unwrap_or_default();
+        let image = match d
+            .inspect_container(
+                c.id.as_deref().unwrap_or_default(),
+                None::<bollard::query_parameters::InspectContainerOptions>,
             )
-        })
-        .collect()
+            .await
+        {
+            Ok(info) => info.config.and_then(|c| c.image).unwrap_or_default(),
+            Err(_) => c.image.clone().unwrap_or_default(),
+        };
+        out.push((service, image, c.status.unwrap_or_default()));
+    }
+    out
 }
 
 async fn remove_containers(project: &str) {
@@ -360,19 +367,13 @@ async fn drift_is_healed_under_the_lock_and_an_operators_compose_up_is_not_drift
     let mut td = TestDir::new("daemon-drift");
     let runtime = RuntimeProject::new(&td).await;
     let project = runtime.name.clone();
-    let out = td.run([
-        "runtime",
+    let out = td.run(with_execute(release_args(
         "deploy",
-        "--backend-image",
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
-        "--frontend-image",
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
-        "--source-sha",
         &s.sha_a,
-        "--deployment-version",
         "drift-a",
-        "--execute",
-    ]);
+    )));
     assert_eq!(out.code, 0, "{}", out.dump());
     td.set("daemon", "health_interval", "1");
     td.set("daemon", "retry_max", "2");
@@ -523,4 +524,77 @@ fn docker_rm(container: &str) {
 
 fn docker_stop(container: &str) {
     wavemap_e2e::docker_cli(&["stop", "-t", "1", container], None);
+}
+
+/// A boot render that the checks refuse (issue 15: the same path as an
+/// empty SSM tree) keeps the existing env files byte for byte, recovers
+/// the release with them, and says so in STATUS, in `status` and in the
+/// redacted boot-recovery record.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_boot_render_keeps_the_env_files_and_says_so() {
+    let s = stack();
+    let mut td = TestDir::new("daemon-refused");
+    let runtime = RuntimeProject::new(&td).await;
+    let out = td.run([
+        "runtime",
+        "deploy",
+        "--backend-image",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        "--frontend-image",
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        "--source-sha",
+        &s.sha_a,
+        "--deployment-version",
+        "refused-a",
+        "--execute",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let before: Vec<Vec<u8>> = ["backend", "frontend", "postgres"]
+        .iter()
+        .map(|g| std::fs::read(td.env_dir().join(format!("{g}.env"))).expect("env file"))
+        .collect();
+    // The contract now requires a parameter SSM does not have: the render
+    // is refused (exit 3 for `runtime-env`).
+    td.set(
+        "runtime",
+        "parameters",
+        r#"[{ name = "backend/NOT_IN_SSM", type = "String", required = true }]"#,
+    );
+    let render = td.run(["runtime-env", "--execute"]);
+    assert_eq!(render.code, 3, "{}", render.dump());
+    remove_containers(&runtime.name).await;
+
+    let mut notify = NotifyListener::new(&td.path().join("n").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(120)),
+        "{}",
+        notify.all()
+    );
+    let all = notify.all();
+    assert!(
+        all.contains("ready: recovered") && all.contains("kept existing env files (render refused"),
+        "{all}"
+    );
+    let after: Vec<Vec<u8>> = ["backend", "frontend", "postgres"]
+        .iter()
+        .map(|g| std::fs::read(td.env_dir().join(format!("{g}.env"))).expect("env file"))
+        .collect();
+    assert_eq!(after, before, "the refused render changed an env file");
+    assert_eq!(containers_of(&runtime.name).await.len(), 3);
+    let status = td.run(["status"]);
+    assert!(
+        status.stdout.contains("boot env") && status.stdout.contains("render refused"),
+        "{}",
+        status.stdout
+    );
+    let record = std::fs::read_to_string(td.state_dir().join("boot-recovery.json"))
+        .expect("boot-recovery.json");
+    assert!(record.contains("render refused"), "{record}");
+    let heartbeat =
+        std::fs::read_to_string(td.run_dir().join("daemon-heartbeat.json")).expect("heartbeat");
+    for text in [&record, &heartbeat, &all] {
+        assert!(!text.contains(&runtime.db_password), "secret in {text}");
+    }
+    stop(child);
 }

@@ -223,6 +223,8 @@ const AWS_BOUND: Duration = Duration::from_secs(30);
 async fn ssm_5xx_throttling_and_stalls_exit_69_in_bounded_time_and_touch_nothing() {
     let s = stack();
     let mut td = TestDir::new("fault-ssm");
+    // The deploy checks the Compose file before it reaches SSM.
+    write_small_project(&mut td);
     put_params(&td, &base_params("fault-ssm-db-pw", "fault-ssm-api")).await;
     let out = td.run(["runtime-env", "--execute"]);
     assert_exit(&out, 0, "runtime-env --execute (no fault)");

@@ -16,7 +16,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use wavemap_e2e::{build_image, docker_cli, repo_root, ssm_client, stack, RuntimeProject, TestDir};
+use wavemap_e2e::{
+    build_image, docker_cli, release_args, repo_root, ssm_client, stack, with_execute,
+    RuntimeProject, TestDir,
+};
 
 /// `target/debug/fake-backend`, which `cargo build --workspace` (and
 /// `scripts/stack/build-images`) produce.
@@ -100,21 +103,9 @@ impl SmokePair {
         }
     }
 
-    /// `runtime deploy` / `record-release` flags for this pair.
-    pub fn args(&self, version: &str) -> Vec<String> {
-        [
-            "--backend-image",
-            &self.backend,
-            "--frontend-image",
-            &self.frontend,
-            "--source-sha",
-            &self.sha,
-            "--deployment-version",
-            version,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    /// `runtime <verb>` (`deploy`, `record-release`) for this pair.
+    pub fn args(&self, verb: &str, version: &str) -> Vec<String> {
+        release_args(verb, &self.backend, &self.frontend, &self.sha, version)
     }
 }
 
@@ -414,9 +405,7 @@ async fn a_broken_api_rewrite_fails_smoke_and_record_release_writes_no_receipt()
     let pair = SmokePair::build(&td.name.replace('_', "-"), &stack().sha_a, "A").await;
     let (_project, port) = smoke_host(&td, "http://api-missing:8080").await;
 
-    let mut deploy = vec!["runtime".to_owned(), "deploy".to_owned()];
-    deploy.extend(pair.args("broken-1"));
-    deploy.push("--execute".into());
+    let deploy = with_execute(pair.args("deploy", "broken-1"));
     let out = td.run(&deploy);
     assert_eq!(out.code, 0, "the containers are healthy: {}", out.dump());
     let status = td.run(["status", "--json"]);
@@ -459,8 +448,7 @@ async fn a_broken_api_rewrite_fails_smoke_and_record_release_writes_no_receipt()
         out.dump()
     );
 
-    let mut record = vec!["runtime".to_owned(), "record-release".to_owned()];
-    record.extend(pair.args("broken-1"));
+    let mut record = pair.args("record-release", "broken-1");
     let out = td.run(&record);
     assert_eq!(out.code, 3, "dry run: {}", out.dump());
     record.push("--execute".into());
@@ -549,19 +537,13 @@ async fn a_contract_file_with_a_missing_required_secret_blocks_live_and_deploy()
     );
     assert!(out.stderr.contains(&missing), "{}", out.dump());
 
-    let out = td.run([
-        "runtime",
+    let out = td.run(with_execute(release_args(
         "deploy",
-        "--backend-image",
         s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
-        "--frontend-image",
         s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
-        "--source-sha",
         &s.sha_a,
-        "--deployment-version",
         "contract-1",
-        "--execute",
-    ]);
+    )));
     assert_eq!(out.code, 3, "{}", out.dump());
     assert_eq!(
         out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
@@ -616,24 +598,13 @@ fn conflicting_types_between_the_contract_file_and_agent_toml_exit_2() {
     let registry = &stack().registry;
     let backend = format!("{registry}/wavemap/backend:sha-{sha}");
     let frontend = format!("{registry}/wavemap/frontend:sha-{sha}");
+    let deploy = with_execute(release_args("deploy", &backend, &frontend, sha, "v1"));
     for args in [
         vec!["config", "check"],
         vec!["runtime-config", "plan"],
         vec!["runtime-config", "live"],
         vec!["runtime-env", "--execute"],
-        vec![
-            "runtime",
-            "deploy",
-            "--backend-image",
-            &backend,
-            "--frontend-image",
-            &frontend,
-            "--source-sha",
-            sha,
-            "--deployment-version",
-            "v1",
-            "--execute",
-        ],
+        deploy.iter().map(String::as_str).collect(),
     ] {
         let out = td.run(&args);
         assert_eq!(out.code, 2, "{args:?}: {}", out.dump());

@@ -20,7 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use wavemap_e2e::{docker, repo_root, stack, unique_name, Output, RuntimeProject, TestDir};
+use wavemap_e2e::{
+    docker, release_args, repo_root, stack, unique_name, with_execute, Output, RuntimeProject,
+    TestDir,
+};
 
 /// Milliseconds between two probe requests to one URL.
 const PROBE_INTERVAL_MS: u64 = 50;
@@ -276,22 +279,7 @@ fn now_ns() -> i64 {
 }
 
 fn deploy_args(backend: &str, frontend: &str, sha: &str, verb: &str) -> Vec<String> {
-    [
-        "runtime",
-        verb,
-        "--backend-image",
-        backend,
-        "--frontend-image",
-        frontend,
-        "--source-sha",
-        sha,
-        "--deployment-version",
-        "zero-downtime",
-        "--execute",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
+    with_execute(release_args(verb, backend, frontend, sha, "zero-downtime"))
 }
 
 /// (name, image) of every container of the project.

@@ -31,6 +31,10 @@ const P: &str = "WAVEMAP_COMPOSE_CONFIG";
 /// the normalized project, so stdout stays bounded.
 const MAX_DATA_CHARS: usize = 18_000;
 
+/// Above this many characters the normalized project is summarized on
+/// stderr (one line per service), keeping stderr bounded.
+const MAX_STDERR_CHARS: usize = 6_000;
+
 pub fn config(inv: &mut Invocation<'_>, args: &ComposeConfigArgs) -> Result<()> {
     let path = args
         .file
@@ -62,10 +66,24 @@ pub fn config(inv: &mut Invocation<'_>, args: &ComposeConfigArgs) -> Result<()> 
             eprintln!("{} {}", service.name, hashes[service.name.as_str()]);
         }
     } else {
-        eprintln!(
-            "{}",
-            serde_json::to_string_pretty(&normalized).unwrap_or_default()
-        );
+        let text = serde_json::to_string_pretty(&normalized).unwrap_or_default();
+        if text.len() <= MAX_STDERR_CHARS {
+            eprintln!("{text}");
+        } else {
+            // Bounded output: one line per service instead.
+            for service in &project.services {
+                eprintln!(
+                    "{} image={} hash={}",
+                    service.name,
+                    service.image,
+                    hashes[service.name.as_str()]
+                );
+            }
+            eprintln!(
+                "(the normalized project is {} characters; `--json` prints it on stdout when it fits)",
+                text.len()
+            );
+        }
     }
     let env_files: BTreeMap<&str, Vec<String>> = project
         .services

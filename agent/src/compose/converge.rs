@@ -300,6 +300,8 @@ async fn ensure_networks(
                 attachable: Some(def.attachable),
                 options: Some(def.driver_opts.clone().into_iter().collect()),
                 labels: Some(network_labels),
+                ipam: super::create::network_ipam(def),
+                enable_ipv6: def.enable_ipv6,
                 ..Default::default()
             })
             .await
@@ -382,6 +384,7 @@ pub(super) async fn create(
         )
         .await
         .map_err(|e| docker_error(&format!("create container {name}"), e))?;
+    super::create::inject_inline_files(docker, project, service, &created.id, name).await?;
     // API 1.41 attaches one network at create; connect the others now.
     if let (None, Some(networks)) = (&service.network_mode, &service.networks) {
         for (key, config) in networks.iter().skip(1) {

@@ -60,6 +60,148 @@ pub fn container_labels(
     out
 }
 
+/// Secrets and configs whose content is inline (`environment:`, a
+/// config's `content:`), as (absolute target, content, mode, uid, gid): the
+/// files Compose copies into a container before starting it.
+pub fn inline_files(project: &Project, service: &Service) -> Vec<(String, Vec<u8>, u32, u64, u64)> {
+    let mut out = Vec::new();
+    for (key, default_dir) in [("secrets", "/run/secrets/"), ("configs", "/")] {
+        let defined = if key == "secrets" {
+            &project.secrets
+        } else {
+            &project.configs
+        };
+        for r in service
+            .options
+            .get(key)
+            .and_then(|v| v.as_array())
+            .into_iter()
+            .flatten()
+        {
+            let Some(source) = r.get("source").and_then(|v| v.as_str()) else {
+                continue;
+            };
+            let Some(FileSource::Inline(text)) = defined.get(source).map(|o| &o.source) else {
+                continue;
+            };
+            let target = match r.get("target").and_then(|v| v.as_str()) {
+                None => format!("{default_dir}{source}"),
+                Some(t) if t.starts_with('/') => t.to_owned(),
+                Some(t) => format!("{default_dir}{t}"),
+            };
+            let mode = r
+                .get("mode")
+                .and_then(|m| m.as_str())
+                .and_then(|m| u32::from_str_radix(m, 8).ok())
+                .unwrap_or(0o444);
+            let id = |k: &str| {
+                r.get(k)
+                    .and_then(|v| v.as_str())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+            };
+            out.push((
+                target,
+                text.0.clone().into_bytes(),
+                mode,
+                id("uid"),
+                id("gid"),
+            ));
+        }
+    }
+    out
+}
+
+/// Copy the inline secrets and configs of `service` into the created (not
+/// yet started) container `id`, as one tar archive extracted at `/`.
+pub async fn inject_inline_files(
+    docker: &bollard::Docker,
+    project: &Project,
+    service: &Service,
+    id: &str,
+    name: &str,
+) -> Result<(), crate::error::Error> {
+    let files = inline_files(project, service);
+    if files.is_empty() {
+        return Ok(());
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (target, content, mode, uid, gid) in &files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(*uid);
+        header.set_gid(*gid);
+        header.set_mtime(0);
+        header.set_entry_type(tar::EntryType::Regular);
+        builder
+            .append_data(
+                &mut header,
+                target.trim_start_matches('/'),
+                content.as_slice(),
+            )
+            .map_err(|e| {
+                crate::error::Error::failed(
+                    crate::error::Stage::Converge,
+                    format!("archive {target} for {name}: {e}"),
+                )
+            })?;
+    }
+    let archive = builder.into_inner().map_err(|e| {
+        crate::error::Error::failed(
+            crate::error::Stage::Converge,
+            format!("archive the files for {name}: {e}"),
+        )
+    })?;
+    docker
+        .upload_to_container(
+            id,
+            Some(bollard::query_parameters::UploadToContainerOptions {
+                path: "/".into(),
+                ..Default::default()
+            }),
+            bollard::body_full(archive.into()),
+        )
+        .await
+        .map_err(|e| super::plan::docker_error(&format!("copy secrets and configs into {name}"), e))
+}
+
+/// A network's `ipam` for the Engine's create call (`None` when unset).
+pub fn network_ipam(def: &super::model::NetworkDef) -> Option<bollard::models::Ipam> {
+    let ipam = def.ipam.as_object().filter(|o| !o.is_empty())?;
+    let text =
+        |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    let map = |v: Option<&serde_json::Value>| {
+        v.and_then(|m| m.as_object()).map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect::<HashMap<String, String>>()
+        })
+    };
+    let config = ipam
+        .get("config")
+        .and_then(|c| c.as_array())
+        .map(|entries| {
+            entries
+                .iter()
+                .map(|e| bollard::models::IpamConfig {
+                    subnet: text(e, "subnet"),
+                    ip_range: text(e, "ip_range"),
+                    gateway: text(e, "gateway"),
+                    auxiliary_addresses: map(e.get("aux_addresses")),
+                })
+                .collect()
+        });
+    Some(bollard::models::Ipam {
+        driver: ipam
+            .get("driver")
+            .and_then(|d| d.as_str())
+            .map(str::to_owned),
+        config,
+        options: map(ipam.get("options")),
+    })
+}
+
 fn nanos(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
 }

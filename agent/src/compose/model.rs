@@ -311,19 +311,21 @@ pub struct FileObject {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FileSource {
-    /// `file:`, made absolute.
+    /// `file:`, made absolute: bind-mounted read-only.
     File(PathBuf),
-    /// `environment:`: the named variable of the interpolation environment;
-    /// the value itself is never stored in the model.
-    Environment(String),
-    /// `content:` (configs only).
-    Content,
+    /// `environment:` (the value of that interpolation variable) or a
+    /// config's `content:`: copied into the container before it starts,
+    /// as Compose does.
+    Inline(SecretText),
 }
 
-/// A service's reference to a secret or config (`secrets:`, `configs:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileReference {
-    pub source: String,
-    /// Absolute path in the container.
-    pub target: String,
+/// Text that may be secret: kept for the container, never shown by
+/// `Debug` (a project can end up in a log or a test failure).
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretText(pub String);
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<hidden>")
+    }
 }

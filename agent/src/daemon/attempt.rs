@@ -25,7 +25,7 @@ pub enum Attempt {
 #[derive(Debug, Clone)]
 pub struct Healthy {
     pub image_tag: String,
-    /// `re-rendered from SSM`, `kept existing env files (...)`.
+    /// `env files re-rendered from SSM`, `kept existing env files (...)`.
     pub env: String,
     pub to_docker_ms: u64,
     /// From the attempt's start to the end of converge.
@@ -169,9 +169,11 @@ pub async fn pipeline(
                 .map(|(_, ms)| ms)
                 .sum();
             let env = match (&outcome.env_kept_reason, env) {
-                (_, EnvPolicy::KeepExisting) => "kept as deployed (a heal never re-renders)".into(),
+                (_, EnvPolicy::KeepExisting) => {
+                    "env files kept as deployed (a heal never re-renders)".into()
+                }
                 (Some(reason), _) => format!("kept existing env files ({reason})"),
-                (None, _) => "re-rendered from SSM".into(),
+                (None, _) => "env files re-rendered from SSM".into(),
             };
             Ok(Healthy {
                 image_tag: release.image_tag.clone(),

@@ -94,6 +94,16 @@ impl Ctx<'_> {
         }
 
         // References must resolve, as in Compose.
+        // A `required: false` dependency switched off by its profiles is
+        // skipped, as Compose skips it (one not in the file at all is an
+        // error, as in Compose).
+        let in_file: BTreeSet<&str> = section.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let enabled: BTreeSet<String> = services.iter().map(|s| s.name.clone()).collect();
+        for service in &mut services {
+            service.depends_on.retain(|dep, d| {
+                d.required || enabled.contains(dep) || !in_file.contains(dep.as_str())
+            });
+        }
         let names: BTreeSet<&str> = services.iter().map(|s| s.name.as_str()).collect();
         let mut uses_default = false;
         for service in &services {
@@ -290,8 +300,20 @@ impl Ctx<'_> {
             s.get("content"),
         ) {
             (Some(file), None, None) => FileSource::File(self.resolve_path(&file)),
-            (None, Some(variable), None) => FileSource::Environment(variable),
-            (None, None, Some(_)) if section == "configs" => FileSource::Content,
+            (None, Some(variable), None) => {
+                let value = self.environment.get(&variable).ok_or_else(|| {
+                    invalid(
+                        &s.path("environment"),
+                        format!("variable {variable} is not set (in .env beside the file or the agent's variables)"),
+                    )
+                })?;
+                crate::output::register_secret(value);
+                FileSource::Inline(SecretText(value.clone()))
+            }
+            (None, None, Some(_)) if section == "configs" => {
+                let content = s.string("content")?.unwrap_or_default();
+                FileSource::Inline(SecretText(content))
+            }
             _ => {
                 return Err(invalid(
                     at,
@@ -299,18 +321,6 @@ impl Ctx<'_> {
                 ))
             }
         };
-        if let FileSource::Environment(_) | FileSource::Content = source {
-            return Err(LoadError::Unsupported {
-                key: if matches!(source, FileSource::Content) {
-                    "content"
-                } else {
-                    "environment"
-                }
-                .into(),
-                at: at.to_owned(),
-                hint: "only file-backed secrets and configs are implemented; use `file:`",
-            });
-        }
         Ok(FileObject { name, source })
     }
 }

@@ -542,3 +542,76 @@ fn extends_within_the_file_merges_like_compose() {
         assert!(message.contains(needle), "{message}");
     }
 }
+
+#[test]
+fn merge_keys_take_lists_of_anchors_and_nest() {
+    let project = load_text(
+        "x-a: &a\n  restart: always\n  labels: {from: a}\nx-b: &b\n  restart: 'no'\n  user: '1'\n  labels: {from: b, only_b: 'yes'}\nx-hc: &hc\n  interval: 5s\n  retries: 3\nx-svc: &svc\n  <<: [*a, *b]\n  image: x\n  healthcheck:\n    <<: *hc\n    test: [CMD, 'true']\nservices:\n  one:\n    <<: *svc\n    depends_on:\n      two:\n        <<: {condition: service_healthy}\n  two:\n    <<: *svc\n    user: '2'\n",
+    )
+    .unwrap();
+    let one = project.service("one").unwrap();
+    // Earlier anchors in the list win; the mapping's own keys win over all.
+    assert_eq!(one.restart.as_deref(), Some("always"));
+    assert_eq!(one.labels.get("from").map(String::as_str), Some("a"));
+    assert!(!one.labels.contains_key("only_b"));
+    assert_eq!(one.user.as_deref(), Some("1"));
+    let hc = one.healthcheck.as_ref().unwrap();
+    assert_eq!(
+        (hc.interval, hc.retries),
+        (Some(Duration::from_secs(5)), Some(3))
+    );
+    assert_eq!(one.depends_on["two"].condition, Condition::ServiceHealthy);
+    assert_eq!(project.service("two").unwrap().user.as_deref(), Some("2"));
+}
+
+#[test]
+fn values_are_coerced_after_interpolation_like_compose_go() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        ".env",
+        "RETRIES=3\nRO=false\nINIT=yes\nPIDS=100\nSHM=1g\nCPUS=0.5\n",
+    );
+    let path = write(
+        dir.path(),
+        "compose.yaml",
+        "services:\n  a:\n    image: x\n    healthcheck:\n      test: [CMD, 'true']\n      retries: ${RETRIES}\n    read_only: ${RO}\n    init: ${INIT}\n    pids_limit: ${PIDS}\n    shm_size: ${SHM}\n    cpus: ${CPUS}\n",
+    );
+    let project = load(&path, "unit", &BTreeMap::new()).unwrap();
+    let a = project.service("a").unwrap();
+    assert_eq!(a.healthcheck.as_ref().unwrap().retries, Some(3));
+    assert!(!a.options.contains_key("read_only"));
+    assert_eq!(a.options["init"], serde_json::json!(true));
+    assert_eq!(a.options["pids_limit"], serde_json::json!(100));
+    assert_eq!(a.options["shm_size"], serde_json::json!("1073741824"));
+    assert_eq!(a.options["cpus"], serde_json::json!(0.5));
+    let bad = load_text("services:\n  a:\n    image: x\n    pids_limit: many\n")
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("services.a.pids_limit"), "{bad}");
+}
+
+#[test]
+fn profiles_switch_services_and_optional_dependencies_off() {
+    let text = "services:\n  a:\n    image: x\n    depends_on:\n      debug:\n        condition: service_started\n        required: false\n  debug:\n    image: x\n    profiles: [debug]\n  always:\n    image: x\n    profiles: ['']\n";
+    let project = load_text(text).unwrap();
+    let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "always"]);
+    assert!(project.service("a").unwrap().depends_on.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), ".env", "COMPOSE_PROFILES=debug\n");
+    let path = write(dir.path(), "compose.yaml", text);
+    let project = load(&path, "unit", &BTreeMap::new()).unwrap();
+    let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, vec!["a", "debug"]);
+    assert!(project
+        .service("a")
+        .unwrap()
+        .depends_on
+        .contains_key("debug"));
+
+    let required = text.replace("required: false", "required: true");
+    let message = load_text(&required).unwrap_err().to_string();
+    assert!(message.contains("undefined service \"debug\""), "{message}");
+}
