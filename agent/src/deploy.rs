@@ -156,9 +156,14 @@ async fn run_stages(
     let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
 
-    // The Compose file first, dry run or not, before any env file is
-    // written: an invalid file or a missing service changes nothing. Env
-    // files not rendered yet count as empty here (a first deploy's dry run).
+    // Local input first, dry run or not, before any env file is written:
+    // the parameter contract (when the render will read it), then the
+    // Compose file; an invalid one or a missing service changes nothing.
+    // Env files not rendered yet count as empty here (a first deploy's dry
+    // run).
+    if options.env != EnvPolicy::KeepExisting {
+        crate::ssm::Contract::load(config).map_err(|e| (Stage::EnvRender, e))?;
+    }
     let started = Instant::now();
     let vars = compose_vars(config, release);
     let checked = Project::load_with(

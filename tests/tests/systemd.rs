@@ -622,6 +622,8 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let repo_prefix = unique_name("systemd-heal");
     let copy_b = private_copy(&backend, &repo_prefix);
     let copy_f = private_copy(&frontend, &repo_prefix);
+    // The daemon pulls them onto the host; untag them there at the end.
+    let _untag = Untag(vec![copy_b.clone(), copy_f.clone()]);
     let deploy = with_execute(release_args(
         "deploy",
         &copy_b,
@@ -752,6 +754,15 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         !m.journal().contains(&secret),
         "the database password is in the journal"
     );
-    drop(m);
-    let _ = Command::new("docker").args(["rmi", &copy_f]).output();
+}
+
+/// Tags this test put on the host's images, removed when it ends.
+struct Untag(Vec<String>);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", image]).output();
+        }
+    }
 }
