@@ -25,6 +25,7 @@ use crate::fsutil;
 use crate::output::Report;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
+use crate::retry::{Backoff, Retry};
 
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,8 +476,9 @@ async fn render_waiting_for_ssm(
         EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
         _ => std::time::Duration::ZERO,
     };
-    let started = Instant::now();
+    // Another try only when it can start (a pause from now) before `wait`.
     let pause = std::time::Duration::from_secs(2);
+    let mut retry = Retry::for_time(wait.saturating_sub(pause), Backoff::constant(pause));
     loop {
         let render_options = crate::envrender::RenderOptions {
             execute: options.execute,
@@ -484,10 +486,10 @@ async fn render_waiting_for_ssm(
         };
         match crate::envrender::render(config, render_options).await {
             Err(RenderError::Other(Error::Unavailable { dependency, detail }))
-                if started.elapsed() + pause < wait =>
+                if !retry.exhausted() =>
             {
-                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
-                tokio::time::sleep(pause).await;
+                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(retry.elapsed()).as_secs());
+                retry.pause().await;
             }
             other => return other,
         }

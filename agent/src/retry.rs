@@ -1,9 +1,10 @@
 //! One way to wait and try again: the pause between tries ([`Backoff`]) and
 //! the budget that ends them ([`Retry`]).
 //!
-//! Why one module: the Docker wait, the ledger connection, the lock, the
-//! job runner and the daemon all poll something until it answers or a limit
-//! passes. Written by hand each time, the loops drifted (one forgot to bound
+//! Why one module: the Docker wait (commands and the daemon's boot), the
+//! ledger connection, the advisory and file locks, the job runner, the
+//! health waits, the smoke checks, the daemon's render and recovery retries
+//! all poll something until it answers or a limit passes. Written by hand each time, the loops drifted (one forgot to bound
 //! its last sleep by the deadline, one doubled without a cap). Each caller
 //! now says only what it tries, how it logs, and which policy it wants.
 //!

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::model::{Condition, Project};
 use super::plan::docker_error;
 use crate::error::{Error, Stage};
+use crate::retry::{Backoff, Retry};
 
 /// How often waits look at the containers again. An inspect on the local
 /// socket costs a few milliseconds, and noticing a dependency or the last
@@ -203,6 +204,10 @@ pub(crate) async fn wait_for(
     deadline: Instant,
     stage: Stage,
 ) -> Result<(), Error> {
+    let mut retry = Retry::for_time(
+        deadline.saturating_duration_since(Instant::now()),
+        Backoff::constant(POLL_INTERVAL),
+    );
     loop {
         let observed = observe(docker, container).await?;
         let verdict = match &observed {
@@ -218,14 +223,14 @@ pub(crate) async fn wait_for(
                     format!("service {label} {why} ({state})"),
                 ));
             }
-            Verdict::Waiting if Instant::now() >= deadline => {
+            Verdict::Waiting if retry.exhausted() => {
                 let state = observed.as_ref().map(describe).unwrap_or_default();
                 return Err(Error::failed(
                     stage,
                     format!("service {label} did not become {target} in time: {state}"),
                 ));
             }
-            Verdict::Waiting => tokio::time::sleep(POLL_INTERVAL).await,
+            Verdict::Waiting => retry.pause().await,
         }
     }
 }
@@ -249,8 +254,7 @@ pub async fn wait_healthy(
     project: &Project,
     deadline: Duration,
 ) -> Result<HealthReport, Error> {
-    let started = Instant::now();
-    let until = started + deadline;
+    let mut retry = Retry::for_time(deadline, Backoff::constant(POLL_INTERVAL));
     let one_shots = one_shot_services(project);
     loop {
         let mut report = Vec::new();
@@ -301,10 +305,10 @@ pub async fn wait_healthy(
         if waiting.is_empty() {
             return Ok(HealthReport {
                 services: report,
-                waited_ms: started.elapsed().as_millis() as u64,
+                waited_ms: retry.elapsed().as_millis() as u64,
             });
         }
-        if Instant::now() >= until {
+        if retry.exhausted() {
             return Err(Error::failed(
                 Stage::Health,
                 format!(
@@ -315,7 +319,6 @@ pub async fn wait_healthy(
             ));
         }
         log::debug!(stage = "health"; "waiting for {}", waiting.join("; "));
-        tokio::time::sleep(POLL_INTERVAL.min(until.saturating_duration_since(Instant::now())))
-            .await;
+        retry.pause().await;
     }
 }
