@@ -6,10 +6,23 @@
 //! in one match means a new failure mode cannot silently exit 1 when the
 //! contract says 69 or 75.
 //!
+//! [`Stage`] names where an operation failed (deploy's `_FAILED_STAGE`
+//! marker prints it); [`Error::Failed`] keeps the job name and the cause
+//! apart; [`Chain`] is the one formatter of an error and its causes; and
+//! [`Error::from_aws`] decides here what an AWS SDK error becomes (69 or 1).
+//! Domain errors of modules that themselves return [`Error`] (jobs, the
+//! compose loader, the ledger) convert where they are defined: naming them
+//! here would make `error` and those modules depend on each other, which
+//! `scripts/check-module-cycles` refuses.
+//!
 //! Messages never carry secret values: variants hold names, paths and
 //! stages, and the final text still goes through [`crate::output::redact`].
 
 use std::fmt;
+
+use aws_sdk_ssm::config::http::HttpResponse;
+use aws_sdk_ssm::error::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::ConfigError;
 use crate::lock::LockError;
@@ -279,6 +292,92 @@ impl From<crate::fsutil::FsError> for Error {
             path: e.path.display().to_string(),
             source: e.source,
         }
+    }
+}
+
+// What an outside service's own errors become, decided here beside the
+// exit-code map rather than at each call site.
+
+/// Error codes that mean "the service is there but cannot answer now".
+const TRANSIENT_CODES: &[&str] = &[
+    "ThrottlingException",
+    "Throttling",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ThrottledException",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalServerException",
+    "ServiceUnavailable",
+    "ServiceUnavailableException",
+    "RequestTimeout",
+    "RequestTimeoutException",
+];
+
+impl Error {
+    /// An AWS SDK error from `operation` on `dependency`: no answer, timeouts,
+    /// throttling that outlived the retries and 5xx are [`Error::Unavailable`]
+    /// (exit 69); access denied, validation and other refusals are
+    /// [`Error::Failed`] at the dependency's stage (exit 1). Messages carry the
+    /// operation and AWS's error code and message, never a parameter value (the
+    /// agent only ever sends names and paths).
+    pub fn from_aws<E>(
+        dependency: Dependency,
+        operation: &str,
+        err: &SdkError<E, HttpResponse>,
+    ) -> Error
+    where
+        E: std::error::Error + ProvideErrorMetadata + 'static,
+    {
+        let stage = match dependency {
+            Dependency::Ecr => Stage::EcrLogin,
+            _ => Stage::EnvRender,
+        };
+        match err {
+        SdkError::TimeoutError(_) => Error::unavailable(
+            dependency,
+            format!("{operation} did not finish within the configured timeouts (aws.attempt_timeout, aws.operation_timeout)"),
+        ),
+        SdkError::DispatchFailure(failure) if failure.is_user() => Error::failed(
+            stage,
+            format!("{operation} could not be sent: {}", Chain(err)),
+        ),
+        SdkError::DispatchFailure(_) => Error::unavailable(
+            dependency,
+            format!(
+                "{operation} got no answer after the configured retries (aws.max_attempts); check the endpoint, the network and the credentials: {}",
+                Chain(err)
+            ),
+        ),
+        SdkError::ResponseError(response) => {
+            let status = response.raw().status().as_u16();
+            Error::unavailable(
+                dependency,
+                format!("{operation} got an unreadable answer (HTTP {status}); the endpoint may not be {dependency}"),
+            )
+        }
+        SdkError::ServiceError(service) => {
+            let code = service.err().code().unwrap_or("unknown error");
+            let message = service.err().message().unwrap_or("no message");
+            let status = service.raw().status().as_u16();
+            if status >= 500 || TRANSIENT_CODES.contains(&code) {
+                Error::unavailable(
+                    dependency,
+                    format!("{operation} kept failing with {code} (HTTP {status}) after the configured retries: {message}"),
+                )
+            } else {
+                Error::failed(
+                    stage,
+                    format!("{operation} was refused with {code} (HTTP {status}): {message}"),
+                )
+            }
+        }
+        // ConstructionFailure and anything a future SDK adds.
+        _ => Error::failed(
+            stage,
+            format!("{operation} could not be built: {}", Chain(err)),
+        ),
+    }
     }
 }
 

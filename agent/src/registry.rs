@@ -154,7 +154,7 @@ pub async fn ecr_login(ecr: &aws_sdk_ecr::Client, image: &ImageRef) -> Result<Re
         .get_authorization_token()
         .send()
         .await
-        .map_err(|e| crate::aws::classify(Dependency::Ecr, "GetAuthorizationToken", &e))?;
+        .map_err(|e| Error::from_aws(Dependency::Ecr, "GetAuthorizationToken", &e))?;
     let data = output
         .authorization_data()
         .first()

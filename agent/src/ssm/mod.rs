@@ -39,7 +39,6 @@
 
 use std::fmt;
 
-use crate::aws;
 use crate::config::ParameterType;
 use crate::error::{Dependency, Error, Stage};
 use crate::output;
@@ -152,7 +151,7 @@ pub async fn fetch(
             .set_next_token(token.take())
             .send()
             .await
-            .map_err(|e| aws::classify(Dependency::Ssm, "GetParametersByPath", &e))?;
+            .map_err(|e| Error::from_aws(Dependency::Ssm, "GetParametersByPath", &e))?;
         for p in page.parameters() {
             // Register first: nothing below may see an unregistered value.
             // Only SecureString values are secrets: redacting plain String
@@ -214,7 +213,7 @@ pub async fn describe(
             .set_next_token(token.take())
             .send()
             .await
-            .map_err(|e| aws::classify(Dependency::Ssm, "DescribeParameters", &e))?;
+            .map_err(|e| Error::from_aws(Dependency::Ssm, "DescribeParameters", &e))?;
         for p in page.parameters() {
             let Some(name) = p.name() else { continue };
             out.push(LiveParameter {
