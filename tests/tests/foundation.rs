@@ -718,9 +718,10 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         (vec!["status"], 0),
         (vec!["runtime-config", "plan"], 0),
         (vec!["runtime-config", "live"], 0),
-        (vec!["runtime-env"], 0),
-        // Dry runs: the plan, nothing changed.
-        (deploy.iter().map(String::as_str).collect(), 0),
+        // An SSM tree with no parameter: the empty-render guard, dry run or not.
+        (vec!["runtime-env"], 3),
+        // No Compose file where runtime.compose_file points: invalid config.
+        (deploy.iter().map(String::as_str).collect(), 2),
         // Nothing runs, so nothing may be recorded.
         (record.iter().map(String::as_str).collect(), 3),
         // No receipt: nothing to do by design.
@@ -728,8 +729,10 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         // No migrations folder: invalid input.
         (db("status"), 2),
         (db("migrate"), 2),
+        // reset runs the image's own migrations: --migrations-dir is refused.
+        (db("reset"), 2),
         // Dry runs that only print what would run.
-        (db("reset"), 0),
+        (vec!["database", "reset", "--database-url", db_url], 0),
         (vec!["media", "discrepancy-report"], 0),
     ];
     let mut report = String::new();

@@ -193,13 +193,17 @@ fn a_registry_that_refuses_the_token_fails_the_deploy_at_pull() {
     let tag = format!("sha-{}", "cd".repeat(20));
     let backend = format!("{}/wavemap/backend:{tag}", refusing.addr);
     let frontend = format!("{}/wavemap/frontend:{tag}", refusing.addr);
-    let out = td.run(with_execute(release_args(
+    // No parameters for this test's prefix: empty env files are deliberate
+    // here (the deploy is to fail later, at pull).
+    let mut args = with_execute(release_args(
         "deploy",
         &backend,
         &frontend,
         &"cd".repeat(20),
         "v1",
-    )));
+    ));
+    args.push("--allow-empty".into());
+    let out = td.run(args);
     assert_eq!(out.code, 1, "{}", out.dump());
     assert_eq!(
         out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),

@@ -71,6 +71,16 @@ impl Project {
 impl From<LoadError> for Error {
     fn from(e: LoadError) -> Self {
         match e {
+            // No file where the config points: a configuration error (exit 2)
+            // naming the key, not a failed operation.
+            LoadError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+                Error::invalid(
+                    "runtime.compose_file",
+                    format!("{path} does not exist"),
+                    "point runtime.compose_file at the project's Compose file \
+                     (host bootstrap writes /opt/wavemap/runtime/compose.yaml)",
+                )
+            }
             LoadError::Read { path, source } => Error::Io {
                 action: "read compose file",
                 path,
