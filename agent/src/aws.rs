@@ -16,24 +16,18 @@
 //!   otherwise the SDK's own `AWS_ENDPOINT_URL_SSM` / `AWS_ENDPOINT_URL_ECR`
 //!   (and `AWS_ENDPOINT_URL`) variables, which keep working because the
 //!   service clients are built from the loaded [`SdkConfig`].
-//! - Errors: [`classify`] turns an SDK error into the agent's [`Error`]:
-//!   no answer, timeouts, throttling that outlived the retries and 5xx are
-//!   [`Error::Unavailable`] (exit 69); access denied, validation and other
-//!   refusals are [`Error::Failed`] (exit 1). Messages carry the operation
-//!   and AWS's error code and message, never a parameter value (the agent
-//!   only ever sends names and paths).
+//! - Errors: [`crate::error::Error::from_aws`] turns an SDK error into the
+//!   agent's error, beside the exit-code map: no answer, timeouts,
+//!   throttling that outlived the retries and 5xx are exit 69; access
+//!   denied, validation and other refusals are exit 1.
 
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
-use aws_sdk_ssm::config::http::HttpResponse;
-use aws_sdk_ssm::error::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::config::Config;
-use crate::error::{Dependency, Error};
 
 /// Connecting to an AWS endpoint takes well under a second when it works;
 /// cap it so an unroutable address fails its attempt quickly.
@@ -73,103 +67,6 @@ pub fn ecr_client(sdk: &SdkConfig, config: &Config) -> aws_sdk_ecr::Client {
         builder = builder.endpoint_url(url.as_str());
     }
     aws_sdk_ecr::Client::from_conf(builder.build())
-}
-
-/// An error and its sources, Display only, on one line. (The SDK's
-/// `DisplayErrorContext` appends a Debug dump that adds noise, not facts.)
-struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
-
-impl std::fmt::Display for ErrorChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = self.0.to_string();
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            let cause_text = cause.to_string();
-            if !text.contains(&cause_text) {
-                text.push_str(": ");
-                text.push_str(&cause_text);
-            }
-            source = cause.source();
-        }
-        f.write_str(&text)
-    }
-}
-
-/// Error codes that mean "the service is there but cannot answer now".
-const TRANSIENT_CODES: &[&str] = &[
-    "ThrottlingException",
-    "Throttling",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "ThrottledException",
-    "InternalServerError",
-    "InternalFailure",
-    "InternalServerException",
-    "ServiceUnavailable",
-    "ServiceUnavailableException",
-    "RequestTimeout",
-    "RequestTimeoutException",
-];
-
-/// Turn an SDK error from `operation` into the agent's error for
-/// `dependency` (see the module doc for the split between 69 and 1).
-pub fn classify<E>(
-    dependency: Dependency,
-    operation: &str,
-    err: &SdkError<E, HttpResponse>,
-) -> Error
-where
-    E: std::error::Error + ProvideErrorMetadata + 'static,
-{
-    let stage = match dependency {
-        Dependency::Ecr => "ecr-login",
-        _ => "env-render",
-    };
-    match err {
-        SdkError::TimeoutError(_) => Error::unavailable(
-            dependency,
-            format!("{operation} did not finish within the configured timeouts (aws.attempt_timeout, aws.operation_timeout)"),
-        ),
-        SdkError::DispatchFailure(failure) if failure.is_user() => Error::failed(
-            stage,
-            format!("{operation} could not be sent: {}", ErrorChain(err)),
-        ),
-        SdkError::DispatchFailure(_) => Error::unavailable(
-            dependency,
-            format!(
-                "{operation} got no answer after the configured retries (aws.max_attempts); check the endpoint, the network and the credentials: {}",
-                ErrorChain(err)
-            ),
-        ),
-        SdkError::ResponseError(response) => {
-            let status = response.raw().status().as_u16();
-            Error::unavailable(
-                dependency,
-                format!("{operation} got an unreadable answer (HTTP {status}); the endpoint may not be {dependency}"),
-            )
-        }
-        SdkError::ServiceError(service) => {
-            let code = service.err().code().unwrap_or("unknown error");
-            let message = service.err().message().unwrap_or("no message");
-            let status = service.raw().status().as_u16();
-            if status >= 500 || TRANSIENT_CODES.contains(&code) {
-                Error::unavailable(
-                    dependency,
-                    format!("{operation} kept failing with {code} (HTTP {status}) after the configured retries: {message}"),
-                )
-            } else {
-                Error::failed(
-                    stage,
-                    format!("{operation} was refused with {code} (HTTP {status}): {message}"),
-                )
-            }
-        }
-        // ConstructionFailure and anything a future SDK adds.
-        _ => Error::failed(
-            stage,
-            format!("{operation} could not be built: {}", ErrorChain(err)),
-        ),
-    }
 }
 
 #[cfg(test)]

@@ -14,48 +14,18 @@
 //! containers read them at creation.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
 use crate::envrender::RenderError;
 use crate::error::Error;
+pub use crate::error::Stage;
 use crate::fsutil;
 use crate::output::Report;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
-
-/// Stages in the order they run; their names are the contract's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    EnvRender,
-    EcrLogin,
-    Pull,
-    Converge,
-    Health,
-    /// Writing the current-release state after a healthy converge.
-    State,
-}
-
-impl Stage {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::EnvRender => "env-render",
-            Stage::EcrLogin => "ecr-login",
-            Stage::Pull => "pull",
-            Stage::Converge => "converge",
-            Stage::Health => "health",
-            Stage::State => "state",
-        }
-    }
-}
-
-impl fmt::Display for Stage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+use crate::retry::{Backoff, Retry};
 
 /// What to do when SSM cannot be reached during env-render.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,7 +276,7 @@ async fn run_stages(
                 (
                     Stage::Pull,
                     Error::failed(
-                        "pull",
+                        Stage::Pull,
                         format!("pulls did not finish within {}s", deadline.as_secs()),
                     ),
                 )
@@ -385,7 +355,10 @@ async fn run_stages(
         .map_err(|e| match &e {
             // A start-first replacement that never got healthy: the old
             // container still serves, and the deploy failed at health.
-            Error::Failed { stage, .. } if stage == Stage::Health.name() => (Stage::Health, e),
+            Error::Failed {
+                stage: Stage::Health,
+                ..
+            } => (Stage::Health, e),
             _ => (Stage::Converge, e),
         })?;
     check_running_images(&docker, config, release)
@@ -481,7 +454,7 @@ async fn check_running_images(
             .collect();
         if running != [image.as_str()] {
             return Err(Error::failed(
-                "converge",
+                Stage::Converge,
                 format!(
                     "service {service} runs [{}] after converge, not exactly {image}",
                     running.join(", ")
@@ -503,8 +476,9 @@ async fn render_waiting_for_ssm(
         EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
         _ => std::time::Duration::ZERO,
     };
-    let started = Instant::now();
+    // Another try only when it can start (a pause from now) before `wait`.
     let pause = std::time::Duration::from_secs(2);
+    let mut retry = Retry::for_time(wait.saturating_sub(pause), Backoff::constant(pause));
     loop {
         let render_options = crate::envrender::RenderOptions {
             execute: options.execute,
@@ -512,10 +486,10 @@ async fn render_waiting_for_ssm(
         };
         match crate::envrender::render(config, render_options).await {
             Err(RenderError::Other(Error::Unavailable { dependency, detail }))
-                if started.elapsed() + pause < wait =>
+                if !retry.exhausted() =>
             {
-                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(started.elapsed()).as_secs());
-                tokio::time::sleep(pause).await;
+                log::info!(stage = "env-render"; "{dependency} unavailable ({detail}); trying again for up to {}s (daemon.ssm_wait)", wait.saturating_sub(retry.elapsed()).as_secs());
+                retry.pause().await;
             }
             other => return other,
         }

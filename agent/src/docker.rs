@@ -6,12 +6,13 @@
 //! version is negotiated so the same binary drives Engine 20.10 (API 1.41)
 //! and current engines.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bollard::Docker;
 
 use crate::config::Config;
 use crate::error::{Dependency, Error};
+use crate::retry::{Backoff, Retry};
 
 /// Connect to `config.docker.host`, wait up to `config.docker.connect_wait`
 /// for the Engine to answer, and negotiate the API version.
@@ -30,8 +31,37 @@ pub async fn connect_to(
     request_timeout: Duration,
     wait: Duration,
 ) -> Result<Docker, Error> {
-    let deadline = Instant::now() + wait;
-    let mut delay = Duration::from_millis(250);
+    let backoff = Backoff::exponential(Duration::from_millis(250), Duration::from_secs(2));
+    connect_waiting(
+        host,
+        request_timeout,
+        Retry::for_time(wait, backoff),
+        |failure, _| {
+            log::info!(stage = "docker"; "waiting for the Docker Engine at {host}: {failure}");
+        },
+    )
+    .await
+    .map_err(|failure| {
+        Error::unavailable(
+            Dependency::Docker,
+            format!(
+                "{host} did not answer within {}s: {failure}",
+                wait.as_secs()
+            ),
+        )
+    })
+}
+
+/// Try `host` until it answers or `retry` is spent, calling `waiting` with
+/// each failure (and the time waited so far) before the pause. The error is
+/// what the last try said. The daemon's boot wait uses this with its own
+/// policy and STATUS lines.
+pub async fn connect_waiting(
+    host: &str,
+    request_timeout: Duration,
+    mut retry: Retry,
+    mut waiting: impl FnMut(&str, Duration),
+) -> Result<Docker, String> {
     loop {
         // Inside the loop: bollard refuses a unix socket path that does not
         // exist yet, which is exactly dockerd still starting at boot.
@@ -51,25 +81,18 @@ pub async fn connect_to(
                 }
             }
         };
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(Error::unavailable(
-                Dependency::Docker,
-                format!(
-                    "{host} did not answer within {}s: {failure}",
-                    wait.as_secs()
-                ),
-            ));
+        if retry.exhausted() {
+            return Err(failure);
         }
-        log::info!(stage = "docker"; "waiting for the Docker Engine at {host}: {failure}");
-        tokio::time::sleep(delay.min(deadline - now)).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        waiting(&failure, retry.elapsed());
+        retry.pause().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     #[tokio::test]
     async fn an_absent_engine_is_unavailable_exit_69_after_the_wait() {

@@ -14,15 +14,16 @@
 //!   journal wrap every mutating command.
 //! - [`clock`]: wall-clock timestamps and the monotonic clock for intervals.
 //! - [`config`]: the TOML file, strict parsing, deployed-dev defaults.
-//! - [`error`]: typed errors and the one map to exit codes.
+//! - [`error`]: typed errors, what outside services' errors become (AWS
+//!   SDK), and the one map to exit codes.
 //! - [`output`]: stdout markers / JSON and secret redaction.
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
 //! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
 //! - [`fsutil`]: atomic, symlink-refusing writes.
-//! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts)
-//!   and the map from SDK errors to exit codes.
+//! - [`retry`]: the one backoff and retry budget every wait uses.
+//! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts).
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
 //! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
@@ -64,6 +65,7 @@ pub mod operation;
 pub mod output;
 pub mod registry;
 pub mod release;
+pub mod retry;
 pub mod smoke;
 pub mod ssm;
 pub mod status;

@@ -10,7 +10,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::retry::{Backoff, Retry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -66,17 +68,17 @@ pub async fn acquire(
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
         .map_err(io_err)?;
-    let started = Instant::now();
+    let mut retry = Retry::for_time(timeout, Backoff::constant(Duration::from_millis(100)));
     let mut announced = false;
     loop {
         match file.try_lock() {
             Ok(()) => break,
             Err(std::fs::TryLockError::WouldBlock) => {
-                if started.elapsed() >= timeout {
+                if retry.exhausted() {
                     return Err(LockError::Busy {
                         path: path.display().to_string(),
                         holder: holder(path),
-                        waited_secs: started.elapsed().as_secs(),
+                        waited_secs: retry.elapsed().as_secs(),
                     });
                 }
                 if !announced {
@@ -87,7 +89,7 @@ pub async fn acquire(
                     );
                     announced = true;
                 }
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                retry.pause().await;
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(io_err(e)),
         }

@@ -9,7 +9,7 @@ use clap::Parser;
 use wavemap_agent::cli::Cli;
 use wavemap_agent::commands;
 use wavemap_agent::config::{Config, DEFAULT_CONFIG_PATH};
-use wavemap_agent::error::{exit, Error};
+use wavemap_agent::error::{exit, Chain, Error, Stage};
 use wavemap_agent::logging;
 use wavemap_agent::output::{redact, Report};
 
@@ -46,7 +46,7 @@ fn run(cli: &Cli) -> i32 {
                 .enable_all()
                 .build()
                 .map_err(|e| {
-                    Error::failed("start", format!("cannot start the async runtime: {e}"))
+                    Error::failed(Stage::Start, format!("cannot start the async runtime: {e}"))
                 })?;
             runtime.block_on(commands::run(cli, &config, &config_path, &mut report))
         });
@@ -56,7 +56,7 @@ fn run(cli: &Cli) -> i32 {
     };
     if let Err(e) = &result {
         report.marker("WAVEMAP_AGENT_ERROR", e.kind());
-        log::error!("{}", redact(&error_chain(e)));
+        log::error!("{}", redact(&Chain(e).to_string()));
     }
     report.marker("WAVEMAP_AGENT_EXIT_CODE", code);
     if let Err(e) = report.print(cli.json, code) {
@@ -66,20 +66,4 @@ fn run(cli: &Cli) -> i32 {
         }
     }
     code
-}
-
-/// The error and its causes on one line, Display only (never Debug, which
-/// could show field values an error type did not mean to show).
-fn error_chain(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

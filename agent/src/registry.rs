@@ -25,7 +25,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-use crate::error::{Dependency, Error};
+use crate::error::{Dependency, Error, Stage};
 use crate::image::ImageRef;
 use crate::output::register_secret;
 
@@ -73,19 +73,19 @@ impl RegistryAuth {
             .decode(token.trim())
             .map_err(|_| {
                 Error::failed(
-                    "ecr-login",
+                    Stage::EcrLogin,
                     "ECR returned an authorization token that is not base64",
                 )
             })?;
         let text = String::from_utf8(decoded).map_err(|_| {
             Error::failed(
-                "ecr-login",
+                Stage::EcrLogin,
                 "ECR returned an authorization token that is not UTF-8",
             )
         })?;
         let (user, password) = text.split_once(':').ok_or_else(|| {
             Error::failed(
-                "ecr-login",
+                Stage::EcrLogin,
                 "ECR returned an authorization token without user:password",
             )
         })?;
@@ -154,14 +154,14 @@ pub async fn ecr_login(ecr: &aws_sdk_ecr::Client, image: &ImageRef) -> Result<Re
         .get_authorization_token()
         .send()
         .await
-        .map_err(|e| crate::aws::classify(Dependency::Ecr, "GetAuthorizationToken", &e))?;
+        .map_err(|e| Error::from_aws(Dependency::Ecr, "GetAuthorizationToken", &e))?;
     let data = output
         .authorization_data()
         .first()
-        .ok_or_else(|| Error::failed("ecr-login", "ECR returned no authorization data"))?;
+        .ok_or_else(|| Error::failed(Stage::EcrLogin, "ECR returned no authorization data"))?;
     let token = data
         .authorization_token()
-        .ok_or_else(|| Error::failed("ecr-login", "ECR returned no authorization token"))?;
+        .ok_or_else(|| Error::failed(Stage::EcrLogin, "ECR returned no authorization token"))?;
     let expires_at = data.expires_at().and_then(|t| {
         let secs = t.secs();
         (secs > 0).then(|| SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64))
@@ -207,7 +207,7 @@ pub async fn pull(
     }
     let request = request
         .body(Empty::<Bytes>::new())
-        .map_err(|e| Error::failed("pull", format!("cannot build the pull request: {e}")))?;
+        .map_err(|e| Error::failed(Stage::Pull, format!("cannot build the pull request: {e}")))?;
 
     let unavailable = |e: &dyn std::fmt::Display| {
         Error::unavailable(Dependency::Docker, format!("pull {image}: {e}"))
@@ -259,7 +259,7 @@ pub async fn pull(
     }
     if !status.is_success() {
         return Err(Error::failed(
-            "pull",
+            Stage::Pull,
             format!("{image}: the Engine answered {status}"),
         ));
     }
@@ -311,7 +311,7 @@ fn progress_line(line: &[u8], image: &ImageRef) -> Result<Option<String>, Error>
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
         // A plain-text error body (non-2xx answers are not JSON lines).
-        Err(_) => return Err(Error::failed("pull", format!("{image}: {text}"))),
+        Err(_) => return Err(Error::failed(Stage::Pull, format!("{image}: {text}"))),
     };
     if let Some(message) = value
         .get("errorDetail")
@@ -340,7 +340,7 @@ fn pull_error(image: &ImageRef, message: &str) -> Error {
     } else {
         ""
     };
-    Error::failed("pull", format!("{image}: {message}{hint}"))
+    Error::failed(Stage::Pull, format!("{image}: {message}{hint}"))
 }
 
 fn query_escape(s: &str) -> String {

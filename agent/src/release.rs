@@ -21,7 +21,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::fsutil;
 use crate::image::ImageRef;
 use crate::output::Report;
@@ -333,7 +333,7 @@ pub fn write_receipt(config: &Config, release: &Release) -> Result<Receipt, Erro
     }
     let mut bytes = serde_json::to_vec_pretty(&receipt).map_err(|e| {
         Error::failed(
-            "record-release",
+            Stage::RecordRelease,
             format!("cannot serialize the receipt: {e}"),
         )
     })?;
@@ -407,7 +407,7 @@ pub fn write_current(
     fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
     let mut bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
         Error::failed(
-            "deploy",
+            Stage::Deploy,
             format!("cannot serialize the current release: {e}"),
         )
     })?;

@@ -30,6 +30,7 @@ use hyper_util::rt::TokioIo;
 use crate::config::{Config, SmokeCheck};
 use crate::error::Error;
 use crate::output::Report;
+use crate::retry::{Backoff, Retry};
 
 const P: &str = "WAVEMAP_SMOKE";
 
@@ -264,7 +265,8 @@ async fn run_check(config: &Config, target: &Target, check: &SmokeCheck) -> Chec
         ms: 0,
         detail: None,
     };
-    for attempt in 1..=attempts {
+    let mut retry = Retry::tries(attempts, Backoff::constant(RETRY_PAUSE));
+    loop {
         let started = Instant::now();
         let answer = get(target, &check.path, config.smoke.timeout.duration()).await;
         result.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -283,9 +285,10 @@ async fn run_check(config: &Config, target: &Target, check: &SmokeCheck) -> Chec
                 result.detail = Some(problem);
             }
         }
-        if attempt < attempts {
-            tokio::time::sleep(RETRY_PAUSE).await;
+        if retry.exhausted() {
+            break;
         }
+        retry.pause().await;
     }
     if let Some(detail) = &mut result.detail {
         if attempts > 1 {

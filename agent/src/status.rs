@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::daemon::{self, BootRecovery};
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::output::Report;
 use crate::{envfile, fsutil, journal, lock, release};
 
@@ -285,7 +285,8 @@ pub async fn command(config: &Config, json: bool, report: &mut Report) -> Result
         format!("{healthy}/{} healthy", status.services.len()),
     );
     if json {
-        report.set_data(serde_json::to_value(&status).map_err(|e| Error::failed("status", e))?);
+        report
+            .set_data(serde_json::to_value(&status).map_err(|e| Error::caused(Stage::Status, e))?);
     } else {
         print!("{}", render(&status));
     }

@@ -6,7 +6,7 @@
 //! at its real path by the .deb test) and by the settings the daemon relies
 //! on. The tmpfiles.d file runs through `systemd-tmpfiles --root`. The
 //! default config is compared with `wavemap-agent config check`, so it
-//! cannot drift from `agent/src/config.rs`.
+//! cannot drift from `agent/src/config/`.
 //!
 //! The .deb test installs into the real /usr/bin, /etc and /lib/systemd of
 //! this machine, so it is `#[ignore]`d in a plain `cargo test`: `scripts/test`

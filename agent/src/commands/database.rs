@@ -26,7 +26,7 @@ use crate::database::classify::{self, Gate, State, Status};
 use crate::database::journal::Journal;
 use crate::database::ledger::{self, LedgerError, Target};
 use crate::database::source;
-use crate::error::{Dependency, Error, Result};
+use crate::error::{Dependency, Error, Result, Stage};
 use crate::fsutil;
 use crate::jobs::{self, Job};
 use crate::output::Report;
@@ -134,8 +134,8 @@ fn ledger_error(e: LedgerError, url: &str) -> Error {
     if e.is_unavailable() {
         // The rendered env names the Compose service; the host cannot
         // resolve it. Say so instead of leaving a bare DNS error.
-        let hint = match url_host(url) {
-            Some(host) if !host.contains('.') && host != "localhost" => format!(
+        let hint = match crate::database::source::service_host(url) {
+            Some(host) => format!(
                 "; `{host}` is a name inside the Compose network: on the host pass --database-url (or set database.url) with the published address"
             ),
             _ => String::new(),
@@ -148,16 +148,7 @@ fn ledger_error(e: LedgerError, url: &str) -> Error {
             e.to_string(),
             "pass a postgres://user:password@host:port/db URL",
         ),
-        other => Error::failed("ledger", other),
-    }
-}
-
-/// Host name of a connection string, if it has one (for the hint only).
-fn url_host(url: &str) -> Option<String> {
-    let config: tokio_postgres::Config = url.parse().ok()?;
-    match config.get_hosts().first()? {
-        tokio_postgres::config::Host::Tcp(h) => Some(h.clone()),
-        tokio_postgres::config::Host::Unix(_) => None,
+        other => Error::caused(Stage::Ledger, other),
     }
 }
 
@@ -206,7 +197,7 @@ fn save_status(config: &Config, status: &Status, origin: &str) {
     };
     let path = config.database_status_path();
     let result = serde_json::to_vec_pretty(&cached)
-        .map_err(|e| Error::failed("status cache", e))
+        .map_err(|e| Error::caused(Stage::StatusCache, e))
         .and_then(|mut bytes| {
             bytes.push(b'\n');
             fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
@@ -407,7 +398,7 @@ async fn migrate_locked(
         inv.report
             .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
         return Err(Error::failed(
-            "migrate",
+            Stage::Migrate,
             format!(
                 "`{}` exited {}; the database is now {}",
                 argv.join(" "),
@@ -420,7 +411,7 @@ async fn migrate_locked(
         inv.report
             .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
         return Err(Error::failed(
-            "migrate",
+            Stage::Migrate,
             format!(
                 "the migrate job exited 0 but the database is {} afterwards, not up-to-date",
                 after.state
@@ -582,7 +573,7 @@ async fn reset(
                     inv.report.marker(step.marker, "success");
                 } else {
                     inv.report.marker(step.marker, "failed");
-                    failure = Some(Error::failed(
+                    failure = Some(Error::job_failed(
                         step.name,
                         format!("`{}` exited {}", step.argv.join(" "), outcome.exit_code),
                     ));

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::cli::Execute;
 use crate::commands::Invocation;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stage};
 use crate::jobs::{self, Job};
 
 /// Ids or keys shown per kind.
@@ -94,7 +94,7 @@ pub async fn discrepancy_report(inv: &mut Invocation<'_>, execute: Execute) -> R
     if !outcome.success() {
         inv.report.marker("WAVEMAP_MEDIA_REPORT_RESULT", "failed");
         return Err(Error::failed(
-            "media-report",
+            Stage::MediaReport,
             format!("`{}` exited {}", argv.join(" "), outcome.exit_code),
         ));
     }
@@ -103,7 +103,7 @@ pub async fn discrepancy_report(inv: &mut Invocation<'_>, execute: Execute) -> R
         Err(e) => {
             inv.report.marker("WAVEMAP_MEDIA_REPORT_RESULT", "failed");
             return Err(Error::failed(
-                "media-report",
+                Stage::MediaReport,
                 format!("malformed report: {e}"),
             ));
         }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use crate::cli::{Cli, Command, ConfigCommand, RuntimeCommand, RuntimeConfigCommand};
 use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Stage};
 use crate::journal;
 use crate::lock;
 use crate::output::Report;
@@ -54,7 +54,7 @@ pub async fn run(
     // From here a signal no longer kills the process outright: a job in the
     // API container is stopped first and the operation recorded.
     crate::operation::listen()
-        .map_err(|e| Error::failed("start", format!("cannot handle signals: {e}")))?;
+        .map_err(|e| Error::failed(Stage::Start, format!("cannot handle signals: {e}")))?;
     let lock_path = config.lock_path();
     let _lock = tokio::select! {
         lock = lock::acquire(&lock_path, command.name(), timeout) => lock?,

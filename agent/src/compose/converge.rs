@@ -29,9 +29,9 @@ use super::labels;
 use super::model::{Condition, Project, Service};
 use super::plan::{docker_error, Action, Plan};
 use super::replace;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 
-const STAGE: &str = "converge";
+const STAGE: Stage = Stage::Converge;
 
 /// What the converge did, per service.
 #[derive(Debug, Clone, Default, Serialize)]

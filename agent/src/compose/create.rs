@@ -141,11 +141,17 @@ pub async fn inject_inline_files(
                 content.as_slice(),
             )
             .map_err(|e| {
-                crate::error::Error::failed("converge", format!("archive {target} for {name}: {e}"))
+                crate::error::Error::failed(
+                    crate::error::Stage::Converge,
+                    format!("archive {target} for {name}: {e}"),
+                )
             })?;
     }
     let archive = builder.into_inner().map_err(|e| {
-        crate::error::Error::failed("converge", format!("archive the files for {name}: {e}"))
+        crate::error::Error::failed(
+            crate::error::Stage::Converge,
+            format!("archive the files for {name}: {e}"),
+        )
     })?;
     docker
         .upload_to_container(

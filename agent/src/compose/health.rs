@@ -16,7 +16,8 @@ use serde::Serialize;
 
 use super::model::{Condition, Project};
 use super::plan::docker_error;
-use crate::error::Error;
+use crate::error::{Error, Stage};
+use crate::retry::{Backoff, Retry};
 
 /// How often waits look at the containers again. An inspect on the local
 /// socket costs a few milliseconds, and noticing a dependency or the last
@@ -201,8 +202,12 @@ pub(crate) async fn wait_for(
     container: &str,
     target: Target,
     deadline: Instant,
-    stage: &str,
+    stage: Stage,
 ) -> Result<(), Error> {
+    let mut retry = Retry::for_time(
+        deadline.saturating_duration_since(Instant::now()),
+        Backoff::constant(POLL_INTERVAL),
+    );
     loop {
         let observed = observe(docker, container).await?;
         let verdict = match &observed {
@@ -218,14 +223,14 @@ pub(crate) async fn wait_for(
                     format!("service {label} {why} ({state})"),
                 ));
             }
-            Verdict::Waiting if Instant::now() >= deadline => {
+            Verdict::Waiting if retry.exhausted() => {
                 let state = observed.as_ref().map(describe).unwrap_or_default();
                 return Err(Error::failed(
                     stage,
                     format!("service {label} did not become {target} in time: {state}"),
                 ));
             }
-            Verdict::Waiting => tokio::time::sleep(POLL_INTERVAL).await,
+            Verdict::Waiting => retry.pause().await,
         }
     }
 }
@@ -249,8 +254,7 @@ pub async fn wait_healthy(
     project: &Project,
     deadline: Duration,
 ) -> Result<HealthReport, Error> {
-    let started = Instant::now();
-    let until = started + deadline;
+    let mut retry = Retry::for_time(deadline, Backoff::constant(POLL_INTERVAL));
     let one_shots = one_shot_services(project);
     loop {
         let mut report = Vec::new();
@@ -296,17 +300,17 @@ pub async fn wait_healthy(
             });
         }
         if !failures.is_empty() {
-            return Err(Error::failed("health", failures.join("; ")));
+            return Err(Error::failed(Stage::Health, failures.join("; ")));
         }
         if waiting.is_empty() {
             return Ok(HealthReport {
                 services: report,
-                waited_ms: started.elapsed().as_millis() as u64,
+                waited_ms: retry.elapsed().as_millis() as u64,
             });
         }
-        if Instant::now() >= until {
+        if retry.exhausted() {
             return Err(Error::failed(
-                "health",
+                Stage::Health,
                 format!(
                     "not healthy after {}s: {}",
                     deadline.as_secs(),
@@ -315,7 +319,6 @@ pub async fn wait_healthy(
             ));
         }
         log::debug!(stage = "health"; "waiting for {}", waiting.join("; "));
-        tokio::time::sleep(POLL_INTERVAL.min(until.saturating_duration_since(Instant::now())))
-            .await;
+        retry.pause().await;
     }
 }

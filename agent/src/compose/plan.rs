@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::hash;
 use super::labels;
 use super::model::{MountKind, Project};
-use crate::error::{Dependency, Error};
+use crate::error::{Dependency, Error, Stage};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -256,7 +256,7 @@ pub(crate) fn docker_error(action: &str, e: bollard::errors::Error) -> Error {
             status_code,
             message,
         } => Error::failed(
-            "converge",
+            Stage::Converge,
             format!("{action}: Docker said {status_code}: {message}"),
         ),
         E::RequestTimeoutError => {
@@ -265,7 +265,7 @@ pub(crate) fn docker_error(action: &str, e: bollard::errors::Error) -> Error {
         other if is_connection_error(&other) => {
             Error::unavailable(Dependency::Docker, format!("{action}: {other}"))
         }
-        other => Error::failed("converge", format!("{action}: {other}")),
+        other => Error::failed(Stage::Converge, format!("{action}: {other}")),
     }
 }
 

@@ -42,10 +42,10 @@ use super::health::{wait_for, Target};
 use super::model::{Project, Service, UpdateOrder};
 use super::plan::{docker_error, Action, Existing, Plan};
 use super::{hash, labels};
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::testpoint::pause;
 
-const STAGE: &str = "converge";
+const STAGE: Stage = Stage::Converge;
 
 /// Time the old container keeps running after it left the networks, for
 /// work it has in hand (a request being answered, a write being committed)
@@ -172,7 +172,7 @@ async fn start_first(
         &id,
         Target::Ready,
         deadline,
-        "health",
+        Stage::Health,
     )
     .await
     {
@@ -180,7 +180,7 @@ async fn start_first(
         Err(Error::Failed { detail, .. }) => {
             discard(docker, &id, &temporary).await;
             return Err(Error::failed(
-                "health",
+                Stage::Health,
                 format!(
                     "start-first replacement of {}: {detail}; the new container was removed and {name} keeps serving",
                     service.name

@@ -12,6 +12,7 @@ use crate::deploy::{self, EnvPolicy, Options};
 use crate::lock::OperationLock;
 use crate::output::Report;
 use crate::release::{self, Release};
+use crate::retry::{Backoff, Retry};
 
 /// What one attempt found.
 #[derive(Debug)]
@@ -58,31 +59,22 @@ pub async fn wait_for_docker(
     config: &Config,
     alive: &Monotonic,
 ) -> Result<bollard::Docker, String> {
-    let started = Instant::now();
     let deadline = config.daemon.docker_wait.duration();
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match crate::docker::connect_to(&config.docker.host, Duration::from_secs(3), Duration::ZERO)
-            .await
-        {
-            Ok(docker) => return Ok(docker),
-            Err(e) if started.elapsed() < deadline => {
-                status_line(&format!(
-                    "waiting for Docker ({}s): {e}",
-                    started.elapsed().as_secs()
-                ));
-                alive.touch();
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-            Err(e) => {
-                return Err(format!(
-                    "Docker did not answer within {}s: {e}",
-                    deadline.as_secs()
-                ))
-            }
-        }
-    }
+    let backoff = Backoff::exponential(Duration::from_millis(250), Duration::from_secs(5));
+    crate::docker::connect_waiting(
+        &config.docker.host,
+        Duration::from_secs(3),
+        Retry::for_time(deadline, backoff),
+        |failure, waited| {
+            status_line(&format!(
+                "waiting for Docker ({}s): {failure}",
+                waited.as_secs()
+            ));
+            alive.touch();
+        },
+    )
+    .await
+    .map_err(|e| format!("Docker did not answer within {}s: {e}", deadline.as_secs()))
 }
 
 /// A full attempt. `heal` attempts come after READY: they never wait for

@@ -14,7 +14,7 @@
 //!   `STATUS=degraded: <why>; retrying in Ns`. Units ordered after ours
 //!   start either way; the STATUS line (and `status`) says which it was.
 //! - **A failed attempt is retried** with jittered exponential backoff
-//!   ([`backoff`]) until the release runs healthy, before and after READY.
+//!   ([`crate::retry::Backoff`]) until the release runs healthy, before and after READY.
 //! - **Drift** ([`drift`]) from the current release (a container missing,
 //!   exited, on another image or config) is converged back, each time
 //!   checked and fixed under the operation lock, so never while a deploy or
@@ -32,7 +32,6 @@
 //! what `status` shows; both are redacted before they are written.
 
 mod attempt;
-pub mod backoff;
 pub mod drift;
 mod records;
 
@@ -45,11 +44,11 @@ use sd_notify::NotifyState;
 use crate::clock::{self, Monotonic};
 use crate::config::Config;
 use crate::deploy::EnvPolicy;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::output::redact;
 use crate::release;
+use crate::retry::Backoff;
 use attempt::Attempt;
-use backoff::Backoff;
 use records::write_heartbeat;
 use records::{finish, journal_heal, register_known_secrets};
 pub use records::{
@@ -99,7 +98,7 @@ pub async fn run(config: &Config) -> Result<(), Error> {
     }
 
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| Error::failed("daemon", format!("cannot handle SIGTERM: {e}")))?;
+        .map_err(|e| Error::failed(Stage::Daemon, format!("cannot handle SIGTERM: {e}")))?;
     let shutdown: Shutdown = Box::pin(async move {
         tokio::select! {
             _ = sigterm.recv() => "SIGTERM",
@@ -114,7 +113,7 @@ pub async fn run(config: &Config) -> Result<(), Error> {
         started,
         ready_at: started + config.daemon.ready_timeout.duration(),
         ready: false,
-        backoff: Backoff::new(config.daemon.retry_max.duration()),
+        backoff: Backoff::jittered(Duration::from_secs(2), config.daemon.retry_max.duration()),
         pending: "still recovering".into(),
         last_status: String::new(),
     };

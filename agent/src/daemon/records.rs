@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock;
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::output::redact;
 use crate::{fsutil, journal};
 
@@ -181,7 +181,7 @@ pub(super) fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
         summary: redact(summary),
     };
     let result = serde_json::to_vec(&beat)
-        .map_err(|e| Error::failed("daemon", e))
+        .map_err(|e| Error::caused(Stage::Daemon, e))
         .and_then(|bytes| {
             fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
             Ok(fsutil::write_atomic(

@@ -13,11 +13,12 @@
 //! The key is [`KEY`], the bytes `wavemapD` read as a big-endian `i64`
 //! (`SELECT pg_advisory_lock(8602286941253234756)` takes it by hand).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::database::ledger::{self, LedgerError};
 use crate::error::Error;
 use crate::lock::LockError;
+use crate::retry::{Backoff, Retry};
 
 /// `i64::from_be_bytes(*b"wavemapD")`.
 pub const KEY: i64 = i64::from_be_bytes(*b"wavemapD");
@@ -54,7 +55,7 @@ pub async fn acquire(
     let (client, endpoint) = ledger::open(url, connect_timeout)
         .await
         .map_err(&unavailable)?;
-    let started = Instant::now();
+    let mut retry = Retry::for_time(wait, Backoff::constant(Duration::from_millis(500)));
     let mut announced = false;
     loop {
         let row = client
@@ -68,7 +69,7 @@ pub async fn acquire(
             })?;
         if row.get::<_, bool>(0) {
             if announced {
-                log::info!(stage = "database"; "took the advisory lock on {endpoint} after {:.1}s", started.elapsed().as_secs_f64());
+                log::info!(stage = "database"; "took the advisory lock on {endpoint} after {:.1}s", retry.elapsed().as_secs_f64());
             }
             return Ok(Held { client, endpoint });
         }
@@ -78,7 +79,7 @@ pub async fn acquire(
                 detail: format!("while waiting for the advisory lock on {endpoint}"),
             });
         }
-        if started.elapsed() >= wait {
+        if retry.exhausted() {
             let holder = client
                 .query_opt(
                     "SELECT a.pid, coalesce(a.application_name, ''), coalesce(host(a.client_addr), 'local') \
@@ -104,7 +105,7 @@ pub async fn acquire(
             return Err(LockError::Busy {
                 path: format!("PostgreSQL advisory lock {KEY} on {endpoint}"),
                 holder: format!("{holder}: another migrate or reset works on this database"),
-                waited_secs: started.elapsed().as_secs(),
+                waited_secs: retry.elapsed().as_secs(),
             }
             .into());
         }
@@ -112,7 +113,7 @@ pub async fn acquire(
             log::warn!(stage = "database"; "another session holds the advisory lock on {endpoint} (a migrate or reset elsewhere); waiting up to {}s", wait.as_secs());
             announced = true;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        retry.pause().await;
     }
 }
 

@@ -19,7 +19,9 @@ use serde::Serialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
+use crate::error::Chain;
 use crate::output::register_secret;
+use crate::retry::{Backoff, Retry};
 
 /// Connection attempts before giving up; authentication failures are not
 /// retried (another try cannot fix a wrong password).
@@ -157,7 +159,7 @@ async fn connect(
     endpoint: &str,
     timeout: Duration,
 ) -> Result<tokio_postgres::Client, LedgerError> {
-    let mut attempt = 1;
+    let mut retry = Retry::tries(CONNECT_ATTEMPTS, Backoff::constant(RETRY_PAUSE));
     loop {
         // connect_timeout bounds each socket attempt; this bounds the whole
         // handshake too (a server that accepts and then says nothing).
@@ -193,31 +195,26 @@ async fn connect(
             }
             Err(_) => format!("no answer within {}s", timeout.as_secs() + 1),
         };
-        if attempt >= CONNECT_ATTEMPTS {
+        let attempt = retry.attempt();
+        if retry.exhausted() {
             return Err(LedgerError::Connect {
                 endpoint: endpoint.to_owned(),
                 detail: format!("{error} (after {attempt} attempts)"),
             });
         }
         log::warn!(stage = "ledger"; "cannot connect to {endpoint} (attempt {attempt}/{CONNECT_ATTEMPTS}): {error}; retrying");
-        attempt += 1;
-        tokio::time::sleep(RETRY_PAUSE).await;
+        retry.pause().await;
     }
 }
 
-/// The error and its source: tokio-postgres puts the useful part (refused,
+/// The server's message and SQLSTATE, or the error and its causes:
+/// tokio-postgres puts the useful part (refused,
 /// name not resolved) in the source.
 pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
-    let mut text = e.to_string();
-    if let Some(db) = e.as_db_error() {
-        text = format!("{} ({})", db.message(), db.code().code());
-    } else if let Some(source) = std::error::Error::source(e) {
-        let source = source.to_string();
-        if !text.contains(&source) {
-            text = format!("{text}: {source}");
-        }
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => Chain(e).to_string(),
     }
-    text
 }
 
 /// Read with an open client (tests reuse their own connection).

@@ -31,7 +31,7 @@ use futures_util::StreamExt;
 
 use super::journal::{self, Files, Journal};
 use crate::config::Config;
-use crate::error::{Dependency, Error};
+use crate::error::{Dependency, Error, Stage};
 use crate::jobs;
 use crate::output::register_secret;
 use crate::release::Release;
@@ -62,8 +62,9 @@ pub async fn load_journal(
             ));
         }
         let origin = dir.display().to_string();
-        let files = Files::from_dir(dir).map_err(|e| Error::failed("journal", e))?;
-        let journal = journal::parse(&files, &origin).map_err(|e| Error::failed("journal", e))?;
+        let files = Files::from_dir(dir).map_err(|e| Error::caused(Stage::Journal, e))?;
+        let journal =
+            journal::parse(&files, &origin).map_err(|e| Error::caused(Stage::Journal, e))?;
         return Ok(Loaded { journal, origin });
     }
     let docker = crate::docker::connect(config).await?;
@@ -71,7 +72,7 @@ pub async fn load_journal(
     let path = config.database.migrations_path_in_image.to_string();
     let files = files_from_image(&docker, &image, &path).await?;
     let origin = format!("{image}:{path}");
-    let journal = journal::parse(&files, &origin).map_err(|e| Error::failed("journal", e))?;
+    let journal = journal::parse(&files, &origin).map_err(|e| Error::caused(Stage::Journal, e))?;
     Ok(Loaded { journal, origin })
 }
 
@@ -136,7 +137,7 @@ pub async fn files_from_image(docker: &Docker, image: &str, path: &str) -> Resul
             bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             } => Error::failed(
-                "journal",
+                Stage::Journal,
                 format!(
                     "image {image} is not present locally; pull it first or pass --migrations-dir"
                 ),
@@ -159,7 +160,8 @@ pub async fn files_from_image(docker: &Docker, image: &str, path: &str) -> Resul
         log::warn!(stage = "journal"; "cannot remove the helper container {name}: {e}");
     }
     let tar = result?;
-    Files::from_tar(&tar[..], &format!("{image}:{path}")).map_err(|e| Error::failed("journal", e))
+    Files::from_tar(&tar[..], &format!("{image}:{path}"))
+        .map_err(|e| Error::caused(Stage::Journal, e))
 }
 
 async fn download(docker: &Docker, container: &str, path: &str) -> Result<Vec<u8>, Error> {
@@ -177,14 +179,14 @@ async fn download(docker: &Docker, container: &str, path: &str) -> Result<Vec<u8
             bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             } => Error::failed(
-                "journal",
+                Stage::Journal,
                 format!("the API image has no {path} (database.migrations_path_in_image)"),
             ),
             other => Error::unavailable(Dependency::Docker, other),
         })?;
         if tar.len() + chunk.len() > MAX_ARCHIVE_BYTES {
             return Err(Error::failed(
-                "journal",
+                Stage::Journal,
                 format!("{path} in the image is larger than {MAX_ARCHIVE_BYTES} bytes"),
             ));
         }
@@ -306,7 +308,7 @@ pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
 /// The host of `url` when it can be a Compose service name: one label (no
 /// dots: a domain or an IPv4 address; no brackets: IPv6; no commas: several
 /// hosts), not `localhost`.
-fn service_host(url: &str) -> Option<String> {
+pub(crate) fn service_host(url: &str) -> Option<String> {
     let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
     (!host.contains(['.', ':', ',', '[']) && host != "localhost").then_some(host)
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{name_list, FilePlan, ENV_DIR_MODE, ENV_FILE_MODE};
 use crate::config::Config;
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::fsutil;
 
 /// The SecureString variable names per group, recorded by the render in
@@ -174,7 +174,7 @@ pub(super) fn write_all(
         groups: secure.clone(),
     };
     let mut bytes =
-        serde_json::to_vec_pretty(&names).map_err(|e| Error::failed("env-render", e))?;
+        serde_json::to_vec_pretty(&names).map_err(|e| Error::caused(Stage::EnvRender, e))?;
     bytes.push(b'\n');
     let names_path = secure_names_path(config);
     let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755).and_then(|()| {
@@ -199,7 +199,7 @@ pub(super) fn write_all(
         renames: temps.clone(),
     };
     let pending_bytes =
-        serde_json::to_vec_pretty(&pending).map_err(|e| Error::failed("env-render", e))?;
+        serde_json::to_vec_pretty(&pending).map_err(|e| Error::caused(Stage::EnvRender, e))?;
     if let Err(e) = fsutil::write_atomic(&pending_path(config), &pending_bytes, 0o600) {
         for (temp, _) in &temps {
             let _ = std::fs::remove_file(temp);

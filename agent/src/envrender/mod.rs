@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 use crate::aws;
 use crate::config::Config;
 use crate::envfile::{self, EnvMap, KeyDiff};
-use crate::error::Error;
+use crate::error::{Error, Stage};
 use crate::fsutil;
 use crate::output::Report;
 use crate::ssm::{self, Contract};
@@ -212,7 +212,7 @@ pub fn read_group(config: &Config, group: &str) -> Result<Option<EnvMap>, Error>
     };
     let vars = envfile::parse_bytes(&bytes).map_err(|e| {
         Error::failed(
-            "env-read",
+            Stage::EnvRead,
             format!("{} is not a valid env file: {e}", path.display()),
         )
     })?;
@@ -310,7 +310,8 @@ fn render_fetched(
         ];
         let header: Vec<&str> = header.iter().map(String::as_str).collect();
         // Values were checked for NUL in group_values; a failure here is a bug.
-        let text = envfile::render(&header, vars).map_err(|e| Error::failed("env-render", e))?;
+        let text =
+            envfile::render(&header, vars).map_err(|e| Error::caused(Stage::EnvRender, e))?;
         plans.push(plan_file(group, &path, vars, text.into_bytes())?);
     }
     let emptied: Vec<String> = plans

@@ -37,6 +37,7 @@ use crate::error::{Dependency, Error};
 use crate::lock::LockError;
 use crate::operation;
 use crate::output::register_secret;
+use crate::retry::{Backoff, Retry};
 
 mod output;
 
@@ -94,7 +95,7 @@ impl From<JobError> for Error {
             JobError::Timeout { job, .. }
             | JobError::Exec { job, .. }
             | JobError::Stream { job, .. }
-            | JobError::TooMuchOutput { job } => Error::failed(job.clone(), e.to_string()),
+            | JobError::TooMuchOutput { job } => Error::job_failed(job.clone(), &e),
         }
     }
 }
@@ -214,13 +215,13 @@ async fn wait_for_running_job(
     config: &Config,
 ) -> Result<(), Error> {
     let timeout = operation::lock_timeout();
-    let started = Instant::now();
+    let mut retry = Retry::for_time(timeout, Backoff::constant(Duration::from_millis(500)));
     let mut announced = false;
     loop {
         let running = running_job_execs(docker, container, config).await?;
         let Some((exec_id, argv)) = running.into_iter().next() else {
             if announced {
-                log::info!(stage = "job"; "the earlier job has ended after {:.1}s", started.elapsed().as_secs_f64());
+                log::info!(stage = "job"; "the earlier job has ended after {:.1}s", retry.elapsed().as_secs_f64());
             }
             return Ok(());
         };
@@ -231,14 +232,14 @@ async fn wait_for_running_job(
                 detail: format!("while waiting for job `{argv}` (exec {short}) to end"),
             });
         }
-        if started.elapsed() >= timeout {
+        if retry.exhausted() {
             return Err(LockError::Busy {
                 path: format!(
                     "exec {short} in the API container {}",
                     &container[..container.len().min(12)]
                 ),
                 holder: format!("job `{argv}` is still running there, left by an earlier run; a second one is never started"),
-                waited_secs: started.elapsed().as_secs(),
+                waited_secs: retry.elapsed().as_secs(),
             }
             .into());
         }
@@ -246,7 +247,7 @@ async fn wait_for_running_job(
             log::warn!(stage = "job"; "job `{argv}` (exec {short}) is still running in the API container, left by an earlier run; waiting up to {}s for it to end before starting another", timeout.as_secs());
             announced = true;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        retry.pause().await;
     }
 }
 
@@ -465,6 +466,10 @@ pub async fn run_in(
     sink.finish();
     // The stream ends when the process closes its output; the exit code can
     // lag a moment behind.
+    let mut retry = Retry::for_time(
+        deadline.saturating_sub(started.elapsed()),
+        Backoff::constant(Duration::from_millis(100)),
+    );
     let exit_code = loop {
         let inspect = docker
             .inspect_exec(&exec.id)
@@ -473,7 +478,7 @@ pub async fn run_in(
         if inspect.running != Some(true) {
             break inspect.exit_code.unwrap_or(-1);
         }
-        if started.elapsed() > deadline {
+        if retry.exhausted() {
             return Err(JobError::Timeout {
                 job: job.name.to_owned(),
                 argv: argv_text,
@@ -481,7 +486,7 @@ pub async fn run_in(
                 fate: stop_exec(&docker, &exec.id, config).await,
             });
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        retry.pause().await;
     };
     let outcome = Outcome {
         exit_code,
@@ -537,9 +542,9 @@ async fn stop_exec(docker: &Docker, exec_id: &str, config: &Config) -> String {
             }
             return format!("{still} (cannot signal its process {pid}: {e})");
         }
-        let until = Instant::now() + GRACE;
-        while Instant::now() < until {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut grace = Retry::for_time(GRACE, Backoff::constant(Duration::from_millis(200)));
+        while !grace.exhausted() {
+            grace.pause().await;
             match docker.inspect_exec(exec_id).await.map(running_pid) {
                 Ok(Some(_)) => continue,
                 _ => return format!("the agent ended it with {name}"),

@@ -187,31 +187,14 @@ impl Ctx<'_> {
         value: &Value,
         at: &str,
     ) -> Result<VolumeDef, LoadError> {
-        let mut def = VolumeDef {
-            name: format!("{}_{key}", self.project),
-            driver: None,
-            driver_opts: BTreeMap::new(),
-            labels: BTreeMap::new(),
-            external: false,
-        };
-        if value.is_null() {
-            return Ok(def);
-        }
-        let s = Section::new(value, at)?;
-        s.only(
-            &["name", "driver", "driver_opts", "labels", "external"],
-            HINT,
-        )?;
-        def.external = s.bool("external")?;
-        if let Some(name) = s.string("name")? {
-            def.name = name;
-        } else if def.external {
-            def.name = key.to_owned();
-        }
-        def.driver = s.string("driver")?;
-        def.driver_opts = s.string_map("driver_opts")?;
-        def.labels = s.string_map("labels")?;
-        Ok(def)
+        let (common, _) = self.definition(key, value, at, &[])?;
+        Ok(VolumeDef {
+            name: common.name,
+            driver: common.driver,
+            driver_opts: common.driver_opts,
+            labels: common.labels,
+            external: common.external,
+        })
     }
 
     pub(super) fn network_def(
@@ -220,35 +203,62 @@ impl Ctx<'_> {
         value: &Value,
         at: &str,
     ) -> Result<NetworkDef, LoadError> {
+        let (common, section) = self.definition(
+            key,
+            value,
+            at,
+            &["enable_ipv6", "ipam", "internal", "attachable"],
+        )?;
         let mut def = NetworkDef {
-            name: format!("{}_{key}", self.project),
-            driver: None,
-            driver_opts: BTreeMap::new(),
+            name: common.name,
+            driver: common.driver,
+            driver_opts: common.driver_opts,
             internal: false,
             attachable: false,
-            labels: BTreeMap::new(),
-            external: false,
+            labels: common.labels,
+            external: common.external,
             enable_ipv6: None,
             ipam: serde_json::json!({}),
         };
+        if let Some(s) = section {
+            def.internal = s.bool("internal")?;
+            def.attachable = s.bool("attachable")?;
+            def.enable_ipv6 = s.opt_bool("enable_ipv6")?;
+            if let Some(v) = s.get("ipam") {
+                def.ipam = ipam(v, &s.path("ipam"))?;
+            }
+        }
+        Ok(def)
+    }
+
+    /// The one reader of a top-level volume or network: the keys both have
+    /// (`name`, `driver`, `driver_opts`, `labels`, `external`), read the same
+    /// way, plus the section (`None` for an empty entry) for the `extra` keys
+    /// the caller reads itself. The Engine name is `<project>_<key>`, or
+    /// `name:`, or the key itself for an external one without a name.
+    fn definition<'v>(
+        &self,
+        key: &str,
+        value: &'v Value,
+        at: &str,
+        extra: &[&str],
+    ) -> Result<(Definition, Option<Section<'v>>), LoadError> {
+        let mut def = Definition {
+            name: format!("{}_{key}", self.project),
+            driver: None,
+            driver_opts: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            external: false,
+        };
         if value.is_null() {
-            return Ok(def);
+            return Ok((def, None));
         }
         let s = Section::new(value, at)?;
-        s.only(
-            &[
-                "enable_ipv6",
-                "ipam",
-                "name",
-                "driver",
-                "driver_opts",
-                "labels",
-                "internal",
-                "attachable",
-                "external",
-            ],
-            HINT,
-        )?;
+        let known: Vec<&str> = ["name", "driver", "driver_opts", "labels", "external"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect();
+        s.only(&known, HINT)?;
         def.external = s.bool("external")?;
         if let Some(name) = s.string("name")? {
             def.name = name;
@@ -258,13 +268,7 @@ impl Ctx<'_> {
         def.driver = s.string("driver")?;
         def.driver_opts = s.string_map("driver_opts")?;
         def.labels = s.string_map("labels")?;
-        def.internal = s.bool("internal")?;
-        def.attachable = s.bool("attachable")?;
-        def.enable_ipv6 = s.opt_bool("enable_ipv6")?;
-        if let Some(v) = s.get("ipam") {
-            def.ipam = ipam(v, &s.path("ipam"))?;
-        }
-        Ok(def)
+        Ok((def, Some(s)))
     }
 
     /// A top-level secret or config.
@@ -354,4 +358,13 @@ fn ipam(value: &Value, at: &str) -> Result<serde_json::Value, LoadError> {
         o.insert("options".into(), serde_json::json!(options));
     }
     Ok(serde_json::Value::Object(o))
+}
+
+/// What a top-level volume and network have in common.
+struct Definition {
+    name: String,
+    driver: Option<String>,
+    driver_opts: BTreeMap<String, String>,
+    labels: BTreeMap<String, String>,
+    external: bool,
 }
