@@ -236,13 +236,15 @@ async fn sigkill_at_every_crash_point_then_rerun_converges() {
     stop.store(true, Ordering::Relaxed);
     reader.join().expect("reader");
     let total = 2 * DEPLOY_POINTS.len() + RECORD_POINTS.len();
-    eprintln!(
+    let line = format!(
         "{}/{total} crash points reached and recovered: {}\n(a reader made {} reads meanwhile, {} torn)",
         recovered.len(),
         recovered.join(", "),
         reads.load(Ordering::Relaxed),
         torn.load(Ordering::Relaxed)
     );
+    eprintln!("{line}");
+    wavemap_e2e::report_line("crash", &line);
     assert_eq!(recovered.len(), total);
     assert_eq!(
         torn.load(Ordering::Relaxed),

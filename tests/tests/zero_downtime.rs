@@ -416,6 +416,7 @@ async fn start_first_flip_and_rollback_keep_the_api_serving() {
         flips.push((label, seen, bound));
     }
     eprintln!("zero downtime:\n{report}");
+    wavemap_e2e::report_line("zero-downtime", &format!("zero downtime:\n{report}"));
     for (label, seen, bound) in &flips {
         let api = &seen[API_URL];
         assert!(api.requests > 0, "{label}: the probe made no request");
@@ -583,10 +584,12 @@ async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_co
                 .join(", ")
         ));
     }
-    eprintln!(
-        "replacement crash points: {recovered} of {} recovered\n{report}",
+    let line = format!(
+        "{recovered}/{} start-first replacement crash points reached and recovered\n{report}",
         REPLACE_POINTS.len()
     );
+    eprintln!("{line}");
+    wavemap_e2e::report_line("zero-downtime-crash", &line);
     assert_eq!(recovered, REPLACE_POINTS.len());
 }
 
