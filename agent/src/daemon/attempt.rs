@@ -122,10 +122,18 @@ pub async fn recover(
     };
     let tag = current.release.image_tag.clone();
     write_heartbeat(config, phase, &format!("recovering {tag}"));
-    status_line(&format!(
+    let progress = format!(
         "recovering release {tag} ({})",
         current.release.deployment_version
-    ));
+    );
+    if phase == Phase::Recovering {
+        status_line(&progress);
+    } else {
+        // After READY, STATUS keeps what READY (or the last heal) said until
+        // this attempt ends: a degraded unit stays "degraded: ..." while it
+        // retries, so `systemctl status` never shows a bare progress line.
+        log::info!(operation = "daemon"; "{progress}");
+    }
     let env = if render {
         EnvPolicy::KeepExistingIfUnavailable
     } else {
