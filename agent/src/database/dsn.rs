@@ -42,12 +42,8 @@ pub enum DsnError {
     #[error("{endpoint} refused the credentials: {detail}")]
     Auth { endpoint: String, detail: String },
     /// The TLS handshake failed: most often the certificate did not verify.
-    #[error("TLS with {endpoint} failed ({tls}): {detail}")]
-    Handshake {
-        endpoint: String,
-        tls: String,
-        detail: String,
-    },
+    #[error("TLS with {endpoint} failed: {detail}")]
+    Handshake { endpoint: String, detail: String },
 }
 
 impl DsnError {
@@ -208,8 +204,7 @@ impl Dsn {
                 Failure::Tls(e) => {
                     return Err(DsnError::Handshake {
                         endpoint,
-                        tls: self.tls.describe(),
-                        detail: error_text(&e),
+                        detail: self.tls.explain(&error_text(&e)),
                     })
                 }
                 Failure::Final(e) => {

@@ -118,25 +118,42 @@ impl Tls {
         }
     }
 
-    /// What the connection will check, for the journal.
+    /// What the connection will check, for the journal and errors.
     pub fn describe(&self) -> String {
+        let mode = self.mode.name();
         match self.check() {
-            Check::None if self.mode == SslMode::Disable => "sslmode=disable (no TLS)".into(),
-            Check::None => format!(
-                "sslmode={} (TLS, certificate not checked)",
-                self.mode.name()
-            ),
+            Check::None if self.mode == SslMode::Disable => "sslmode=disable: no TLS".into(),
+            Check::None => format!("sslmode={mode}: TLS, certificate not checked"),
             Check::Chain => format!(
-                "sslmode={} (TLS, chain checked against {}, host name not checked)",
-                self.mode.name(),
+                "sslmode={mode}: TLS, certificate chain checked against {}, host name not checked",
                 self.roots()
             ),
             Check::Full => format!(
-                "sslmode={} (TLS, chain checked against {} and the host name)",
-                self.mode.name(),
+                "sslmode={mode}: TLS, certificate checked against {} and the host name",
                 self.roots()
             ),
         }
+    }
+
+    /// A failed handshake in words: which check failed against what.
+    /// `detail` is tokio-postgres's error chain.
+    pub fn explain(&self, detail: &str) -> String {
+        let detail = detail
+            .strip_prefix("error performing TLS handshake: ")
+            .unwrap_or(detail);
+        let why = if detail.contains("UnknownIssuer") || detail.contains("BadSignature") {
+            format!(
+                "the server's certificate is not signed by {} ({detail})",
+                self.roots()
+            )
+        } else if detail.contains("NotValidForName") || detail.contains("not valid for name") {
+            format!("the server's certificate does not name the host in the URL ({detail}); sslmode=verify-ca checks the chain only")
+        } else if detail.contains("Expired") || detail.contains("NotValidYet") {
+            format!("the server's certificate is outside its validity period ({detail})")
+        } else {
+            detail.to_owned()
+        };
+        format!("{why} [{}]", self.describe())
     }
 
     fn check(&self) -> Check {
