@@ -1142,7 +1142,8 @@ async fn verify_full_with_the_stacks_ca_answers_status() {
         let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
         assert_status(&out, &expected("behind"), true, host);
         assert!(
-            out.stderr.contains("sslmode=verify-full: TLS, certificate checked against the CA file"),
+            out.stderr
+                .contains("sslmode=verify-full: TLS, certificate checked against the CA file"),
             "{}",
             out.dump()
         );
@@ -1159,9 +1160,17 @@ async fn verify_full_with_the_stacks_ca_answers_status() {
             s.require("WAVEMAP_TEST_PG_TLS_PASSWORD")
         )
     };
-    let out = t.run(status_args(&keywords("verify-ca"), true, Some(&migrations_dir("behind"))));
+    let out = t.run(status_args(
+        &keywords("verify-ca"),
+        true,
+        Some(&migrations_dir("behind")),
+    ));
     assert_status(&out, &expected("behind"), true, "verify-ca, another name");
-    let out = t.run(status_args(&keywords("verify-full"), true, Some(&migrations_dir("behind"))));
+    let out = t.run(status_args(
+        &keywords("verify-full"),
+        true,
+        Some(&migrations_dir("behind")),
+    ));
     assert_eq!(out.code, 69, "{}", out.dump());
     assert!(
         out.stderr.contains("does not name the host"),
@@ -1176,7 +1185,11 @@ async fn a_wrong_ca_is_refused_naming_the_ca_file() {
     let t = TestDir::new("dbtls-wrongca");
     let db = load_fixture("behind").await;
     let other = stack().require("WAVEMAP_TEST_PG_OTHER_CA").to_owned();
-    let url = tls_url(&db, "localhost", &format!("?sslmode=verify-full&sslrootcert={other}"));
+    let url = tls_url(
+        &db,
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={other}"),
+    );
     let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
     assert_eq!(out.code, 69, "{}", out.dump());
     assert_eq!(
@@ -1185,8 +1198,9 @@ async fn a_wrong_ca_is_refused_naming_the_ca_file() {
     );
     assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), None);
     assert!(
-        out.stderr
-            .contains(&format!("the server's certificate is not signed by the CA file {other} (sslrootcert)")),
+        out.stderr.contains(&format!(
+            "the server's certificate is not signed by the CA file {other} (sslrootcert)"
+        )),
         "{}",
         out.dump()
     );
@@ -1196,11 +1210,16 @@ async fn a_wrong_ca_is_refused_naming_the_ca_file() {
     assert_no_tls_password(&out);
 
     // A CA file that is not there is bad input, named.
-    let url = tls_url(&db, "localhost", "?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    let url = tls_url(
+        &db,
+        "localhost",
+        "?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    );
     let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
     assert_eq!(out.code, 2, "{}", out.dump());
     assert!(
-        out.stderr.contains("sslrootcert /nonexistent/ca.pem: cannot read it"),
+        out.stderr
+            .contains("sslrootcert /nonexistent/ca.pem: cannot read it"),
         "{}",
         out.dump()
     );
@@ -1260,7 +1279,8 @@ async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reporte
     assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("container"));
     assert_eq!(out.marker("WAVEMAP_DATABASE_URL_MISMATCH"), Some("dbname"));
     assert!(
-        out.stderr.contains("the API container runs with another DATABASE_URL than"),
+        out.stderr
+            .contains("the API container runs with another DATABASE_URL than"),
         "{}",
         out.dump()
     );
@@ -1288,11 +1308,21 @@ async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reporte
     .unwrap();
     let out = t.run(["database", "status", "--migrations-dir", &dir]);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("up-to-date"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_STATUS_STATE"),
+        Some("up-to-date")
+    );
     assert_eq!(out.marker("WAVEMAP_DATABASE_URL_MISMATCH"), None);
 
     // --database-url names the database for everything, the job included.
-    let out = t.run(["database", "status", "--database-url", &b, "--migrations-dir", &dir]);
+    let out = t.run([
+        "database",
+        "status",
+        "--database-url",
+        &b,
+        "--migrations-dir",
+        &dir,
+    ]);
     assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("flag"));
     assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
 }
@@ -1345,7 +1375,8 @@ async fn a_dead_advisory_lock_session_stops_reset_before_the_next_step() {
     );
     assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("failed"));
     assert!(
-        out.stderr.contains("the session holding the advisory lock 8602286941253234756")
+        out.stderr
+            .contains("the session holding the advisory lock 8602286941253234756")
             && out.stderr.contains("the base-seed step was not started"),
         "{}",
         out.dump()

@@ -111,10 +111,7 @@ fn job_env(config: &Config, database: &source::Resolved) -> Vec<String> {
 fn url_markers(report: &mut Report, database: &source::Resolved) {
     report.marker("WAVEMAP_DATABASE_URL_SOURCE", database.origin.name());
     if !database.mismatch.is_empty() {
-        report.marker(
-            "WAVEMAP_DATABASE_URL_MISMATCH",
-            database.mismatch.join(","),
-        );
+        report.marker("WAVEMAP_DATABASE_URL_MISMATCH", database.mismatch.join(","));
     }
 }
 

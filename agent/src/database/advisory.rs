@@ -221,7 +221,10 @@ mod tests {
             assert_eq!(e.exit_code(), crate::error::exit::UNAVAILABLE, "{e}");
             let text = e.to_string();
             assert!(text.contains(says), "{text}");
-            assert!(text.contains("advisory lock 8602286941253234756 on PostgreSQL at h:5432/db"), "{text}");
+            assert!(
+                text.contains("advisory lock 8602286941253234756 on PostgreSQL at h:5432/db"),
+                "{text}"
+            );
             assert!(text.contains("base-seed was not started"), "{text}");
         }
     }

@@ -256,9 +256,11 @@ async fn attempt(
 ) -> Result<tokio_postgres::Client, Failure> {
     // connect_timeout bounds each socket attempt; this bounds the whole
     // handshake too (a server that accepts and then says nothing).
-    let result =
-        tokio::time::timeout(timeout + Duration::from_secs(1), config.connect(connector.clone()))
-            .await;
+    let result = tokio::time::timeout(
+        timeout + Duration::from_secs(1),
+        config.connect(connector.clone()),
+    )
+    .await;
     match result {
         Ok(Ok((client, connection))) => {
             tokio::spawn(async move {

@@ -264,7 +264,10 @@ pub async fn resolve(config: &Config, flag: Option<&str>) -> Result<Resolved, Er
 
 /// [`resolve`], with `None` when no source names a database at all (the
 /// jobs then have no API container to run in either, and say so).
-pub async fn resolve_if_any(config: &Config, flag: Option<&str>) -> Result<Option<Resolved>, Error> {
+pub async fn resolve_if_any(
+    config: &Config,
+    flag: Option<&str>,
+) -> Result<Option<Resolved>, Error> {
     let Some(mut resolved) = pick(config, flag).await? else {
         return Ok(None);
     };
@@ -280,10 +283,16 @@ async fn pick(config: &Config, flag: Option<&str>) -> Result<Option<Resolved>, E
         mismatch: Vec::new(),
     };
     if let Some(url) = flag.filter(|u| !u.is_empty()) {
-        return Ok(Some(explicit(parse(url, "--database-url")?, UrlOrigin::Flag)));
+        return Ok(Some(explicit(
+            parse(url, "--database-url")?,
+            UrlOrigin::Flag,
+        )));
     }
     if let Some(url) = config.database.url.as_deref().filter(|u| !u.is_empty()) {
-        return Ok(Some(explicit(parse(url, "database.url")?, UrlOrigin::Config)));
+        return Ok(Some(explicit(
+            parse(url, "database.url")?,
+            UrlOrigin::Config,
+        )));
     }
     let variable = &config.database.url_env_variable;
     let container = match container_database_url(config).await {
@@ -409,10 +418,11 @@ pub async fn route_service(config: &Config, dsn: &mut Dsn) -> Result<(), Error> 
         .await
         .map_err(|e| Error::unavailable(Dependency::Docker, e))?;
     if list.is_empty() {
-        return Err(Error::invalid(
-            "database URL host",
-            format!("`{host}` is a single-label name, which the agent resolves only as a service of Compose project `{project}` (never through host DNS), and the project has no `{host}` container"),
-            "start that service, or use an IP address or a fully qualified host name",
+        // Unreachable, like a host that does not resolve (exit 69): the
+        // service may be defined and gone; the fix is in the message.
+        return Err(Error::unavailable(
+            Dependency::Postgres,
+            format!("`{host}` in the database URL is a single-label name, which the agent resolves only as a service of Compose project `{project}` (never through host DNS), and the project has no `{host}` container; start that service, or pass --database-url with an IP address or a fully qualified host name"),
         ));
     }
     let running = list

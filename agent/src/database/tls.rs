@@ -36,7 +36,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// libpq's `sslmode` values.
@@ -367,8 +369,9 @@ pub fn split(text: &str) -> Result<(String, Tls), TlsError> {
     for (key, value) in found {
         match key.as_str() {
             "sslmode" => {
-                tls.mode =
-                    SslMode::parse(&value).ok_or(TlsError::BadMode { value: value.clone() })?
+                tls.mode = SslMode::parse(&value).ok_or(TlsError::BadMode {
+                    value: value.clone(),
+                })?
             }
             _ => {
                 tls.root_cert = match value.as_str() {
@@ -476,10 +479,7 @@ fn split_keywords(text: &str) -> (String, Vec<(String, String)>) {
         }
         if KEYS.contains(&key) {
             cuts.push((start, i));
-            found.push((
-                key.to_owned(),
-                String::from_utf8_lossy(&value).into_owned(),
-            ));
+            found.push((key.to_owned(), String::from_utf8_lossy(&value).into_owned()));
         }
     }
     let mut rest = String::with_capacity(text.len());
@@ -568,7 +568,10 @@ mod tests {
             root_cert: Some(missing.clone()),
         };
         let e = t.connector().err().unwrap();
-        assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+        assert!(
+            e.to_string().contains(&missing.display().to_string()),
+            "{e}"
+        );
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
         let t = Tls {
