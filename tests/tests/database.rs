@@ -1249,6 +1249,68 @@ async fn require_and_prefer_use_tls_and_disable_does_not() {
     assert_no_tls_password(&out);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_containers_url_reads_its_ca_file_from_the_container() {
+    // On RDS the API container runs with sslrootcert naming a CA bundle in
+    // its own filesystem; the host has no such file. The agent reads it from
+    // the container (archive API), so `database status` works unchanged.
+    let t = job_test_dir("dbtls-container");
+    let db = load_fixture("behind").await;
+    let in_container = "/wavemap-test-ca.crt";
+    assert!(
+        !Path::new(in_container).exists(),
+        "{in_container} must not exist on the host"
+    );
+    let url = tls_url(
+        &db,
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={in_container}"),
+    );
+    let api = fake_api(&t, &url, &[]).await;
+    let dir = migrations_dir("behind").display().to_string();
+    let status = [
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ];
+
+    // Not there yet: named, exit 2.
+    let out = t.run(status);
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!(
+            "DATABASE_URL names {in_container}: no such file in the container"
+        )),
+        "{}",
+        out.dump()
+    );
+
+    let ca = stack().require("WAVEMAP_TEST_PG_CA");
+    let cp = std::process::Command::new("docker")
+        .args(["cp", ca, &format!("{}:{in_container}", api.id)])
+        .output()
+        .expect("docker cp");
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let out = t.run(status);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("container"));
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+    assert!(
+        out.stderr.contains(&format!(
+            "the CA file {in_container} in the API container (sslrootcert)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert_no_tls_password(&out);
+}
+
 // --- one database: the API container's ----------------------------------------
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -104,6 +104,12 @@ impl Dsn {
         &self.tls
     }
 
+    /// Use `pem` as the `sslrootcert` file's bytes, read at `place` (the
+    /// API container: its URL names its own file).
+    pub fn set_root_pem(&mut self, pem: Vec<u8>, place: &str) {
+        self.tls.root_pem = Some((pem, place.to_owned()));
+    }
+
     /// `PostgreSQL at host:port/dbname` (plus the container address a
     /// service name resolved to): where, never who or how.
     pub fn endpoint(&self) -> String {

@@ -304,7 +304,7 @@ async fn pick(config: &Config, flag: Option<&str>) -> Result<Option<Resolved>, E
         }
     };
     let env_file = env_file_url(config)?;
-    let Some(url) = container else {
+    let Some((url, docker, id)) = container else {
         return match env_file {
             Some((url, path)) => Ok(Some(explicit(
                 parse(&url, &format!("{variable} in {}", path.display()))?,
@@ -313,7 +313,12 @@ async fn pick(config: &Config, flag: Option<&str>) -> Result<Option<Resolved>, E
             None => Ok(None),
         };
     };
-    let dsn = parse(&url, &format!("{variable} of the API container"))?;
+    let mut dsn = parse(&url, &format!("{variable} of the API container"))?;
+    if let Some(path) = dsn.tls().root_cert.clone() {
+        // The container's URL names the container's own CA file.
+        let pem = file_from_container(&docker, &id, &path).await?;
+        dsn.set_root_pem(pem, "in the API container");
+    }
     let mismatch = match env_file {
         Some((file_url, path)) => match Dsn::parse(&file_url) {
             Ok(file) => {
@@ -351,7 +356,9 @@ fn parse(url: &str, field: &str) -> Result<Dsn, Error> {
 /// The connection string in the running API container's environment
 /// (`database.url_env_variable`): the database its jobs work on. `Ok(None)`
 /// when no API container runs or it has no such variable (warned).
-async fn container_database_url(config: &Config) -> Result<Option<String>, Error> {
+async fn container_database_url(
+    config: &Config,
+) -> Result<Option<(String, Docker, String)>, Error> {
     let docker = crate::docker::connect(config).await?;
     let Some((id, _)) = jobs::find_api_container(&docker, config).await? else {
         return Ok(None);
@@ -378,7 +385,7 @@ async fn container_database_url(config: &Config) -> Result<Option<String>, Error
     match url {
         Some(url) => {
             register_secret(&url);
-            Ok(Some(url))
+            Ok(Some((url, docker, id)))
         }
         None => {
             log::warn!(stage = "database"; "the running `{}` container has no {variable}; its jobs name no database", config.runtime.backend_service);
@@ -466,6 +473,59 @@ pub async fn route_service(config: &Config, dsn: &mut Dsn) -> Result<(), Error> 
     log::info!(stage = "database"; "`{host}` is the project's `{host}` service: connecting to its container address {ip} (Compose service names are resolved through Docker, never host DNS)");
     dsn.route(ip);
     Ok(())
+}
+
+/// Bytes accepted for a CA file read from a container.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The bytes of the regular file `path` in container `id` (archive API).
+async fn file_from_container(docker: &Docker, id: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let missing = |problem: String| {
+        Error::invalid(
+            "sslrootcert",
+            format!("the API container's DATABASE_URL names {shown}: {problem}"),
+            "put the CA bundle into the API image (or a mount) at that path, or fix sslrootcert",
+        )
+    };
+    let mut stream = docker.download_from_container(
+        id,
+        Some(
+            DownloadFromContainerOptionsBuilder::new()
+                .path(&shown)
+                .build(),
+        ),
+    );
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => missing("no such file in the container".into()),
+            other => Error::unavailable(Dependency::Docker, other),
+        })?;
+        tar.extend_from_slice(&chunk);
+        if tar.len() as u64 > MAX_CA_FILE_BYTES + 64 * 1024 {
+            return Err(missing(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+        }
+    }
+    let mut archive = tar::Archive::new(&tar[..]);
+    let entries = archive
+        .entries()
+        .map_err(|e| missing(format!("unreadable archive ({e})")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| missing(format!("unreadable archive ({e})")))?;
+        if entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            (&mut entry)
+                .take(MAX_CA_FILE_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| missing(format!("unreadable archive ({e})")))?;
+            return Ok(bytes);
+        }
+    }
+    Err(missing("not a regular file (a symlink or a folder)".into()))
 }
 
 fn env_file_path(config: &Config) -> std::path::PathBuf {

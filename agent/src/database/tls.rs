@@ -85,6 +85,10 @@ pub struct Tls {
     pub mode: SslMode,
     /// `sslrootcert`; `None` (or `system`) means the system's roots.
     pub root_cert: Option<PathBuf>,
+    /// The bytes of `root_cert` when they were read elsewhere than on the
+    /// host (the API container's own file, for the URL it runs with), and
+    /// where that was.
+    pub root_pem: Option<(Vec<u8>, String)>,
 }
 
 /// A TLS setting the agent cannot use: names the key and the fix (exit 2).
@@ -114,9 +118,12 @@ impl Tls {
     /// What the certificate is checked against, for messages:
     /// `CA file /etc/x.pem (sslrootcert)` or `the system's CA certificates`.
     pub fn roots(&self) -> String {
-        match &self.root_cert {
-            Some(path) => format!("the CA file {} (sslrootcert)", path.display()),
-            None => "the system's CA certificates".into(),
+        match (&self.root_cert, &self.root_pem) {
+            (Some(path), Some((_, place))) => {
+                format!("the CA file {} {place} (sslrootcert)", path.display())
+            }
+            (Some(path), None) => format!("the CA file {} (sslrootcert)", path.display()),
+            (None, _) => "the system's CA certificates".into(),
         }
     }
 
@@ -205,7 +212,13 @@ impl Tls {
         let mut store = RootCertStore::empty();
         match &self.root_cert {
             Some(path) => {
-                for cert in read_pem(path)? {
+                let certs = match &self.root_pem {
+                    Some((bytes, place)) => {
+                        parse_pem(bytes, &format!("{} {place}", path.display()))?
+                    }
+                    None => read_pem(path)?,
+                };
+                for cert in certs {
                     store.add(cert).map_err(|e| TlsError::RootCert {
                         path: path.display().to_string(),
                         problem: format!("a certificate in it is not a usable CA ({e})"),
@@ -231,12 +244,20 @@ impl Tls {
 /// The certificates of a PEM file; a missing, unreadable or empty file is
 /// an error naming it.
 fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let bad = |problem: String| TlsError::RootCert {
+    let bytes = std::fs::read(path).map_err(|e| TlsError::RootCert {
         path: path.display().to_string(),
+        problem: format!("cannot read it ({e})"),
+    })?;
+    parse_pem(&bytes, &path.display().to_string())
+}
+
+/// The certificates in PEM `bytes` from `place`; none is an error.
+fn parse_pem(bytes: &[u8], place: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = |problem: String| TlsError::RootCert {
+        path: place.to_owned(),
         problem,
     };
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it ({e})")))?;
-    let certs = CertificateDer::pem_slice_iter(&bytes)
+    let certs = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file ({e})")))?;
     if certs.is_empty() {
@@ -365,6 +386,7 @@ pub fn split(text: &str) -> Result<(String, Tls), TlsError> {
     let mut tls = Tls {
         mode: SslMode::Prefer,
         root_cert: None,
+        root_pem: None,
     };
     for (key, value) in found {
         match key.as_str() {
@@ -547,6 +569,7 @@ mod tests {
         let tls = |mode, root: Option<&str>| Tls {
             mode,
             root_cert: root.map(PathBuf::from),
+            root_pem: None,
         };
         assert_eq!(tls(SslMode::Prefer, Some("/ca")).check(), Check::None);
         assert_eq!(tls(SslMode::Require, None).check(), Check::None);
@@ -566,6 +589,7 @@ mod tests {
         let t = Tls {
             mode: SslMode::VerifyFull,
             root_cert: Some(missing.clone()),
+            root_pem: None,
         };
         let e = t.connector().err().unwrap();
         assert!(
@@ -577,6 +601,7 @@ mod tests {
         let t = Tls {
             mode: SslMode::VerifyCa,
             root_cert: Some(empty),
+            root_pem: None,
         };
         let e = t.connector().err().unwrap();
         assert!(e.to_string().contains("no PEM certificate"), "{e}");
@@ -584,6 +609,7 @@ mod tests {
         let t = Tls {
             mode: SslMode::Prefer,
             root_cert: Some(missing),
+            root_pem: None,
         };
         assert!(t.connector().is_ok());
     }
