@@ -550,6 +550,28 @@ mod tests {
     }
 
     #[test]
+    fn odd_text_never_panics_and_is_left_for_tokio_postgres() {
+        for text in [
+            "",
+            "=",
+            "sslmode",
+            "sslmode=",
+            "host='unterminated",
+            "host=é sslmode='verify-full\\' dbname=ü",
+            "host=a\\",
+            "sslmode='\\",
+            "postgres://?&&=&sslmode",
+            "postgres://h/db?%zz=1&sslrootcert=%ff",
+            "ключ=значение sslmode=require",
+        ] {
+            let _ = split(text);
+        }
+        let (rest, tls) = split("ключ=значение sslmode=require").unwrap();
+        assert_eq!(rest, "ключ=значение ");
+        assert_eq!(tls.mode, SslMode::Require);
+    }
+
+    #[test]
     fn unset_mode_is_prefer_and_bad_mode_names_the_values() {
         assert_eq!(split("host=h").unwrap().1.mode, SslMode::Prefer);
         let e = split("postgres://h/db?sslmode=allow").unwrap_err();
