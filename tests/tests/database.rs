@@ -1318,10 +1318,10 @@ async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reporte
     // Deployed with database A; then a standalone `runtime-env` rendered
     // database B into the env file, and no converge followed. The jobs
     // work on A (the container's env), so the gate and the lock must too.
-    let t = job_test_dir("dbone");
+    let mut t = job_test_dir("dbone");
     let a = load_fixture("behind").await;
     let b = load_fixture("behind").await;
-    let api = fake_api(&t, &a, &[]).await;
+    let _api = fake_api(&t, &a, &[]).await;
     std::fs::create_dir_all(t.env_dir()).unwrap();
     std::fs::write(
         t.env_dir().join("backend.env"),
@@ -1357,7 +1357,6 @@ async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reporte
         out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
         Some("applied")
     );
-    assert_eq!(api.exec_count().await, 1);
     // The container's database was migrated, the env file's was not.
     assert_eq!(ledger(&a).await.unwrap().len(), 4, "A, the container's");
     assert_eq!(ledger(&b).await.unwrap().len(), 2, "B, the env file's");
@@ -1387,14 +1386,28 @@ async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reporte
     ]);
     assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("flag"));
     assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+
+    // So does database.url: the gate, the lock and the job all go to B.
+    t.set("database", "url", toml_str(&b));
+    let out = t.run(["database", "migrate", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("config"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
+    assert_eq!(ledger(&b).await.unwrap().len(), 4, "B, database.url's");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_advisory_lock_session_stops_reset_before_the_next_step() {
     let t = job_test_dir("dblocklost");
     let url = load_fixture("behind").await;
-    // Every job sleeps, so the lock is held long enough to be cut.
-    let api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=4"]).await;
+    // Every job sleeps, so the lock is held long enough to be cut. (No
+    // exec count from `docker events`: the Engine keeps only its last 256
+    // events, which a busy shared dockerd pushes out; the seed table is the
+    // observer.)
+    let _api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=4"]).await;
     let name = url.rsplit('/').next().unwrap().to_owned();
     // A person (or a failover) ends the agent's lock session mid-job.
     let killer = tokio::spawn(async move {
@@ -1443,7 +1456,6 @@ async fn a_dead_advisory_lock_session_stops_reset_before_the_next_step() {
         "{}",
         out.dump()
     );
-    assert_eq!(api.exec_count().await, 1, "only migrate ran");
     let seeded = pg_connect(&url)
         .await
         .query("SELECT 1 FROM seed_marker", &[])
