@@ -1463,6 +1463,51 @@ async fn a_dead_advisory_lock_session_stops_reset_before_the_next_step() {
     assert!(seeded.is_err(), "no seed ran: {seeded:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_label_host_is_never_looked_up_in_host_dns() {
+    // The machine's own name: where /etc/hosts maps it to 127.0.0.1 (as on
+    // the stack's machines), a host-DNS lookup would reach the stack's
+    // PostgreSQL with these credentials and answer. A Compose-style name is
+    // resolved only through Docker, and this project has no such service.
+    let name = std::process::Command::new("hostname")
+        .output()
+        .expect("hostname");
+    let name = String::from_utf8_lossy(&name.stdout).trim().to_owned();
+    let label = name.split('.').next().unwrap_or_default().to_owned();
+    assert!(
+        !label.is_empty() && label != "localhost",
+        "the machine's hostname ({name:?}) gives no usable single label"
+    );
+    let t = TestDir::new("dbstatus-nodns");
+    let db = load_fixture("behind").await;
+    let url = db.replacen("@127.0.0.1:", &format!("@{label}:"), 1);
+    std::fs::create_dir_all(t.env_dir()).unwrap();
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        format!("DATABASE_URL='{url}'\n"),
+    )
+    .unwrap();
+    let dir = migrations_dir("behind").display().to_string();
+    let out = t.run([
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ]);
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), None);
+    assert!(
+        out.stderr.contains(&format!(
+            "`{label}` in the database URL is a single-label name, which the agent resolves only as a service of Compose project `{}` (never through host DNS)",
+            t.name
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stderr.contains(&pg_password()), "{}", out.dump());
+}
+
 /// A docker CLI command run on drop (cleanup that must happen on panic too).
 struct Cleanup(Vec<String>);
 
