@@ -453,6 +453,25 @@ mod tests {
     }
 
     #[test]
+    fn current_release_records_config_hashes_and_a_schema_1_file_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let hashes = std::collections::BTreeMap::from([("api".to_owned(), "abc".to_owned())]);
+        write_current(&config, &release(), "deploy", &hashes).unwrap();
+        let text = std::fs::read_to_string(config.current_release_path()).unwrap();
+        assert!(text.contains("\"schemaVersion\": 2") && text.contains("\"configHashes\""), "{text}");
+        assert_eq!(read_current(&config).unwrap().unwrap().config_hashes, hashes);
+        let v1 = text
+            .replace("\"schemaVersion\": 2", "\"schemaVersion\": 1")
+            .replace("\"configHashes\": {\n    \"api\": \"abc\"\n  },\n", "")
+            .replace(",\n  \"configHashes\": {\n    \"api\": \"abc\"\n  }", "");
+        assert!(!v1.contains("configHashes"), "{v1}");
+        std::fs::write(config.current_release_path(), v1).unwrap();
+        let old = read_current(&config).unwrap().unwrap();
+        assert_eq!((old.schema_version, old.config_hashes.len()), (1, 0));
+    }
+
+    #[test]
     fn a_manual_release_records_no_workflow_field() {
         let dir = tempfile::tempdir().unwrap();
         let c = config(dir.path());
