@@ -236,15 +236,22 @@ fn preflight<'a>(
 
 /// The env files the release needs (one per configured group) that do not
 /// exist.
-fn missing_env_files(config: &Config) -> Vec<String> {
+fn missing_env_files(config: &Config) -> Vec<std::path::PathBuf> {
     config
         .runtime
         .groups
         .iter()
         .map(|g| config.runtime.env_dir.join(format!("{g}.env")))
         .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
         .collect()
+}
+
+fn path_list(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Run<'_> {
@@ -274,13 +281,18 @@ impl Run<'_> {
             outcome.env_kept_reason = Some(ENV_FROM_DISK.into());
         } else {
             if from_disk {
-                log::warn!(stage = "env-render"; "env files missing ({}): rendering them from SSM", missing.join(", "));
+                log::warn!(stage = "env-render"; "env files missing ({}): rendering them, and only them, from SSM", path_list(&missing));
             }
             log::info!(stage = "env-render"; "rendering env files from SSM ({})", if self.options.execute { "execute, staged until converge" } else { "dry run" });
             match render_waiting_for_ssm(config, self.options).await {
                 Ok((summary, staged)) => {
                     summary.add_markers(report);
-                    self.staged = staged;
+                    // A wake writes only what is missing: the files on disk
+                    // stay the last deploy's.
+                    self.staged = match staged {
+                        Some(staged) if from_disk => Some(staged.retain(&missing)),
+                        other => other,
+                    };
                 }
                 Err(RenderError::Empty(guard)) => {
                     guard.add_markers(report);
@@ -408,7 +420,7 @@ impl Run<'_> {
             if !missing_env.is_empty() {
                 // The Compose file reads them at load; a first deploy's dry
                 // run cannot plan converge before they exist.
-                log::info!(stage = "converge"; "no converge plan yet: env files not rendered ({}); the execute run renders them first", missing_env.join(", "));
+                log::info!(stage = "converge"; "no converge plan yet: env files not rendered ({}); the execute run renders them first", path_list(&missing_env));
                 outcome
                     .stage_ms
                     .push((Stage::Converge.name().into(), ms(started)));

@@ -190,6 +190,19 @@ pub(super) fn stage(
 }
 
 impl Staged {
+    /// Keep only the staged files that replace one of `targets`; the others
+    /// are discarded (their live files stay as they are).
+    pub fn retain(mut self, targets: &[PathBuf]) -> Staged {
+        self.temps.retain(|(temp, target)| {
+            let keep = targets.contains(target);
+            if !keep {
+                let _ = std::fs::remove_file(temp);
+            }
+            keep
+        });
+        self
+    }
+
     /// Make the staged files live together: first the SecureString names
     /// (a job must never see new values whose names its redaction does not
     /// know yet), then the list of pending renames, then the renames. A
