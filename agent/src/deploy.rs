@@ -368,10 +368,14 @@ impl Run<'_> {
         let config = self.config;
         let docker = self.docker()?;
         if self.options.execute && !self.missing.is_empty() {
-            let pulls = self.missing.iter().zip(self.auths.iter()).map(|(image, auth)| {
-                log::info!(stage = "pull"; "pulling {image}");
-                registry::pull(docker, &config.docker.host, image, Some(auth))
-            });
+            let pulls = self
+                .missing
+                .iter()
+                .zip(self.auths.iter())
+                .map(|(image, auth)| {
+                    log::info!(stage = "pull"; "pulling {image}");
+                    registry::pull(docker, &config.docker.host, image, Some(auth))
+                });
             let deadline = config.runtime.pull_timeout.duration();
             let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
                 .await

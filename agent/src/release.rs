@@ -459,8 +459,14 @@ mod tests {
         let hashes = std::collections::BTreeMap::from([("api".to_owned(), "abc".to_owned())]);
         write_current(&config, &release(), "deploy", &hashes).unwrap();
         let text = std::fs::read_to_string(config.current_release_path()).unwrap();
-        assert!(text.contains("\"schemaVersion\": 2") && text.contains("\"configHashes\""), "{text}");
-        assert_eq!(read_current(&config).unwrap().unwrap().config_hashes, hashes);
+        assert!(
+            text.contains("\"schemaVersion\": 2") && text.contains("\"configHashes\""),
+            "{text}"
+        );
+        assert_eq!(
+            read_current(&config).unwrap().unwrap().config_hashes,
+            hashes
+        );
         let v1 = text
             .replace("\"schemaVersion\": 2", "\"schemaVersion\": 1")
             .replace("\"configHashes\": {\n    \"api\": \"abc\"\n  },\n", "")

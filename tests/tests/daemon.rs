@@ -720,8 +720,14 @@ async fn a_deploy_failing_at_pull_after_an_ssm_change_changes_nothing_and_the_da
     let tagless = |image: &str| image.rsplit_once(':').expect("a tag").0.to_owned();
     let out = td.run(with_execute(release_args(
         "deploy",
-        &format!("{}:sha-{sha}", tagless(s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"))),
-        &format!("{}:sha-{sha}", tagless(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"))),
+        &format!(
+            "{}:sha-{sha}",
+            tagless(s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"))
+        ),
+        &format!(
+            "{}:sha-{sha}",
+            tagless(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"))
+        ),
         sha,
         "intent-unknown",
     )));
@@ -739,12 +745,24 @@ async fn a_deploy_failing_at_pull_after_an_ssm_change_changes_nothing_and_the_da
         "{}",
         out.dump()
     );
-    assert_eq!(env_snapshot(&td), env_before, "the failed deploy changed an env file");
-    assert!(temps_in(&td.env_dir()).is_empty(), "{:?}", temps_in(&td.env_dir()));
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "the failed deploy changed an env file"
+    );
+    assert!(
+        temps_in(&td.env_dir()).is_empty(),
+        "{:?}",
+        temps_in(&td.env_dir())
+    );
 
     wait_rounds(&td, 3, &mut notify);
     assert_eq!(env_snapshot(&td), env_before, "an env file changed");
-    assert_eq!(ids_of(&project).await, ids_before, "a container was replaced");
+    assert_eq!(
+        ids_of(&project).await,
+        ids_before,
+        "a container was replaced"
+    );
     let (api_env, _) = inspect_service(&project, "api").await;
     assert_eq!(api_env, api_env_before, "the API's env changed");
     assert!(!api_env.iter().any(|e| e.starts_with("NEW_FLAG=")));
@@ -753,7 +771,11 @@ async fn a_deploy_failing_at_pull_after_an_ssm_change_changes_nothing_and_the_da
         all.contains("waiting: the last `runtime deploy` failed") && all.contains("at pull"),
         "{all}"
     );
-    assert!(heals_in_journal(&td).is_empty(), "{:?}", heals_in_journal(&td));
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
     let status = td.run(["status"]);
     assert!(status.stdout.contains("waiting"), "{}", status.stdout);
     stop(child);
@@ -782,21 +804,39 @@ async fn a_deploy_failing_at_pull_after_an_ssm_change_changes_nothing_and_the_da
             agent.try_wait().expect("poll").is_none(),
             "the deploy ended before converge"
         );
-        assert!(started.elapsed() < Duration::from_secs(120), "converge never reached");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "converge never reached"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     agent.kill().expect("SIGKILL");
     agent.wait().expect("reap");
-    assert_eq!(env_snapshot(&td), env_before, "a killed deploy changed an env file");
-    assert_eq!(temps_in(&td.env_dir()).len(), 1, "one staged copy (backend.env) is left");
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "a killed deploy changed an env file"
+    );
+    assert_eq!(
+        temps_in(&td.env_dir()).len(),
+        1,
+        "one staged copy (backend.env) is left"
+    );
     assert_eq!(ids_of(&project).await, ids_before);
 
     // The next run cleans up and rolls the change out, as a deploy does.
     let out = td.run(&deploy_a);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert!(temps_in(&td.env_dir()).is_empty(), "{:?}", temps_in(&td.env_dir()));
+    assert!(
+        temps_in(&td.env_dir()).is_empty(),
+        "{:?}",
+        temps_in(&td.env_dir())
+    );
     let (api_env, hash) = inspect_service(&project, "api").await;
-    assert!(api_env.contains(&"NEW_FLAG=intent-pull".to_owned()), "{api_env:?}");
+    assert!(
+        api_env.contains(&"NEW_FLAG=intent-pull".to_owned()),
+        "{api_env:?}"
+    );
     assert_eq!(recorded_hashes(&td)["api"], hash.as_str());
 }
 
@@ -846,7 +886,11 @@ async fn a_deploy_failing_at_health_is_left_running_reported_and_not_reverted() 
         notify.all()
     );
     let now = containers_of(&project).await;
-    assert_eq!(ids_of(&project).await, failed_ids, "the daemon touched the failed pair");
+    assert_eq!(
+        ids_of(&project).await,
+        failed_ids,
+        "the daemon touched the failed pair"
+    );
     assert_eq!(images(&now, "api"), backend_b, "{now:?}");
     assert_eq!(images(&now, "frontend"), frontend_b, "{now:?}");
     let all = notify.all();
@@ -855,11 +899,19 @@ async fn a_deploy_failing_at_health_is_left_running_reported_and_not_reverted() 
         "{all}"
     );
     assert!(all.contains("another image"), "{all}");
-    assert!(heals_in_journal(&td).is_empty(), "{:?}", heals_in_journal(&td));
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
     assert!(!journal_commands(&td, "daemon drift").is_empty());
     let status = td.run(["status", "--json"]);
     let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
-    assert_eq!(json["data"]["daemon"]["phase"], "degraded", "{}", status.stdout);
+    assert_eq!(
+        json["data"]["daemon"]["phase"], "degraded",
+        "{}",
+        status.stdout
+    );
     let text = td.run(["status"]);
     assert!(
         text.stdout.contains("waiting") && text.stdout.contains("daemon drift"),
@@ -913,7 +965,11 @@ async fn a_killed_container_is_restarted_with_the_recorded_config() {
         "{}",
         notify.all()
     );
-    assert!(notify.all().contains("reported, not acted on"), "{}", notify.all());
+    assert!(
+        notify.all().contains("reported, not acted on"),
+        "{}",
+        notify.all()
+    );
 
     let api = format!("{project}-api-1");
     wavemap_e2e::docker_cli(&["kill", &api], None);
@@ -952,7 +1008,11 @@ async fn a_killed_container_is_restarted_with_the_recorded_config() {
         "the heal rebuilt the API from today's env files"
     );
     assert_eq!(heals_in_journal(&td).len(), 1);
-    assert!(notify.all().contains("no longer give the config"), "{}", notify.all());
+    assert!(
+        notify.all().contains("no longer give the config"),
+        "{}",
+        notify.all()
+    );
     stop(child);
 }
 
@@ -1024,9 +1084,16 @@ async fn a_wake_after_an_ssm_change_uses_the_files_on_disk_and_calls_no_ssm() {
     );
     stop(child);
     assert_eq!(ssm.connections(), 0, "the wake called SSM");
-    assert_eq!(env_snapshot(&td), env_before, "the wake changed an env file");
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "the wake changed an env file"
+    );
     let (api_env, _) = inspect_service(&project, "api").await;
-    assert!(!api_env.iter().any(|e| e.starts_with("NEW_FLAG=")), "{api_env:?}");
+    assert!(
+        !api_env.iter().any(|e| e.starts_with("NEW_FLAG=")),
+        "{api_env:?}"
+    );
     assert_eq!(containers_of(&project).await.len(), 3);
 
     // A file the release needs is gone: it alone is rendered from SSM.
@@ -1040,7 +1107,11 @@ async fn a_wake_after_an_ssm_change_uses_the_files_on_disk_and_calls_no_ssm() {
         "{}",
         notify.all()
     );
-    assert!(notify.all().contains("ready: recovered"), "{}", notify.all());
+    assert!(
+        notify.all().contains("ready: recovered"),
+        "{}",
+        notify.all()
+    );
     stop(child);
     assert_eq!(
         env_snapshot(&td),
@@ -1048,5 +1119,8 @@ async fn a_wake_after_an_ssm_change_uses_the_files_on_disk_and_calls_no_ssm() {
         "the wake did not render frontend.env alone, as before"
     );
     let (api_env, _) = inspect_service(&project, "api").await;
-    assert!(!api_env.iter().any(|e| e.starts_with("NEW_FLAG=")), "{api_env:?}");
+    assert!(
+        !api_env.iter().any(|e| e.starts_with("NEW_FLAG=")),
+        "{api_env:?}"
+    );
 }

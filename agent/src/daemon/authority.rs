@@ -100,10 +100,7 @@ mod tests {
     fn entry(command: &str, event: &str, pid: u32, outcome: Option<&str>) -> Entry {
         let mut details = serde_json::Map::new();
         if outcome == Some("failed") {
-            details.insert(
-                "WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE".into(),
-                "pull".into(),
-            );
+            details.insert("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE".into(), "pull".into());
         }
         Entry {
             event: event.into(),
@@ -134,7 +131,10 @@ mod tests {
         log.push(entry("runtime deploy", "start", 2, None));
         log.push(entry("runtime deploy", "end", 2, Some("failed")));
         let why = blocked_by(&log).expect("blocked");
-        assert!(why.contains("`runtime deploy` failed (failed) at pull"), "{why}");
+        assert!(
+            why.contains("`runtime deploy` failed (failed) at pull"),
+            "{why}"
+        );
         // Heals, runtime-env and a successful migrate do not clear it.
         log.extend(ok("daemon heal", 3));
         log.extend(ok("runtime-env", 4));

@@ -500,7 +500,14 @@ impl Daemon<'_> {
         let took = attempt::ms(started);
         let journal = |outcome: &str, detail: &str| {
             journal_heal(config, "start", &started_at, None, &what, None);
-            journal_heal(config, "end", &started_at, Some(outcome), detail, Some(took));
+            journal_heal(
+                config,
+                "end",
+                &started_at,
+                Some(outcome),
+                detail,
+                Some(took),
+            );
         };
         match result? {
             Ok(healed) => {

@@ -336,11 +336,19 @@ fn a_staged_render_changes_no_live_file_until_promoted_and_a_dropped_one_leaves_
     let (summary, staged) = stage_fetched(&config, &contract, &changed, opts).unwrap();
     assert_eq!(summary.files[0].state, FileState::Updated);
     assert_eq!(std::fs::read(&backend).unwrap(), before);
-    assert_eq!(entries(&dir.path().join("env")), 3, "one staged copy beside two files");
+    assert_eq!(
+        entries(&dir.path().join("env")),
+        3,
+        "one staged copy beside two files"
+    );
     drop(staged);
     assert_eq!(std::fs::read(&backend).unwrap(), before);
     assert_eq!(std::fs::read(&names).unwrap(), names_before);
-    assert_eq!(entries(&dir.path().join("env")), 2, "the staged copy is gone");
+    assert_eq!(
+        entries(&dir.path().join("env")),
+        2,
+        "the staged copy is gone"
+    );
 
     // Staged, then promoted (converge started).
     let (_, staged) = stage_fetched(&config, &contract, &changed, opts).unwrap();
