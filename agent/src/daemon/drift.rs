@@ -184,7 +184,7 @@ pub fn rules(plan: &Plan, one_shot: &BTreeSet<String>) -> Vec<Drift> {
 }
 
 /// Drift of what runs from `release`, using the env files on disk (a heal
-/// never re-renders them). The caller holds the operation lock, so no
+/// never renders them). The caller holds the operation lock, so no
 /// deploy is half-way through its converge.
 pub async fn detect(
     docker: &bollard::Docker,
