@@ -319,19 +319,17 @@ impl Run<'_> {
         outcome
             .stage_ms
             .push((Stage::EnvRender.name().into(), ms(started)));
-        self.docker = Some(
-            crate::docker::connect(config)
-                .await
-                .map_err(|e| (Stage::Pull, e))?,
-        );
         Ok(())
     }
 
     /// ecr-login, only for images not present (tags are immutable).
     async fn ecr_login(&mut self, outcome: &mut Outcome) -> StageResult {
+        let docker = crate::docker::connect(self.config)
+            .await
+            .map_err(|e| (Stage::Pull, e))?;
+        self.docker = Some(docker.clone());
         crate::testpoint::pause(Stage::EcrLogin.name());
         let started = Instant::now();
-        let docker = self.docker()?.clone();
         for image in &self.images {
             if !registry::is_present(&docker, image)
                 .await
