@@ -334,6 +334,25 @@ mod tests {
     }
 
     #[test]
+    fn a_crashed_container_is_exited_drift_even_when_its_config_differs_too() {
+        // `runtime-env --execute` changed the env file, then the container
+        // died: a crash, which the heal may bring back with its recorded
+        // config; running, the same container is config drift (reported).
+        let env = Action::Recreate {
+            reason: Reason::Env,
+        };
+        let p = plan(vec![
+            service("api", env.clone(), Some("exited"), true),
+            service("web", env, Some("running"), true),
+        ]);
+        let kinds: Vec<Kind> = rules(&p, &BTreeSet::new())
+            .into_iter()
+            .map(|d| d.kind)
+            .collect();
+        assert_eq!(kinds, [Kind::Exited, Kind::Config]);
+    }
+
+    #[test]
     fn orphans_pauses_finished_one_shots_and_untagged_images_are_not_drift() {
         let p = plan(vec![
             service("old", Action::Remove, Some("running"), true),
