@@ -3,10 +3,9 @@
 //!
 //! At boot the host was stopped for cost and woken on demand; nobody is
 //! watching, and what the release needs (Docker, SSM, ECR, the registry)
-//! may come up after us. So:
-//!
-//! The rule: what runs is exactly what the last gated command that
-//! succeeded (a deploy or rollback) put there. The daemon restores that
+//! may come up after us. And nobody asked for a change: the rule is that
+//! what runs is exactly what the last gated command that
+//! succeeded (a deploy or rollback) put there, so the daemon restores that
 //! after a crash or a wake, and nothing else:
 //!
 //! - **Boot recovery** brings the current release back through the deploy
