@@ -10,40 +10,44 @@
 //! Order matters for safety: everything that can fail without touching the
 //! running project (env render checks, login, pulls) happens before
 //! converge, so a bad image URI or a refused token leaves the running
-//! release untouched. Env files are rendered before converge because the
-//! containers read them at creation.
+//! release untouched. Env files are rendered (and checked) before login,
+//! but into staged copies: they become the live files only when converge
+//! starts, so a run that fails or is killed before converge leaves every
+//! env file byte for byte as it was ([`crate::envrender::Staged`]).
+//!
+//! Each stage is one function ([`run_stages`] calls them in order) and
+//! hands on what the next needs in [`Run`].
 
 use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::compose::{self, Project};
 use crate::config::Config;
-use crate::envrender::RenderError;
+use crate::envrender::{RenderError, Staged};
 use crate::error::Error;
 pub use crate::error::Stage;
 use crate::fsutil;
+use crate::image::ImageRef;
 use crate::output::Report;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
 use crate::retry::{Backoff, Retry};
 
-/// What to do when SSM cannot be reached during env-render.
+/// Where the env files of a run come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvPolicy {
-    /// Deploys: SSM must answer (exit 69 otherwise), and the empty-render
-    /// guard holds (exit 3).
+    /// Deploys and rollbacks: render from SSM (it must answer, exit 69
+    /// otherwise; the empty-render guard holds, exit 3), staged until
+    /// converge starts.
     Required,
     /// `runtime deploy --allow-empty`: as `Required`, but emptying env
     /// files is deliberate.
     RequiredAllowEmpty,
-    /// Boot recovery: keep trying SSM for `daemon.ssm_wait`, then keep the
-    /// existing env files and say so. A render the checks refuse (the
-    /// empty-render guard, a missing required parameter) also keeps them:
-    /// the files on disk are what the last good render wrote.
-    KeepExistingIfUnavailable,
-    /// The daemon's heals: no render at all. A heal restores what the last
-    /// deploy made; new SSM values arrive with the next deploy.
-    KeepExisting,
+    /// Boot recovery: the env files on disk, as the last deploy promoted
+    /// them, with no SSM call. Only when a file the release needs is
+    /// missing is it rendered, trying SSM for `daemon.ssm_wait`; a render
+    /// SSM or the checks refuse then keeps what exists and says so.
+    FromDisk,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -67,7 +71,12 @@ pub struct Outcome {
     pub env_kept_reason: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
+    /// Service -> the config hash converge applied (empty unless it ran).
+    pub config_hashes: BTreeMap<String, String>,
 }
+
+/// Why boot recovery used the env files on disk when they were all there.
+pub const ENV_FROM_DISK: &str = "as on disk; no SSM call";
 
 impl Outcome {
     fn timings(&self) -> String {
@@ -109,7 +118,7 @@ pub async fn run(
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
         crate::testpoint::pause(Stage::State.name());
-        result = crate::release::write_current(config, release, by)
+        result = crate::release::write_current(config, release, by, &outcome.config_hashes)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
     }
@@ -117,7 +126,7 @@ pub async fn run(
     if outcome.env_kept_existing {
         let why = match outcome.env_kept_reason.as_deref() {
             Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
-            Some("not re-rendered") => "kept-existing",
+            Some(ENV_FROM_DISK) => "from-disk",
             _ => "kept-existing-ssm-unavailable",
         };
         report.marker(&format!("{prefix}_ENV"), why);
@@ -147,6 +156,8 @@ pub async fn run(
     result.map(|()| outcome).map_err(|(_, e)| e)
 }
 
+/// The stages in order; each is one function below. A stage returns the
+/// stage it failed in with its error.
 async fn run_stages(
     config: &Config,
     release: &Release,
@@ -154,15 +165,46 @@ async fn run_stages(
     report: &mut Report,
     outcome: &mut Outcome,
 ) -> Result<(), (Stage, Error)> {
+    let mut run = preflight(config, release, options)?;
+    run.env_render(report, outcome).await?;
+    run.ecr_login(outcome).await?;
+    run.pull(outcome).await?;
+    let Some(project) = run.converge(outcome).await? else {
+        return Ok(()); // dry run: the plan is the result
+    };
+    run.health(&project, outcome).await
+}
+
+/// What the stages of one run hand on to the next.
+struct Run<'a> {
+    config: &'a Config,
+    release: &'a Release,
+    options: Options,
+    vars: BTreeMap<String, String>,
+    images: [ImageRef; 2],
+    /// The rendered env files, not live until converge promotes them.
+    staged: Option<Staged>,
+    docker: Option<bollard::Docker>,
+    /// Images not on the host, and the credentials to pull each.
+    missing: Vec<ImageRef>,
+    auths: Vec<registry::RegistryAuth>,
+}
+
+type StageResult<T = ()> = Result<T, (Stage, Error)>;
+
+/// Local input first, dry run or not, before anything is read or written:
+/// the image pair, the parameter contract (when the render will read it),
+/// then the Compose file; an invalid one or a missing service changes
+/// nothing. Env files not rendered yet count as empty here (a first
+/// deploy's dry run).
+fn preflight<'a>(
+    config: &'a Config,
+    release: &'a Release,
+    options: Options,
+) -> StageResult<Run<'a>> {
     let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
-
-    // Local input first, dry run or not, before any env file is written:
-    // the parameter contract (when the render will read it), then the
-    // Compose file; an invalid one or a missing service changes nothing.
-    // Env files not rendered yet count as empty here (a first deploy's dry
-    // run).
-    if options.env != EnvPolicy::KeepExisting {
+    if options.env != EnvPolicy::FromDisk {
         crate::ssm::Contract::load(config).map_err(|e| (Stage::EnvRender, e))?;
     }
     let started = Instant::now();
@@ -179,40 +221,94 @@ async fn run_stages(
     .map_err(|e| (Stage::Converge, e));
     log::info!(stage = "converge"; "compose file {} checked in {}ms", config.runtime.compose_file, ms(started));
     checked?;
+    Ok(Run {
+        config,
+        release,
+        options,
+        vars,
+        images: [backend, frontend],
+        staged: None,
+        docker: None,
+        missing: Vec::new(),
+        auths: Vec::new(),
+    })
+}
 
-    // env-render
-    crate::testpoint::pause(Stage::EnvRender.name());
-    let started = Instant::now();
-    let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
-    match options.env {
-        EnvPolicy::KeepExisting => {
-            log::info!(stage = "env-render"; "keeping the existing env files (no render)");
+/// The env files the release needs (one per configured group) that do not
+/// exist.
+fn missing_env_files(config: &Config) -> Vec<std::path::PathBuf> {
+    config
+        .runtime
+        .groups
+        .iter()
+        .map(|g| config.runtime.env_dir.join(format!("{g}.env")))
+        .filter(|p| !p.exists())
+        .collect()
+}
+
+fn path_list(paths: &[std::path::PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Run<'_> {
+    fn docker(&self) -> StageResult<&bollard::Docker> {
+        self.docker.as_ref().ok_or_else(|| {
+            (
+                Stage::Pull,
+                Error::failed(Stage::Pull, "no Docker connection (a bug: stage order)"),
+            )
+        })
+    }
+
+    /// env-render: a deploy renders from SSM into staged copies; boot
+    /// recovery uses the files on disk and renders only a missing one.
+    async fn env_render(&mut self, report: &mut Report, outcome: &mut Outcome) -> StageResult {
+        crate::testpoint::pause(Stage::EnvRender.name());
+        let started = Instant::now();
+        let config = self.config;
+        let from_disk = self.options.env == EnvPolicy::FromDisk;
+        let missing = missing_env_files(config);
+        if from_disk && missing.is_empty() {
+            // Finish a promotion a crash interrupted: the files on disk are
+            // then whole, the last deploy's.
+            crate::envrender::recover_interrupted(config).map_err(|e| (Stage::EnvRender, e))?;
+            log::info!(stage = "env-render"; "using the env files on disk as the last deploy left them (no SSM call)");
             outcome.env_kept_existing = true;
-            outcome.env_kept_reason = Some("not re-rendered".into());
-        }
-        EnvPolicy::Required
-        | EnvPolicy::RequiredAllowEmpty
-        | EnvPolicy::KeepExistingIfUnavailable => {
-            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if options.execute { "execute" } else { "dry run" });
-            match render_waiting_for_ssm(config, options).await {
-                Ok(summary) => summary.add_markers(report),
+            outcome.env_kept_reason = Some(ENV_FROM_DISK.into());
+        } else {
+            if from_disk {
+                log::warn!(stage = "env-render"; "env files missing ({}): rendering them, and only them, from SSM", path_list(&missing));
+            }
+            log::info!(stage = "env-render"; "rendering env files from SSM ({})", if self.options.execute { "execute, staged until converge" } else { "dry run" });
+            match render_waiting_for_ssm(config, self.options).await {
+                Ok((summary, staged)) => {
+                    summary.add_markers(report);
+                    // A wake writes only what is missing: the files on disk
+                    // stay the last deploy's.
+                    self.staged = match staged {
+                        Some(staged) if from_disk => Some(staged.retain(&missing)),
+                        other => other,
+                    };
+                }
                 Err(RenderError::Empty(guard)) => {
                     guard.add_markers(report);
-                    if !keep_existing {
+                    if !from_disk {
                         return Err((Stage::EnvRender, RenderError::Empty(guard).into()));
                     }
                     log::warn!(stage = "env-render"; "empty-render guard: {guard}; keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("render refused: {guard}"));
                 }
-                Err(RenderError::Other(Error::Unavailable { dependency, detail }))
-                    if keep_existing =>
-                {
+                Err(RenderError::Other(Error::Unavailable { dependency, detail })) if from_disk => {
                     log::warn!(stage = "env-render"; "{dependency} unavailable ({detail}); keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("{dependency} unavailable"));
                 }
-                Err(RenderError::Other(Error::Gate { reason })) if keep_existing => {
+                Err(RenderError::Other(Error::Gate { reason })) if from_disk => {
                     log::warn!(stage = "env-render"; "the render was refused ({reason}); keeping the existing env files");
                     outcome.env_kept_existing = true;
                     outcome.env_kept_reason = Some(format!("render refused: {reason}"));
@@ -220,171 +316,199 @@ async fn run_stages(
                 Err(RenderError::Other(e)) => return Err((Stage::EnvRender, e)),
             }
         }
+        outcome
+            .stage_ms
+            .push((Stage::EnvRender.name().into(), ms(started)));
+        Ok(())
     }
-    outcome
-        .stage_ms
-        .push((Stage::EnvRender.name().into(), ms(started)));
 
-    let docker = crate::docker::connect(config)
-        .await
-        .map_err(|e| (Stage::Pull, e))?;
-
-    // ecr-login + pull, only for images not present (tags are immutable).
-    crate::testpoint::pause(Stage::EcrLogin.name());
-    let started = Instant::now();
-    let mut missing = Vec::new();
-    for image in [&backend, &frontend] {
-        if !registry::is_present(&docker, image)
+    /// ecr-login, only for images not present (tags are immutable).
+    async fn ecr_login(&mut self, outcome: &mut Outcome) -> StageResult {
+        let docker = crate::docker::connect(self.config)
             .await
-            .map_err(|e| (Stage::Pull, e))?
-        {
-            missing.push(image.clone());
+            .map_err(|e| (Stage::Pull, e))?;
+        self.docker = Some(docker.clone());
+        crate::testpoint::pause(Stage::EcrLogin.name());
+        let started = Instant::now();
+        for image in &self.images {
+            if !registry::is_present(&docker, image)
+                .await
+                .map_err(|e| (Stage::Pull, e))?
+            {
+                self.missing.push(image.clone());
+            }
         }
-    }
-    let mut auths = Vec::new();
-    if missing.is_empty() {
-        log::info!(stage = "ecr-login"; "both images are present on the host; no login or pull needed");
-    } else if options.execute {
-        let sdk = crate::aws::sdk_config(config).await;
-        let ecr = crate::aws::ecr_client(&sdk, config);
-        let mut cache = TokenCache::default();
-        for image in &missing {
-            log::info!(stage = "ecr-login"; "getting registry credentials for {}", image.registry);
-            auths.push(
-                cache
+        if self.missing.is_empty() {
+            log::info!(stage = "ecr-login"; "both images are present on the host; no login or pull needed");
+        } else if self.options.execute {
+            let sdk = crate::aws::sdk_config(self.config).await;
+            let ecr = crate::aws::ecr_client(&sdk, self.config);
+            let mut cache = TokenCache::default();
+            for image in &self.missing {
+                log::info!(stage = "ecr-login"; "getting registry credentials for {}", image.registry);
+                let auth = cache
                     .get(&ecr, image)
                     .await
-                    .map_err(|e| (Stage::EcrLogin, e))?,
-            );
+                    .map_err(|e| (Stage::EcrLogin, e))?;
+                self.auths.push(auth);
+            }
         }
+        outcome
+            .stage_ms
+            .push((Stage::EcrLogin.name().into(), ms(started)));
+        Ok(())
     }
-    outcome
-        .stage_ms
-        .push((Stage::EcrLogin.name().into(), ms(started)));
 
-    crate::testpoint::pause(Stage::Pull.name());
-    let started = Instant::now();
-    if options.execute && !missing.is_empty() {
-        let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
-            log::info!(stage = "pull"; "pulling {image}");
-            registry::pull(&docker, &config.docker.host, image, Some(auth))
-        });
-        let deadline = config.runtime.pull_timeout.duration();
-        let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
-            .await
-            .map_err(|_| {
-                (
-                    Stage::Pull,
-                    Error::failed(
+    /// pull the missing images, together, within `runtime.pull_timeout`.
+    async fn pull(&mut self, outcome: &mut Outcome) -> StageResult {
+        crate::testpoint::pause(Stage::Pull.name());
+        let started = Instant::now();
+        let config = self.config;
+        let docker = self.docker()?;
+        if self.options.execute && !self.missing.is_empty() {
+            let pulls = self
+                .missing
+                .iter()
+                .zip(self.auths.iter())
+                .map(|(image, auth)| {
+                    log::info!(stage = "pull"; "pulling {image}");
+                    registry::pull(docker, &config.docker.host, image, Some(auth))
+                });
+            let deadline = config.runtime.pull_timeout.duration();
+            let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
+                .await
+                .map_err(|_| {
+                    (
                         Stage::Pull,
-                        format!("pulls did not finish within {}s", deadline.as_secs()),
-                    ),
-                )
-            })?;
-        for result in results {
-            result.map_err(|e| (Stage::Pull, e))?;
+                        Error::failed(
+                            Stage::Pull,
+                            format!("pulls did not finish within {}s", deadline.as_secs()),
+                        ),
+                    )
+                })?;
+            for result in results {
+                result.map_err(|e| (Stage::Pull, e))?;
+            }
+            outcome.pulled = self.missing.iter().map(ToString::to_string).collect();
+        } else if self.missing.is_empty() {
+            log::info!(stage = "pull"; "nothing to pull");
+        } else {
+            for image in &self.missing {
+                log::info!(stage = "pull"; "would pull {image}");
+            }
         }
-        outcome.pulled = missing.iter().map(ToString::to_string).collect();
-    } else if missing.is_empty() {
-        log::info!(stage = "pull"; "nothing to pull");
-    } else {
-        for image in &missing {
-            log::info!(stage = "pull"; "would pull {image}");
-        }
+        outcome
+            .stage_ms
+            .push((Stage::Pull.name().into(), ms(started)));
+        Ok(())
     }
-    outcome
-        .stage_ms
-        .push((Stage::Pull.name().into(), ms(started)));
 
-    // converge
-    crate::testpoint::pause(Stage::Converge.name());
-    let started = Instant::now();
-    if options.execute {
-        write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
-    }
-    if !options.execute {
-        let missing_env: Vec<String> = config
-            .runtime
-            .groups
+    /// converge: promote the staged env files, then bring the project to
+    /// the release. `None` for a dry run (nothing more to do).
+    async fn converge(&mut self, outcome: &mut Outcome) -> StageResult<Option<Project>> {
+        crate::testpoint::pause(Stage::Converge.name());
+        let started = Instant::now();
+        let config = self.config;
+        let execute = self.options.execute;
+        if execute {
+            // From here on the run changes what runs: the rendered env files
+            // become the live ones, all together.
+            if let Some(staged) = self.staged.take() {
+                staged.promote().map_err(|e| (Stage::Converge, e))?;
+            }
+            write_compose_dotenv(config, &self.vars).map_err(|e| (Stage::Converge, e))?;
+        } else {
+            let missing_env = missing_env_files(config);
+            if !missing_env.is_empty() {
+                // The Compose file reads them at load; a first deploy's dry
+                // run cannot plan converge before they exist.
+                log::info!(stage = "converge"; "no converge plan yet: env files not rendered ({}); the execute run renders them first", path_list(&missing_env));
+                outcome
+                    .stage_ms
+                    .push((Stage::Converge.name().into(), ms(started)));
+                return Ok(None);
+            }
+        }
+        let mut project = Project::load(
+            config.runtime.compose_file.as_path(),
+            &config.runtime.project_name,
+            &self.vars,
+        )
+        .map_err(|e| (Stage::Converge, e))?;
+        // A dependency that never gets healthy fails the deploy within the
+        // same deadline as the health stage, not Compose's default of
+        // minutes more.
+        project.dependency_wait = config.runtime.health_timeout.duration();
+        if !execute && !self.missing.is_empty() {
+            // The plan compares image ids; images not pulled yet will be new.
+            log::info!(stage = "converge"; "plan below assumes the missing images change their services");
+        }
+        let docker = self.docker()?;
+        let plan = compose::plan(docker, &project)
+            .await
+            .map_err(|e| (Stage::Converge, e))?;
+        log::info!(stage = "converge"; "plan:\n{plan}");
+        outcome.changed_services = plan
+            .services
             .iter()
-            .map(|g| config.runtime.env_dir.join(format!("{g}.env")))
-            .filter(|p| !p.exists())
-            .map(|p| p.display().to_string())
+            .filter(|s| !matches!(s.action, compose::Action::Keep { running: true }))
+            .map(|s| format!("{}:{}", s.service, action_word(&s.action)))
             .collect();
-        if !missing_env.is_empty() {
-            // The Compose file reads them at load; a first deploy's dry run
-            // cannot plan converge before they exist.
-            log::info!(stage = "converge"; "no converge plan yet: env files not rendered ({}); the execute run renders them first", missing_env.join(", "));
+        if !execute {
             outcome
                 .stage_ms
                 .push((Stage::Converge.name().into(), ms(started)));
-            return Ok(());
+            return Ok(None);
         }
-    }
-    let mut project = Project::load(
-        config.runtime.compose_file.as_path(),
-        &config.runtime.project_name,
-        &vars,
-    )
-    .map_err(|e| (Stage::Converge, e))?;
-    // A dependency that never gets healthy fails the deploy within the same
-    // deadline as the health stage, not Compose's default of minutes more.
-    project.dependency_wait = config.runtime.health_timeout.duration();
-    if !options.execute && !missing.is_empty() {
-        // The plan compares image ids; images not pulled yet will be new.
-        log::info!(stage = "converge"; "plan below assumes the missing images change their services");
-    }
-    let plan = compose::plan(&docker, &project)
-        .await
-        .map_err(|e| (Stage::Converge, e))?;
-    log::info!(stage = "converge"; "plan:\n{plan}");
-    outcome.changed_services = plan
-        .services
-        .iter()
-        .filter(|s| !matches!(s.action, compose::Action::Keep { running: true }))
-        .map(|s| format!("{}:{}", s.service, action_word(&s.action)))
-        .collect();
-    if !options.execute {
+        compose::converge(docker, &project, &plan)
+            .await
+            .map_err(|e| match &e {
+                // A start-first replacement that never got healthy: the old
+                // container still serves, and the deploy failed at health.
+                Error::Failed {
+                    stage: Stage::Health,
+                    ..
+                } => (Stage::Health, e),
+                _ => (Stage::Converge, e),
+            })?;
+        check_running_images(docker, config, self.release)
+            .await
+            .map_err(|e| (Stage::Converge, e))?;
+        // What converge applied: the daemon restores a crashed container
+        // with exactly this config and nothing newer.
+        outcome.config_hashes = plan
+            .services
+            .iter()
+            .filter(|s| s.action != compose::Action::Remove)
+            .filter_map(|s| Some((s.service.clone(), s.config_hash.clone()?)))
+            .collect();
         outcome
             .stage_ms
             .push((Stage::Converge.name().into(), ms(started)));
-        return Ok(());
+        Ok(Some(project))
     }
-    compose::converge(&docker, &project, &plan)
-        .await
-        .map_err(|e| match &e {
-            // A start-first replacement that never got healthy: the old
-            // container still serves, and the deploy failed at health.
-            Error::Failed {
-                stage: Stage::Health,
-                ..
-            } => (Stage::Health, e),
-            _ => (Stage::Converge, e),
-        })?;
-    check_running_images(&docker, config, release)
-        .await
-        .map_err(|e| (Stage::Converge, e))?;
-    outcome
-        .stage_ms
-        .push((Stage::Converge.name().into(), ms(started)));
 
-    // health
-    crate::testpoint::pause(Stage::Health.name());
-    let started = Instant::now();
-    log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
-    let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
-        .await
-        .map_err(|e| (Stage::Health, e))?;
-    let summary: Vec<String> = health
-        .services
-        .iter()
-        .map(|s| format!("{}={}", s.service, s.health.as_deref().unwrap_or(&s.state)))
-        .collect();
-    log::info!(stage = "health"; "healthy after {}ms: {}", health.waited_ms, summary.join(" "));
-    outcome
-        .stage_ms
-        .push((Stage::Health.name().into(), ms(started)));
-    Ok(())
+    /// health: every service healthy (or running, without a healthcheck)
+    /// within `runtime.health_timeout`.
+    async fn health(&self, project: &Project, outcome: &mut Outcome) -> StageResult {
+        crate::testpoint::pause(Stage::Health.name());
+        let started = Instant::now();
+        let timeout = self.config.runtime.health_timeout;
+        log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", timeout.get());
+        let health = compose::wait_healthy(self.docker()?, project, timeout.duration())
+            .await
+            .map_err(|e| (Stage::Health, e))?;
+        let summary: Vec<String> = health
+            .services
+            .iter()
+            .map(|s| format!("{}={}", s.service, s.health.as_deref().unwrap_or(&s.state)))
+            .collect();
+        log::info!(stage = "health"; "healthy after {}ms: {}", health.waited_ms, summary.join(" "));
+        outcome
+            .stage_ms
+            .push((Stage::Health.name().into(), ms(started)));
+        Ok(())
+    }
 }
 
 /// `runtime.backend_service` and `runtime.frontend_service` exist in the
@@ -465,15 +589,15 @@ async fn check_running_images(
     Ok(())
 }
 
-/// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
-/// under [`EnvPolicy::KeepExistingIfUnavailable`] (at boot the network may
-/// come up a little after the agent); once otherwise.
+/// The render (staged when executed), retried while SSM is unreachable for
+/// up to `daemon.ssm_wait` under [`EnvPolicy::FromDisk`] (at boot the
+/// network may come up a little after the agent); once otherwise.
 async fn render_waiting_for_ssm(
     config: &Config,
     options: Options,
-) -> Result<crate::envrender::RenderSummary, RenderError> {
+) -> Result<(crate::envrender::RenderSummary, Option<Staged>), RenderError> {
     let wait = match options.env {
-        EnvPolicy::KeepExistingIfUnavailable => config.daemon.ssm_wait.duration(),
+        EnvPolicy::FromDisk => config.daemon.ssm_wait.duration(),
         _ => std::time::Duration::ZERO,
     };
     // Another try only when it can start (a pause from now) before `wait`.
@@ -484,7 +608,7 @@ async fn render_waiting_for_ssm(
             execute: options.execute,
             allow_empty: options.env == EnvPolicy::RequiredAllowEmpty,
         };
-        match crate::envrender::render(config, render_options).await {
+        match crate::envrender::render_staged(config, render_options).await {
             Err(RenderError::Other(Error::Unavailable { dependency, detail }))
                 if !retry.exhausted() =>
             {

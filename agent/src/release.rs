@@ -27,7 +27,8 @@ use crate::image::ImageRef;
 use crate::output::Report;
 
 pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+/// 2 added `configHashes`; a reader accepts 1 (no hashes recorded) and 2.
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
 
 /// CI's workflow run that produced the release. Absent (not empty) for a
 /// release made by hand.
@@ -80,6 +81,11 @@ pub struct CurrentRelease {
     pub deployed_at: String,
     /// `deploy` or `rollback`.
     pub deployed_by: String,
+    /// Service name -> the Compose config hash the converge applied. The
+    /// daemon recreates a crashed container only with this config (empty
+    /// for a schema 1 file: nothing recorded, so nothing is recreated).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config_hashes: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkflowRun {
@@ -378,7 +384,7 @@ pub fn read_current(config: &Config) -> Result<Option<CurrentRelease>, Error> {
             "run `runtime deploy --execute` (or `runtime rollback --execute`) to write it again",
         )
     })?;
-    if current.schema_version != CURRENT_SCHEMA_VERSION {
+    if !(1..=CURRENT_SCHEMA_VERSION).contains(&current.schema_version) {
         return Err(Error::invalid(
             format!("current release state {}", path.display()),
             format!("unknown schemaVersion {}", current.schema_version),
@@ -397,12 +403,14 @@ pub fn write_current(
     config: &Config,
     release: &Release,
     deployed_by: &str,
+    config_hashes: &std::collections::BTreeMap<String, String>,
 ) -> Result<CurrentRelease, Error> {
     let current = CurrentRelease {
         schema_version: CURRENT_SCHEMA_VERSION,
         release: release.clone(),
         deployed_at: crate::clock::now(),
         deployed_by: deployed_by.to_owned(),
+        config_hashes: config_hashes.clone(),
     };
     fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
     let mut bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
@@ -442,6 +450,31 @@ mod tests {
             selected_ref: Some("develop".into()),
             workflow_run: None,
         }
+    }
+
+    #[test]
+    fn current_release_records_config_hashes_and_a_schema_1_file_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let hashes = std::collections::BTreeMap::from([("api".to_owned(), "abc".to_owned())]);
+        write_current(&config, &release(), "deploy", &hashes).unwrap();
+        let text = std::fs::read_to_string(config.current_release_path()).unwrap();
+        assert!(
+            text.contains("\"schemaVersion\": 2") && text.contains("\"configHashes\""),
+            "{text}"
+        );
+        assert_eq!(
+            read_current(&config).unwrap().unwrap().config_hashes,
+            hashes
+        );
+        let v1 = text
+            .replace("\"schemaVersion\": 2", "\"schemaVersion\": 1")
+            .replace("\"configHashes\": {\n    \"api\": \"abc\"\n  },\n", "")
+            .replace(",\n  \"configHashes\": {\n    \"api\": \"abc\"\n  }", "");
+        assert!(!v1.contains("configHashes"), "{v1}");
+        std::fs::write(config.current_release_path(), v1).unwrap();
+        let old = read_current(&config).unwrap().unwrap();
+        assert_eq!((old.schema_version, old.config_hashes.len()), (1, 0));
     }
 
     #[test]

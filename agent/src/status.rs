@@ -402,7 +402,7 @@ pub fn render(s: &Status) -> String {
                 64,
             ),
         );
-        if b.env.starts_with("kept existing") {
+        if !b.env.is_empty() {
             line(&mut out, "boot env", &clip(&b.env, 64));
         }
         if b.result == daemon::RecoveryResult::Failed {

@@ -5,6 +5,10 @@
 //! the contract is not met, or the empty-render guard held, with
 //! `_BLOCKED_REASON`, `_PREFIX` and `_EMPTIED_FILES`; nothing written),
 //! `unavailable` (exit 69) or `failed`.
+//!
+//! It writes the live env files and stops there: nothing rolls them out.
+//! The containers keep the config they were deployed with until the next
+//! deploy, and the daemon reports the difference without acting on it.
 
 use super::Invocation;
 use crate::cli::RenderArgs;
