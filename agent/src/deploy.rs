@@ -7,6 +7,14 @@
 //! `<PREFIX>_FAILED_STAGE` marker and keeps its own exit code (69 for a
 //! dependency that stayed down, 3 for a parameter gate, 1 otherwise).
 //!
+//! Provenance: the registry of each image is authorized first
+//! ([`crate::authority`]); a `deploy` pulls its tags again so each resolves
+//! to the digest the registry holds now, and the pipeline then runs and
+//! records the images pinned to those digests (`repo@sha256:...`). A tag
+//! that now resolves to another digest than the one this host recorded for
+//! it proceeds, but says so (`<PREFIX>_TAG_MOVED`, and a warning in the
+//! log). Rollback and boot recovery run the digests they read.
+//!
 //! Order matters for safety: everything that can fail without touching the
 //! running project (env render checks, login, pulls) happens before
 //! converge, so a bad image URI or a refused token leaves the running
@@ -23,6 +31,7 @@ use crate::error::Error;
 pub use crate::error::Stage;
 use crate::fsutil;
 use crate::output::Report;
+use crate::authority::Trust;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
 use crate::retry::{Backoff, Retry};
@@ -67,6 +76,10 @@ pub struct Outcome {
     pub env_kept_reason: Option<String>,
     pub pulled: Vec<String>,
     pub changed_services: Vec<String>,
+    /// `<role>:<recorded>-><resolved>` (short digests) per moved tag.
+    pub tag_moved: Vec<String>,
+    /// The release as it ran: with the digests its images resolved to.
+    pub release: Option<Release>,
 }
 
 impl Outcome {
@@ -86,11 +99,11 @@ pub fn compose_vars(config: &Config, release: &Release) -> BTreeMap<String, Stri
     let mut vars = BTreeMap::new();
     vars.insert(
         config.runtime.backend_image_variable.clone(),
-        release.backend_image_uri.clone(),
+        release.backend_ref(),
     );
     vars.insert(
         config.runtime.frontend_image_variable.clone(),
-        release.frontend_image_uri.clone(),
+        release.frontend_ref(),
     );
     vars.insert("WAVEMAP_ENV_DIR".into(), config.runtime.env_dir.to_string());
     vars
@@ -107,13 +120,19 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
-    if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+    if let (Ok(resolved), true, Some(by)) = (&result, options.execute, options.record_as) {
         crate::testpoint::pause(Stage::State.name());
-        result = crate::release::write_current(config, release, by)
-            .map(|_| ())
-            .map_err(|e| (Stage::State, e));
+        if let Err(e) = crate::release::write_current(config, resolved, by) {
+            result = Err((Stage::State, e));
+        }
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
+    if let Ok(resolved) = &result {
+        resolved.add_digest_markers(report, prefix);
+    }
+    if !outcome.tag_moved.is_empty() {
+        report.marker(&format!("{prefix}_TAG_MOVED"), outcome.tag_moved.join(","));
+    }
     if outcome.env_kept_existing {
         let why = match outcome.env_kept_reason.as_deref() {
             Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
@@ -129,7 +148,7 @@ pub async fn run(
         );
     }
     match &result {
-        Ok(()) => {
+        Ok(_) => {
             report.marker(
                 &format!("{prefix}_RESULT"),
                 if options.execute {
@@ -144,7 +163,12 @@ pub async fn run(
             report.marker(&format!("{prefix}_FAILED_STAGE"), stage.name());
         }
     }
-    result.map(|()| outcome).map_err(|(_, e)| e)
+    result
+        .map(|resolved| {
+            outcome.release = Some(resolved);
+            outcome
+        })
+        .map_err(|(_, e)| e)
 }
 
 async fn run_stages(
@@ -153,9 +177,19 @@ async fn run_stages(
     options: Options,
     report: &mut Report,
     outcome: &mut Outcome,
-) -> Result<(), (Stage, Error)> {
+) -> Result<Release, (Stage, Error)> {
     let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
+    // Which registry each image may come from, before anything is written
+    // (may read the host's account from instance metadata).
+    let mut trust = Vec::new();
+    for (field, image) in [("backend image", &backend), ("frontend image", &frontend)] {
+        trust.push(
+            crate::authority::authorize(config, field, image)
+                .await
+                .map_err(|e| (Stage::Pull, e))?,
+        );
+    }
 
     // Local input first, dry run or not, before any env file is written:
     // the parameter contract (when the render will read it), then the
@@ -229,33 +263,57 @@ async fn run_stages(
         .await
         .map_err(|e| (Stage::Pull, e))?;
 
-    // ecr-login + pull, only for images not present (tags are immutable).
+    // ecr-login + pull. A deploy pulls its tags again (a tag can be pushed
+    // anew; the registry's answer now is what gets pinned); otherwise an
+    // image already on the host is not pulled (a pinned digest is exact).
     crate::testpoint::pause(Stage::EcrLogin.name());
     let started = Instant::now();
+    let fresh_tags = options.record_as == Some("deploy");
     let mut missing = Vec::new();
-    for image in [&backend, &frontend] {
-        if !registry::is_present(&docker, image)
+    for (image, trust) in [(&backend, trust[0]), (&frontend, trust[1])] {
+        let present = registry::is_present(&docker, image)
             .await
-            .map_err(|e| (Stage::Pull, e))?
-        {
-            missing.push(image.clone());
+            .map_err(|e| (Stage::Pull, e))?;
+        if !present || (fresh_tags && image.tag().is_some()) {
+            missing.push((image.clone(), trust));
         }
     }
     let mut auths = Vec::new();
     if missing.is_empty() {
         log::info!(stage = "ecr-login"; "both images are present on the host; no login or pull needed");
     } else if options.execute {
-        let sdk = crate::aws::sdk_config(config).await;
-        let ecr = crate::aws::ecr_client(&sdk, config);
+        let mut ecr = None;
         let mut cache = TokenCache::default();
-        for image in &missing {
-            log::info!(stage = "ecr-login"; "getting registry credentials for {}", image.registry);
-            auths.push(
-                cache
-                    .get(&ecr, image)
-                    .await
-                    .map_err(|e| (Stage::EcrLogin, e))?,
-            );
+        for (image, trust) in &missing {
+            let auth = match trust {
+                Trust::HostEcr => {
+                    log::info!(stage = "ecr-login"; "getting ECR credentials for {}", image.registry);
+                    let client = match &ecr {
+                        Some(client) => client,
+                        None => {
+                            let sdk = crate::aws::sdk_config(config).await;
+                            ecr.insert(crate::aws::ecr_client(&sdk, config))
+                        }
+                    };
+                    Some(
+                        cache
+                            .get(client, image)
+                            .await
+                            .map_err(|e| (Stage::EcrLogin, e))?,
+                    )
+                }
+                // Never the ECR token: this registry is not the host's ECR.
+                Trust::Listed => {
+                    let auth = registry::config_json_auth(
+                        config.docker.auth_config.as_ref().map(|p| p.as_path()),
+                        &image.registry,
+                    )
+                    .map_err(|e| (Stage::EcrLogin, e))?;
+                    log::info!(stage = "ecr-login"; "{} is a listed registry: pulling {}", image.registry, if auth.is_some() { "with its docker.auth_config credentials" } else { "anonymously" });
+                    auth
+                }
+            };
+            auths.push(auth);
         }
     }
     outcome
@@ -264,10 +322,11 @@ async fn run_stages(
 
     crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();
+    let mut reported: BTreeMap<String, String> = BTreeMap::new();
     if options.execute && !missing.is_empty() {
-        let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
+        let pulls = missing.iter().zip(auths.iter()).map(|((image, _), auth)| {
             log::info!(stage = "pull"; "pulling {image}");
-            registry::pull(&docker, &config.docker.host, image, Some(auth))
+            registry::pull(&docker, &config.docker.host, image, auth.as_ref())
         });
         let deadline = config.runtime.pull_timeout.duration();
         let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
@@ -281,17 +340,47 @@ async fn run_stages(
                     ),
                 )
             })?;
-        for result in results {
-            result.map_err(|e| (Stage::Pull, e))?;
+        for ((image, _), result) in missing.iter().zip(results) {
+            if let Some(digest) = result.map_err(|e| (Stage::Pull, e))? {
+                reported.insert(image.to_string(), digest);
+            }
         }
-        outcome.pulled = missing.iter().map(ToString::to_string).collect();
+        outcome.pulled = missing.iter().map(|(i, _)| i.to_string()).collect();
     } else if missing.is_empty() {
         log::info!(stage = "pull"; "nothing to pull");
     } else {
-        for image in &missing {
+        for (image, _) in &missing {
             log::info!(stage = "pull"; "would pull {image}");
         }
     }
+    // The digest each image resolved to (for a dry run: the local image's).
+    let mut digests = Vec::new();
+    for image in [&backend, &frontend] {
+        let digest = registry::repo_digest(
+            &docker,
+            image,
+            reported.get(&image.to_string()).map(String::as_str),
+        )
+        .await
+        .map_err(|e| (Stage::Pull, e))?;
+        if digest.is_none() && options.execute {
+            log::warn!(stage = "pull"; "{image} has no repo digest for its repository on this host (never pulled from {}); it runs by tag", image.registry);
+        }
+        digests.push(digest);
+    }
+    let [backend_digest, frontend_digest] = [digests[0].clone(), digests[1].clone()];
+    let resolved = release.with_digests(
+        release.backend_digest.clone().or(backend_digest),
+        release.frontend_digest.clone().or(frontend_digest),
+    );
+    if fresh_tags {
+        outcome.tag_moved = moved_tags(config, &resolved);
+        for moved in &outcome.tag_moved {
+            log::warn!(stage = "pull"; "tag moved: {moved} (the tag now names other bytes than the ones this host recorded for it; deploying the new digest)");
+        }
+    }
+    let release = &resolved;
+    let vars = compose_vars(config, release);
     outcome
         .stage_ms
         .push((Stage::Pull.name().into(), ms(started)));
@@ -318,7 +407,7 @@ async fn run_stages(
             outcome
                 .stage_ms
                 .push((Stage::Converge.name().into(), ms(started)));
-            return Ok(());
+            return Ok(release.clone());
         }
     }
     let mut project = Project::load(
@@ -348,7 +437,7 @@ async fn run_stages(
         outcome
             .stage_ms
             .push((Stage::Converge.name().into(), ms(started)));
-        return Ok(());
+        return Ok(release.clone());
     }
     compose::converge(&docker, &project, &plan)
         .await
@@ -384,7 +473,7 @@ async fn run_stages(
     outcome
         .stage_ms
         .push((Stage::Health.name().into(), ms(started)));
-    Ok(())
+    Ok(release.clone())
 }
 
 /// `runtime.backend_service` and `runtime.frontend_service` exist in the
@@ -398,13 +487,13 @@ pub fn check_services(config: &Config, release: &Release, project: &Project) -> 
             "runtime.backend_service",
             &config.runtime.backend_service,
             &config.runtime.backend_image_variable,
-            &release.backend_image_uri,
+            release.backend_ref(),
         ),
         (
             "runtime.frontend_service",
             &config.runtime.frontend_service,
             &config.runtime.frontend_image_variable,
-            &release.frontend_image_uri,
+            release.frontend_ref(),
         ),
     ] {
         let Some(found) = project.service(service) else {
@@ -418,7 +507,7 @@ pub fn check_services(config: &Config, release: &Release, project: &Project) -> 
                 format!("add `{service}` to the Compose file or set {key} to one of its services"),
             ));
         };
-        if found.image != *image {
+        if found.image != image {
             return Err(Error::invalid(
                 format!("services.{service}.image in {file}"),
                 format!(
@@ -441,11 +530,8 @@ async fn check_running_images(
 ) -> Result<(), Error> {
     let states = compose::service_states(docker, &config.runtime.project_name).await?;
     for (service, image) in [
-        (&config.runtime.backend_service, &release.backend_image_uri),
-        (
-            &config.runtime.frontend_service,
-            &release.frontend_image_uri,
-        ),
+        (&config.runtime.backend_service, release.backend_ref()),
+        (&config.runtime.frontend_service, release.frontend_ref()),
     ] {
         let running: Vec<&str> = states
             .iter()
@@ -463,6 +549,43 @@ async fn check_running_images(
         }
     }
     Ok(())
+}
+
+/// Tags whose resolved digest differs from the one this host recorded for
+/// the same image URI (in the current release or the last-good receipt):
+/// `<role>:<recorded>-><resolved>`, short digests. Unreadable state counts
+/// as nothing recorded (the deploy itself is what rewrites it).
+fn moved_tags(config: &Config, resolved: &Release) -> Vec<String> {
+    let mut recorded: Vec<Release> = Vec::new();
+    if let Ok(Some(current)) = crate::release::read_current(config) {
+        recorded.push(current.release);
+    }
+    if let Ok(Some(receipt)) = crate::release::read_receipt(config) {
+        recorded.push(receipt.release);
+    }
+    let mut moved = Vec::new();
+    for (role, uri, digest) in [
+        ("backend", &resolved.backend_image_uri, &resolved.backend_digest),
+        ("frontend", &resolved.frontend_image_uri, &resolved.frontend_digest),
+    ] {
+        let Some(digest) = digest else { continue };
+        let before = recorded.iter().find_map(|r| {
+            let (u, d) = if role == "backend" {
+                (&r.backend_image_uri, &r.backend_digest)
+            } else {
+                (&r.frontend_image_uri, &r.frontend_digest)
+            };
+            d.as_ref().filter(|d| u == uri && *d != digest)
+        });
+        if let Some(before) = before {
+            moved.push(format!(
+                "{role}:{}->{}",
+                crate::image::short_digest(before),
+                crate::image::short_digest(digest)
+            ));
+        }
+    }
+    moved
 }
 
 /// The render, retried while SSM is unreachable for up to `daemon.ssm_wait`
