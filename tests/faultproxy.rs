@@ -339,7 +339,10 @@ pub struct RecordingProxy {
 impl RecordingProxy {
     pub fn start(upstream: &str) -> RecordingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind recording proxy");
-        let addr = listener.local_addr().expect("recording proxy address").to_string();
+        let addr = listener
+            .local_addr()
+            .expect("recording proxy address")
+            .to_string();
         let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::new(Mutex::new(Vec::new()));
         let stopped = Arc::new(AtomicBool::new(false));
         let (rec, stop, upstream) = (recorded.clone(), stopped.clone(), upstream.to_owned());

@@ -151,8 +151,7 @@ pub async fn host_account(config: &Config) -> Result<String, Error> {
 fn account_from_document(document: &str) -> Option<String> {
     let value: serde_json::Value = serde_json::from_str(document).ok()?;
     let account = value.get("accountId")?.as_str()?;
-    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()))
-        .then(|| account.to_owned())
+    (account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())).then(|| account.to_owned())
 }
 
 #[cfg(test)]
@@ -177,10 +176,19 @@ mod tests {
     fn only_the_hosts_ecr_is_allowed_by_default() {
         let c = config("");
         let own = image("111111111111.dkr.ecr.us-east-2.amazonaws.com");
-        assert_eq!(decide(&c, "f", &own, Some("111111111111")).unwrap(), Some(Trust::HostEcr));
+        assert_eq!(
+            decide(&c, "f", &own, Some("111111111111")).unwrap(),
+            Some(Trust::HostEcr)
+        );
         for (registry, needle) in [
-            ("222222222222.dkr.ecr.us-east-2.amazonaws.com", "another AWS account"),
-            ("111111111111.dkr.ecr.us-east-1.amazonaws.com", "not allowed"),
+            (
+                "222222222222.dkr.ecr.us-east-2.amazonaws.com",
+                "another AWS account",
+            ),
+            (
+                "111111111111.dkr.ecr.us-east-1.amazonaws.com",
+                "not allowed",
+            ),
             ("evil.example.com", "not allowed"),
         ] {
             let err = precheck(&c, "--backend-image", &image(registry))
@@ -199,19 +207,32 @@ mod tests {
             "t",
         )
         .unwrap();
-        assert_eq!(decide(&c, "f", &image("127.0.0.1:5000"), None).unwrap(), Some(Trust::HostEcr));
-        assert_eq!(decide(&c, "f", &image("ghcr.io"), None).unwrap(), Some(Trust::Listed));
+        assert_eq!(
+            decide(&c, "f", &image("127.0.0.1:5000"), None).unwrap(),
+            Some(Trust::HostEcr)
+        );
+        assert_eq!(
+            decide(&c, "f", &image("ghcr.io"), None).unwrap(),
+            Some(Trust::Listed)
+        );
         // A listed ECR host still needs the account: it may be the host's own.
         let other = image("222222222222.dkr.ecr.us-east-2.amazonaws.com");
         assert_eq!(decide(&c, "f", &other, None).unwrap(), None);
-        assert_eq!(decide(&c, "f", &other, Some("111111111111")).unwrap(), Some(Trust::Listed));
-        assert_eq!(decide(&c, "f", &other, Some("222222222222")).unwrap(), Some(Trust::HostEcr));
+        assert_eq!(
+            decide(&c, "f", &other, Some("111111111111")).unwrap(),
+            Some(Trust::Listed)
+        );
+        assert_eq!(
+            decide(&c, "f", &other, Some("222222222222")).unwrap(),
+            Some(Trust::HostEcr)
+        );
     }
 
     #[test]
     fn identity_document_account() {
         assert_eq!(
-            account_from_document(r#"{"accountId":"123456789012","region":"us-east-2"}"#).as_deref(),
+            account_from_document(r#"{"accountId":"123456789012","region":"us-east-2"}"#)
+                .as_deref(),
             Some("123456789012")
         );
         assert_eq!(account_from_document(r#"{"accountId":"12"}"#), None);

@@ -24,6 +24,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::authority::Trust;
 use crate::compose::{self, Project};
 use crate::config::Config;
 use crate::envrender::RenderError;
@@ -31,7 +32,6 @@ use crate::error::Error;
 pub use crate::error::Stage;
 use crate::fsutil;
 use crate::output::Report;
-use crate::authority::Trust;
 use crate::registry::{self, TokenCache};
 use crate::release::Release;
 use crate::retry::{Backoff, Retry};
@@ -565,8 +565,16 @@ fn moved_tags(config: &Config, resolved: &Release) -> Vec<String> {
     }
     let mut moved = Vec::new();
     for (role, uri, digest) in [
-        ("backend", &resolved.backend_image_uri, &resolved.backend_digest),
-        ("frontend", &resolved.frontend_image_uri, &resolved.frontend_digest),
+        (
+            "backend",
+            &resolved.backend_image_uri,
+            &resolved.backend_digest,
+        ),
+        (
+            "frontend",
+            &resolved.frontend_image_uri,
+            &resolved.frontend_digest,
+        ),
     ] {
         let Some(digest) = digest else { continue };
         let before = recorded.iter().find_map(|r| {

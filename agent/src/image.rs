@@ -71,7 +71,7 @@ impl ImageRef {
         let (registry, repository) = name
             .split_once('/')
             .ok_or_else(|| bad("has no registry host".into()))?;
-        if !is_registry_host(registry) {
+        if !crate::config::is_registry_host(registry) {
             return Err(bad(format!("{registry:?} is not a registry host")));
         }
         if !is_repository(repository) {
@@ -163,33 +163,6 @@ fn is_lower_hex(s: &str, len: usize) -> bool {
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// `host[:port]` where host is DNS labels or an IPv4 address.
-pub fn is_registry_host(s: &str) -> bool {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
-    }
-    // Docker treats the first component as a registry only when it has a
-    // dot or a port or is localhost; require the same so it is unambiguous.
-    (host.contains('.') || port.is_some() || host == "localhost")
-        && !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-}
-
 fn is_repository(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
@@ -227,7 +200,10 @@ mod tests {
         assert_eq!(image.to_string(), digest);
         assert_eq!(image.ecr_location(), None);
         let pinned = image.pinned(&format!("sha256:{}", "b".repeat(64)));
-        assert_eq!(pinned.to_string(), format!("127.0.0.1:5000/wavemap/api@sha256:{}", "b".repeat(64)));
+        assert_eq!(
+            pinned.to_string(),
+            format!("127.0.0.1:5000/wavemap/api@sha256:{}", "b".repeat(64))
+        );
     }
 
     #[test]

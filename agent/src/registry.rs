@@ -200,17 +200,28 @@ pub fn config_json_auth(
     let Some(entry) = value.get("auths").and_then(|a| a.get(registry)) else {
         return Ok(None);
     };
-    let text = |key: &str| entry.get(key).and_then(|v| v.as_str()).filter(|v| !v.is_empty());
+    let text = |key: &str| {
+        entry
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
     if let Some(auth) = text("auth") {
         register_secret(auth);
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(auth.trim())
             .ok()
             .and_then(|d| String::from_utf8(d).ok())
-            .ok_or_else(|| bad(format!("auths.{registry}.auth is not base64 of user:password")))?;
-        let (user, password) = decoded
-            .split_once(':')
-            .ok_or_else(|| bad(format!("auths.{registry}.auth is not base64 of user:password")))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "auths.{registry}.auth is not base64 of user:password"
+                ))
+            })?;
+        let (user, password) = decoded.split_once(':').ok_or_else(|| {
+            bad(format!(
+                "auths.{registry}.auth is not base64 of user:password"
+            ))
+        })?;
         return Ok(Some(RegistryAuth::new(user, password, registry)));
     }
     match (text("username"), text("password")) {
@@ -501,14 +512,28 @@ mod tests {
         )
         .unwrap();
         let found = config_json_auth(Some(&path), "ghcr.io").unwrap().unwrap();
-        assert_eq!((found.username.as_str(), found.server.as_str()), ("bob", "ghcr.io"));
+        assert_eq!(
+            (found.username.as_str(), found.server.as_str()),
+            ("bob", "ghcr.io")
+        );
         assert!(found.header_value().len() > 10);
-        assert_eq!(config_json_auth(Some(&path), "b.io").unwrap().unwrap().username, "u");
+        assert_eq!(
+            config_json_auth(Some(&path), "b.io")
+                .unwrap()
+                .unwrap()
+                .username,
+            "u"
+        );
         assert!(config_json_auth(Some(&path), "other.io").unwrap().is_none());
         assert!(config_json_auth(None, "ghcr.io").unwrap().is_none());
         std::fs::write(&path, "{\"auths\": s3cret").unwrap();
-        let err = config_json_auth(Some(&path), "ghcr.io").unwrap_err().to_string();
-        assert!(err.contains("docker.auth_config") && !err.contains("s3cret"), "{err}");
+        let err = config_json_auth(Some(&path), "ghcr.io")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("docker.auth_config") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -208,12 +208,22 @@ impl Release {
     /// The backend image as it is to run: pinned to the recorded digest
     /// (`repo@sha256:...`) when there is one, else the URI CI named.
     pub fn backend(&self, config: &Config) -> Result<ImageRef, Error> {
-        image("backend image", &self.backend_image_uri, self.backend_digest.as_deref(), config)
+        image(
+            "backend image",
+            &self.backend_image_uri,
+            self.backend_digest.as_deref(),
+            config,
+        )
     }
 
     /// The frontend image as it is to run (see [`Release::backend`]).
     pub fn frontend(&self, config: &Config) -> Result<ImageRef, Error> {
-        image("frontend image", &self.frontend_image_uri, self.frontend_digest.as_deref(), config)
+        image(
+            "frontend image",
+            &self.frontend_image_uri,
+            self.frontend_digest.as_deref(),
+            config,
+        )
     }
 
     /// [`Release::backend`] as text: what the Compose file's image variable
@@ -597,12 +607,18 @@ mod tests {
             .unwrap()
             .with_digests(Some(d.clone()), None);
         let r = r.validated(&c, Source::Receipt).unwrap();
-        assert_eq!(r.backend_ref(), format!("127.0.0.1:5000/wavemap/backend@{d}"));
+        assert_eq!(
+            r.backend_ref(),
+            format!("127.0.0.1:5000/wavemap/backend@{d}")
+        );
         assert_eq!(r.backend(&c).unwrap().to_string(), r.backend_ref());
         assert_eq!(r.frontend_ref(), r.frontend_image_uri);
         write_receipt(&c, &r).unwrap();
         let text = std::fs::read_to_string(c.receipt.path.as_path()).unwrap();
-        assert!(text.contains(&format!("\"backendDigest\": \"{d}\"")), "{text}");
+        assert!(
+            text.contains(&format!("\"backendDigest\": \"{d}\"")),
+            "{text}"
+        );
         assert_eq!(read_receipt(&c).unwrap().unwrap().release, r);
         let mut report = Report::new();
         r.add_markers(&mut report, "WAVEMAP_T");

@@ -75,7 +75,9 @@ impl Imds {
                 {
                     (
                         "200 OK",
-                        format!(r#"{{"accountId":"{account}","region":"us-east-2","instanceId":"i-0e2e"}}"#),
+                        format!(
+                            r#"{{"accountId":"{account}","region":"us-east-2","instanceId":"i-0e2e"}}"#
+                        ),
                     )
                 } else {
                     ("401 Unauthorized", String::new())
@@ -101,7 +103,10 @@ fn another_accounts_registry_is_refused_naming_it() {
             "222222222222.dkr.ecr.us-east-2.amazonaws.com",
             "another AWS account",
         ),
-        ("123456789012.dkr.ecr.eu-west-1.amazonaws.com", "not allowed"),
+        (
+            "123456789012.dkr.ecr.eu-west-1.amazonaws.com",
+            "not allowed",
+        ),
         ("ghcr.io", "not allowed"),
     ] {
         let (backend, frontend) = pair_in(registry);
@@ -109,8 +114,17 @@ fn another_accounts_registry_is_refused_naming_it() {
             "deploy", &backend, &frontend, SHA, "v1",
         )));
         assert_eq!(out.code, 2, "{registry}: {}", out.dump());
-        for text in [registry, needle, "docker.allowed_registries", "--backend-image"] {
-            assert!(out.stderr.contains(text), "{registry}: no {text:?}: {}", out.dump());
+        for text in [
+            registry,
+            needle,
+            "docker.allowed_registries",
+            "--backend-image",
+        ] {
+            assert!(
+                out.stderr.contains(text),
+                "{registry}: no {text:?}: {}",
+                out.dump()
+            );
         }
         assert!(!td.env_dir().exists(), "{registry}: env files were written");
         assert!(
@@ -139,7 +153,8 @@ fn without_account_id_the_account_comes_from_imdsv2() {
     let out = run("222222222222.dkr.ecr.us-east-2.amazonaws.com");
     assert_eq!(out.code, 2, "{}", out.dump());
     assert!(
-        out.stderr.contains("222222222222.dkr.ecr.us-east-2.amazonaws.com")
+        out.stderr
+            .contains("222222222222.dkr.ecr.us-east-2.amazonaws.com")
             && out.stderr.contains("333333333333"),
         "{}",
         out.dump()
@@ -150,9 +165,10 @@ fn without_account_id_the_account_comes_from_imdsv2() {
         "no IMDSv2 token request: {seen:?}"
     );
     assert!(
-        seen.iter().any(|l| l
-            .starts_with("get /latest/dynamic/instance-identity/document")
-            && l.ends_with("token=true")),
+        seen.iter().any(
+            |l| l.starts_with("get /latest/dynamic/instance-identity/document")
+                && l.ends_with("token=true")
+        ),
         "no identity document read with the token: {seen:?}"
     );
     // The host's own ECR passes the authority check (a dry run plans).
@@ -202,7 +218,10 @@ async fn the_ecr_token_never_reaches_a_listed_registry() {
         .encode(format!("{}:{}", s.registry_user, s.registry_password));
     let no_ecr_token = |what: &str| {
         let recorded = proxy.recorded();
-        assert!(!recorded.is_empty(), "{what}: the listed registry saw no request");
+        assert!(
+            !recorded.is_empty(),
+            "{what}: the listed registry saw no request"
+        );
         for r in &recorded {
             let auth = r.authorization.clone().unwrap_or_default();
             assert!(
@@ -234,8 +253,10 @@ async fn the_ecr_token_never_reaches_a_listed_registry() {
 
     // With its own credentials in a Docker config.json: it pulls with those.
     let auth_file = td.path().join("registry-auth.json");
-    let own = base64::engine::general_purpose::STANDARD
-        .encode(format!("{}:{}", s.registry_long_user, s.registry_long_password));
+    let own = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        s.registry_long_user, s.registry_long_password
+    ));
     std::fs::write(
         &auth_file,
         format!(r#"{{"auths": {{"{}": {{"auth": "{own}"}}}}}}"#, proxy.addr),
@@ -297,7 +318,13 @@ async fn a_moved_tag_is_rolled_back_to_the_recorded_bytes() {
     let api = format!("{}-api-1", td.name);
 
     // Deploy and record A: both files name A's digest.
-    let deploy_a = with_execute(release_args("deploy", &backend_a, &frontend_a, &s.sha_a, "a"));
+    let deploy_a = with_execute(release_args(
+        "deploy",
+        &backend_a,
+        &frontend_a,
+        &s.sha_a,
+        "a",
+    ));
     let out = td.run(&deploy_a);
     assert_eq!(out.code, 0, "{}", out.dump());
     let (repo_a, digest_a) = registry_digest(&backend_a);
@@ -378,7 +405,10 @@ async fn a_moved_tag_is_rolled_back_to_the_recorded_bytes() {
         docker_inspect(&api, "{{.Config.Image}}"),
         format!("{repo_a}@{digest_a}")
     );
-    assert_eq!(project.container("api").await.0, format!("{repo_a}@{digest_a}"));
+    assert_eq!(
+        project.container("api").await.0,
+        format!("{repo_a}@{digest_a}")
+    );
 
     // status shows the short digests of what is recorded.
     let status = td.run(["status"]);

@@ -46,8 +46,7 @@ async fn long_password_pull_needs_the_url_safe_header() {
         "the long password is ECR-length"
     );
     let image_uri = private_image(&unique_name("longpw"));
-    let image =
-        ImageRef::parse("test", &image_uri).expect("valid ref");
+    let image = ImageRef::parse("test", &image_uri).expect("valid ref");
     let d = docker().await;
 
     // bollard's header: standard base64, which the Engine cannot decode, so

@@ -38,14 +38,20 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         Some(s.sha_a.as_str())
     );
     assert_eq!(project.container("api").await.0, pinned(&backend_a).await);
-    assert_eq!(project.container("frontend").await.0, pinned(&frontend_a).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_a).await
+    );
     assert_eq!(mode(&td.env_dir().join("backend.env")), 0o600);
     let current = std::fs::read_to_string(td.state_dir().join("current-release.json")).unwrap();
     assert!(current.contains(&backend_a), "{current}");
     // The state names the bytes: the digest the registry holds for A's tag.
     let digest_a = pinned(&backend_a).await;
     let digest_a = digest_a.split_once('@').unwrap().1;
-    assert!(current.contains(&format!("\"backendDigest\": \"{digest_a}\"")), "{current}");
+    assert!(
+        current.contains(&format!("\"backendDigest\": \"{digest_a}\"")),
+        "{current}"
+    );
 
     // Record A.
     let args = with_execute(release_args(
@@ -76,7 +82,12 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(json["selectedRef"], "develop");
     assert_eq!(json["schemaVersion"], 2);
     assert_eq!(json["backendDigest"], digest_a, "{json}");
-    assert!(json["frontendDigest"].as_str().is_some_and(|d| d.starts_with("sha256:")), "{json}");
+    assert!(
+        json["frontendDigest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{json}"
+    );
 
     // record-release for a pair that does not run: exit 3, nothing written.
     let args = with_execute(release_args(
@@ -102,7 +113,10 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
     assert_eq!(project.container("api").await.0, pinned(&backend_b).await);
-    assert_eq!(project.container("frontend").await.0, pinned(&frontend_b).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_b).await
+    );
     assert_eq!(
         project.container("postgres").await.1,
         postgres_before,
@@ -129,7 +143,10 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         "{}",
         out.dump()
     );
-    assert_eq!(project.container("api").await, (pinned(&backend_b).await, api_b));
+    assert_eq!(
+        project.container("api").await,
+        (pinned(&backend_b).await, api_b)
+    );
 
     // Rollback restores A; the receipt is unchanged.
     let out = td.run(["runtime", "rollback"]);
@@ -149,7 +166,10 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         Some(s.sha_a.as_str())
     );
     assert_eq!(project.container("api").await.0, pinned(&backend_a).await);
-    assert_eq!(project.container("frontend").await.0, pinned(&frontend_a).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_a).await
+    );
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
     // status --json shows what runs, the receipt matching it, and the env files.

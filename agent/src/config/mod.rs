@@ -125,7 +125,7 @@ impl Config {
             }
         }
         if let Some(alias) = &self.aws.test_ecr_registry_alias {
-            if !crate::image::is_registry_host(alias) {
+            if !is_registry_host(alias) {
                 return Err(invalid(
                     "aws.test_ecr_registry_alias",
                     format!("{alias:?} is not a registry host"),
@@ -141,7 +141,7 @@ impl Config {
                     "list each registry host exactly; the host account's ECR in aws.region is allowed without listing",
                 ));
             }
-            if !crate::image::is_registry_host(registry) {
+            if !is_registry_host(registry) {
                 return Err(invalid(
                     &format!("docker.allowed_registries[{i}]"),
                     format!("{registry:?} is not a registry host"),
@@ -364,7 +364,10 @@ mod tests {
     #[test]
     fn registry_keys_are_checked() {
         let e = err("[docker]\nallowed_registries = [\"*.dkr.ecr.us-east-2.amazonaws.com\"]\n");
-        assert!(e.contains("docker.allowed_registries[0]") && e.contains("wildcard"), "{e}");
+        assert!(
+            e.contains("docker.allowed_registries[0]") && e.contains("wildcard"),
+            "{e}"
+        );
         let e = err("[aws]\naccount_id = \"12345\"\n");
         assert!(e.contains("aws.account_id"), "{e}");
         let e = err("[aws]\ntest_ecr_registry_alias = \"not a host\"\n");
