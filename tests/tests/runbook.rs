@@ -381,9 +381,11 @@ async fn a_repair_run_without_workflow_metadata_smokes_and_records_a_manual_rece
             "backendImageUri",
             "frontendImageUri",
             "deploymentVersion",
+            "backendDigest",
+            "frontendDigest",
             "recordedAt"
         ],
-        "a manual receipt has no workflow field and no selected ref: {text}"
+        "a manual receipt has no workflow field and no selected ref (and names the digests): {text}"
     );
     assert_eq!(receipt["frontendImageUri"], pair.frontend.as_str());
     assert_eq!(receipt["deploymentVersion"], "repair-1");
