@@ -369,10 +369,18 @@ async fn run_stages(
         digests.push(digest);
     }
     let [backend_digest, frontend_digest] = [digests[0].clone(), digests[1].clone()];
-    let resolved = release.with_digests(
-        release.backend_digest.clone().or(backend_digest),
-        release.frontend_digest.clone().or(frontend_digest),
-    );
+    // A run that records (deploy, rollback) pins what it resolved. One that
+    // does not (boot recovery, heals) runs the release as its file names it,
+    // so what runs stays what the drift check expects; a schema 1 state
+    // (no digests) keeps running by tag until the next deploy records.
+    let resolved = if options.record_as.is_some() {
+        release.with_digests(
+            release.backend_digest.clone().or(backend_digest),
+            release.frontend_digest.clone().or(frontend_digest),
+        )
+    } else {
+        release.clone()
+    };
     if fresh_tags {
         outcome.tag_moved = moved_tags(config, &resolved);
         for moved in &outcome.tag_moved {
