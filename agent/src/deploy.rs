@@ -690,3 +690,48 @@ fn action_word(action: &compose::Action) -> String {
 fn ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AbsPath;
+
+    #[test]
+    fn a_tag_recorded_under_another_digest_is_reported_as_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.agent.state_dir = AbsPath::new(dir.path().join("state"));
+        config.receipt.path = AbsPath::new(dir.path().join("receipt.json"));
+        config.aws.test_ecr_registry_alias = Some("127.0.0.1:5000".into());
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let release = Release {
+            source_sha: sha.into(),
+            image_tag: String::new(),
+            backend_image_uri: format!("127.0.0.1:5000/w/backend:sha-{sha}"),
+            frontend_image_uri: format!("127.0.0.1:5000/w/frontend:sha-{sha}"),
+            deployment_version: "v1".into(),
+            selected_ref: None,
+            workflow_run: None,
+            backend_digest: None,
+            frontend_digest: None,
+        };
+        let (old, new) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        // Nothing recorded: nothing moved.
+        let now = release.with_digests(Some(new.clone()), Some(new.clone()));
+        assert!(moved_tags(&config, &now).is_empty());
+        // The receipt recorded the same tags under `old` for the backend.
+        crate::release::write_receipt(&config, &release.with_digests(Some(old), Some(new.clone())))
+            .unwrap();
+        assert_eq!(
+            moved_tags(&config, &now),
+            vec!["backend:aaaaaaaaaaaa->bbbbbbbbbbbb".to_owned()]
+        );
+        // Another image URI under another digest is not this tag moving.
+        let mut other = now.clone();
+        other.backend_image_uri = format!("127.0.0.1:5000/w/other:sha-{sha}");
+        assert!(moved_tags(&config, &other).is_empty());
+    }
+}
