@@ -7,6 +7,14 @@
 //! `<PREFIX>_FAILED_STAGE` marker and keeps its own exit code (69 for a
 //! dependency that stayed down, 3 for a parameter gate, 1 otherwise).
 //!
+//! Provenance: the registry of each image is authorized first
+//! ([`crate::authority`]); a `deploy` pulls its tags again so each resolves
+//! to the digest the registry holds now, and the pipeline then runs and
+//! records the images pinned to those digests (`repo@sha256:...`). A tag
+//! that now resolves to another digest than the one this host recorded for
+//! it proceeds, but says so (`<PREFIX>_TAG_MOVED`, and a warning in the
+//! log). Rollback and boot recovery run the digests they read.
+//!
 //! Order matters for safety: everything that can fail without touching the
 //! running project (env render checks, login, pulls) happens before
 //! converge, so a bad image URI or a refused token leaves the running
@@ -21,6 +29,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use crate::authority::Trust;
 use crate::compose::{self, Project};
 use crate::config::Config;
 use crate::envrender::{RenderError, Staged};
@@ -73,6 +82,10 @@ pub struct Outcome {
     pub changed_services: Vec<String>,
     /// Service -> the config hash converge applied (empty unless it ran).
     pub config_hashes: BTreeMap<String, String>,
+    /// `<role>:<recorded>-><resolved>` (short digests) per moved tag.
+    pub tag_moved: Vec<String>,
+    /// The release as it ran: with the digests its images resolved to.
+    pub release: Option<Release>,
 }
 
 /// Why boot recovery used the env files on disk when they were all there.
@@ -95,11 +108,11 @@ pub fn compose_vars(config: &Config, release: &Release) -> BTreeMap<String, Stri
     let mut vars = BTreeMap::new();
     vars.insert(
         config.runtime.backend_image_variable.clone(),
-        release.backend_image_uri.clone(),
+        release.backend_ref(),
     );
     vars.insert(
         config.runtime.frontend_image_variable.clone(),
-        release.frontend_image_uri.clone(),
+        release.frontend_ref(),
     );
     vars.insert("WAVEMAP_ENV_DIR".into(), config.runtime.env_dir.to_string());
     vars
@@ -116,13 +129,20 @@ pub async fn run(
 ) -> Result<Outcome, Error> {
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
-    if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
+    if let (Ok(resolved), true, Some(by)) = (&result, options.execute, options.record_as) {
         crate::testpoint::pause(Stage::State.name());
-        result = crate::release::write_current(config, release, by, &outcome.config_hashes)
-            .map(|_| ())
-            .map_err(|e| (Stage::State, e));
+        if let Err(e) = crate::release::write_current(config, resolved, by, &outcome.config_hashes)
+        {
+            result = Err((Stage::State, e));
+        }
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
+    if let Ok(resolved) = &result {
+        resolved.add_digest_markers(report, prefix);
+    }
+    if !outcome.tag_moved.is_empty() {
+        report.marker(&format!("{prefix}_TAG_MOVED"), outcome.tag_moved.join(","));
+    }
     if outcome.env_kept_existing {
         let why = match outcome.env_kept_reason.as_deref() {
             Some(r) if r.starts_with("render refused") => "kept-existing-render-refused",
@@ -138,7 +158,7 @@ pub async fn run(
         );
     }
     match &result {
-        Ok(()) => {
+        Ok(_) => {
             report.marker(
                 &format!("{prefix}_RESULT"),
                 if options.execute {
@@ -153,41 +173,52 @@ pub async fn run(
             report.marker(&format!("{prefix}_FAILED_STAGE"), stage.name());
         }
     }
-    result.map(|()| outcome).map_err(|(_, e)| e)
+    result
+        .map(|resolved| {
+            outcome.release = Some(resolved);
+            outcome
+        })
+        .map_err(|(_, e)| e)
 }
 
 /// The stages in order; each is one function below. A stage returns the
-/// stage it failed in with its error.
+/// stage it failed in with its error. The release that ran (pinned to the
+/// digests its images resolved to) is the result.
 async fn run_stages(
     config: &Config,
     release: &Release,
     options: Options,
     report: &mut Report,
     outcome: &mut Outcome,
-) -> Result<(), (Stage, Error)> {
-    let mut run = preflight(config, release, options)?;
+) -> Result<Release, (Stage, Error)> {
+    let mut run = preflight(config, release, options).await?;
     run.env_render(report, outcome).await?;
     run.ecr_login(outcome).await?;
     run.pull(outcome).await?;
     let Some(project) = run.converge(outcome).await? else {
-        return Ok(()); // dry run: the plan is the result
+        return Ok(run.release); // dry run: the plan is the result
     };
-    run.health(&project, outcome).await
+    run.health(&project, outcome).await?;
+    Ok(run.release)
 }
 
 /// What the stages of one run hand on to the next.
 struct Run<'a> {
     config: &'a Config,
-    release: &'a Release,
+    /// The release as given, then (after pull) pinned to what it resolved to.
+    release: Release,
     options: Options,
     vars: BTreeMap<String, String>,
     images: [ImageRef; 2],
+    /// Which registry each image may come from (same order as `images`).
+    trust: [Trust; 2],
     /// The rendered env files, not live until converge promotes them.
     staged: Option<Staged>,
     docker: Option<bollard::Docker>,
-    /// Images not on the host, and the credentials to pull each.
-    missing: Vec<ImageRef>,
-    auths: Vec<registry::RegistryAuth>,
+    /// Images to pull, and the credentials to pull each (none for a
+    /// listed registry without `docker.auth_config` credentials).
+    missing: Vec<(ImageRef, Trust)>,
+    auths: Vec<Option<registry::RegistryAuth>>,
 }
 
 type StageResult<T = ()> = Result<T, (Stage, Error)>;
@@ -197,13 +228,24 @@ type StageResult<T = ()> = Result<T, (Stage, Error)>;
 /// then the Compose file; an invalid one or a missing service changes
 /// nothing. Env files not rendered yet count as empty here (a first
 /// deploy's dry run).
-fn preflight<'a>(
+async fn preflight<'a>(
     config: &'a Config,
-    release: &'a Release,
+    release: &Release,
     options: Options,
 ) -> StageResult<Run<'a>> {
     let backend = release.backend(config).map_err(|e| (Stage::Pull, e))?;
     let frontend = release.frontend(config).map_err(|e| (Stage::Pull, e))?;
+    // Which registry each image may come from, before anything is written
+    // (may read the host's account from instance metadata).
+    let mut trust = [Trust::Listed; 2];
+    for (slot, (field, image)) in trust
+        .iter_mut()
+        .zip([("backend image", &backend), ("frontend image", &frontend)])
+    {
+        *slot = crate::authority::authorize(config, field, image)
+            .await
+            .map_err(|e| (Stage::Pull, e))?;
+    }
     if options.env != EnvPolicy::FromDisk {
         crate::ssm::Contract::load(config).map_err(|e| (Stage::EnvRender, e))?;
     }
@@ -223,10 +265,11 @@ fn preflight<'a>(
     checked?;
     Ok(Run {
         config,
-        release,
+        release: release.clone(),
         options,
         vars,
         images: [backend, frontend],
+        trust,
         staged: None,
         docker: None,
         missing: Vec::new(),
@@ -322,7 +365,10 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// ecr-login, only for images not present (tags are immutable).
+    /// ecr-login. A deploy pulls its tags again (a tag can be pushed anew;
+    /// the registry's answer now is what gets pinned); otherwise an image
+    /// already on the host is not pulled (a pinned digest is exact). The
+    /// ECR token goes only to the host's own ECR.
     async fn ecr_login(&mut self, outcome: &mut Outcome) -> StageResult {
         let docker = crate::docker::connect(self.config)
             .await
@@ -330,26 +376,49 @@ impl Run<'_> {
         self.docker = Some(docker.clone());
         crate::testpoint::pause(Stage::EcrLogin.name());
         let started = Instant::now();
-        for image in &self.images {
-            if !registry::is_present(&docker, image)
+        let fresh_tags = self.options.record_as == Some("deploy");
+        for (image, trust) in self.images.iter().zip(self.trust) {
+            let present = registry::is_present(&docker, image)
                 .await
-                .map_err(|e| (Stage::Pull, e))?
-            {
-                self.missing.push(image.clone());
+                .map_err(|e| (Stage::Pull, e))?;
+            if !present || (fresh_tags && image.tag().is_some()) {
+                self.missing.push((image.clone(), trust));
             }
         }
         if self.missing.is_empty() {
             log::info!(stage = "ecr-login"; "both images are present on the host; no login or pull needed");
         } else if self.options.execute {
-            let sdk = crate::aws::sdk_config(self.config).await;
-            let ecr = crate::aws::ecr_client(&sdk, self.config);
+            let mut ecr = None;
             let mut cache = TokenCache::default();
-            for image in &self.missing {
-                log::info!(stage = "ecr-login"; "getting registry credentials for {}", image.registry);
-                let auth = cache
-                    .get(&ecr, image)
-                    .await
-                    .map_err(|e| (Stage::EcrLogin, e))?;
+            for (image, trust) in &self.missing {
+                let auth = match trust {
+                    Trust::HostEcr => {
+                        log::info!(stage = "ecr-login"; "getting ECR credentials for {}", image.registry);
+                        let client = match &ecr {
+                            Some(client) => client,
+                            None => {
+                                let sdk = crate::aws::sdk_config(self.config).await;
+                                ecr.insert(crate::aws::ecr_client(&sdk, self.config))
+                            }
+                        };
+                        Some(
+                            cache
+                                .get(client, image)
+                                .await
+                                .map_err(|e| (Stage::EcrLogin, e))?,
+                        )
+                    }
+                    // Never the ECR token: this registry is not the host's ECR.
+                    Trust::Listed => {
+                        let auth = registry::config_json_auth(
+                            self.config.docker.auth_config.as_ref().map(|p| p.as_path()),
+                            &image.registry,
+                        )
+                        .map_err(|e| (Stage::EcrLogin, e))?;
+                        log::info!(stage = "ecr-login"; "{} is a listed registry: pulling {}", image.registry, if auth.is_some() { "with its docker.auth_config credentials" } else { "anonymously" });
+                        auth
+                    }
+                };
                 self.auths.push(auth);
             }
         }
@@ -359,20 +428,22 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// pull the missing images, together, within `runtime.pull_timeout`.
+    /// pull the missing images, together, within `runtime.pull_timeout`;
+    /// then pin the release to the digests its images resolved to.
     async fn pull(&mut self, outcome: &mut Outcome) -> StageResult {
         crate::testpoint::pause(Stage::Pull.name());
         let started = Instant::now();
         let config = self.config;
-        let docker = self.docker()?;
+        let docker = self.docker()?.clone();
+        let mut reported: BTreeMap<String, String> = BTreeMap::new();
         if self.options.execute && !self.missing.is_empty() {
             let pulls = self
                 .missing
                 .iter()
                 .zip(self.auths.iter())
-                .map(|(image, auth)| {
+                .map(|((image, _), auth)| {
                     log::info!(stage = "pull"; "pulling {image}");
-                    registry::pull(docker, &config.docker.host, image, Some(auth))
+                    registry::pull(&docker, &config.docker.host, image, auth.as_ref())
                 });
             let deadline = config.runtime.pull_timeout.duration();
             let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
@@ -386,20 +457,66 @@ impl Run<'_> {
                         ),
                     )
                 })?;
-            for result in results {
-                result.map_err(|e| (Stage::Pull, e))?;
+            for ((image, _), result) in self.missing.iter().zip(results) {
+                if let Some(digest) = result.map_err(|e| (Stage::Pull, e))? {
+                    reported.insert(image.to_string(), digest);
+                }
             }
-            outcome.pulled = self.missing.iter().map(ToString::to_string).collect();
+            outcome.pulled = self.missing.iter().map(|(i, _)| i.to_string()).collect();
         } else if self.missing.is_empty() {
             log::info!(stage = "pull"; "nothing to pull");
         } else {
-            for image in &self.missing {
+            for (image, _) in &self.missing {
                 log::info!(stage = "pull"; "would pull {image}");
             }
         }
+        self.pin(&docker, &reported, outcome).await?;
         outcome
             .stage_ms
             .push((Stage::Pull.name().into(), ms(started)));
+        Ok(())
+    }
+
+    /// The digest each image resolved to (for a dry run: the local
+    /// image's). A run that records (deploy, rollback) pins what it
+    /// resolved. One that does not (boot recovery) runs the release as its
+    /// file names it, so what runs stays what the drift check expects; a
+    /// schema 1 state (no digests) keeps running by tag until the next
+    /// deploy records.
+    async fn pin(
+        &mut self,
+        docker: &bollard::Docker,
+        reported: &BTreeMap<String, String>,
+        outcome: &mut Outcome,
+    ) -> StageResult {
+        let mut digests = Vec::new();
+        for image in &self.images {
+            let digest = registry::repo_digest(
+                docker,
+                image,
+                reported.get(&image.to_string()).map(String::as_str),
+            )
+            .await
+            .map_err(|e| (Stage::Pull, e))?;
+            if digest.is_none() && self.options.execute {
+                log::warn!(stage = "pull"; "{image} has no repo digest for its repository on this host (never pulled from {}); it runs by tag", image.registry);
+            }
+            digests.push(digest);
+        }
+        if self.options.record_as.is_some() {
+            let [backend_digest, frontend_digest] = [digests[0].clone(), digests[1].clone()];
+            self.release = self.release.with_digests(
+                self.release.backend_digest.clone().or(backend_digest),
+                self.release.frontend_digest.clone().or(frontend_digest),
+            );
+            self.vars = compose_vars(self.config, &self.release);
+        }
+        if self.options.record_as == Some("deploy") {
+            outcome.tag_moved = moved_tags(self.config, &self.release);
+            for moved in &outcome.tag_moved {
+                log::warn!(stage = "pull"; "tag moved: {moved} (the tag now names other bytes than the ones this host recorded for it; deploying the new digest)");
+            }
+        }
         Ok(())
     }
 
@@ -471,7 +588,7 @@ impl Run<'_> {
                 } => (Stage::Health, e),
                 _ => (Stage::Converge, e),
             })?;
-        check_running_images(docker, config, self.release)
+        check_running_images(docker, config, &self.release)
             .await
             .map_err(|e| (Stage::Converge, e))?;
         // What converge applied: the daemon restores a crashed container
@@ -522,13 +639,13 @@ pub fn check_services(config: &Config, release: &Release, project: &Project) -> 
             "runtime.backend_service",
             &config.runtime.backend_service,
             &config.runtime.backend_image_variable,
-            &release.backend_image_uri,
+            release.backend_ref(),
         ),
         (
             "runtime.frontend_service",
             &config.runtime.frontend_service,
             &config.runtime.frontend_image_variable,
-            &release.frontend_image_uri,
+            release.frontend_ref(),
         ),
     ] {
         let Some(found) = project.service(service) else {
@@ -542,7 +659,7 @@ pub fn check_services(config: &Config, release: &Release, project: &Project) -> 
                 format!("add `{service}` to the Compose file or set {key} to one of its services"),
             ));
         };
-        if found.image != *image {
+        if found.image != image {
             return Err(Error::invalid(
                 format!("services.{service}.image in {file}"),
                 format!(
@@ -565,11 +682,8 @@ async fn check_running_images(
 ) -> Result<(), Error> {
     let states = compose::service_states(docker, &config.runtime.project_name).await?;
     for (service, image) in [
-        (&config.runtime.backend_service, &release.backend_image_uri),
-        (
-            &config.runtime.frontend_service,
-            &release.frontend_image_uri,
-        ),
+        (&config.runtime.backend_service, release.backend_ref()),
+        (&config.runtime.frontend_service, release.frontend_ref()),
     ] {
         let running: Vec<&str> = states
             .iter()
@@ -587,6 +701,51 @@ async fn check_running_images(
         }
     }
     Ok(())
+}
+
+/// Tags whose resolved digest differs from the one this host recorded for
+/// the same image URI (in the current release or the last-good receipt):
+/// `<role>:<recorded>-><resolved>`, short digests. Unreadable state counts
+/// as nothing recorded (the deploy itself is what rewrites it).
+fn moved_tags(config: &Config, resolved: &Release) -> Vec<String> {
+    let mut recorded: Vec<Release> = Vec::new();
+    if let Ok(Some(current)) = crate::release::read_current(config) {
+        recorded.push(current.release);
+    }
+    if let Ok(Some(receipt)) = crate::release::read_receipt(config) {
+        recorded.push(receipt.release);
+    }
+    let mut moved = Vec::new();
+    for (role, uri, digest) in [
+        (
+            "backend",
+            &resolved.backend_image_uri,
+            &resolved.backend_digest,
+        ),
+        (
+            "frontend",
+            &resolved.frontend_image_uri,
+            &resolved.frontend_digest,
+        ),
+    ] {
+        let Some(digest) = digest else { continue };
+        let before = recorded.iter().find_map(|r| {
+            let (u, d) = if role == "backend" {
+                (&r.backend_image_uri, &r.backend_digest)
+            } else {
+                (&r.frontend_image_uri, &r.frontend_digest)
+            };
+            d.as_ref().filter(|d| u == uri && *d != digest)
+        });
+        if let Some(before) = before {
+            moved.push(format!(
+                "{role}:{}->{}",
+                crate::image::short_digest(before),
+                crate::image::short_digest(digest)
+            ));
+        }
+    }
+    moved
 }
 
 /// The render (staged when executed), retried while SSM is unreachable for
@@ -674,4 +833,49 @@ fn action_word(action: &compose::Action) -> String {
 
 fn ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::AbsPath;
+
+    #[test]
+    fn a_tag_recorded_under_another_digest_is_reported_as_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.agent.state_dir = AbsPath::new(dir.path().join("state"));
+        config.receipt.path = AbsPath::new(dir.path().join("receipt.json"));
+        config.aws.test_ecr_registry_alias = Some("127.0.0.1:5000".into());
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let release = Release {
+            source_sha: sha.into(),
+            image_tag: String::new(),
+            backend_image_uri: format!("127.0.0.1:5000/w/backend:sha-{sha}"),
+            frontend_image_uri: format!("127.0.0.1:5000/w/frontend:sha-{sha}"),
+            deployment_version: "v1".into(),
+            selected_ref: None,
+            workflow_run: None,
+            backend_digest: None,
+            frontend_digest: None,
+        };
+        let (old, new) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        // Nothing recorded: nothing moved.
+        let now = release.with_digests(Some(new.clone()), Some(new.clone()));
+        assert!(moved_tags(&config, &now).is_empty());
+        // The receipt recorded the same tags under `old` for the backend.
+        crate::release::write_receipt(&config, &release.with_digests(Some(old), Some(new.clone())))
+            .unwrap();
+        assert_eq!(
+            moved_tags(&config, &now),
+            vec!["backend:aaaaaaaaaaaa->bbbbbbbbbbbb".to_owned()]
+        );
+        // Another image URI under another digest is not this tag moving.
+        let mut other = now.clone();
+        other.backend_image_uri = format!("127.0.0.1:5000/w/other:sha-{sha}");
+        assert!(moved_tags(&config, &other).is_empty());
+    }
 }

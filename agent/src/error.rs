@@ -47,6 +47,8 @@ pub enum Dependency {
     Ecr,
     Registry,
     Postgres,
+    /// The EC2 instance metadata service (the host's account id).
+    InstanceMetadata,
 }
 
 impl fmt::Display for Dependency {
@@ -57,6 +59,7 @@ impl fmt::Display for Dependency {
             Dependency::Ecr => "ECR",
             Dependency::Registry => "container registry",
             Dependency::Postgres => "PostgreSQL",
+            Dependency::InstanceMetadata => "EC2 instance metadata (IMDSv2)",
         })
     }
 }

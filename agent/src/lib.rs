@@ -27,8 +27,10 @@
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
 //! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
-//! - [`image`]: immutable image references, validated against allowed registries.
-//! - [`registry`]: ECR login and authenticated pulls.
+//! - [`image`]: immutable image references (shape only).
+//! - [`authority`]: which registries may be pulled from; the ECR token only
+//!   for the host account's ECR.
+//! - [`registry`]: ECR login, authenticated pulls, repo digests.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 //! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
 //!   shared by deploy, rollback and boot recovery.
@@ -42,6 +44,7 @@
 //! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
 //! - [`testpoint`]: pause points the crash test kills at (debug builds only).
 
+pub mod authority;
 pub mod aws;
 pub mod cli;
 pub mod clock;

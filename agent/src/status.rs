@@ -52,6 +52,9 @@ pub struct ReleaseView {
     pub deployment_version: String,
     pub backend_image: String,
     pub frontend_image: String,
+    /// The recorded repo digests (`sha256:...`), absent before schema 2.
+    pub backend_digest: Option<String>,
+    pub frontend_digest: Option<String>,
     pub at: String,
     /// `manual` for a release made by hand (no workflow run), else the
     /// workflow and its run as given (`deploy-dev.yml run 412 attempt 1`).
@@ -122,6 +125,8 @@ pub async fn gather(config: &Config) -> Status {
         deployment_version: r.deployment_version.clone(),
         backend_image: r.backend_image_uri.clone(),
         frontend_image: r.frontend_image_uri.clone(),
+        backend_digest: r.backend_digest.clone(),
+        frontend_digest: r.frontend_digest.clone(),
         at: at.to_owned(),
         workflow: workflow_text(r),
     };
@@ -170,10 +175,10 @@ pub async fn gather(config: &Config) -> Status {
         (None, _) => "no-receipt".to_owned(),
         (Some(_), s) if s != "ok" => "unknown".to_owned(),
         (Some(r), _) => {
-            let same = running_image(&config.runtime.backend_service).as_deref()
-                == Some(r.release.backend_image_uri.as_str())
-                && running_image(&config.runtime.frontend_service).as_deref()
-                    == Some(r.release.frontend_image_uri.as_str());
+            let same = running_image(&config.runtime.backend_service)
+                == Some(r.release.backend_ref())
+                && running_image(&config.runtime.frontend_service)
+                    == Some(r.release.frontend_ref());
             if same { "matches" } else { "differs" }.to_owned()
         }
     };
@@ -356,8 +361,28 @@ pub fn render(s: &Status) -> String {
         ),
         None => "none".into(),
     };
+    // The short digests say which bytes: a tag can be pushed again.
+    let digests = |r: &Option<ReleaseView>| {
+        r.as_ref().map(|r| {
+            let short = |d: &Option<String>| {
+                d.as_deref()
+                    .map_or("-".to_owned(), |d| crate::image::short_digest(d).to_owned())
+            };
+            format!(
+                "backend {} frontend {}",
+                short(&r.backend_digest),
+                short(&r.frontend_digest)
+            )
+        })
+    };
     line(&mut out, "current release", &rel(&s.current_release));
+    if let Some(d) = digests(&s.current_release) {
+        line(&mut out, "  digests", &d);
+    }
     line(&mut out, "last-good", &rel(&s.receipt));
+    if let Some(d) = digests(&s.receipt) {
+        line(&mut out, "  digests", &d);
+    }
     line(&mut out, "receipt vs run", &s.receipt_matches_running);
     if s.docker != "ok" {
         line(&mut out, "docker", &s.docker);

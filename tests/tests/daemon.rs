@@ -259,7 +259,7 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
                 "{service} not healthy at READY: {status}"
             );
             if service == "api" {
-                assert_eq!(image, &backend);
+                assert_eq!(image, &wavemap_e2e::pinned(&backend).await);
             }
         }
         let all = notify.all();

@@ -8,6 +8,7 @@ mod faults;
 mod foundation;
 mod fuzz;
 mod packaging;
+mod provenance;
 mod registry;
 mod runbook;
 mod runtime;

@@ -988,8 +988,8 @@ fn real_agent_accepts_every_document_in_dry_run() {
             "[agent]\nstate_dir = {:?}\nrun_dir = {:?}\nlock_timeout = 5\n\
              [aws]\nssm_endpoint = \"http://127.0.0.1:9\"\necr_endpoint = \"http://127.0.0.1:9\"\n\
              max_attempts = 1\noperation_timeout = 3\nattempt_timeout = 1\n\
+             test_ecr_registry_alias = \"127.0.0.1:5000\"\n\
              [docker]\nhost = \"tcp://127.0.0.1:9\"\nconnect_wait = 1\nrequest_timeout = 2\n\
-             allowed_registries = [\"*.dkr.ecr.us-east-2.amazonaws.com\", \"127.0.0.1:5000\"]\n\
              [runtime]\ncompose_file = {:?}\nenv_dir = {:?}\nhealth_timeout = 3\npull_timeout = 3\n\
              [receipt]\npath = {:?}\n\
              [database]\nconnect_timeout = 1\n\
@@ -1172,8 +1172,14 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_DEPLOY_RESULT"),
         Some("success")
     );
-    assert_eq!(running_image(&td.name, "api").await, backend_a);
-    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_a).await
+    );
+    assert_eq!(
+        running_image(&td.name, "frontend").await,
+        wavemap_e2e::pinned(&frontend_a).await
+    );
 
     let run = run_document("wavemap-runtime-record-release.json", &rel_a, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -1197,7 +1203,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     let rel_b = release(&backend_b, &frontend_b, &s.sha_b, "2026.11.25-2");
     let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_b).await
+    );
 
     // A dry run through the document changes nothing.
     let dry = vec![("Execute", "false".to_owned())];
@@ -1207,7 +1216,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
         Some("planned")
     );
-    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_b).await
+    );
 
     let run = run_document("wavemap-runtime-rollback.json", &execute, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -1219,8 +1231,14 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
         Some(s.sha_a.as_str())
     );
-    assert_eq!(running_image(&td.name, "api").await, backend_a);
-    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_a).await
+    );
+    assert_eq!(
+        running_image(&td.name, "frontend").await,
+        wavemap_e2e::pinned(&frontend_a).await
+    );
 
     let run = run_document(
         "wavemap-media-discrepancy-report.json",

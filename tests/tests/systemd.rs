@@ -339,8 +339,8 @@ fn agent_config(name: &str, prefix: &str, ready_timeout: u64) -> String {
     format!(
         "# written by tests/tests/systemd.rs\n\
          [aws]\nregion = \"{region}\"\nssm_endpoint = \"{ssm}\"\necr_endpoint = \"{ecr}\"\n\
-         max_attempts = 6\noperation_timeout = 20\nattempt_timeout = 5\n\n\
-         [docker]\nallowed_registries = [\"{registry}\"]\n\n\
+         max_attempts = 6\noperation_timeout = 20\nattempt_timeout = 5\n\
+         test_ecr_registry_alias = \"{registry}\"\n\n\
          [runtime]\nproject_name = \"{name}\"\nparameter_prefix = \"{prefix}\"\n\
          health_timeout = 90\npull_timeout = 120\n\n\
          [daemon]\nhealth_interval = 2\nssm_wait = 5\nretry_max = 4\nready_timeout = {ready_timeout}\n\n\

@@ -394,7 +394,11 @@ async fn start_first_flip_and_rollback_keep_the_api_serving() {
         let took = started.elapsed();
         let seen = probe.finish();
         let (api_image, new_api) = project.container("api").await;
-        assert_eq!(&api_image, backend, "{label}: the API runs the wrong image");
+        assert_eq!(
+            api_image,
+            wavemap_e2e::pinned(backend).await,
+            "{label}: the API runs the wrong image"
+        );
         assert_ne!(new_api, old_api, "{label}: the API was not replaced");
         assert!(
             out.stderr.contains("start-first"),
@@ -573,7 +577,7 @@ async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_co
         assert_one_container_per_service(&project.name, &format!("rerun after {point}"));
         assert_eq!(
             project.container("api").await.0,
-            bb,
+            wavemap_e2e::pinned(&bb).await,
             "rerun after {point}: the API does not run B\n{}",
             out.dump()
         );

@@ -102,7 +102,11 @@ pub async fn run(
         Err(e) => e.kind().into(),
     });
     for (k, v) in inv.report.markers() {
-        if k.ends_with("_RESULT") || k.ends_with("_FAILED_STAGE") || k.ends_with("_STATE") {
+        if k.ends_with("_RESULT")
+            || k.ends_with("_FAILED_STAGE")
+            || k.ends_with("_STATE")
+            || k.ends_with("_TAG_MOVED")
+        {
             end.details.insert(k.clone(), v.clone().into());
         }
     }

@@ -32,6 +32,9 @@ pub fn release(args: &ReleaseArgs, config: &Config) -> Result<Release, Error> {
             args.workflow_run_id.as_deref(),
             args.workflow_run_attempt.as_deref(),
         ),
+        // Resolved by the pull (deploy) or taken from what runs (record-release).
+        backend_digest: None,
+        frontend_digest: None,
     }
     .validated(config, Source::Flags)
 }
@@ -96,21 +99,28 @@ pub async fn record_release(
             "drop --allow-empty (it belongs to runtime deploy and runtime-env)",
         ));
     }
-    let release = release(args, config)?;
+    let mut release = release(args, config)?;
+    // The digests are those the deploy of this pair resolved and runs: the
+    // receipt then names the bytes that passed smoke, not just the tag.
+    if let Ok(Some(current)) = release::read_current(config) {
+        let current = current.release;
+        if current.backend_image_uri == release.backend_image_uri
+            && current.frontend_image_uri == release.frontend_image_uri
+        {
+            release = release.with_digests(current.backend_digest, current.frontend_digest);
+        }
+    }
     report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
     release.add_markers(report, RECEIPT);
     let docker = crate::docker::connect(config).await?;
     let states = compose::service_states(&docker, &config.runtime.project_name).await?;
     for (service, uri) in [
-        (&config.runtime.backend_service, &release.backend_image_uri),
-        (
-            &config.runtime.frontend_service,
-            &release.frontend_image_uri,
-        ),
+        (&config.runtime.backend_service, release.backend_ref()),
+        (&config.runtime.frontend_service, release.frontend_ref()),
     ] {
         let problem = match states.iter().find(|s| &s.service == service) {
             None => Some(format!("service {service} has no container")),
-            Some(s) if &s.image != uri => {
+            Some(s) if s.image != uri => {
                 Some(format!("service {service} runs {}, not {uri}", s.image))
             }
             Some(s)
@@ -209,6 +219,7 @@ pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Re
         &format!("{ROLLBACK}_FRONTEND_IMAGE"),
         &release.frontend_image_uri,
     );
+    release.add_digest_markers(report, ROLLBACK);
     report.marker(&format!("{ROLLBACK}_RECORDED_AT"), &receipt.recorded_at);
     log::info!(
         "rolling back to {} ({}, recorded {})",

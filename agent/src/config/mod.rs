@@ -115,6 +115,40 @@ impl Config {
                 "use a number from 1 to 10",
             ));
         }
+        if let Some(account) = &self.aws.account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    "aws.account_id",
+                    format!("{account:?} is not an AWS account id"),
+                    "use the host's 12-digit account id, or leave it out to read it from instance metadata",
+                ));
+            }
+        }
+        if let Some(alias) = &self.aws.test_ecr_registry_alias {
+            if !is_registry_host(alias) {
+                return Err(invalid(
+                    "aws.test_ecr_registry_alias",
+                    format!("{alias:?} is not a registry host"),
+                    "use HOST:PORT of the test registry (this key is for test stacks only)",
+                ));
+            }
+        }
+        for (i, registry) in self.docker.allowed_registries.iter().enumerate() {
+            if registry.contains('*') {
+                return Err(invalid(
+                    &format!("docker.allowed_registries[{i}]"),
+                    format!("{registry:?} is a wildcard; a wildcard over ECR hosts admits every AWS account"),
+                    "list each registry host exactly; the host account's ECR in aws.region is allowed without listing",
+                ));
+            }
+            if !is_registry_host(registry) {
+                return Err(invalid(
+                    &format!("docker.allowed_registries[{i}]"),
+                    format!("{registry:?} is not a registry host"),
+                    "write HOST or HOST:PORT, for example \"ghcr.io\"",
+                ));
+            }
+        }
         let prefix = &self.runtime.parameter_prefix;
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
             return Err(invalid(
@@ -325,6 +359,21 @@ mod tests {
     fn relative_path_is_refused() {
         let e = err("[runtime]\nenv_dir = \"env\"\n");
         assert!(e.contains("env_dir") && e.contains("absolute"), "{e}");
+    }
+
+    #[test]
+    fn registry_keys_are_checked() {
+        let e = err("[docker]\nallowed_registries = [\"*.dkr.ecr.us-east-2.amazonaws.com\"]\n");
+        assert!(
+            e.contains("docker.allowed_registries[0]") && e.contains("wildcard"),
+            "{e}"
+        );
+        let e = err("[aws]\naccount_id = \"12345\"\n");
+        assert!(e.contains("aws.account_id"), "{e}");
+        let e = err("[aws]\ntest_ecr_registry_alias = \"not a host\"\n");
+        assert!(e.contains("aws.test_ecr_registry_alias"), "{e}");
+        let c = Config::parse("[aws]\naccount_id = \"123456789012\"\n[docker]\nallowed_registries = [\"ghcr.io\", \"127.0.0.1:5000\"]\n", "t").unwrap();
+        assert_eq!(c.aws.account_id.as_deref(), Some("123456789012"));
     }
 
     #[test]

@@ -91,7 +91,7 @@ async fn api_image(
         }
     }
     if let Some(current) = current {
-        return Ok(current.backend_image_uri.clone());
+        return Ok(current.backend_ref());
     }
     Err(Error::invalid(
         "journal source",
