@@ -138,6 +138,8 @@ pub enum RuntimeCommand {
     RecordRelease(ReleaseArgs),
     /// Redeploy the image pair of the last-good receipt
     Rollback(Execute),
+    /// Print the last-good receipt as markers (read-only; exit 4 when there is none)
+    Receipt,
     /// Endpoint smoke through the frontend's published port (read-only)
     Smoke,
 }
@@ -243,6 +245,7 @@ impl Command {
             Command::Runtime(RuntimeCommand::RecordRelease(_)) => "runtime record-release",
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
             Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
+            Command::Runtime(RuntimeCommand::Receipt) => "runtime receipt",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
@@ -263,6 +266,8 @@ impl Command {
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
             Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
             Command::Runtime(RuntimeCommand::Smoke) => false,
+            // Reads one atomically written file: never waits for the lock.
+            Command::Runtime(RuntimeCommand::Receipt) => false,
             Command::Database(DatabaseCommand::Status { .. }) => false,
             Command::Database(DatabaseCommand::Migrate { execute, .. })
             | Command::Database(DatabaseCommand::Reset { execute, .. }) => execute.execute,

@@ -160,6 +160,7 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
         Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
+        Command::Runtime(RuntimeCommand::Receipt) => runtime::receipt(inv.config, inv.report),
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
