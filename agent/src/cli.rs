@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +79,24 @@ pub enum Command {
     /// Check the Compose file the way the agent reads it (read-only)
     #[command(subcommand)]
     Compose(ComposeCommand),
+
+    /// Print the man page or a shell completion script (packaging; needs no config)
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `generate` prints (`scripts/build-deb` ships each at its Debian path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, wavemap-agent(1), in roff
+    Man,
+    /// The bash completion script
+    CompleteBash,
+    /// The zsh completion script
+    CompleteZsh,
 }
 
 #[derive(Debug, Subcommand)]
@@ -251,6 +269,7 @@ impl Command {
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
             Command::Media(MediaCommand::DiscrepancyReport(_)) => "media discrepancy-report",
             Command::Compose(ComposeCommand::Config(_)) => "compose config",
+            Command::Generate { .. } => "generate",
         }
     }
 
@@ -260,7 +279,7 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
-            Command::Compose(_) => false,
+            Command::Compose(_) | Command::Generate { .. } => false,
             Command::RuntimeEnv(e) => e.execute.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,

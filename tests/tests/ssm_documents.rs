@@ -1244,7 +1244,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     assert_eq!(running_image(&td.name, "api").await, backend_b);
     let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"), Some("found"));
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"),
+        Some("found")
+    );
     let field = |key: &str| {
         marker(&run, &format!("WAVEMAP_RUNTIME_RECEIPT_{key}"))
             .unwrap_or_else(|| panic!("no WAVEMAP_RUNTIME_RECEIPT_{key}:\n{}", run.stdout))

@@ -166,6 +166,10 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
             media::discrepancy_report(inv, *e).await
         }
         Command::Compose(crate::cli::ComposeCommand::Config(args)) => compose::config(inv, args),
+        // `main` runs it before loading the config; this arm keeps the
+        // dispatch whole.
+        Command::Generate { what } => crate::generate::write(*what, &mut std::io::stdout().lock())
+            .map_err(|e| Error::failed(Stage::Start, format!("cannot write to stdout: {e}"))),
     }
 }
 
