@@ -29,7 +29,22 @@ pub fn write(what: Generated, out: &mut impl Write) -> io::Result<()> {
     // into memory, then write, so a failed write is an error.
     let mut buf = Vec::new();
     clap_complete::generate(shell, &mut command, "wavemap-agent", &mut buf);
+    if shell == clap_complete::Shell::Bash {
+        buf = fix_bash_states(&buf);
+    }
     out.write_all(&buf)
+}
+
+/// clap_complete's bash script spells a subcommand's state two ways for a
+/// name with a hyphen: the loop that walks the words arrives at
+/// `wavemap__agent__subcmd__runtime`, the `case` arms are labelled
+/// `wavemap__subcmd__agent__subcmd__runtime`, so nothing after the first
+/// word completes (clap-rs/clap issue 6421, open for clap_complete 4.6).
+/// Spell the arms the way the loop does; a no-op once upstream agrees.
+fn fix_bash_states(script: &[u8]) -> Vec<u8> {
+    String::from_utf8_lossy(script)
+        .replace("wavemap__subcmd__agent", "wavemap__agent")
+        .into_bytes()
 }
 
 fn man(command: clap::Command, out: &mut impl Write) -> io::Result<()> {
@@ -179,6 +194,10 @@ mod tests {
     fn completions_know_the_subcommands() {
         let bash = render(Generated::CompleteBash);
         assert!(bash.contains("record-release"), "{bash}");
+        // Every state the word loop can reach has its case arm.
+        assert!(bash.contains("cmd=\"wavemap__agent__subcmd__runtime\""));
+        assert!(bash.contains("\n        wavemap__agent__subcmd__runtime)\n"));
+        assert!(!bash.contains("wavemap__subcmd__agent"));
         let zsh = render(Generated::CompleteZsh);
         assert!(zsh.starts_with("#compdef wavemap-agent"), "{zsh}");
     }
