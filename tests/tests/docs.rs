@@ -176,9 +176,10 @@ fn every_command_and_flag_of_the_cli_is_in_docs() {
         .iter()
         .filter(|c| !all.contains(&format!("`{c}")) && !all.contains(&format!(" {c}")))
         .collect();
+    let named = named_flags(&all);
     let missing_flags: Vec<String> = flags
         .iter()
-        .filter(|(flag, _)| named_flags(&all).get(*flag).is_none())
+        .filter(|(flag, _)| !named.contains(*flag))
         .map(|(flag, at)| {
             format!(
                 "{flag} (of {})",
