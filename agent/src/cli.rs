@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -79,6 +79,24 @@ pub enum Command {
     /// Check the Compose file the way the agent reads it (read-only)
     #[command(subcommand)]
     Compose(ComposeCommand),
+
+    /// Print the man page or a shell completion script (packaging; needs no config)
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `generate` prints (`scripts/build-deb` ships each at its Debian path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, wavemap-agent(1), in roff
+    Man,
+    /// The bash completion script
+    CompleteBash,
+    /// The zsh completion script
+    CompleteZsh,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +156,8 @@ pub enum RuntimeCommand {
     RecordRelease(ReleaseArgs),
     /// Redeploy the image pair of the last-good receipt
     Rollback(Execute),
+    /// Print the last-good receipt as markers (read-only; exit 4 when there is none)
+    Receipt,
     /// Endpoint smoke through the frontend's published port (read-only)
     Smoke,
 }
@@ -243,11 +263,13 @@ impl Command {
             Command::Runtime(RuntimeCommand::RecordRelease(_)) => "runtime record-release",
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
             Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
+            Command::Runtime(RuntimeCommand::Receipt) => "runtime receipt",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
             Command::Media(MediaCommand::DiscrepancyReport(_)) => "media discrepancy-report",
             Command::Compose(ComposeCommand::Config(_)) => "compose config",
+            Command::Generate { .. } => "generate",
         }
     }
 
@@ -257,12 +279,14 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
-            Command::Compose(_) => false,
+            Command::Compose(_) | Command::Generate { .. } => false,
             Command::RuntimeEnv(e) => e.execute.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
             Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
             Command::Runtime(RuntimeCommand::Smoke) => false,
+            // Reads one atomically written file: never waits for the lock.
+            Command::Runtime(RuntimeCommand::Receipt) => false,
             Command::Database(DatabaseCommand::Status { .. }) => false,
             Command::Database(DatabaseCommand::Migrate { execute, .. })
             | Command::Database(DatabaseCommand::Reset { execute, .. }) => execute.execute,

@@ -10,6 +10,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the command tree (clap); parsing only.
+//! - [`generate`]: the man page and shell completions, from that tree.
 //! - [`commands`]: one file per command group; the lock and the operation
 //!   journal wrap every mutating command.
 //! - [`clock`]: wall-clock timestamps and the monotonic clock for intervals.
@@ -59,6 +60,7 @@ pub mod envfile;
 pub mod envrender;
 pub mod error;
 pub mod fsutil;
+pub mod generate;
 pub mod image;
 pub mod jobs;
 pub mod journal;

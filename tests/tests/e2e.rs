@@ -4,6 +4,7 @@ mod compose_corpus;
 mod crash;
 mod daemon;
 mod database;
+mod docs;
 mod faults;
 mod foundation;
 mod fuzz;

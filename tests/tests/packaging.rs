@@ -432,6 +432,82 @@ fn deb_path() -> PathBuf {
     PathBuf::from(path.trim())
 }
 
+/// Where the man page and the completions go (Debian's paths).
+const MAN_PAGE: &str = "/usr/share/man/man1/wavemap-agent.1.gz";
+const BASH_COMPLETION: &str = "/usr/share/bash-completion/completions/wavemap-agent";
+const ZSH_COMPLETION: &str = "/usr/share/zsh/vendor-completions/_wavemap-agent";
+
+/// The .deb carries the man page and the completions generated from the
+/// binary it ships (`dpkg-deb -c`), and `man -l` renders the page with the
+/// commands and flags of that binary. Needs no root: it only unpacks.
+#[test]
+#[ignore = "needs the .deb (cargo-deb); scripts/test runs it with --ignored once the .deb is built"]
+fn deb_ships_man_page_and_completions() {
+    let deb = deb_path();
+    let deb_arg = deb.display().to_string();
+    let listing = run_ok("dpkg-deb", &["-c", &deb_arg]).stdout;
+    for path in [MAN_PAGE, BASH_COMPLETION, ZSH_COMPLETION] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!(".{path}")) && l.starts_with("-rw-r--r--")),
+            "{path} (mode 0644) is not in the .deb:\n{listing}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().display().to_string();
+    run_ok("dpkg-deb", &["-x", &deb_arg, &root]);
+    let page = format!("{root}{MAN_PAGE}");
+    let man = Command::new("man")
+        .args(["-l", &page])
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run man (apt-get install man-db): {e}"));
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success(),
+        "man -l {page} failed: {}",
+        String::from_utf8_lossy(&man.stderr)
+    );
+    // What an operator looks for: the name, the exit codes, every command.
+    for needle in [
+        "wavemap-agent",
+        "Exit codes",
+        "wavemap-agent runtime deploy",
+        "wavemap-agent runtime receipt",
+        "wavemap-agent database reset",
+        "--backend-image",
+        "--confirm",
+        "--execute",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the man page lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("generate"),
+        "the hidden packaging command stays out of the page:\n{text}"
+    );
+    // The bash completion is valid bash and completes the subcommands.
+    let bash = format!("{root}{BASH_COMPLETION}");
+    run_ok("bash", &["-n", &bash]);
+    let script = format!(
+        "source {bash:?}; COMP_WORDS=(wavemap-agent runtime re); COMP_CWORD=2; \
+         COMP_LINE='wavemap-agent runtime re'; COMP_POINT=${{#COMP_LINE}}; \
+         _wavemap__agent wavemap-agent re runtime; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    );
+    let words = run_ok("bash", &["-c", &script]).stdout;
+    for word in ["receipt", "record-release"] {
+        assert!(
+            words.lines().any(|l| l == word),
+            "bash completion of `runtime re` lacks {word}: {words:?}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "installs the .deb into this machine's /usr, /etc and /lib/systemd (root); scripts/test runs it with --ignored"]
 fn deb_installs_upgrades_and_purges_keeping_state() {
@@ -525,6 +601,10 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
     assert!(
         Path::new("/usr/share/wavemap-agent/ssm-documents/wavemap-runtime-deploy.json").exists()
     );
+    // `man wavemap-agent` finds the installed page.
+    assert_eq!(mode(Path::new(MAN_PAGE)), 0o644);
+    let man = run("man", &["-w", "wavemap-agent"]);
+    assert_eq!(man.stdout.trim(), MAN_PAGE, "man -w: {}", man.stderr);
 
     // Upgrade (the same version again runs the upgrade path of postinst):
     // an operator's edit to the conffile stays.
@@ -549,6 +629,9 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
         "/etc/wavemap-agent/agent.toml",
         "/etc/wavemap-agent",
         "/usr/share/wavemap-agent",
+        MAN_PAGE,
+        BASH_COMPLETION,
+        ZSH_COMPLETION,
     ] {
         assert!(
             Path::new(gone).symlink_metadata().is_err(),

@@ -85,6 +85,13 @@ const SPECS: &[Spec] = &[
         timeout: 1800..=3600,
     },
     Spec {
+        file: "wavemap-runtime-receipt.json",
+        command: &["runtime", "receipt"],
+        params: &[],
+        // read-only, takes no lock, reads one file
+        timeout: 60..=600,
+    },
+    Spec {
         file: "wavemap-runtime-env.json",
         command: &["runtime-env"],
         params: &["Execute"],
@@ -924,7 +931,8 @@ fn hostile_values_that_got_past_ssm_stay_data() {
 
 #[test]
 fn toggles_accept_only_true_or_false() {
-    for spec in SPECS {
+    // The receipt document has no parameter, so no toggle to test.
+    for spec in SPECS.iter().filter(|s| !s.params.is_empty()) {
         let doc = load(spec);
         let toggle = if spec.params.contains(&"AllowMigrate") {
             "AllowMigrate"
@@ -1124,7 +1132,9 @@ fn marker<'a>(run: &'a ScriptRun, key: &str) -> Option<&'a str> {
 }
 
 /// The release cycle CI runs, every step sent as its document: render env,
-/// deploy A, record A, deploy B, roll back to A, media report.
+/// deploy A, read the (absent) receipt, record A, deploy B, roll back to A,
+/// then CI's rollback (deploy B, read the receipt, deploy its pair), media
+/// report.
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_drive_a_release_cycle_on_the_local_stack() {
     let s = wavemap_e2e::stack();
@@ -1180,6 +1190,11 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         running_image(&td.name, "frontend").await,
         wavemap_e2e::pinned(&frontend_a).await
     );
+
+    // No receipt yet: CI reads "none" and exit 4, and nothing to roll back to.
+    let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"), Some("none"));
 
     let run = run_document("wavemap-runtime-record-release.json", &rel_a, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -1239,6 +1254,44 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         running_image(&td.name, "frontend").await,
         wavemap_e2e::pinned(&frontend_a).await
     );
+
+    // The runbook's rollback driven from CI: read the receipt through its
+    // document, then send that pair through the deploy document.
+    let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"),
+        Some("found")
+    );
+    let field = |key: &str| {
+        marker(&run, &format!("WAVEMAP_RUNTIME_RECEIPT_{key}"))
+            .unwrap_or_else(|| panic!("no WAVEMAP_RUNTIME_RECEIPT_{key}:\n{}", run.stdout))
+            .to_owned()
+    };
+    assert_eq!(field("BACKEND_IMAGE"), receipt["backendImageUri"]);
+    assert_eq!(field("FRONTEND_IMAGE"), receipt["frontendImageUri"]);
+    assert_eq!(field("SOURCE_SHA"), s.sha_a);
+    assert_eq!(field("DEPLOYMENT_VERSION"), "2026.11.25-1");
+    assert_eq!(field("RECORDED_AT"), receipt["recordedAt"]);
+    assert_eq!(field("WORKFLOW_RUN_ID"), "12345678901");
+    let from_receipt = vec![
+        ("BackendImage", field("BACKEND_IMAGE")),
+        ("FrontendImage", field("FRONTEND_IMAGE")),
+        ("SourceSha", field("SOURCE_SHA")),
+        ("DeploymentVersion", field("DEPLOYMENT_VERSION")),
+        ("SelectedRef", field("SELECTED_REF")),
+        ("WorkflowName", "rollback-dev.yml".to_owned()),
+        ("WorkflowRunId", "12345678902".to_owned()),
+        ("WorkflowRunAttempt", "1".to_owned()),
+        ("Execute", "true".to_owned()),
+    ];
+    let run = run_document("wavemap-runtime-deploy.json", &from_receipt, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(running_image(&td.name, "api").await, backend_a);
+    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
 
     let run = run_document(
         "wavemap-media-discrepancy-report.json",

@@ -564,7 +564,7 @@ async fn sigkill_at_every_replacement_step_keeps_the_api_served_and_the_rerun_co
         let out = run_ok(&td, &deploy_b, &format!("rerun after a kill at {point}"));
         let during = probe.finish();
         // Recorded, not asserted: a request in flight to the old container
-        // when the rerun disconnects it is lost (README, start-first), and
+        // when the rerun disconnects it is lost (docs/deploy.md, start-first), and
         // the sweep's bar is "served by old or new, then one container per
         // service". The flips' 0 is asserted in the flip test.
         eprintln!("rerun after {point}: api {}", describe(&during[API_URL]));

@@ -164,11 +164,16 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
         Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
+        Command::Runtime(RuntimeCommand::Receipt) => runtime::receipt(inv.config, inv.report),
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
         }
         Command::Compose(crate::cli::ComposeCommand::Config(args)) => compose::config(inv, args),
+        // `main` runs it before loading the config; this arm keeps the
+        // dispatch whole.
+        Command::Generate { what } => crate::generate::write(*what, &mut std::io::stdout().lock())
+            .map_err(|e| Error::failed(Stage::Start, format!("cannot write to stdout: {e}"))),
     }
 }
 

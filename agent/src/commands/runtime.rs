@@ -1,11 +1,14 @@
 //! `runtime deploy`, `runtime record-release`, `runtime rollback`,
-//! `runtime smoke`.
+//! `runtime smoke`, `runtime receipt`.
 //!
 //! Deploy and rollback both go through [`crate::deploy::run`]; this file
 //! adds what is specific to each: turning the flags into a validated
 //! [`Release`] (here, on the command side, so `release` knows nothing of
 //! clap), the receipt gates of record-release (the pair runs, is healthy
 //! and passes endpoint smoke), and rollback's reading of the receipt.
+//! `runtime receipt` prints that receipt as markers, so CI can run the
+//! runbook's rollback itself: read the pair here, then send it through the
+//! deploy document.
 
 use crate::cli::ReleaseArgs;
 use crate::compose;
@@ -80,6 +83,81 @@ pub async fn deploy(config: &Config, args: &ReleaseArgs, report: &mut Report) ->
 pub async fn smoke(config: &Config, report: &mut Report) -> Result<(), Error> {
     let docker = crate::docker::connect(config).await?;
     smoke::run(config, &docker, report).await?.gate()
+}
+
+/// `runtime receipt`: the last-good receipt as `WAVEMAP_RUNTIME_RECEIPT_*`
+/// markers, the same names record-release prints. Read-only and lock-free:
+/// the receipt is written atomically, so a reader sees a whole file. No
+/// receipt: `_RESULT=none`, exit 4.
+pub fn receipt(config: &Config, report: &mut Report) -> Result<(), Error> {
+    report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
+    let receipt = match release::read_receipt(config) {
+        Ok(Some(receipt)) => receipt,
+        Ok(None) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "none");
+            return Err(Error::NothingToDo {
+                reason: format!(
+                    "no last-good receipt at {}; record one after a known-good deploy",
+                    config.receipt.path
+                ),
+            });
+        }
+        Err(e) => {
+            let result = if e.exit_code() == crate::error::exit::INVALID {
+                "invalid"
+            } else {
+                "failed"
+            };
+            report.marker(&format!("{RECEIPT}_RESULT"), result);
+            return Err(e);
+        }
+    };
+    receipt.release.add_markers(report, RECEIPT);
+    for (name, value) in extra_fields(&receipt.release) {
+        report.marker(&format!("{RECEIPT}_{name}"), value);
+    }
+    report.marker(&format!("{RECEIPT}_RECORDED_AT"), &receipt.recorded_at);
+    report.marker(&format!("{RECEIPT}_SCHEMA_VERSION"), receipt.schema_version);
+    report.marker(&format!("{RECEIPT}_RESULT"), "found");
+    Ok(())
+}
+
+/// Release fields that [`Release::add_markers`] does not name (such as
+/// recorded image digests), as `(SCREAMING_NAME, value)`: a field added to
+/// the receipt reaches CI without a change here. Only plain strings.
+fn extra_fields(release: &Release) -> Vec<(String, String)> {
+    const NAMED: &[&str] = &[
+        "sourceSha",
+        "imageTag",
+        "backendImageUri",
+        "frontendImageUri",
+        "deploymentVersion",
+        "selectedRef",
+        "workflowRun",
+    ];
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(release) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter(|(key, _)| !NAMED.contains(&key.as_str()))
+        .filter_map(|(key, value)| match value {
+            serde_json::Value::String(v) => Some((screaming(&key), v)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `backendDigest` -> `BACKEND_DIGEST`.
+fn screaming(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
 }
 
 /// Write the receipt, but only for the pair that runs, is healthy and
@@ -240,4 +318,32 @@ pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Re
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_become_marker_names() {
+        assert_eq!(screaming("backendDigest"), "BACKEND_DIGEST");
+        assert_eq!(screaming("frontendDigest"), "FRONTEND_DIGEST");
+        assert_eq!(screaming("x"), "X");
+    }
+
+    #[test]
+    fn named_fields_are_not_printed_twice() {
+        // From JSON, not a struct literal: fields added later default.
+        let release: Release = serde_json::from_value(serde_json::json!({
+            "sourceSha": "a".repeat(40),
+            "imageTag": format!("sha-{}", "a".repeat(40)),
+            "backendImageUri": "r/b:t",
+            "frontendImageUri": "r/f:t",
+            "deploymentVersion": "1",
+            "selectedRef": "develop",
+            "workflowRun": {"name": "deploy-dev.yml"}
+        }))
+        .expect("a release");
+        assert_eq!(extra_fields(&release), Vec::new());
+    }
 }
