@@ -18,11 +18,33 @@ use super::hash;
 use super::labels;
 use super::model::{FileSource, MountKind, Project, Service};
 
-/// Labels Compose v2 puts on a service container, plus the agent's two.
+/// Which of a service's containers a create is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The replica number, 1..=N: Compose's `container-number` label.
+    pub number: u32,
+    /// Anonymous volumes to reattach, container path -> volume name: the
+    /// old container's, on a recreate, as Compose carries them over.
+    pub anonymous: BTreeMap<String, String>,
+}
+
+impl Instance {
+    /// Replica `number` with fresh anonymous volumes.
+    pub fn new(number: u32) -> Self {
+        Instance {
+            number,
+            anonymous: BTreeMap::new(),
+        }
+    }
+}
+
+/// Labels Compose v2 puts on container `number` of a service, plus the
+/// agent's two.
 pub fn container_labels(
     project: &Project,
     service: &Service,
     image_id: &str,
+    number: u32,
 ) -> BTreeMap<String, String> {
     let mut out = service.labels.clone();
     let files: Vec<String> = project
@@ -37,7 +59,7 @@ pub fn container_labels(
         .collect();
     for (key, value) in [
         (labels::CONFIG_HASH, hash::service_hash(service)),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::CONTAINER_NUMBER, number.to_string()),
         (labels::DEPENDS_ON, depends_on.join(",")),
         (labels::IMAGE, image_id.to_owned()),
         (labels::ONEOFF, "False".to_owned()),
@@ -212,6 +234,7 @@ pub fn create_body(
     service: &Service,
     image_id: &str,
     name: &str,
+    instance: &Instance,
 ) -> ContainerCreateBody {
     let env: Vec<String> = service
         .environment
@@ -273,6 +296,19 @@ pub fn create_body(
                 tmpfs_options: Some(MountTmpfsOptions {
                     size_bytes: m.tmpfs_size,
                     mode: m.tmpfs_mode.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // Anonymous: the Engine names a new volume, unless the old
+            // container's is reattached.
+            MountKind::Volume if m.source.is_empty() => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                source: instance.anonymous.get(&m.target).cloned(),
+                typ: Some(MountType::VOLUME),
+                read_only: m.read_only.then_some(true),
+                volume_options: m.volume_nocopy.map(|nocopy| MountVolumeOptions {
+                    no_copy: nocopy.then_some(true),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -487,7 +523,7 @@ pub fn create_body(
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
         labels: Some(
-            container_labels(project, service, image_id)
+            container_labels(project, service, image_id, instance.number)
                 .into_iter()
                 .collect(),
         ),
@@ -693,7 +729,13 @@ networks:
     fn the_create_body_is_what_compose_would_send() {
         let project = project();
         let api = project.service("api").unwrap();
-        let body = create_body(&project, api, "sha256:img", "0123456789ab_unit-api-1");
+        let body = create_body(
+            &project,
+            api,
+            "sha256:img",
+            "0123456789ab_unit-api-1",
+            &Instance::new(1),
+        );
         assert_eq!(body.image.as_deref(), Some("api:1"));
         assert_eq!(
             body.cmd,
@@ -781,7 +823,7 @@ networks:
         );
 
         let db = project.service("db").unwrap();
-        let body = create_body(&project, db, "sha256:db", "unit-db-1");
+        let body = create_body(&project, db, "sha256:db", "unit-db-1", &Instance::new(1));
         assert_eq!(body.healthcheck.unwrap().test, Some(vec!["NONE".into()]));
         assert_eq!(
             body.host_config.unwrap().network_mode.as_deref(),

@@ -34,10 +34,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::NetworkDisconnectRequest;
-use bollard::query_parameters::{RemoveContainerOptions, RenameContainerOptions};
+use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
 
-use super::converge::{create, grace_seconds, remove, start, stop};
+use super::container::{create, grace_seconds, inherited, remove, rename, start, stop};
+use super::create::Instance;
 use super::health::{wait_for, Target};
 use super::model::{Project, Service, UpdateOrder};
 use super::plan::{docker_error, Action, Existing, Plan};
@@ -58,13 +59,13 @@ fn temporary_name(old: &Existing, name: &str) -> String {
     format!("{short}_{name}")
 }
 
-/// Per start-first service about to be replaced: the container under the
-/// replacement's temporary name that a killed run left (the plan lists it
-/// for removal as surplus). [`replace`] resumes with it when it already
-/// runs the new config, and removes it otherwise.
+/// Per start-first replica about to be replaced, by its container name:
+/// the container under the replacement's temporary name that a killed run
+/// left (the plan lists it for removal as surplus). [`replace`] resumes
+/// with it when it already runs the new config, and removes it otherwise.
 pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Existing> {
     let mut out = BTreeMap::new();
-    for entry in &plan.services {
+    for (number, entry) in plan.numbered() {
         let (Action::Recreate { .. }, Some(old), Some(service)) = (
             &entry.action,
             &entry.container,
@@ -75,49 +76,59 @@ pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Exis
         if service.update_order != UpdateOrder::StartFirst {
             continue;
         }
-        let temporary = temporary_name(old, &project.container_name(&service.name));
+        let name = project.replica_name(&service.name, number);
+        let temporary = temporary_name(old, &name);
         let found = plan.services.iter().find(|e| {
             e.action == Action::Remove
                 && e.service == service.name
                 && e.container.as_ref().is_some_and(|c| c.name == temporary)
         });
         if let Some(c) = found.and_then(|e| e.container.clone()) {
-            out.insert(service.name.clone(), c);
+            out.insert(name, c);
         }
     }
     out
 }
 
-/// Replace `old` by a new container of `service` named `name`, in the
-/// service's `deploy.update_config.order` (the loader refuses start-first
-/// for a service with host ports or a `container_name`). Returns the new container's id.
+/// One replica's replacement: the old container, the name and number the
+/// new one takes, and what a killed run left.
+pub(super) struct Replacement<'a> {
+    pub service: &'a Service,
+    pub image_id: &'a str,
+    pub old: &'a Existing,
+    pub name: &'a str,
+    pub number: u32,
+    pub leftover: Option<Existing>,
+}
+
+/// Replace `job.old` by a new container of the service named `job.name`,
+/// in the service's `deploy.update_config.order` (the loader refuses
+/// start-first for a service with host ports or a `container_name`). The
+/// new container gets the old one's anonymous volumes. Replicas are
+/// replaced one at a time by the converge loop, so a start-first service
+/// of N replicas never has fewer than N-1 healthy ones serving. Returns
+/// the new container's id.
 pub(super) async fn replace(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
-    leftover: Option<Existing>,
+    job: Replacement<'_>,
 ) -> Result<String, Error> {
-    match service.update_order {
-        UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
-        UpdateOrder::StartFirst => {
-            start_first(docker, project, service, image_id, old, name, leftover).await
-        }
+    let instance = inherited(docker, job.service, &job.old.id, job.number).await?;
+    match job.service.update_order {
+        UpdateOrder::StopFirst => stop_first(docker, project, &job, &instance).await,
+        UpdateOrder::StartFirst => start_first(docker, project, &job, &instance).await,
     }
 }
 
 async fn stop_first(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
+    job: &Replacement<'_>,
+    instance: &Instance,
 ) -> Result<String, Error> {
+    let (service, old, name) = (job.service, job.old, job.name);
     let temporary = temporary_name(old, name);
-    let id = create(docker, project, service, image_id, &temporary).await?;
+    let id = create(docker, project, service, job.image_id, &temporary, instance).await?;
     pause("stop-first:created");
     stop(docker, &old.id, grace_seconds(service)).await?;
     pause("stop-first:stopped");
@@ -136,15 +147,13 @@ async fn stop_first(
 async fn start_first(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
-    leftover: Option<Existing>,
+    job: &Replacement<'_>,
+    instance: &Instance,
 ) -> Result<String, Error> {
+    let (service, image_id, old, name) = (job.service, job.image_id, job.old, job.name);
     let temporary = temporary_name(old, name);
-    let resumed = match leftover {
-        Some(c) => resume(docker, service, image_id, &c).await?,
+    let resumed = match &job.leftover {
+        Some(c) => resume(docker, service, image_id, c).await?,
         None => None,
     };
     let id = match resumed {
@@ -154,7 +163,7 @@ async fn start_first(
         }
         None => {
             log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
-            let id = create(docker, project, service, image_id, &temporary).await?;
+            let id = create(docker, project, service, image_id, &temporary, instance).await?;
             pause("start-first:created");
             if let Err(e) = start(docker, &id).await {
                 discard(docker, &id, &temporary).await;
@@ -268,18 +277,6 @@ async fn discard(docker: &Docker, id: &str, name: &str) {
     }
 }
 
-async fn rename(docker: &Docker, id: &str, from: &str, to: &str) -> Result<(), Error> {
-    docker
-        .rename_container(
-            id,
-            RenameContainerOptions {
-                name: to.to_owned(),
-            },
-        )
-        .await
-        .map_err(|e| docker_error(&format!("rename {from} to {to}"), e))
-}
-
 /// A service whose only container still has a temporary name: a replacement
 /// was interrupted after the old container was removed. Give it the name.
 pub(super) async fn finish_rename(
@@ -337,7 +334,7 @@ mod tests {
             ],
         };
         let found = leftovers(&project("start-first"), &plan("aaaaaaaaaaaa_unit-api-1"));
-        assert_eq!(found.get("api").map(|c| c.id.as_str()), Some("bbbb"));
+        assert_eq!(found.get("unit-api-1").map(|c| c.id.as_str()), Some("bbbb"));
         // Another temporary name (an older run's) is plain surplus.
         assert!(leftovers(&project("start-first"), &plan("cccccccccccc_unit-api-1")).is_empty());
         // Stop-first never resumes: its new container was never started.
