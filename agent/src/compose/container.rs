@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use bollard::models::NetworkConnectRequest;
+use bollard::models::{NetworkConnectRequest, NetworkDisconnectRequest};
 use bollard::query_parameters::{
     CreateContainerOptions, RemoveContainerOptions, RenameContainerOptions, StopContainerOptions,
 };
@@ -62,7 +62,12 @@ pub(super) async fn create(
                     &engine_name,
                     NetworkConnectRequest {
                         container: created.id.clone(),
-                        endpoint_config: Some(endpoint(service, name, config.as_ref())),
+                        endpoint_config: Some(endpoint(
+                            service,
+                            name,
+                            config.as_ref(),
+                            !instance.unannounced,
+                        )),
                     },
                 )
                 .await
@@ -181,4 +186,68 @@ pub(super) async fn inherited(
     }
     instance.anonymous = found;
     Ok(instance)
+}
+
+/// Put container `id` (named `name`, maybe still a temporary name) under
+/// the service's name and aliases on every network of the service: an
+/// unannounced start-first replacement, now healthy. The Engine cannot add
+/// an alias to an endpoint, so the container leaves each network and joins
+/// it again with the aliases; it is not serving anyone yet, so only its
+/// own outgoing connections notice (a new address). Idempotent: a network
+/// where it already has the service's name is left alone, which lets a
+/// rerun finish an interrupted announce.
+pub(super) async fn announce(
+    docker: &Docker,
+    project: &Project,
+    service: &Service,
+    id: &str,
+    name: &str,
+) -> Result<(), Error> {
+    let Some(networks) = (service.network_mode.is_none())
+        .then_some(service.networks.as_ref())
+        .flatten()
+    else {
+        return Ok(());
+    };
+    let info = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| docker_error(&format!("inspect container {name}"), e))?;
+    let joined = info
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    for (key, config) in networks {
+        let engine_name = project
+            .networks
+            .get(key)
+            .map_or_else(|| key.clone(), |n| n.name.clone());
+        if let Some(current) = joined.get(&engine_name) {
+            let aliases = current.aliases.clone().unwrap_or_default();
+            if aliases.contains(&service.name) {
+                continue;
+            }
+            docker
+                .disconnect_network(
+                    &engine_name,
+                    NetworkDisconnectRequest {
+                        container: id.to_owned(),
+                        force: Some(false),
+                    },
+                )
+                .await
+                .map_err(|e| docker_error(&format!("disconnect {name} from {engine_name}"), e))?;
+        }
+        docker
+            .connect_network(
+                &engine_name,
+                NetworkConnectRequest {
+                    container: id.to_owned(),
+                    endpoint_config: Some(endpoint(service, name, config.as_ref(), true)),
+                },
+            )
+            .await
+            .map_err(|e| docker_error(&format!("connect {name} to {engine_name}"), e))?;
+    }
+    Ok(())
 }

@@ -26,6 +26,11 @@ pub struct Instance {
     /// Anonymous volumes to reattach, container path -> volume name: the
     /// old container's, on a recreate, as Compose carries them over.
     pub anonymous: BTreeMap<String, String>,
+    /// Join the networks without the service-name and file aliases (only
+    /// the container's own name resolves): a start-first replacement stays
+    /// out of the service's DNS until it is healthy, then is announced
+    /// (see [`super::replace`]).
+    pub unannounced: bool,
 }
 
 impl Instance {
@@ -34,6 +39,7 @@ impl Instance {
         Instance {
             number,
             anonymous: BTreeMap::new(),
+            unannounced: false,
         }
     }
 }
@@ -410,7 +416,7 @@ pub fn create_body(
                     .networks
                     .get(key)
                     .map_or_else(|| key.clone(), |n| n.name.clone());
-                let endpoint = endpoint(service, name, config.as_ref());
+                let endpoint = endpoint(service, name, config.as_ref(), !instance.unannounced);
                 (
                     Some(engine_name.clone()),
                     Some(HashMap::from([(engine_name, endpoint)])),
@@ -621,6 +627,7 @@ pub(super) fn endpoint(
     service: &Service,
     container_name: &str,
     config: Option<&super::model::ServiceNetwork>,
+    announced: bool,
 ) -> EndpointSettings {
     // The final name, even while the container has a temporary one.
     let final_name = container_name
@@ -631,6 +638,9 @@ pub(super) fn endpoint(
     if let Some(c) = config {
         aliases.extend(c.aliases.iter().cloned());
     }
+    if !announced {
+        aliases.clear();
+    }
     let ipam = config
         .filter(|c| c.ipv4_address.is_some() || c.ipv6_address.is_some())
         .map(|c| EndpointIpamConfig {
@@ -639,7 +649,7 @@ pub(super) fn endpoint(
             ..Default::default()
         });
     EndpointSettings {
-        aliases: Some(aliases),
+        aliases: (!aliases.is_empty()).then_some(aliases),
         ipam_config: ipam,
         mac_address: service.option_str("mac_address").map(str::to_owned),
         ..Default::default()

@@ -11,14 +11,22 @@
 //! containers cannot hold one).
 //!
 //! **start-first**: the new container is created and started under the
-//! temporary name with the service's network aliases, next to the old one,
-//! and must become healthy within the deploy's health timeout. Only then is
-//! the old one drained (disconnected from the project networks, so the
-//! service name stops resolving to it, then a short grace), stopped,
-//! removed, and the new one renamed. Clients on the project network always
-//! find a container behind the service name: no proxy is needed. If the new
-//! container never becomes healthy it is removed and the old one keeps
-//! serving; the deploy fails at `health`.
+//! temporary name next to the old one, on the project networks but *without*
+//! the service name and aliases, and must become healthy within the
+//! deploy's health timeout. Only then is it announced (it leaves and rejoins
+//! each network with the service's aliases: the Engine cannot add an alias
+//! to an endpoint), and the old one drained (disconnected from the project
+//! networks, so the service name stops resolving to it, then a short
+//! grace), stopped, removed, and the new one renamed. Why unannounced first:
+//! the Engine's DNS answers with a container's address as soon as it joins,
+//! before it can answer (issue 25 measured a lost request at every flip).
+//! The floor without a proxy: the Engine drops the old container's DNS entry
+//! together with its address, so a request that resolved it just before the
+//! disconnect, or is in flight to it, is lost (docs/compose-engine.md,
+//! "Start-first drain"). If the new container never becomes healthy it is
+//! removed and the old one keeps serving; the deploy fails at `health`.
+//! Replicas are replaced one at a time (the converge loop), so a service of
+//! N replicas keeps at least N-1 healthy ones serving.
 //!
 //! Crash safety: a kill at any step leaves the service served by the old or
 //! the new container. The rerun's plan sees the leftovers: a temporary
@@ -26,7 +34,9 @@
 //! asks for and is running (start-first: the service stays served during
 //! the rerun too; [`leftovers`]), and removed otherwise, the replacement
 //! then running again; a temporary container alone is the service's
-//! container and the converge renames it ([`finish_rename`]). Every step has
+//! container and the converge renames it ([`finish_rename`]); a resumed
+//! replacement is announced if it was not yet ([`super::container::announce`]
+//! is idempotent). Every step has
 //! a test pause point (`start-first:*`, `stop-first:*`) so the crash test
 //! can kill there.
 
@@ -37,7 +47,7 @@ use bollard::models::NetworkDisconnectRequest;
 use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
 
-use super::container::{create, grace_seconds, inherited, remove, rename, start, stop};
+use super::container::{announce, create, grace_seconds, inherited, remove, rename, start, stop};
 use super::create::Instance;
 use super::health::{wait_for, Target};
 use super::model::{Project, Service, UpdateOrder};
@@ -163,7 +173,16 @@ async fn start_first(
         }
         None => {
             log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
-            let id = create(docker, project, service, image_id, &temporary, instance).await?;
+            // Out of the service's DNS until healthy: a client resolving the
+            // service name must never be sent to a container that cannot
+            // answer yet (issue 25: the one failure the outside probe saw
+            // per flip was a request to the new container while it joined
+            // the network).
+            let hidden = Instance {
+                unannounced: true,
+                ..instance.clone()
+            };
+            let id = create(docker, project, service, image_id, &temporary, &hidden).await?;
             pause("start-first:created");
             if let Err(e) = start(docker, &id).await {
                 discard(docker, &id, &temporary).await;
@@ -203,6 +222,8 @@ async fn start_first(
     }
     log::info!(stage = STAGE; "start-first: {temporary} is ready after {}ms; draining {name}", started.elapsed().as_millis());
     pause("start-first:healthy");
+    announce(docker, project, service, &id, &temporary).await?;
+    pause("start-first:announced");
     drain(docker, project, service, old).await;
     pause("start-first:drained");
     tokio::time::sleep(DRAIN_GRACE).await;
