@@ -1,11 +1,14 @@
-//! Applying a [`Plan`]: networks and volumes first, orphans out, then each
-//! service in dependency order, waiting for its `depends_on` conditions.
+//! Applying a [`Plan`]: networks and volumes first, orphans and surplus
+//! replicas out (highest numbers first), then each service's replicas in
+//! dependency order, waiting for its `depends_on` conditions.
 //!
 //! A recreate is a replacement in the service's order, stop-first or
-//! start-first ([`super::replace`]); either never leaves a service without a
-//! container when the create fails. A dependent waits for its dependency's
-//! condition on the container that holds the service's name, so after a
-//! start-first replacement it waits for the new container to be healthy.
+//! start-first ([`super::replace`]), one replica at a time; either never
+//! leaves a replica without a container when the create fails. A dependent
+//! waits for its dependency's condition on every replica, each under its
+//! Compose name, so after a start-first replacement it waits for the new
+//! container to be healthy. The container operations themselves live in
+//! [`super::container`], below both this loop and the replacement.
 //!
 //! Every container, network and volume carries Compose's labels and names so
 //! `docker compose ps/logs/up` treat the project as their own. Images are

@@ -680,6 +680,39 @@ mod tests {
     }
 
     #[test]
+    fn replicas_are_numbered_in_order_and_shown_with_their_number() {
+        let entry = |service: &str, action: Action| ServicePlan {
+            service: service.into(),
+            action,
+            container: None,
+            image: Some("w:1".into()),
+            image_id: Some("sha256:w".into()),
+            config_hash: None,
+        };
+        let plan = Plan {
+            project: "unit".into(),
+            services: vec![
+                entry("worker", Action::Keep { running: true }),
+                entry("worker", Action::Create),
+                entry("api", Action::Keep { running: true }),
+                entry("worker", Action::Remove),
+            ],
+        };
+        let numbers: Vec<(u32, &str)> = plan
+            .numbered()
+            .into_iter()
+            .map(|(n, s)| (n, s.service.as_str()))
+            .collect();
+        assert_eq!(
+            numbers,
+            vec![(1, "worker"), (2, "worker"), (1, "api"), (0, "worker")]
+        );
+        let text = plan.to_string();
+        assert!(text.contains("  worker#2  create"), "{text}");
+        assert!(text.contains("  worker    keep"), "{text}");
+    }
+
+    #[test]
     fn dependency_order_puts_dependencies_first() {
         let base = project("one", "serve");
         assert_eq!(dependency_order(&base).unwrap(), vec!["db", "api"]);

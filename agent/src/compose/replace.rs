@@ -63,6 +63,15 @@ const STAGE: Stage = Stage::Converge;
 /// before it gets SIGTERM. New requests already go to the new container.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// Time between announcing the new container and draining the old one.
+/// A container that just joined a network under the service name can be
+/// given out by the Engine's DNS before it is reachable (its endpoint
+/// settling; measured at hundreds of ms on a loaded host). While the old
+/// one is still in DNS beside it, a client that gets the new address in
+/// that window is the only one at risk; drained at once, every client
+/// would be.
+const ANNOUNCE_SETTLE: Duration = Duration::from_millis(1000);
+
 /// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
 fn temporary_name(old: &Existing, name: &str) -> String {
     let short: String = old.id.chars().take(12).collect();
@@ -224,6 +233,7 @@ async fn start_first(
     pause("start-first:healthy");
     announce(docker, project, service, &id, &temporary).await?;
     pause("start-first:announced");
+    tokio::time::sleep(ANNOUNCE_SETTLE).await;
     drain(docker, project, service, old).await;
     pause("start-first:drained");
     tokio::time::sleep(DRAIN_GRACE).await;
