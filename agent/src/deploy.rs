@@ -112,6 +112,13 @@ pub async fn run(
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
+        if result.is_ok() {
+            // For `runtime prune`'s "recent pairs"; losing it only makes a
+            // prune keep less, so it never fails the deploy.
+            if let Err(e) = crate::images::history::record(config, release, by) {
+                log::warn!(stage = "state"; "cannot record the pair in the deploy history: {e}");
+            }
+        }
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
     if outcome.env_kept_existing {
@@ -261,6 +268,24 @@ async fn run_stages(
     outcome
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
+
+    // pull-preflight: enough disk for the missing images, before any pull.
+    // Deploy and rollback refuse; boot recovery and heals (which record
+    // nothing) only warn.
+    if options.execute && !missing.is_empty() {
+        let started = Instant::now();
+        let mode = if options.record_as.is_some() {
+            crate::images::preflight::Mode::Refuse
+        } else {
+            crate::images::preflight::Mode::Warn
+        };
+        crate::images::preflight::check(config, &docker, &missing, &auths, mode)
+            .await
+            .map_err(|e| (Stage::PullPreflight, e))?;
+        outcome
+            .stage_ms
+            .push((Stage::PullPreflight.name().into(), ms(started)));
+    }
 
     crate::testpoint::pause(Stage::Pull.name());
     let started = Instant::now();

@@ -72,6 +72,8 @@ pub enum Stage {
     /// Reading rendered env files back.
     EnvRead,
     EcrLogin,
+    /// Free space on Docker's data root checked against the pull's size.
+    PullPreflight,
     Pull,
     Converge,
     Health,
@@ -91,6 +93,8 @@ pub enum Stage {
     Daemon,
     /// A job exec'd in the API container; [`Error::Failed`] names it.
     Job,
+    /// `runtime prune`: listing and removing release images.
+    Prune,
 }
 
 impl Stage {
@@ -100,6 +104,7 @@ impl Stage {
             Stage::EnvRender => "env-render",
             Stage::EnvRead => "env-read",
             Stage::EcrLogin => "ecr-login",
+            Stage::PullPreflight => "pull-preflight",
             Stage::Pull => "pull",
             Stage::Converge => "converge",
             Stage::Health => "health",
@@ -115,6 +120,7 @@ impl Stage {
             Stage::StatusCache => "status cache",
             Stage::Daemon => "daemon",
             Stage::Job => "job",
+            Stage::Prune => "prune",
         }
     }
 }

@@ -28,6 +28,7 @@
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
 //! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
 //! - [`image`]: immutable image references, validated against allowed registries.
+//! - [`images`]: deploy history, `runtime prune`, the pull preflight, free space.
 //! - [`registry`]: ECR login and authenticated pulls.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 //! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
@@ -57,6 +58,7 @@ pub mod envrender;
 pub mod error;
 pub mod fsutil;
 pub mod image;
+pub mod images;
 pub mod jobs;
 pub mod journal;
 pub mod lock;

@@ -33,6 +33,9 @@ pub struct Status {
     pub database: Option<serde_json::Value>,
     pub operations: Vec<OperationView>,
     pub boot_recovery: Option<BootRecovery>,
+    /// Free space on Docker's data root and the state dir; what a prune
+    /// would reclaim.
+    pub disk: crate::images::DiskView,
 }
 
 #[derive(Debug, Serialize)]
@@ -231,6 +234,7 @@ pub async fn gather(config: &Config) -> Status {
         database,
         operations,
         boot_recovery: daemon::read_boot_recovery(config),
+        disk: crate::images::view(config).await,
     }
 }
 
@@ -272,6 +276,12 @@ pub async fn command(config: &Config, json: bool, report: &mut Report) -> Result
         "WAVEMAP_STATUS_RECEIPT_MATCHES",
         &status.receipt_matches_running,
     );
+    if let Some(free) = status.disk.docker_root_free_bytes {
+        report.marker(
+            "WAVEMAP_STATUS_DOCKER_ROOT_FREE_MB",
+            crate::images::disk::mib(free),
+        );
+    }
     let healthy = status
         .services
         .iter()
@@ -291,6 +301,28 @@ pub async fn command(config: &Config, json: bool, report: &mut Report) -> Result
         print!("{}", render(&status));
     }
     Ok(())
+}
+
+/// `docker 12.3G free, state 40.1G free, prune ~1.2G (4 images)`.
+fn disk_text(d: &crate::images::DiskView) -> String {
+    let gib = |b: u64| format!("{:.1}G", b as f64 / (1u64 << 30) as f64);
+    let docker = match (d.docker_root_free_bytes, &d.docker_root_note) {
+        (Some(free), _) => format!(
+            "docker {} free{}",
+            gib(free),
+            if d.low { " (LOW)" } else { "" }
+        ),
+        (None, Some(note)) if note.contains("not reachable") => "docker root not reachable".into(),
+        _ => "docker -".into(),
+    };
+    let state = d
+        .state_dir_free_bytes
+        .map_or("state -".into(), |b| format!("state {} free", gib(b)));
+    let prune = match (d.prune_reclaimable_bytes, d.prune_images) {
+        (Some(b), Some(n)) => format!("prune ~{} ({n} images)", gib(b)),
+        _ => "prune -".into(),
+    };
+    format!("{docker}, {state}, {prune}")
 }
 
 fn age(secs: Option<u64>) -> String {
@@ -362,6 +394,7 @@ pub fn render(s: &Status) -> String {
     if s.docker != "ok" {
         line(&mut out, "docker", &s.docker);
     }
+    line(&mut out, "disk", &clip(&disk_text(&s.disk), 64));
     if let Some(db) = &s.database {
         let get = |k: &str| {
             db.get(k)

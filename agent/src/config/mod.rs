@@ -57,6 +57,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub daemon: DaemonConfig,
     pub smoke: SmokeConfig,
+    pub images: ImagesConfig,
 }
 
 impl Config {
@@ -121,6 +122,16 @@ impl Config {
                 "runtime.parameter_prefix",
                 format!("{prefix:?} is not an SSM path prefix"),
                 "use a path that starts and ends with '/', such as \"/wavemap/dev/runtime/\"",
+            ));
+        }
+        if self.images.keep > crate::images::history::MAX_ENTRIES {
+            return Err(invalid(
+                "images.keep",
+                format!("{} is more than the deploy history holds", self.images.keep),
+                &format!(
+                    "use a number from 0 to {}",
+                    crate::images::history::MAX_ENTRIES
+                ),
             ));
         }
         if !is_compose_project_name(&self.runtime.project_name) {
