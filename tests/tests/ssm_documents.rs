@@ -85,6 +85,13 @@ const SPECS: &[Spec] = &[
         timeout: 1800..=3600,
     },
     Spec {
+        file: "wavemap-runtime-prune.json",
+        command: &["runtime", "prune"],
+        params: &["Execute"],
+        // lock wait 600 + image removals
+        timeout: 900..=1800,
+    },
+    Spec {
         file: "wavemap-runtime-env.json",
         command: &["runtime-env"],
         params: &["Execute"],
