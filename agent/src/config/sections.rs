@@ -289,6 +289,10 @@ impl Default for DaemonConfig {
     }
 }
 
+/// Pairs the deploy history remembers (`state_dir/deployed-pairs.json`);
+/// `images.keep` may not exceed it.
+pub const IMAGES_HISTORY_MAX: usize = 50;
+
 /// `[images]`: what `runtime prune` keeps, and the free space a pull
 /// must leave on Docker's data root.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -39,10 +39,14 @@ pub fn statvfs(path: &Path) -> std::io::Result<Space> {
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // The field types differ between platforms (u32 on 32-bit targets).
+    #[allow(clippy::useless_conversion)]
     let frsize = u64::from(stat.f_frsize).max(1);
+    #[allow(clippy::useless_conversion)]
+    let (avail, blocks) = (u64::from(stat.f_bavail), u64::from(stat.f_blocks));
     Ok(Space {
-        free_bytes: u64::from(stat.f_bavail).saturating_mul(frsize),
-        total_bytes: u64::from(stat.f_blocks).saturating_mul(frsize),
+        free_bytes: avail.saturating_mul(frsize),
+        total_bytes: blocks.saturating_mul(frsize),
     })
 }
 

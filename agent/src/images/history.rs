@@ -20,7 +20,7 @@ use crate::fsutil;
 use crate::release::Release;
 
 /// Pairs remembered; `images.keep` may not exceed it.
-pub const MAX_ENTRIES: usize = 50;
+pub const MAX_ENTRIES: usize = crate::config::IMAGES_HISTORY_MAX;
 const SCHEMA_VERSION: u32 = 1;
 
 /// One deployed pair.
