@@ -316,6 +316,7 @@ async fn run_stages(
         for image in &missing {
             log::info!(stage = "pull"; "would pull {image}");
         }
+        log::info!(stage = "pull-preflight"; "the free-space check runs with --execute (it reads the manifests with the registry login)");
     }
     outcome
         .stage_ms

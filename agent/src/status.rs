@@ -132,18 +132,41 @@ pub async fn gather(config: &Config) -> Status {
     let receipt = release::read_receipt(config).ok().flatten();
 
     let mut services = Vec::new();
-    let docker_state = match tokio::time::timeout(Duration::from_secs(3), async {
-        let docker = crate::docker::connect_to(
+    // One connection for both; the disk view's Engine calls run beside the
+    // container list, not after it.
+    let docker: Result<bollard::Docker, String> = match tokio::time::timeout(
+        Duration::from_secs(3),
+        crate::docker::connect_to(
             &config.docker.host,
             std::time::Duration::from_secs(3),
             std::time::Duration::ZERO,
-        )
-        .await?;
-        crate::compose::service_states(&docker, &config.runtime.project_name).await
-    })
+        ),
+    )
     .await
     {
-        Ok(Ok(states)) => {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(format!("unavailable: {e}")),
+        Err(_) => Err("unavailable: no answer within 3s".to_owned()),
+    };
+    let containers = async {
+        let docker = docker.as_ref().map_err(Clone::clone)?;
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            crate::compose::service_states(docker, &config.runtime.project_name),
+        )
+        .await
+        {
+            Ok(Ok(states)) => Ok(states),
+            Ok(Err(e)) => Err(format!("unavailable: {e}")),
+            Err(_) => Err("unavailable: no answer within 3s".to_owned()),
+        }
+    };
+    let (containers, disk) = tokio::join!(
+        containers,
+        crate::images::view(config, docker.as_ref().ok())
+    );
+    let docker_state = match containers {
+        Ok(states) => {
             for s in states {
                 services.push(ServiceView {
                     uptime_secs: s.started_at.as_deref().and_then(|t| {
@@ -160,8 +183,7 @@ pub async fn gather(config: &Config) -> Status {
             }
             "ok".to_owned()
         }
-        Ok(Err(e)) => format!("unavailable: {e}"),
-        Err(_) => "unavailable: no answer within 3s".to_owned(),
+        Err(why) => why,
     };
     let running_image = |service: &str| {
         services
@@ -234,7 +256,7 @@ pub async fn gather(config: &Config) -> Status {
         database,
         operations,
         boot_recovery: daemon::read_boot_recovery(config),
-        disk: crate::images::view(config).await,
+        disk,
     }
 }
 

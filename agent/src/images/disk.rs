@@ -7,6 +7,13 @@
 //! the Engine is remote (`tcp://`) or runs in another mount namespace, the
 //! path may not exist here: that is reported as "not reachable" with the
 //! path and the reason, never guessed from some other directory.
+//!
+//! `GET /info` is slow (the Engine runs `runc --version` and more for it:
+//! tens of milliseconds), too slow for `status`. So whoever asks the Engine
+//! anyway (the daemon every health interval, a deploy's preflight, a prune)
+//! remembers the answer in `run_dir/docker-root` (tmpfs: gone at reboot),
+//! and `status` statvfs's that path, asking the Engine (and remembering)
+//! only when nothing is remembered yet.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -88,6 +95,53 @@ pub async fn docker_root(docker: &Docker) -> DockerRoot {
     }
 }
 
+fn remembered_path(config: &Config) -> std::path::PathBuf {
+    config.agent.run_dir.join("docker-root")
+}
+
+/// [`docker_root`], remembered for `status` (best effort: a cache).
+pub async fn docker_root_remembered(config: &Config, docker: &Docker) -> DockerRoot {
+    let root = docker_root(docker).await;
+    if let Some(path) = &root.path {
+        let file = remembered_path(config);
+        let known = crate::fsutil::read_owned(&file).ok().flatten();
+        if known.as_deref() != Some(path.as_bytes()) {
+            let written = crate::fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)
+                .and_then(|()| Ok(crate::fsutil::write_atomic(&file, path.as_bytes(), 0o644)?));
+            if let Err(e) = written {
+                log::debug!(
+                    "cannot remember Docker's data root in {}: {e}",
+                    file.display()
+                );
+            }
+        }
+    }
+    root
+}
+
+/// For `status`: the remembered data root (free space read now), else the
+/// Engine's answer, then remembered.
+pub async fn docker_root_for_status(config: &Config, docker: &Docker) -> DockerRoot {
+    let remembered = crate::fsutil::read_owned(&remembered_path(config))
+        .ok()
+        .flatten()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .filter(|p| p.starts_with('/') && !p.contains('\n'));
+    match remembered {
+        Some(path) => {
+            let space = statvfs(Path::new(&path)).map_err(|e| {
+                format!("Docker's data root {path} is not reachable from this process ({e})")
+            });
+            DockerRoot {
+                path: Some(path),
+                space,
+            }
+        }
+        // The first status without a remembered root pays for /info once.
+        None => docker_root_remembered(config, docker).await,
+    }
+}
+
 /// `n` bytes in whole MiB (rounded down), for messages and markers.
 pub fn mib(n: u64) -> u64 {
     n / MIB
@@ -109,9 +163,12 @@ pub async fn low_space_warning(config: &Config) -> Option<String> {
     )
     .await
     .ok()?;
-    let root = tokio::time::timeout(std::time::Duration::from_secs(5), docker_root(&docker))
-        .await
-        .ok()?;
+    let root = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        docker_root_remembered(config, &docker),
+    )
+    .await
+    .ok()?;
     let space = root.space.ok()?;
     let min = min_free_bytes(config);
     (space.free_bytes < min).then(|| {

@@ -38,9 +38,10 @@ pub struct DiskView {
     pub low: bool,
 }
 
-/// Gather the disk view within a few seconds; what does not answer stays
+/// Gather the disk view within a few seconds through `docker` (status's
+/// connection; `None`: Docker did not answer); what does not answer stays
 /// `None` (status never waits long).
-pub async fn view(config: &Config) -> DiskView {
+pub async fn view(config: &Config, docker: Option<&bollard::Docker>) -> DiskView {
     let mut view = DiskView {
         min_free_mb: config.images.min_free_mb,
         state_dir_free_bytes: disk::statvfs(config.agent.state_dir.as_path())
@@ -49,12 +50,12 @@ pub async fn view(config: &Config) -> DiskView {
         ..DiskView::default()
     };
     let engine = async {
-        let docker =
-            crate::docker::connect_to(&config.docker.host, Duration::from_secs(3), Duration::ZERO)
-                .await
-                .map_err(|e| e.to_string())?;
-        let root = disk::docker_root(&docker).await;
-        let plan = prune::plan(config, &docker).await.ok();
+        let docker = docker.ok_or_else(|| "no answer".to_owned())?;
+        let (root, plan) = tokio::join!(
+            disk::docker_root_for_status(config, docker),
+            prune::plan(config, docker)
+        );
+        let plan = plan.ok();
         Ok::<_, String>((root, plan))
     };
     match tokio::time::timeout(Duration::from_secs(4), engine).await {

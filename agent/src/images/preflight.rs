@@ -39,7 +39,7 @@ pub async fn check(
     if missing.is_empty() {
         return Ok(());
     }
-    let root = disk::docker_root(docker).await;
+    let root = disk::docker_root_remembered(config, docker).await;
     let space = match root.space {
         Ok(space) => space,
         Err(why) => {

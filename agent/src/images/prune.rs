@@ -68,11 +68,17 @@ fn repository_of(reference: &str) -> Option<&str> {
     (!tag.contains('/') && name != "<none>").then_some(name)
 }
 
-fn pair_refs(release: &Release) -> [String; 2] {
-    [
+/// The pair's references: the URIs as given and, where they differ, the
+/// references the deploy runs (a release pinned by digest runs
+/// `repo@sha256:...`).
+fn pair_refs(config: &Config, release: &Release) -> Vec<String> {
+    let mut refs = vec![
         release.backend_image_uri.clone(),
         release.frontend_image_uri.clone(),
-    ]
+    ];
+    refs.extend(release.backend(config).ok().map(|r| r.to_string()));
+    refs.extend(release.frontend(config).ok().map(|r| r.to_string()));
+    refs
 }
 
 /// Decide what to remove. Read-only.
@@ -93,10 +99,10 @@ pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
 
     let mut protected_refs: BTreeSet<String> = BTreeSet::new();
     if let Some(c) = &current {
-        protected_refs.extend(pair_refs(&c.release));
+        protected_refs.extend(pair_refs(config, &c.release));
     }
     if let Some(r) = &receipt {
-        protected_refs.extend(pair_refs(&r.release));
+        protected_refs.extend(pair_refs(config, &r.release));
     }
     let mut others = 0;
     for pair in history::read(config).iter().rev() {
@@ -116,18 +122,28 @@ pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
     let unavailable = |what: &str, e: bollard::errors::Error| {
         Error::unavailable(Dependency::Docker, format!("{what}: {e}"))
     };
+    // Independent Engine calls, side by side (status runs this too).
+    let (containers, images, inspected) =
+        tokio::join!(
+            docker.list_containers(Some(
+                bollard::query_parameters::ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .build(),
+            )),
+            docker.list_images(Some(
+                bollard::query_parameters::ListImagesOptionsBuilder::default()
+                    .shared_size(true)
+                    .build(),
+            )),
+            futures_util::future::join_all(protected_refs.iter().map(|reference| async move {
+                (reference, docker.inspect_image(reference).await)
+            }))
+        );
     let mut protected_ids: HashSet<String> = HashSet::new();
-    let containers = docker
-        .list_containers(Some(
-            bollard::query_parameters::ListContainersOptionsBuilder::default()
-                .all(true)
-                .build(),
-        ))
-        .await
-        .map_err(|e| unavailable("list containers", e))?;
+    let containers = containers.map_err(|e| unavailable("list containers", e))?;
     protected_ids.extend(containers.into_iter().filter_map(|c| c.image_id));
-    for reference in &protected_refs {
-        match docker.inspect_image(reference).await {
+    for (reference, result) in inspected {
+        match result {
             Ok(info) => protected_ids.extend(info.id),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -135,15 +151,7 @@ pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
             Err(e) => return Err(unavailable(&format!("inspect image {reference}"), e)),
         }
     }
-
-    let images = docker
-        .list_images(Some(
-            bollard::query_parameters::ListImagesOptionsBuilder::default()
-                .shared_size(true)
-                .build(),
-        ))
-        .await
-        .map_err(|e| unavailable("list images", e))?;
+    let images = images.map_err(|e| unavailable("list images", e))?;
     let ours =
         |r: &String| repository_of(r).is_some_and(|name| repositories.iter().any(|n| n == name));
     let mut result = Plan {
@@ -203,8 +211,9 @@ pub struct Done {
 }
 
 /// Remove what `plan` lists, without force.
-pub async fn remove(docker: &Docker, plan: &Plan) -> Done {
-    let before = disk::docker_root(docker).await.space.ok();
+pub async fn remove(config: &Config, docker: &Docker, plan: &Plan) -> Done {
+    let root = disk::docker_root_remembered(config, docker).await;
+    let before = root.space.ok();
     let mut done = Done::default();
     for removal in &plan.remove {
         let mut all_gone = true;
@@ -232,7 +241,9 @@ pub async fn remove(docker: &Docker, plan: &Plan) -> Done {
             done.bytes += removal.bytes;
         }
     }
-    let after = disk::docker_root(docker).await.space.ok();
+    let after = root
+        .path
+        .and_then(|p| disk::statvfs(std::path::Path::new(&p)).ok());
     if let (Some(b), Some(a)) = (before, after) {
         done.disk_freed = Some(a.free_bytes.saturating_sub(b.free_bytes));
     }
@@ -295,7 +306,7 @@ pub async fn run(
         log::info!(stage = "prune"; "dry run: nothing was removed; rerun with --execute");
         return Ok(());
     }
-    let done = remove(&docker, &plan).await;
+    let done = remove(config, &docker, &plan).await;
     report.marker(&format!("{prefix}_REMOVED"), listed(&done.removed));
     report.marker(&format!("{prefix}_BYTES"), done.bytes);
     if let Some(freed) = done.disk_freed {
