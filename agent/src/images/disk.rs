@@ -107,7 +107,7 @@ pub async fn docker_root_remembered(config: &Config, docker: &Docker) -> DockerR
         let known = crate::fsutil::read_owned(&file).ok().flatten();
         if known.as_deref() != Some(path.as_bytes()) {
             let written = crate::fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)
-                .and_then(|()| Ok(crate::fsutil::write_atomic(&file, path.as_bytes(), 0o644)?));
+                .and_then(|()| crate::fsutil::write_atomic(&file, path.as_bytes(), 0o644));
             if let Err(e) = written {
                 log::debug!(
                     "cannot remember Docker's data root in {}: {e}",
