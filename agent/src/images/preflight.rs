@@ -27,6 +27,13 @@ pub enum Mode {
     Warn,
 }
 
+/// Whether `free` bytes leave at least `min` after a pull of `compressed`
+/// bytes (which takes about twice that).
+fn enough(free: u64, compressed: u64, min: u64) -> bool {
+    let needed = compressed.saturating_mul(2);
+    free >= needed && free - needed >= min
+}
+
 /// Check the pull of `missing` (with `auths`, index for index; fewer auths
 /// read manifests anonymously). `Err(Error::Gate)` only in [`Mode::Refuse`].
 pub async fn check(
@@ -64,7 +71,7 @@ pub async fn check(
     let needed = compressed.saturating_mul(2);
     let min = disk::min_free_bytes(config);
     let root_path = root.path.as_deref().unwrap_or("?");
-    if space.free_bytes.saturating_sub(needed) >= min && space.free_bytes >= needed {
+    if enough(space.free_bytes, compressed, min) {
         log::info!(stage = "pull-preflight"; "{} MiB free on {root_path}; the pull needs about {} MiB and images.min_free_mb is {}", mib(space.free_bytes), mib(needed), config.images.min_free_mb);
         return Ok(());
     }
@@ -92,5 +99,20 @@ pub async fn check(
             log::warn!(stage = "pull-preflight"; "{detail}; pulling anyway (boot recovery only warns)");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enough;
+
+    #[test]
+    fn free_less_twice_the_compressed_size_must_stay_above_the_minimum() {
+        let mib = 1024 * 1024;
+        assert!(enough(3000 * mib, 400 * mib, 2048 * mib));
+        assert!(!enough(3000 * mib, 600 * mib, 2048 * mib));
+        assert!(!enough(100 * mib, 0, 2048 * mib));
+        assert!(!enough(100, u64::MAX, 0));
+        assert!(enough(0, 0, 0));
     }
 }

@@ -81,6 +81,23 @@ fn pair_refs(config: &Config, release: &Release) -> Vec<String> {
     refs
 }
 
+/// Add the `keep` most recent pairs of `history` (oldest first) that are
+/// not already in `protected` (the current release, the receipt).
+fn keep_recent(protected: &mut BTreeSet<String>, history: &[history::DeployedPair], keep: usize) {
+    let mut others = 0;
+    for pair in history.iter().rev() {
+        if others >= keep {
+            break;
+        }
+        if protected.contains(&pair.backend_image) && protected.contains(&pair.frontend_image) {
+            continue;
+        }
+        protected.insert(pair.backend_image.clone());
+        protected.insert(pair.frontend_image.clone());
+        others += 1;
+    }
+}
+
 /// Decide what to remove. Read-only.
 pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
     let current = release::read_current(config)?;
@@ -104,20 +121,11 @@ pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
     if let Some(r) = &receipt {
         protected_refs.extend(pair_refs(config, &r.release));
     }
-    let mut others = 0;
-    for pair in history::read(config).iter().rev() {
-        if others >= config.images.keep {
-            break;
-        }
-        if protected_refs.contains(&pair.backend_image)
-            && protected_refs.contains(&pair.frontend_image)
-        {
-            continue; // the current release or the receipt
-        }
-        protected_refs.insert(pair.backend_image.clone());
-        protected_refs.insert(pair.frontend_image.clone());
-        others += 1;
-    }
+    keep_recent(
+        &mut protected_refs,
+        &history::read(config),
+        config.images.keep,
+    );
 
     let unavailable = |what: &str, e: bollard::errors::Error| {
         Error::unavailable(Dependency::Docker, format!("{what}: {e}"))
@@ -364,5 +372,29 @@ mod tests {
         assert_eq!(repository_of("<none>@<none>"), None);
         let refs = vec!["a".to_string(); 45];
         assert!(listed(&refs).ends_with("(+5 more)"));
+    }
+
+    #[test]
+    fn keep_counts_pairs_other_than_the_current_release_and_the_receipt() {
+        let pair = |n: u8| history::DeployedPair {
+            backend_image: format!("b:{n}"),
+            frontend_image: format!("f:{n}"),
+            image_tag: format!("{n}"),
+            deployed_at: String::new(),
+            deployed_by: "deploy".into(),
+        };
+        // The case: pairs 0..4 deployed, 1 recorded, 4 current.
+        let history: Vec<_> = (0..5).map(pair).collect();
+        let base: BTreeSet<String> = ["b:4", "f:4", "b:1", "f:1"].map(String::from).into();
+        let mut kept = base.clone();
+        keep_recent(&mut kept, &history, 1);
+        let added: Vec<&String> = kept.difference(&base).collect();
+        assert_eq!(added, ["b:3", "f:3"]);
+        let mut kept = base.clone();
+        keep_recent(&mut kept, &history, 0);
+        assert_eq!(kept, base);
+        let mut kept = base.clone();
+        keep_recent(&mut kept, &history, 3);
+        assert_eq!(kept.len(), 10, "{kept:?}");
     }
 }
