@@ -262,6 +262,10 @@ async fn prune_keeps_what_is_needed_preflight_refuses_and_status_shows_disk() {
     let frontend_new = private_copy(&s.frontend_image_b, &repo);
     assert!(!present(&backend_new) && !present(&frontend_new));
     td.set("images", "min_free_mb", "100000000");
+    let status = td.run(["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("JSON");
+    assert_eq!(json["data"]["disk"]["low"], true, "{}", status.dump());
+    assert!(td.run(["status"]).stdout.contains("(LOW)"));
     let api_before = project.container("api").await.1;
     let frontend_before = project.container("frontend").await.1;
     let current_before = std::fs::read(td.state_dir().join("current-release.json")).unwrap();
