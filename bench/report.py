@@ -96,7 +96,23 @@ def ratio_rows(d):
         f = s["full"]
         row("Full deploy of a changed pair, images not on the host (login + pull + converge + health)",
             f["agent"], f["alt"], "`bench/alt-deploy.sh`", 0.7, f.get("paired"))
+    if "prune" in s:
+        p = s["prune"]
+        r = ratio_text(p["agent"], p["hand"])
+        if r is not None:
+            rows.append(f"| Prune of {p['pairs']} old pairs ({2 * p['pairs']} images of {p['image_kib']} KiB), "
+                        f"`runtime prune --execute` | {fmt_ms(p['agent'])}, {mib(p['agent_bytes'])} MiB freed "
+                        f"(data root gained {mib(p['agent_disk_freed'])} MiB) | `docker image prune -a -f "
+                        f"--filter label=…`: {fmt_ms(p['hand'])}, {mib(p['hand_bytes'])} MiB reclaimed "
+                        f"| **{r}** | — | — |")
     return rows
+
+
+def mib(s):
+    """The median of a bytes summary in MiB, one decimal, or n/a."""
+    if not s or not s.get("n"):
+        return "n/a"
+    return half_up(s["median"] / 1048576, 1)
 
 
 def absolute_rows(d):
@@ -185,6 +201,11 @@ def appendix(d):
     if "status" in s:
         line("status", s["status"]["all"])
         line("status --json", s["status"]["json"])
+    if "prune" in s:
+        line("prune of 20 old pairs, agent", s["prune"]["agent"])
+        line("prune of 20 old pairs, docker image prune -a --filter", s["prune"]["hand"])
+        line("prune, agent bytes freed (estimate)", s["prune"]["agent_bytes"], unit="bytes")
+        line("prune, docker reclaimed", s["prune"]["hand_bytes"], unit="bytes")
     if "boot" in s:
         line("boot, daemon to READY", s["boot"]["daemon"])
         line("boot, docker compose up -d --wait", s["boot"]["alt"])

@@ -383,6 +383,11 @@ impl TestDir {
         set("jobs", "timeout", "120".into());
         set("daemon", "docker_wait", "10".into());
         set("daemon", "ssm_wait", "10".into());
+        // Tests build their next pairs on the host before deploying them (a
+        // real host pulls at deploy); the prune after record-release would
+        // remove those, so it is on only where a test turns it on
+        // (tests/tests/images.rs).
+        set("images", "prune_after_record", "false".into());
         let test_dir = TestDir {
             dir,
             name,

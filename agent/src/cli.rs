@@ -160,6 +160,8 @@ pub enum RuntimeCommand {
     Receipt,
     /// Endpoint smoke through the frontend's published port (read-only)
     Smoke,
+    /// Remove release images no container, release, receipt or recent deploy needs
+    Prune(Execute),
 }
 
 /// What identifies a release: the image pair and where it came from.
@@ -264,6 +266,7 @@ impl Command {
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
             Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
             Command::Runtime(RuntimeCommand::Receipt) => "runtime receipt",
+            Command::Runtime(RuntimeCommand::Prune(_)) => "runtime prune",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
@@ -283,7 +286,8 @@ impl Command {
             Command::RuntimeEnv(e) => e.execute.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
-            Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
+            Command::Runtime(RuntimeCommand::Rollback(e))
+            | Command::Runtime(RuntimeCommand::Prune(e)) => e.execute,
             Command::Runtime(RuntimeCommand::Smoke) => false,
             // Reads one atomically written file: never waits for the lock.
             Command::Runtime(RuntimeCommand::Receipt) => false,

@@ -134,6 +134,10 @@ pub async fn run(
         if let Err(e) = crate::release::write_current(config, resolved, by, &outcome.config_hashes)
         {
             result = Err((Stage::State, e));
+        } else if let Err(e) = crate::images::history::record(config, resolved, by) {
+            // For `runtime prune`'s "recent pairs"; losing it only makes a
+            // prune keep less, so it never fails the deploy.
+            log::warn!(stage = "state"; "cannot record the pair in the deploy history: {e}");
         }
     }
     report.marker(&format!("{prefix}_STAGE_MS"), outcome.timings());
@@ -436,6 +440,7 @@ impl Run<'_> {
         let config = self.config;
         let docker = self.docker()?.clone();
         let mut reported: BTreeMap<String, String> = BTreeMap::new();
+        self.preflight_disk(&docker, outcome).await?;
         if self.options.execute && !self.missing.is_empty() {
             let pulls = self
                 .missing
@@ -469,11 +474,35 @@ impl Run<'_> {
             for (image, _) in &self.missing {
                 log::info!(stage = "pull"; "would pull {image}");
             }
+            log::info!(stage = "pull-preflight"; "the free-space check runs with --execute (it reads the manifests with the registry login)");
         }
         self.pin(&docker, &reported, outcome).await?;
         outcome
             .stage_ms
             .push((Stage::Pull.name().into(), ms(started)));
+        Ok(())
+    }
+
+    /// pull-preflight: enough disk for the missing images, before any
+    /// pull. Deploy and rollback refuse; boot recovery (which records
+    /// nothing) only warns.
+    async fn preflight_disk(&self, docker: &bollard::Docker, outcome: &mut Outcome) -> StageResult {
+        if !self.options.execute || self.missing.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mode = if self.options.record_as.is_some() {
+            crate::images::preflight::Mode::Refuse
+        } else {
+            crate::images::preflight::Mode::Warn
+        };
+        let images: Vec<ImageRef> = self.missing.iter().map(|(i, _)| i.clone()).collect();
+        crate::images::preflight::check(self.config, docker, &images, &self.auths, mode)
+            .await
+            .map_err(|e| (Stage::PullPreflight, e))?;
+        outcome
+            .stage_ms
+            .push((Stage::PullPreflight.name().into(), ms(started)));
         Ok(())
     }
 

@@ -75,6 +75,8 @@ pub enum Stage {
     /// Reading rendered env files back.
     EnvRead,
     EcrLogin,
+    /// Free space on Docker's data root checked against the pull's size.
+    PullPreflight,
     Pull,
     Converge,
     Health,
@@ -94,6 +96,8 @@ pub enum Stage {
     Daemon,
     /// A job exec'd in the API container; [`Error::Failed`] names it.
     Job,
+    /// `runtime prune`: listing and removing release images.
+    Prune,
 }
 
 impl Stage {
@@ -103,6 +107,7 @@ impl Stage {
             Stage::EnvRender => "env-render",
             Stage::EnvRead => "env-read",
             Stage::EcrLogin => "ecr-login",
+            Stage::PullPreflight => "pull-preflight",
             Stage::Pull => "pull",
             Stage::Converge => "converge",
             Stage::Health => "health",
@@ -118,6 +123,7 @@ impl Stage {
             Stage::StatusCache => "status cache",
             Stage::Daemon => "daemon",
             Stage::Job => "job",
+            Stage::Prune => "prune",
         }
     }
 }

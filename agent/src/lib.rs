@@ -32,6 +32,7 @@
 //! - [`authority`]: which registries may be pulled from; the ECR token only
 //!   for the host account's ECR.
 //! - [`registry`]: ECR login, authenticated pulls, repo digests.
+//! - [`images`]: deploy history, `runtime prune`, the pull preflight, free space.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 //! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
 //!   shared by deploy, rollback and boot recovery.
@@ -62,6 +63,7 @@ pub mod error;
 pub mod fsutil;
 pub mod generate;
 pub mod image;
+pub mod images;
 pub mod jobs;
 pub mod journal;
 pub mod lock;

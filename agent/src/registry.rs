@@ -109,6 +109,19 @@ impl RegistryAuth {
         }
     }
 
+    /// `Authorization: Basic ...` for the registry's own HTTP API (ECR and
+    /// htpasswd registries take it directly); the pull preflight reads
+    /// manifests with it. A secret, like the password.
+    pub fn basic_authorization(&self) -> String {
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.username, self.password))
+        );
+        register_secret(&value);
+        value
+    }
+
     /// The `X-Registry-Auth` header value: URL-safe base64 of the JSON the
     /// Engine's `registry.AuthConfig` decodes.
     pub fn header_value(&self) -> String {

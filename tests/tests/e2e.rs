@@ -8,6 +8,7 @@ mod docs;
 mod faults;
 mod foundation;
 mod fuzz;
+mod images;
 mod packaging;
 mod provenance;
 mod registry;

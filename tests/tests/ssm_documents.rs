@@ -92,6 +92,13 @@ const SPECS: &[Spec] = &[
         timeout: 60..=600,
     },
     Spec {
+        file: "wavemap-runtime-prune.json",
+        command: &["runtime", "prune"],
+        params: &["Execute"],
+        // lock wait 600 + image removals
+        timeout: 900..=1800,
+    },
+    Spec {
         file: "wavemap-runtime-env.json",
         command: &["runtime-env"],
         params: &["Execute"],

@@ -345,7 +345,10 @@ fn agent_config(name: &str, prefix: &str, ready_timeout: u64) -> String {
          health_timeout = 90\npull_timeout = 120\n\n\
          [daemon]\nhealth_interval = 2\nssm_wait = 5\nretry_max = 4\nready_timeout = {ready_timeout}\n\n\
          # The test frontend serves /health only (no /en/ping, no API rewrite).\n\
-         [smoke]\nchecks = [{{ name = \"health\", path = \"/health\", status = 200 }}]\n",
+         [smoke]\nchecks = [{{ name = \"health\", path = \"/health\", status = 200 }}]\n\n\
+         # It deploys the stack's shared images: a prune after record-release\n\
+         # would remove the other shared test images from the shared dockerd.\n\
+         [images]\nprune_after_record = false\n",
         region = s.region,
         ssm = s.ssm_endpoint,
         ecr = s.ecr_endpoint,

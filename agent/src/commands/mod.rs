@@ -165,6 +165,15 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
         }
         Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
         Command::Runtime(RuntimeCommand::Receipt) => runtime::receipt(inv.config, inv.report),
+        Command::Runtime(RuntimeCommand::Prune(e)) => {
+            crate::images::prune::run(
+                inv.config,
+                e.execute,
+                inv.report,
+                crate::images::prune::PRUNE,
+            )
+            .await
+        }
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await

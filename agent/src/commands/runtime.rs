@@ -256,6 +256,8 @@ pub async fn record_release(
         release.image_tag,
         config.receipt.path
     );
+    // Never changes this command's outcome: the receipt is written.
+    crate::images::prune::after_record(config, report).await;
     Ok(())
 }
 

@@ -57,6 +57,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub daemon: DaemonConfig,
     pub smoke: SmokeConfig,
+    pub images: ImagesConfig,
 }
 
 impl Config {
@@ -155,6 +156,13 @@ impl Config {
                 "runtime.parameter_prefix",
                 format!("{prefix:?} is not an SSM path prefix"),
                 "use a path that starts and ends with '/', such as \"/wavemap/dev/runtime/\"",
+            ));
+        }
+        if self.images.keep > IMAGES_HISTORY_MAX {
+            return Err(invalid(
+                "images.keep",
+                format!("{} is more than the deploy history holds", self.images.keep),
+                &format!("use a number from 0 to {IMAGES_HISTORY_MAX}"),
             ));
         }
         if !is_compose_project_name(&self.runtime.project_name) {
@@ -392,5 +400,22 @@ mod tests {
     fn parameter_escaping_the_prefix_is_refused() {
         let e = err("[[runtime.parameters]]\nname = \"../etc/X\"\ntype = \"String\"\n");
         assert!(e.contains("../etc/X"), "{e}");
+    }
+
+    #[test]
+    fn images_section_has_defaults_and_bounds_keep() {
+        let c = Config::parse("", "test").unwrap();
+        assert_eq!(
+            (
+                c.images.keep,
+                c.images.prune_after_record,
+                c.images.min_free_mb
+            ),
+            (1, true, 2048)
+        );
+        let e = err("[images]\nkeep = 51\n");
+        assert!(e.contains("images.keep") && e.contains("0 to 50"), "{e}");
+        let e = err("[images]\nmin_free = 1\n");
+        assert!(e.contains("min_free"), "{e}");
     }
 }

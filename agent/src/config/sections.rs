@@ -1,5 +1,5 @@
 //! The file's sections (`[agent]`, `[aws]`, `[docker]`, `[runtime]`,
-//! `[receipt]`, `[database]`, `[jobs]`, `[daemon]`) and their defaults, which
+//! `[receipt]`, `[database]`, `[jobs]`, `[daemon]`, `[images]`) and their defaults, which
 //! describe the runbook's deployed dev. Why apart from loading: a reader
 //! looking for a key and its default finds all of them here.
 
@@ -303,6 +303,38 @@ impl Default for DaemonConfig {
             ready_timeout: Seconds::new(600),
             retry_max: Seconds::new(300),
             heal: true,
+        }
+    }
+}
+
+/// Pairs the deploy history remembers (`state_dir/deployed-pairs.json`);
+/// `images.keep` may not exceed it.
+pub const IMAGES_HISTORY_MAX: usize = 50;
+
+/// `[images]`: what `runtime prune` keeps, and the free space a pull
+/// must leave on Docker's data root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// How many most recent deployed pairs, other than the current release
+    /// and the last-good receipt, `runtime prune` keeps (for a quick
+    /// redeploy without a pull).
+    pub keep: usize,
+    /// Prune after a successful `runtime record-release --execute`.
+    pub prune_after_record: bool,
+    /// A pull must leave at least this much free on Docker's data root
+    /// (free minus twice the compressed size of the missing images), else
+    /// the deploy is refused at `pull-preflight`; the daemon warns below it.
+    /// 2048 MiB: room for PostgreSQL's WAL and logs on the same volume.
+    pub min_free_mb: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            keep: 1,
+            prune_after_record: true,
+            min_free_mb: 2048,
         }
     }
 }

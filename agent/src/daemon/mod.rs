@@ -364,6 +364,8 @@ impl Daemon<'_> {
         // (how boot recovery went) rather than a bare health line.
         let mut baseline: Option<String> = None;
         let mut eventful = false;
+        // The last low-disk warning, so the journal gets it once per change.
+        let mut low_disk: Option<String> = None;
         loop {
             if self.sleep(pause).await.is_none() {
                 return;
@@ -377,6 +379,20 @@ impl Daemon<'_> {
                 Some(check) => check,
                 None => return,
             };
+            let low = match self
+                .drive(crate::images::disk::low_space_warning(config))
+                .await
+            {
+                Some(low) => low,
+                None => return,
+            };
+            if low != low_disk {
+                if let Some(warning) = &low {
+                    log::warn!(operation = "daemon"; "{warning}");
+                }
+                eventful = true;
+                low_disk = low;
+            }
             let check = match check {
                 Check::Drift {
                     found,
@@ -423,7 +439,11 @@ impl Daemon<'_> {
                     } else {
                         (Phase::Degraded, "degraded")
                     };
-                    self.say(phase, &format!("{word}: {}", seen.summary));
+                    let mut text = format!("{word}: {}", seen.summary);
+                    if let Some(warning) = &low_disk {
+                        text.push_str(&format!("; warning: {warning}"));
+                    }
+                    self.say(phase, &text);
                 }
                 Check::Waiting { why, drift } => {
                     let mut text = format!(
