@@ -108,7 +108,7 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(()), true, Some(by)) = (&result, options.execute, options.record_as) {
-        crate::testpoint::pause(Stage::State.name());
+        crate::output::stage(Stage::State);
         result = crate::release::write_current(config, release, by)
             .map(|_| ())
             .map_err(|e| (Stage::State, e));
@@ -181,7 +181,7 @@ async fn run_stages(
     checked?;
 
     // env-render
-    crate::testpoint::pause(Stage::EnvRender.name());
+    crate::output::stage(Stage::EnvRender);
     let started = Instant::now();
     let keep_existing = options.env == EnvPolicy::KeepExistingIfUnavailable;
     match options.env {
@@ -230,7 +230,7 @@ async fn run_stages(
         .map_err(|e| (Stage::Pull, e))?;
 
     // ecr-login + pull, only for images not present (tags are immutable).
-    crate::testpoint::pause(Stage::EcrLogin.name());
+    crate::output::stage(Stage::EcrLogin);
     let started = Instant::now();
     let mut missing = Vec::new();
     for image in [&backend, &frontend] {
@@ -262,14 +262,18 @@ async fn run_stages(
         .stage_ms
         .push((Stage::EcrLogin.name().into(), ms(started)));
 
-    crate::testpoint::pause(Stage::Pull.name());
+    crate::output::stage(Stage::Pull);
     let started = Instant::now();
     if options.execute && !missing.is_empty() {
         let pulls = missing.iter().zip(auths.iter()).map(|(image, auth)| {
             log::info!(stage = "pull"; "pulling {image}");
             registry::pull(&docker, &config.docker.host, image, Some(auth))
         });
-        let deadline = config.runtime.pull_timeout.duration();
+        let deadline = crate::operation::wait_limit(
+            "the pull (runtime.pull_timeout)",
+            config.runtime.pull_timeout.duration(),
+        )
+        .map_err(|e| (Stage::Pull, e))?;
         let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
             .await
             .map_err(|_| {
@@ -297,7 +301,7 @@ async fn run_stages(
         .push((Stage::Pull.name().into(), ms(started)));
 
     // converge
-    crate::testpoint::pause(Stage::Converge.name());
+    crate::output::stage(Stage::Converge);
     let started = Instant::now();
     if options.execute {
         write_compose_dotenv(config, &vars).map_err(|e| (Stage::Converge, e))?;
@@ -329,7 +333,11 @@ async fn run_stages(
     .map_err(|e| (Stage::Converge, e))?;
     // A dependency that never gets healthy fails the deploy within the same
     // deadline as the health stage, not Compose's default of minutes more.
-    project.dependency_wait = config.runtime.health_timeout.duration();
+    project.dependency_wait = crate::operation::wait_limit(
+        "the dependency health wait (runtime.health_timeout)",
+        config.runtime.health_timeout.duration(),
+    )
+    .map_err(|e| (Stage::Converge, e))?;
     if !options.execute && !missing.is_empty() {
         // The plan compares image ids; images not pulled yet will be new.
         log::info!(stage = "converge"; "plan below assumes the missing images change their services");
@@ -369,10 +377,15 @@ async fn run_stages(
         .push((Stage::Converge.name().into(), ms(started)));
 
     // health
-    crate::testpoint::pause(Stage::Health.name());
+    crate::output::stage(Stage::Health);
     let started = Instant::now();
-    log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", config.runtime.health_timeout.get());
-    let health = compose::wait_healthy(&docker, &project, config.runtime.health_timeout.duration())
+    let limit = crate::operation::wait_limit(
+        "the health wait (runtime.health_timeout)",
+        config.runtime.health_timeout.duration(),
+    )
+    .map_err(|e| (Stage::Health, e))?;
+    log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", limit.as_secs());
+    let health = compose::wait_healthy(&docker, &project, limit)
         .await
         .map_err(|e| (Stage::Health, e))?;
     let summary: Vec<String> = health

@@ -56,6 +56,7 @@ struct Inputs {
 }
 
 async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
+    crate::output::stage(Stage::Journal);
     let table = Target {
         schema: target
             .migrations_schema
@@ -106,16 +107,27 @@ fn job_env(config: &Config, url: &str, origin: source::UrlOrigin) -> Vec<String>
 
 /// Take the advisory lock on the database the jobs work on.
 async fn advisory_lock(config: &Config, url: &str) -> Result<advisory::Held> {
+    crate::output::stage(Stage::AdvisoryLock);
     advisory::acquire(
         url,
         config.database.connect_timeout.duration(),
-        crate::operation::lock_timeout(),
+        crate::operation::wait_limit(
+            "the advisory lock wait (--lock-timeout, agent.lock_timeout)",
+            crate::operation::lock_timeout(),
+        )?,
         |e| ledger_error(e, url),
     )
     .await
+    .map_err(|e| match e {
+        Error::Lock(_) if crate::operation::deadline_passed() => crate::operation::out_of_time(
+            format!("while waiting for the advisory lock ({e}); no job was started"),
+        ),
+        e => e,
+    })
 }
 
 async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<Status> {
+    crate::output::stage(Stage::Ledger);
     let ledger = ledger::read(
         &inputs.url,
         &inputs.table,

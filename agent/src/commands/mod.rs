@@ -43,7 +43,24 @@ pub async fn run(
     };
     // Bad input is exit 2 before anything else, lock included.
     validate(command, config)?;
+    if let Some(secs) = cli.deadline {
+        if matches!(command, Command::Daemon) {
+            return Err(Error::invalid(
+                "--deadline (or WAVEMAP_AGENT_DEADLINE)",
+                "the daemon runs until it is stopped; a deadline bounds one command",
+                "drop --deadline from the daemon's command line and WAVEMAP_AGENT_DEADLINE from its environment",
+            ));
+        }
+        crate::operation::set_deadline(Duration::from_secs(secs));
+        crate::operation::arm_deadline();
+    }
+    if let Some(area) = stage_area(command) {
+        crate::output::announce_stages(area, cli.json);
+    }
     if !command.mutates() {
+        if cli.deadline.is_some() {
+            return interruptible(dispatch(command, &mut inv)).await;
+        }
         return dispatch(command, &mut inv).await;
     }
     let timeout = Duration::from_secs(
@@ -56,8 +73,20 @@ pub async fn run(
     crate::operation::listen()
         .map_err(|e| Error::failed(Stage::Start, format!("cannot handle signals: {e}")))?;
     let lock_path = config.lock_path();
+    crate::output::stage(Stage::Lock);
+    let lock_wait = crate::operation::wait_limit(
+        "the operation lock wait (--lock-timeout, agent.lock_timeout)",
+        timeout,
+    )?;
     let _lock = tokio::select! {
-        lock = lock::acquire(&lock_path, command.name(), timeout) => lock?,
+        lock = lock::acquire(&lock_path, command.name(), lock_wait) => match lock {
+            Err(e) if crate::operation::deadline_passed() => {
+                return Err(crate::operation::out_of_time(format!(
+                    "while waiting for the operation lock ({e}); nothing was started"
+                )));
+            }
+            lock => lock?,
+        },
         signal = crate::operation::wait() => {
             return Err(Error::Interrupted {
                 signal,
@@ -99,6 +128,9 @@ pub async fn run(
     end.exit_code = Some(code);
     end.outcome = Some(match &result {
         Ok(()) => "success".into(),
+        // A deadline stops the command the way a signal does, and is
+        // recorded the same way (the marker says which).
+        Err(Error::Interrupted { .. }) => "interrupted".into(),
         Err(e) => e.kind().into(),
     });
     for (k, v) in inv.report.markers() {
@@ -120,12 +152,15 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     tokio::pin!(work);
     let signal = tokio::select! {
-        result = &mut work => return result,
+        result = &mut work => return past_deadline(result),
         signal = crate::operation::wait() => signal,
     };
     log::warn!("{signal}: stopping");
     match tokio::time::timeout(STOP_GRACE, &mut work).await {
         Ok(Err(e @ Error::Interrupted { .. })) => Err(e),
+        Ok(Err(e)) if signal == crate::operation::DEADLINE => Err(crate::operation::out_of_time(
+            format!("the budget ran out; the operation ended with: {e}"),
+        )),
         Ok(Err(e)) => Err(Error::Interrupted {
             signal,
             detail: format!("the operation ended with: {e}"),
@@ -140,6 +175,38 @@ async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> R
             ),
         }),
     }
+}
+
+/// A step whose wait was cut to the budget ends a moment before or after
+/// the deadline's timer: either way, the budget ended it, and the result
+/// says so (the step's own error, its stage marker included, stays in the
+/// detail).
+fn past_deadline(result: Result<()>) -> Result<()> {
+    match result {
+        Err(e) if !matches!(e, Error::Interrupted { .. }) && crate::operation::deadline_passed() => {
+            Err(crate::operation::out_of_time(format!(
+                "the budget ran out; the operation ended with: {e}"
+            )))
+        }
+        other => other,
+    }
+}
+
+/// The marker area of a command's stage markers (`<area>_STAGE=<stage>`):
+/// the commands with stages, which are the ones SSM documents run.
+fn stage_area(command: &Command) -> Option<&'static str> {
+    use crate::cli::{DatabaseCommand, MediaCommand};
+    Some(match command {
+        Command::Runtime(RuntimeCommand::Deploy(_)) => "WAVEMAP_RUNTIME_DEPLOY",
+        Command::Runtime(RuntimeCommand::Rollback(_)) => "WAVEMAP_RUNTIME_ROLLBACK",
+        Command::Runtime(RuntimeCommand::RecordRelease(_)) => "WAVEMAP_RUNTIME_RECEIPT",
+        Command::RuntimeEnv(_) => "WAVEMAP_RUNTIME_ENV",
+        Command::Database(DatabaseCommand::Status { .. }) => "WAVEMAP_DATABASE_STATUS",
+        Command::Database(DatabaseCommand::Migrate { .. }) => "WAVEMAP_DATABASE_MIGRATE",
+        Command::Database(DatabaseCommand::Reset { .. }) => "WAVEMAP_DATABASE_RESET",
+        Command::Media(MediaCommand::DiscrepancyReport(_)) => "WAVEMAP_MEDIA_REPORT",
+        _ => return None,
+    })
 }
 
 async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
