@@ -4,6 +4,7 @@ mod compose_corpus;
 mod crash;
 mod daemon;
 mod database;
+mod deadline;
 mod faults;
 mod foundation;
 mod fuzz;
