@@ -246,7 +246,10 @@ pub fn arm_deadline() {
     };
     tokio::spawn(async move {
         tokio::time::sleep_until(tokio::time::Instant::from_std(budget.at)).await;
-        log::warn!("the {}s budget (--deadline) ran out", budget.total.as_secs());
+        log::warn!(
+            "the {}s budget (--deadline) ran out",
+            budget.total.as_secs()
+        );
         interrupt(DEADLINE);
     });
 }
@@ -270,7 +273,10 @@ mod tests {
 
     #[test]
     fn a_wait_is_cut_to_what_is_left_of_the_budget() {
-        assert_eq!(cut("the health wait", S(300), Some(S(40)), 60).ok(), Some(S(40)));
+        assert_eq!(
+            cut("the health wait", S(300), Some(S(40)), 60).ok(),
+            Some(S(40))
+        );
         assert_eq!(cut("the lock wait", S(5), Some(S(40)), 60).ok(), Some(S(5)));
         assert_eq!(cut("the lock wait", S(600), None, 0).ok(), Some(S(600)));
     }
@@ -285,19 +291,31 @@ mod tests {
         )
         .expect_err("no time left");
         let text = e.to_string();
-        assert!(text.contains("the health wait (runtime.health_timeout)"), "{text}");
-        assert!(text.contains("0.4s of the 8s budget (--deadline)"), "{text}");
+        assert!(
+            text.contains("the health wait (runtime.health_timeout)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("0.4s of the 8s budget (--deadline)"),
+            "{text}"
+        );
         assert_eq!(e.kind(), "deadline");
         assert_eq!(e.exit_code(), 1);
     }
 
     #[test]
     fn a_step_that_cannot_fit_whole_fails_at_once_naming_it_and_the_budget() {
-        let e = fit("job migrate (jobs.timeout)", S(900), Some(S(100)), 1740)
-            .expect_err("too long");
+        let e =
+            fit("job migrate (jobs.timeout)", S(900), Some(S(100)), 1740).expect_err("too long");
         let text = e.to_string();
-        assert!(text.contains("job migrate (jobs.timeout) may take up to 900s"), "{text}");
-        assert!(text.contains("100.0s left of the 1740s budget (--deadline)"), "{text}");
+        assert!(
+            text.contains("job migrate (jobs.timeout) may take up to 900s"),
+            "{text}"
+        );
+        assert!(
+            text.contains("100.0s left of the 1740s budget (--deadline)"),
+            "{text}"
+        );
         assert!(text.contains("not started"), "{text}");
         assert_eq!(e.kind(), "deadline");
         assert!(fit("job seed", S(10), Some(S(100)), 1740).is_ok());

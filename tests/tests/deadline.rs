@@ -182,7 +182,12 @@ async fn deadline_stops_a_release_that_never_gets_healthy_at_health() {
         "{}",
         out.dump()
     );
-    assert_eq!(out.marker("WAVEMAP_AGENT_ERROR"), Some("deadline"), "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_AGENT_ERROR"),
+        Some("deadline"),
+        "{}",
+        out.dump()
+    );
     assert_eq!(out.marker("WAVEMAP_AGENT_INTERRUPTED"), Some("deadline"));
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("failed"));
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_STAGE"), Some("health"));

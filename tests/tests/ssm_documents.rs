@@ -659,7 +659,8 @@ fn sample_values(spec: &Spec, execute: bool) -> Vec<(&'static str, String)> {
 /// The argv the agent must get: the subcommand, `--flag=value` per
 /// parameter, then the toggle flag. This is the contract with cli.rs.
 fn expected_argv(spec: &Spec, values: &[(&str, String)]) -> Vec<String> {
-    let mut argv: Vec<String> = spec.command.iter().map(|s| s.to_string()).collect();
+    let mut argv: Vec<String> = vec!["--deadline".into(), deadline_of(spec).to_string()];
+    argv.extend(spec.command.iter().map(|s| s.to_string()));
     let flag = |name: &str| -> Option<&'static str> {
         Some(match name {
             "BackendImage" => "--backend-image",
@@ -1291,12 +1292,29 @@ fn default_seconds(config_text: &str, section: &str, key: &str) -> u64 {
     panic!("[{section}] {key} is not in the effective config:\n{config_text}")
 }
 
-/// SSM kills the command at `timeoutSeconds`: each document's timeout must
-/// cover the deadlines the agent itself works to by default (waiting for
-/// the lock, then the operation's own deadlines), so the agent's clean
-/// failure comes first.
+/// SSM's kill margin: the agent's own deadline ends this long before
+/// `timeoutSeconds`, so its final markers come first.
+const DEADLINE_MARGIN: u64 = 60;
+
+fn timeout_of(spec: &Spec) -> u64 {
+    load(spec)["mainSteps"][0]["inputs"]["timeoutSeconds"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("timeoutSeconds")
+}
+
+/// The `--deadline` each document must pass: the margin below its timeout.
+fn deadline_of(spec: &Spec) -> u64 {
+    timeout_of(spec) - DEADLINE_MARGIN
+}
+
+/// SSM kills the command at `timeoutSeconds` and keeps nothing the agent
+/// would print at exit: every document passes `--deadline` the margin
+/// below it (the scripts' argv tests check it reaches the agent), and
+/// ssm-documents/README.md states, per document, the sum of the agent's
+/// default waits (recomputed here from `config check`) and the deadline.
 #[test]
-fn timeouts_cover_the_agents_default_deadlines() {
+fn documents_pass_a_deadline_below_their_timeout_and_the_readme_states_the_waits() {
     let dir = tempfile::tempdir().expect("temp dir");
     let empty = dir.path().join("agent.toml");
     std::fs::write(&empty, "").expect("write");
@@ -1311,32 +1329,58 @@ fn timeouts_cover_the_agents_default_deadlines() {
     let d = |section: &str, key: &str| default_seconds(&config, section, key);
     let lock = d("agent", "lock_timeout");
     let aws = d("aws", "operation_timeout");
+    let docker = d("docker", "connect_wait");
     let job = d("jobs", "timeout");
-    let deploy = lock + aws + d("runtime", "pull_timeout") + d("runtime", "health_timeout");
-    for (file, needed) in [
+    let health = d("runtime", "health_timeout");
+    // lock, Docker, SSM render, ECR login, pull, dependency health, health
+    let deploy = lock + docker + aws + aws + d("runtime", "pull_timeout") + health + health;
+    // three default smoke checks, each tried `attempts` times, 1 s apart
+    let smoke = 3 * d("smoke", "attempts") * (d("smoke", "timeout") + 1);
+    // ledger: 3 connection tries of connect_timeout + 1 s, 2 s apart
+    let ledger = 3 * (d("database", "connect_timeout") + 1) + 2 * 2;
+    for (file, sum) in [
         ("wavemap-runtime-deploy.json", deploy),
         ("wavemap-runtime-rollback.json", deploy),
-        (
-            "wavemap-runtime-record-release.json",
-            lock + d("docker", "request_timeout"),
-        ),
+        ("wavemap-runtime-record-release.json", lock + docker + smoke),
         ("wavemap-runtime-env.json", lock + aws),
         (
             "wavemap-database-status.json",
-            d("docker", "request_timeout") + d("database", "connect_timeout") + aws,
+            docker + d("docker", "request_timeout") + ledger,
         ),
-        ("wavemap-database-migrate.json", lock + job),
-        ("wavemap-database-reset.json", lock + 3 * job),
-        ("wavemap-media-discrepancy-report.json", lock + job),
+        // lock, left-over job, Docker, advisory lock, job(s)
+        ("wavemap-database-migrate.json", lock * 3 + docker + job),
+        ("wavemap-database-reset.json", lock * 3 + docker + 3 * job),
+        (
+            "wavemap-media-discrepancy-report.json",
+            lock * 2 + docker + job,
+        ),
     ] {
-        let doc = load(spec(file));
-        let timeout: u64 = doc["mainSteps"][0]["inputs"]["timeoutSeconds"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("timeoutSeconds");
+        let spec = spec(file);
+        let deadline = deadline_of(spec);
+        let script = run_command(&load(spec)).join("\n");
         assert!(
-            timeout >= needed,
-            "{file}: timeoutSeconds {timeout} < {needed}, the agent's own default deadlines"
+            script.contains(&format!("\"$WAVEMAP_AGENT_BIN\" --deadline {deadline} ")),
+            "{file}: the agent gets --deadline {deadline} ({DEADLINE_MARGIN} s below timeoutSeconds)"
+        );
+        let name = file.trim_end_matches(".json");
+        let readme = read_text(&docs_dir().join("README.md"));
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` | ")) && l.contains(" + "))
+            .unwrap_or_else(|| panic!("README.md has no row of waits for {name}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells.get(3..5),
+            Some(&[sum.to_string().as_str(), deadline.to_string().as_str()][..]),
+            "README.md: {name}: the sum of the default waits and the deadline: {row}"
+        );
+        let first = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` | ")))
+            .expect("document row");
+        assert!(
+            first.ends_with(&format!("| {} | {deadline} |", timeout_of(spec))),
+            "README.md: {name}: timeoutSeconds and --deadline: {first}"
         );
     }
 }

@@ -183,7 +183,9 @@ async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> R
 /// detail).
 fn past_deadline(result: Result<()>) -> Result<()> {
     match result {
-        Err(e) if !matches!(e, Error::Interrupted { .. }) && crate::operation::deadline_passed() => {
+        Err(e)
+            if !matches!(e, Error::Interrupted { .. }) && crate::operation::deadline_passed() =>
+        {
             Err(crate::operation::out_of_time(format!(
                 "the budget ran out; the operation ended with: {e}"
             )))
