@@ -364,6 +364,21 @@ fn documents_follow_the_rules() {
             script.contains("WAVEMAP_AGENT_BIN=\"${WAVEMAP_AGENT_BIN:-/usr/bin/wavemap-agent}\""),
             "{f}: calls the agent through WAVEMAP_AGENT_BIN"
         );
+        assert!(
+            script.contains(
+                "WAVEMAP_AGENT_SANDBOX=\"${WAVEMAP_AGENT_SANDBOX:-/usr/lib/wavemap-agent/sandbox}\""
+            ),
+            "{f}: the sandbox is the packaged one unless a test names another"
+        );
+        let calls: Vec<&String> = code
+            .iter()
+            .filter(|l| l.contains("\"$WAVEMAP_AGENT_BIN\" ") && !l.starts_with("if "))
+            .collect();
+        assert!(
+            calls.len() == 1
+                && calls[0].starts_with("\"$WAVEMAP_AGENT_SANDBOX\" \"$WAVEMAP_AGENT_BIN\" "),
+            "{f}: the agent runs once, through the sandbox: {calls:?}"
+        );
         // Every SSM_ variable the script reads is a parameter, and every
         // parameter is read.
         let used: std::collections::BTreeSet<String> = ssm_var
@@ -571,10 +586,35 @@ impl Stub {
         )
         .expect("write stub");
         set_mode(&bin, 0o755);
+        // The sandbox the documents run the agent through, as a recording
+        // pass-through: the real one (packaging/wavemap-agent-sandbox, a
+        // transient systemd unit) is tested under systemd in systemd.rs.
+        let sandbox = dir.path().join("sandbox");
+        std::fs::write(
+            &sandbox,
+            "#!/bin/sh\n\
+             if [ -n \"${WAVEMAP_STUB_SANDBOX_ARGV:-}\" ]; then printf '%s\\0' \"$@\" > \"$WAVEMAP_STUB_SANDBOX_ARGV\"; fi\n\
+             exec \"$@\"\n",
+        )
+        .expect("write sandbox stub");
+        set_mode(&sandbox, 0o755);
         Stub { dir }
     }
     fn bin(&self) -> PathBuf {
         self.dir.path().join("wavemap-agent")
+    }
+    fn sandbox(&self) -> PathBuf {
+        self.dir.path().join("sandbox")
+    }
+    /// The argv the sandbox got: the agent, then the agent's argv.
+    fn sandbox_argv(&self) -> Option<Vec<String>> {
+        let raw = std::fs::read(self.dir.path().join("sandbox-argv")).ok()?;
+        let text = String::from_utf8(raw).expect("argv is UTF-8");
+        Some(
+            text.strip_suffix('\0')
+                .map(|t| t.split('\0').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        )
     }
     fn argv_file(&self) -> PathBuf {
         self.dir.path().join("argv")
@@ -634,6 +674,14 @@ fn ssm_env(values: &[(&str, String)], stub: &Stub, exit: i32) -> BTreeMap<String
         .map(|(k, v)| (format!("SSM_{k}"), v.clone()))
         .collect();
     env.insert("WAVEMAP_AGENT_BIN".into(), stub.bin().display().to_string());
+    env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        stub.sandbox().display().to_string(),
+    );
+    env.insert(
+        "WAVEMAP_STUB_SANDBOX_ARGV".into(),
+        stub.dir.path().join("sandbox-argv").display().to_string(),
+    );
     env.insert(
         "WAVEMAP_STUB_ARGV".into(),
         stub.argv_file().display().to_string(),
@@ -706,6 +754,11 @@ fn scripts_pass_exactly_the_intended_arguments() {
                 let at = format!("{} under {} (toggle {toggle})", spec.file, shell.display());
                 assert_eq!(run.code, 0, "{at}: {}", run.stderr);
                 assert_eq!(stub.argv(), Some(expected_argv(spec, &values)), "{at}");
+                // Through the sandbox, never around it: the sandbox runs the
+                // agent with exactly that argv.
+                let mut sandboxed = vec![stub.bin().display().to_string()];
+                sandboxed.extend(expected_argv(spec, &values));
+                assert_eq!(stub.sandbox_argv(), Some(sandboxed), "{at}");
                 // The script adds nothing to stdout: what SSM keeps is the
                 // agent's markers and nothing else.
                 assert_eq!(run.stdout, "WAVEMAP_STUB_CALLED=1\n", "{at}");
@@ -950,6 +1003,32 @@ fn toggles_accept_only_true_or_false() {
 }
 
 #[test]
+fn missing_sandbox_is_named_and_the_agent_never_runs_around_it() {
+    for spec in SPECS {
+        let doc = load(spec);
+        let stub = Stub::new();
+        let mut env = ssm_env(&sample_values(spec, true), &stub, 0);
+        env.insert(
+            "WAVEMAP_AGENT_SANDBOX".into(),
+            "/nonexistent/sandbox".into(),
+        );
+        let run = run_script(&doc, Path::new("/bin/sh"), &env);
+        assert_eq!(run.code, 127, "{}", spec.file);
+        assert!(
+            run.stderr.contains("/nonexistent/sandbox"),
+            "{}: {}",
+            spec.file,
+            run.stderr
+        );
+        assert!(
+            stub.argv().is_none(),
+            "{}: the agent ran unsandboxed",
+            spec.file
+        );
+    }
+}
+
+#[test]
 fn missing_agent_binary_is_named() {
     for spec in SPECS {
         let doc = load(spec);
@@ -978,6 +1057,8 @@ fn missing_agent_binary_is_named() {
 #[test]
 fn real_agent_accepts_every_document_in_dry_run() {
     let marker = Regex::new(r"^WAVEMAP_[A-Z0-9_]+=").expect("regex");
+    // The pass-through sandbox (the real one needs systemd: systemd.rs).
+    let sandbox = Stub::new();
     let agent = wavemap_e2e::agent_bin();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -1011,6 +1092,10 @@ fn real_agent_accepts_every_document_in_dry_run() {
             .map(|(k, v)| (format!("SSM_{k}"), v.clone()))
             .collect();
         env.insert("WAVEMAP_AGENT_BIN".into(), agent.display().to_string());
+        env.insert(
+            "WAVEMAP_AGENT_SANDBOX".into(),
+            sandbox.sandbox().display().to_string(),
+        );
         env.insert("WAVEMAP_AGENT_CONFIG".into(), config.display().to_string());
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         env.insert("AWS_ACCESS_KEY_ID".into(), "testing".into());
@@ -1090,6 +1175,13 @@ fn run_document(
     env.insert(
         "WAVEMAP_AGENT_BIN".into(),
         wavemap_e2e::agent_bin().display().to_string(),
+    );
+    // The pass-through sandbox: the real one needs systemd (systemd.rs runs
+    // a deploy through it).
+    let sandbox = Stub::new();
+    env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        sandbox.sandbox().display().to_string(),
     );
     env.insert(
         "WAVEMAP_AGENT_CONFIG".into(),
