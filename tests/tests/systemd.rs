@@ -404,10 +404,11 @@ fn delete_from_registry(image: &str) {
 
 /// Run the deploy document's script in the container as the SSM Agent
 /// would (`sh`, parameters as `SSM_<name>`), through the packaged sandbox.
-/// While it runs, find its transient unit and check `systemd-analyze
-/// security` on it (exposure <= 2.0, printed and kept in
-/// target/systemd-analyze-security-command.txt).
-fn deploy_document_in_sandbox(m: &Machine, params: &[(&str, &str)]) -> Run {
+/// With `analyze`, find its transient unit while it runs and check
+/// `systemd-analyze security` on it (exposure <= 2.0, printed and kept in
+/// target/systemd-analyze-security-command.txt); a run that ends within
+/// moments (a failure) may be gone before it can be looked at.
+fn deploy_document_in_sandbox(m: &Machine, params: &[(&str, &str)], analyze: bool) -> Run {
     let doc: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(
             wavemap_e2e::repo_root().join("ssm-documents/wavemap-runtime-deploy.json"),
@@ -434,6 +435,14 @@ fn deploy_document_in_sandbox(m: &Machine, params: &[(&str, &str)]) -> Run {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run the document");
+    if !analyze {
+        let out = child.wait_with_output().expect("wait for the document");
+        return Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+    }
     // The transient unit exists while the command runs.
     let started = Instant::now();
     let unit = loop {
@@ -555,7 +564,7 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         ("WorkflowRunAttempt", ""),
         ("Execute", "true"),
     ];
-    let out = deploy_document_in_sandbox(&m, &release);
+    let out = deploy_document_in_sandbox(&m, &release, true);
     assert_eq!(
         out.code,
         0,
@@ -570,19 +579,26 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         "stage and final markers pass through the sandbox: {}",
         out.dump()
     );
-    // A failing command's exit code and markers pass through unchanged.
-    let missing = format!(
+    // A failing command's exit code, markers and message pass through
+    // unchanged: a backend tag that does not match the frontend's is bad
+    // input (exit 2), refused before anything changes.
+    let other = format!(
         "{}:sha-{}",
         backend.rsplit_once(':').expect("tag").0,
         "0".repeat(40)
     );
     let mut failing = release;
-    failing[0] = ("BackendImage", missing.as_str());
-    let out = deploy_document_in_sandbox(&m, &failing);
-    assert_eq!(out.code, 1, "a deploy failing at pull: {}", out.dump());
+    failing[0] = ("BackendImage", other.as_str());
+    let out = deploy_document_in_sandbox(&m, &failing, false);
+    assert_eq!(out.code, 2, "a mismatched pair: {}", out.dump());
+    assert_eq!(
+        out.stdout,
+        "WAVEMAP_AGENT_ERROR=invalid-input\nWAVEMAP_AGENT_EXIT_CODE=2\n",
+        "{}",
+        out.dump()
+    );
     assert!(
-        out.stdout
-            .contains("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE=pull\n"),
+        out.stderr.contains("invalid --frontend-image"),
         "{}",
         out.dump()
     );
