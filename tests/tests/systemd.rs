@@ -602,6 +602,20 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         "{}",
         out.dump()
     );
+    // SIGTERM to the sandbox (an operator's Ctrl-C, SSM's cancel) reaches
+    // the command in the transient unit, whose exit code comes back; the
+    // unit is gone afterwards (--collect).
+    let term = m.sh(
+        "/usr/lib/wavemap-agent/sandbox sh -c 'trap \"echo got-term; exit 7\" TERM; echo started; sleep 60 & wait' & w=$!; \
+         for i in $(seq 100); do systemctl is-active --quiet 'wavemap-agent-command-*' && break; sleep 0.1; done; \
+         sleep 0.5; kill -TERM $w; wait $w; echo \"exit=$?\"; \
+         systemctl list-units --all --no-legend --plain 'wavemap-agent-command-*' | wc -l",
+    );
+    assert!(
+        term.stdout.contains("started\ngot-term\nexit=7\n0\n"),
+        "SIGTERM through the sandbox: {}",
+        term.dump()
+    );
     let record = with_execute(release_args(
         "record-release",
         &backend,
