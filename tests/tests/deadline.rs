@@ -6,6 +6,8 @@
 //!   flushed, when the stage starts. The kill is deterministic, at the
 //!   stage's test pause point (`wavemap_agent::testpoint`), which comes
 //!   right after the marker.
+//!   A database migrate killed in each of its stages before the job leaves
+//!   its `WAVEMAP_DATABASE_MIGRATE_STAGE` the same way.
 //! - `--deadline 8` on a release that never gets healthy: the agent stops
 //!   itself at the deadline the way a signal stops it (failed stage named,
 //!   `WAVEMAP_AGENT_ERROR=deadline`, exit 1, the operation journalled as
@@ -29,7 +31,7 @@ const DEPLOY_STAGES: [&str; 7] = [
 ];
 
 /// Run `args` paused at `point`, SIGKILL it once it announces the pause,
-/// and return what it had written to stdout by then.
+/// and return what it had written to stdout and stderr by then.
 fn stdout_when_killed_at(td: &TestDir, args: &[String], point: &str) -> (String, String) {
     let pause_file = td.path().join(format!("pause-{point}"));
     let stdout_file = td.path().join(format!("stdout-{point}"));
@@ -121,6 +123,64 @@ async fn sigkill_in_every_stage_leaves_that_stage_marker_on_stdout() {
     );
     eprintln!("{line}");
     wavemap_e2e::report_line("stage-markers", &line);
+}
+
+/// The stages of `database migrate --execute` before its job starts (the
+/// left-over job wait is the first `job`).
+const MIGRATE_STAGES: [&str; 5] = ["lock", "job", "journal", "advisory-lock", "ledger"];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_in_every_migrate_stage_leaves_that_stage_marker_on_stdout() {
+    let td = crate::safety::job_dir("stagekill-db");
+    let url = crate::safety::fixture_db("behind").await;
+    let _api = crate::safety::Api::start(&td, &url);
+    let migrate: Vec<String> = ["database", "migrate", "--execute", "--database-url", &url]
+        .map(String::from)
+        .to_vec();
+    for stage in MIGRATE_STAGES {
+        let (stdout, stderr) = stdout_when_killed_at(&td, &migrate, stage);
+        let stages: Vec<&str> = stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("WAVEMAP_DATABASE_MIGRATE_STAGE="))
+            .collect();
+        let at = MIGRATE_STAGES
+            .iter()
+            .position(|s| *s == stage)
+            .expect("known stage");
+        assert_eq!(
+            stages,
+            MIGRATE_STAGES[..=at],
+            "killed in {stage}: the stage markers on stdout\n--- stdout\n{stdout}--- stderr\n{stderr}"
+        );
+    }
+    // Unkilled, it migrates; the last stage is the ledger read after the job.
+    let out = td.run(&migrate);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied"),
+        "{}",
+        out.dump()
+    );
+    let stages: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("WAVEMAP_DATABASE_MIGRATE_STAGE="))
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "lock",
+            "job",
+            "journal",
+            "advisory-lock",
+            "ledger",
+            "job",
+            "ledger"
+        ],
+        "{}",
+        out.dump()
+    );
 }
 
 /// The fixture's frontend healthcheck made one that never passes: health
