@@ -278,3 +278,52 @@ async fn deadline_stops_a_release_that_never_gets_healthy_at_health() {
     assert_eq!(end["outcome"], "interrupted", "{journal}");
     assert_eq!(end["exit_code"], 1, "{journal}");
 }
+
+/// A job is never cut in the middle by the budget: with `--deadline 30`
+/// and a longer `jobs.timeout` (the test config's) the migrate job cannot fit, so
+/// it is refused at once, before anything runs, naming the job and the
+/// budget; the database stays `behind`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_cannot_fit_in_the_budget_is_not_started() {
+    let td = crate::safety::job_dir("deadline-fit");
+    let url = crate::safety::fixture_db("behind").await;
+    let _api = crate::safety::Api::start(&td, &url);
+    let out = td.run([
+        "--deadline",
+        "30",
+        "database",
+        "migrate",
+        "--execute",
+        "--database-url",
+        &url,
+    ]);
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_AGENT_ERROR"),
+        Some("deadline"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("interrupted")
+    );
+    assert!(
+        out.stderr
+            .contains("job migrate (jobs.timeout) may take up to ")
+            && out.stderr.contains("s, which does not fit in the ")
+            && out
+                .stderr
+                .contains("of the 30s budget (--deadline); it was not started"),
+        "{}",
+        out.dump()
+    );
+    // Nothing ran: the database is still behind.
+    let status = td.run(["database", "status", "--database-url", &url]);
+    assert_eq!(
+        status.marker("WAVEMAP_DATABASE_STATUS_STATE"),
+        Some("behind"),
+        "{}",
+        status.dump()
+    );
+}
