@@ -327,3 +327,29 @@ async fn a_job_that_cannot_fit_in_the_budget_is_not_started() {
         status.dump()
     );
 }
+
+/// `WAVEMAP_AGENT_DEADLINE` is the flag's default: a bad value is exit 2
+/// naming the variable, and the daemon, which runs until stopped, refuses
+/// the flag.
+#[test]
+fn a_bad_deadline_is_refused_naming_where_it_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "").expect("write config");
+    let out = wavemap_e2e::run_agent(
+        ["status"],
+        Some(&config),
+        &[("WAVEMAP_AGENT_DEADLINE", "ten")],
+    );
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr.contains("invalid WAVEMAP_AGENT_DEADLINE: `ten`"),
+        "{}",
+        out.dump()
+    );
+    let out = wavemap_e2e::run_agent(["--deadline", "5", "daemon"], Some(&config), &[]);
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(out.stderr.contains("invalid --deadline"), "{}", out.dump());
+    let out = wavemap_e2e::run_agent(["--deadline", "0", "status"], Some(&config), &[]);
+    assert_eq!(out.code, 2, "{}", out.dump());
+}

@@ -43,14 +43,24 @@ pub async fn run(
     };
     // Bad input is exit 2 before anything else, lock included.
     validate(command, config)?;
-    if let Some(secs) = cli.deadline {
-        if matches!(command, Command::Daemon) {
+    let deadline = match (command, cli.deadline) {
+        (Command::Daemon, Some(_)) => {
             return Err(Error::invalid(
-                "--deadline (or WAVEMAP_AGENT_DEADLINE)",
+                "--deadline",
                 "the daemon runs until it is stopped; a deadline bounds one command",
-                "drop --deadline from the daemon's command line and WAVEMAP_AGENT_DEADLINE from its environment",
+                "drop --deadline from the daemon's command line",
             ));
         }
+        (Command::Daemon, None) => {
+            if env_deadline()?.is_some() {
+                log::info!("{DEADLINE_ENV} bounds one command; the daemon runs until it is stopped and ignores it");
+            }
+            None
+        }
+        (_, Some(secs)) => Some(secs),
+        (_, None) => env_deadline()?,
+    };
+    if let Some(secs) = deadline {
         crate::operation::set_deadline(Duration::from_secs(secs));
         crate::operation::arm_deadline();
     }
@@ -58,7 +68,7 @@ pub async fn run(
         crate::output::announce_stages(area, cli.json);
     }
     if !command.mutates() {
-        if cli.deadline.is_some() {
+        if deadline.is_some() {
             return interruptible(dispatch(command, &mut inv)).await;
         }
         return dispatch(command, &mut inv).await;
@@ -174,6 +184,32 @@ async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> R
                 STOP_GRACE.as_secs()
             ),
         }),
+    }
+}
+
+/// The environment's default for `--deadline`.
+const DEADLINE_ENV: &str = "WAVEMAP_AGENT_DEADLINE";
+
+/// `WAVEMAP_AGENT_DEADLINE`, when set and not empty: whole seconds, at
+/// least 1; anything else is exit 2 naming the variable.
+fn env_deadline() -> Result<Option<u64>> {
+    let Some(value) = std::env::var_os(DEADLINE_ENV) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs >= 1 => Ok(Some(secs)),
+        _ => Err(Error::invalid(
+            DEADLINE_ENV,
+            format!(
+                "`{}` is not a whole number of seconds of at least 1",
+                text.trim()
+            ),
+            format!("set {DEADLINE_ENV} to the seconds the command may take, or unset it"),
+        )),
     }
 }
 
