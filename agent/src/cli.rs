@@ -36,6 +36,16 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECS")]
     pub lock_timeout: Option<u64>,
 
+    /// Seconds the whole command may take: every wait comes out of this one
+    /// budget, and when it runs out the command stops as on SIGTERM
+    /// (WAVEMAP_AGENT_ERROR=deadline, exit 1) [env: WAVEMAP_AGENT_DEADLINE]
+    // The variable is read in `commands`, not here: the daemon refuses the
+    // flag but ignores the variable (it may sit in /etc/default/wavemap-agent,
+    // which the daemon's unit reads too).
+    #[arg(long, global = true, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub deadline: Option<u64>,
+
     /// More detail on stderr
     #[arg(long, short, global = true)]
     pub verbose: bool,

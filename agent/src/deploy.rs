@@ -130,7 +130,7 @@ pub async fn run(
     let mut outcome = Outcome::default();
     let mut result = run_stages(config, release, options, report, &mut outcome).await;
     if let (Ok(resolved), true, Some(by)) = (&result, options.execute, options.record_as) {
-        crate::testpoint::pause(Stage::State.name());
+        crate::output::stage(Stage::State);
         if let Err(e) = crate::release::write_current(config, resolved, by, &outcome.config_hashes)
         {
             result = Err((Stage::State, e));
@@ -314,7 +314,7 @@ impl Run<'_> {
     /// env-render: a deploy renders from SSM into staged copies; boot
     /// recovery uses the files on disk and renders only a missing one.
     async fn env_render(&mut self, report: &mut Report, outcome: &mut Outcome) -> StageResult {
-        crate::testpoint::pause(Stage::EnvRender.name());
+        crate::output::stage(Stage::EnvRender);
         let started = Instant::now();
         let config = self.config;
         let from_disk = self.options.env == EnvPolicy::FromDisk;
@@ -378,7 +378,7 @@ impl Run<'_> {
             .await
             .map_err(|e| (Stage::Pull, e))?;
         self.docker = Some(docker.clone());
-        crate::testpoint::pause(Stage::EcrLogin.name());
+        crate::output::stage(Stage::EcrLogin);
         let started = Instant::now();
         let fresh_tags = self.options.record_as == Some("deploy");
         for (image, trust) in self.images.iter().zip(self.trust) {
@@ -435,7 +435,7 @@ impl Run<'_> {
     /// pull the missing images, together, within `runtime.pull_timeout`;
     /// then pin the release to the digests its images resolved to.
     async fn pull(&mut self, outcome: &mut Outcome) -> StageResult {
-        crate::testpoint::pause(Stage::Pull.name());
+        crate::output::stage(Stage::Pull);
         let started = Instant::now();
         let config = self.config;
         let docker = self.docker()?.clone();
@@ -450,7 +450,11 @@ impl Run<'_> {
                     log::info!(stage = "pull"; "pulling {image}");
                     registry::pull(&docker, &config.docker.host, image, auth.as_ref())
                 });
-            let deadline = config.runtime.pull_timeout.duration();
+            let deadline = crate::operation::wait_limit(
+                "the pull (runtime.pull_timeout)",
+                config.runtime.pull_timeout.duration(),
+            )
+            .map_err(|e| (Stage::Pull, e))?;
             let results = tokio::time::timeout(deadline, futures_util::future::join_all(pulls))
                 .await
                 .map_err(|_| {
@@ -552,7 +556,7 @@ impl Run<'_> {
     /// converge: promote the staged env files, then bring the project to
     /// the release. `None` for a dry run (nothing more to do).
     async fn converge(&mut self, outcome: &mut Outcome) -> StageResult<Option<Project>> {
-        crate::testpoint::pause(Stage::Converge.name());
+        crate::output::stage(Stage::Converge);
         let started = Instant::now();
         let config = self.config;
         let execute = self.options.execute;
@@ -584,7 +588,11 @@ impl Run<'_> {
         // A dependency that never gets healthy fails the deploy within the
         // same deadline as the health stage, not Compose's default of
         // minutes more.
-        project.dependency_wait = config.runtime.health_timeout.duration();
+        project.dependency_wait = crate::operation::wait_limit(
+            "the dependency health wait (runtime.health_timeout)",
+            config.runtime.health_timeout.duration(),
+        )
+        .map_err(|e| (Stage::Converge, e))?;
         if !execute && !self.missing.is_empty() {
             // The plan compares image ids; images not pulled yet will be new.
             log::info!(stage = "converge"; "plan below assumes the missing images change their services");
@@ -637,11 +645,15 @@ impl Run<'_> {
     /// health: every service healthy (or running, without a healthcheck)
     /// within `runtime.health_timeout`.
     async fn health(&self, project: &Project, outcome: &mut Outcome) -> StageResult {
-        crate::testpoint::pause(Stage::Health.name());
+        crate::output::stage(Stage::Health);
         let started = Instant::now();
-        let timeout = self.config.runtime.health_timeout;
-        log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", timeout.get());
-        let health = compose::wait_healthy(self.docker()?, project, timeout.duration())
+        let limit = crate::operation::wait_limit(
+            "the health wait (runtime.health_timeout)",
+            self.config.runtime.health_timeout.duration(),
+        )
+        .map_err(|e| (Stage::Health, e))?;
+        log::info!(stage = "health"; "waiting up to {}s for the project to be healthy", limit.as_secs());
+        let health = compose::wait_healthy(self.docker()?, project, limit)
             .await
             .map_err(|e| (Stage::Health, e))?;
         let summary: Vec<String> = health

@@ -71,6 +71,8 @@ impl fmt::Display for Dependency {
 pub enum Stage {
     /// Starting the process (async runtime, signal handlers).
     Start,
+    /// Waiting for the operation lock.
+    Lock,
     EnvRender,
     /// Reading rendered env files back.
     EnvRead,
@@ -98,12 +100,17 @@ pub enum Stage {
     Job,
     /// `runtime prune`: listing and removing release images.
     Prune,
+    /// The endpoint smoke through the frontend's port.
+    Smoke,
+    /// Waiting for the database's advisory lock.
+    AdvisoryLock,
 }
 
 impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Start => "start",
+            Stage::Lock => "lock",
             Stage::EnvRender => "env-render",
             Stage::EnvRead => "env-read",
             Stage::EcrLogin => "ecr-login",
@@ -124,6 +131,8 @@ impl Stage {
             Stage::Daemon => "daemon",
             Stage::Job => "job",
             Stage::Prune => "prune",
+            Stage::Smoke => "smoke",
+            Stage::AdvisoryLock => "advisory-lock",
         }
     }
 }
@@ -188,8 +197,9 @@ pub enum Error {
         source: Option<Cause>,
     },
 
-    /// SIGTERM, SIGINT or SIGHUP ended the operation; `detail` says what
-    /// became of its running job.
+    /// SIGTERM, SIGINT or SIGHUP ended the operation, or its deadline did
+    /// (`signal` is then `deadline`, and the kind `deadline`); `detail` says
+    /// what became of its running job.
     #[error("interrupted by {signal}: {detail}")]
     Interrupted {
         signal: &'static str,
@@ -289,6 +299,9 @@ impl Error {
             Error::Unavailable { .. } => "dependency-unavailable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
+            Error::Interrupted {
+                signal: "deadline", ..
+            } => "deadline",
             Error::Interrupted { .. } => "interrupted",
         }
     }

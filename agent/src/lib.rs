@@ -21,7 +21,8 @@
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
-//! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
+//! - [`operation`]: the running operation's id, its interruption by SIGTERM/SIGINT/SIGHUP,
+//!   and its deadline (`--deadline`: one budget every wait comes out of).
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`retry`]: the one backoff and retry budget every wait uses.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts).

@@ -4,6 +4,7 @@ mod compose_corpus;
 mod crash;
 mod daemon;
 mod database;
+mod deadline;
 mod docs;
 mod faults;
 mod foundation;

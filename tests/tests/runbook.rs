@@ -206,6 +206,20 @@ fn run_document(file: &str, params: &[(&str, &str)], td: &TestDir) -> wavemap_e2
         "WAVEMAP_AGENT_BIN".into(),
         wavemap_e2e::agent_bin().display().to_string(),
     );
+    // A pass-through in place of the systemd sandbox the documents run the
+    // agent in (this machine need not run systemd; systemd.rs runs a
+    // document through the real one).
+    let sandbox = dir.path().join("sandbox");
+    std::fs::write(&sandbox, "#!/bin/sh\nexec \"$@\"\n").expect("write sandbox");
+    std::fs::set_permissions(
+        &sandbox,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod sandbox");
+    env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        sandbox.display().to_string(),
+    );
     env.insert(
         "WAVEMAP_AGENT_CONFIG".into(),
         td.config_path().display().to_string(),

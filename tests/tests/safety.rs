@@ -38,7 +38,7 @@ fn drizzle() -> PathBuf {
 }
 
 /// A fresh database holding the Drizzle fixture `scenario`; its URL.
-async fn fixture_db(scenario: &str) -> String {
+pub(crate) async fn fixture_db(scenario: &str) -> String {
     let url = pg_fresh_database(&format!("safety-{}", &scenario[..scenario.len().min(6)])).await;
     let sql = std::fs::read_to_string(drizzle().join(scenario).join("database.sql"))
         .expect("read database.sql");
@@ -73,13 +73,13 @@ fn up_to_date_ledger() -> Vec<String> {
 }
 
 /// An API container of `td`'s project, removed on drop.
-struct Api {
+pub(crate) struct Api {
     id: String,
     since: u64,
 }
 
 impl Api {
-    fn start(td: &TestDir, database_url: &str) -> Api {
+    pub(crate) fn start(td: &TestDir, database_url: &str) -> Api {
         let since = unix_now() - 1;
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "host", "--name"])
@@ -195,7 +195,7 @@ fn eventually(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
 }
 
 /// A test dir whose jobs are the fake backend's, each overridable.
-fn job_dir(prefix: &str) -> TestDir {
+pub(crate) fn job_dir(prefix: &str) -> TestDir {
     let mut td = TestDir::new(prefix);
     for (key, sub) in [
         ("migrate_command", "migrate"),

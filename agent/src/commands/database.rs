@@ -62,6 +62,7 @@ struct Inputs {
 }
 
 async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
+    crate::output::stage(Stage::Journal);
     let table = Target {
         schema: target
             .migrations_schema
@@ -117,16 +118,27 @@ fn url_markers(report: &mut Report, database: &source::Resolved) {
 
 /// Take the advisory lock on the database the jobs work on.
 async fn advisory_lock(config: &Config, database: &source::Resolved) -> Result<advisory::Held> {
+    crate::output::stage(Stage::AdvisoryLock);
     advisory::acquire(
         &database.dsn,
         config.database.connect_timeout.duration(),
-        crate::operation::lock_timeout(),
+        crate::operation::wait_limit(
+            "the advisory lock wait (--lock-timeout, agent.lock_timeout)",
+            crate::operation::lock_timeout(),
+        )?,
         ledger_error,
     )
     .await
+    .map_err(|e| match e {
+        Error::Lock(_) if crate::operation::deadline_passed() => crate::operation::out_of_time(
+            format!("while waiting for the advisory lock ({e}); no job was started"),
+        ),
+        e => e,
+    })
 }
 
 async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<Status> {
+    crate::output::stage(Stage::Ledger);
     let ledger = ledger::read(
         &inputs.database.dsn,
         &inputs.table,

@@ -222,6 +222,7 @@ pub async fn record_release(
             });
         }
     }
+    crate::output::stage(crate::error::Stage::Smoke);
     let smoked = smoke::run(config, &docker, report)
         .await
         .and_then(|outcome| outcome.gate());
@@ -247,6 +248,7 @@ pub async fn record_release(
         );
         return Ok(());
     }
+    crate::output::stage(crate::error::Stage::RecordRelease);
     let receipt = release::write_receipt(config, &release)?;
     report.marker(&format!("{RECEIPT}_RECORDED_AT"), &receipt.recorded_at);
     report.marker(&format!("{RECEIPT}_SCHEMA_VERSION"), receipt.schema_version);

@@ -21,6 +21,7 @@ pub async fn run(inv: &mut Invocation<'_>, args: RenderArgs) -> Result<()> {
         execute,
         allow_empty: args.allow_empty,
     };
+    crate::output::stage(crate::error::Stage::EnvRender);
     match envrender::render(inv.config, options).await {
         Ok(summary) => {
             summary.add_markers(inv.report);
