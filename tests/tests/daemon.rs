@@ -875,6 +875,11 @@ async fn a_deploy_failing_at_health_is_left_running_reported_and_not_reverted() 
             .map(|(_, i, _)| i.clone())
             .unwrap_or_default()
     };
+    // The failed deploy ran the pair pinned to the digests it pulled.
+    let (backend_b, frontend_b) = (
+        wavemap_e2e::pinned(&backend_b).await,
+        wavemap_e2e::pinned(&frontend_b).await,
+    );
     let now = containers_of(&project).await;
     assert_eq!(images(&now, "api"), backend_b, "{now:?}");
     assert_eq!(images(&now, "frontend"), frontend_b, "{now:?}");
