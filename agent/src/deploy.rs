@@ -500,8 +500,20 @@ impl Run<'_> {
         } else {
             crate::images::preflight::Mode::Warn
         };
-        let images: Vec<ImageRef> = self.missing.iter().map(|(i, _)| i.clone()).collect();
-        crate::images::preflight::check(self.config, docker, &images, &self.auths, mode)
+        // Only bytes not on the host yet need room: a tag pulled again to
+        // pin its digest (a deploy's) is already here.
+        let mut images = Vec::new();
+        let mut auths = Vec::new();
+        for ((image, _), auth) in self.missing.iter().zip(&self.auths) {
+            if !registry::is_present(docker, image)
+                .await
+                .map_err(|e| (Stage::PullPreflight, e))?
+            {
+                images.push(image.clone());
+                auths.push(auth.clone());
+            }
+        }
+        crate::images::preflight::check(self.config, docker, &images, &auths, mode)
             .await
             .map_err(|e| (Stage::PullPreflight, e))?;
         outcome

@@ -83,7 +83,7 @@ async fn prune_keeps_what_is_needed_preflight_refuses_and_status_shows_disk() {
         "the stack's test images are not on dockerd: run scripts/stack/build-images"
     );
 
-    // Five distinct pairs, built on the host (nothing to pull).
+    // Five distinct pairs, built on the host and pushed.
     let mut images = Images(Vec::new());
     let mut pairs = Vec::new();
     for i in 0..5u64 {
@@ -100,6 +100,9 @@ async fn prune_keeps_what_is_needed_preflight_refuses_and_status_shows_disk() {
                 &[("pad", pad(seed + 1))],
             )
             .await;
+            // In the registry too, as CI leaves them: a deploy pulls its
+            // tags again to pin their digests.
+            wavemap_e2e::docker_cli(&["push", tag], None);
             images.0.push(tag.clone());
         }
         pairs.push((backend, frontend, sha));
@@ -143,7 +146,10 @@ async fn prune_keeps_what_is_needed_preflight_refuses_and_status_shows_disk() {
             );
         }
     }
-    assert_eq!(project.container("api").await.0, pairs[4].0);
+    assert_eq!(
+        project.container("api").await.0,
+        wavemap_e2e::pinned(&pairs[4].0).await
+    );
 
     // Pair 0, no longer running, is held by stopped containers.
     let holders = Holders(vec![
