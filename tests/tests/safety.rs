@@ -434,7 +434,7 @@ async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_n
     let child = spawn(
         &td,
         &["runtime-env", "--execute"],
-        &[("WAVEMAP_AGENT_TEST_PAUSE_BEFORE_RENAME_MS", "60000")],
+        &[(wavemap_agent::testpoint::PAUSE_BEFORE_RENAME_MS, "60000")],
     );
     let temps = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)

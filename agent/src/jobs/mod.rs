@@ -192,8 +192,15 @@ pub async fn run_with_env(
                 service: config.runtime.backend_service.clone(),
             })?;
     wait_for_running_job(&docker, &container, config).await?;
-    let secure = crate::envrender::secure_variables(config);
-    register_container_secrets(&docker, &container, &secure).await;
+    // Fail closed: a job whose secrets the agent cannot know would print
+    // them unredacted, so it does not start (exit 69, naming why).
+    let secure = crate::envrender::secure_variables_checked(config).map_err(|why| {
+        Error::unavailable(
+            Dependency::JobRedaction,
+            format!("{why}; the job was not started, since its output could not be redacted"),
+        )
+    })?;
+    register_container_secrets(&docker, &container, &secure).await?;
     Ok(run_in(&docker, &container, config, job, env).await?)
 }
 
@@ -236,7 +243,7 @@ async fn wait_for_running_job(
             return Err(LockError::Busy {
                 path: format!(
                     "exec {short} in the API container {}",
-                    &container[..container.len().min(12)]
+                    container.get(..12).unwrap_or(container)
                 ),
                 holder: format!("job `{argv}` is still running there, left by an earlier run; a second one is never started"),
                 waited_secs: retry.elapsed().as_secs(),
@@ -302,13 +309,13 @@ async fn running_job_execs(
 /// the agent never read itself in this run. Register the ones the rendered
 /// env files name as SecureString (`secure`), and those that look like
 /// secrets (by name, or a URL with a password), so a job that prints them is
-/// redacted. Best effort: without the inspect, redaction of our own secrets
-/// still applies.
+/// redacted. Without the inspect the container's values are unknown, so
+/// this fails (exit 69) and the job does not start.
 async fn register_container_secrets(
     docker: &Docker,
     container: &str,
     secure: &std::collections::BTreeSet<String>,
-) {
+) -> Result<(), Error> {
     let env = match docker
         .inspect_container(
             container,
@@ -318,8 +325,10 @@ async fn register_container_secrets(
     {
         Ok(inspect) => inspect.config.and_then(|c| c.env).unwrap_or_default(),
         Err(e) => {
-            log::debug!(stage = "job"; "cannot inspect the API container for its env: {e}");
-            return;
+            return Err(Error::unavailable(
+                Dependency::JobRedaction,
+                format!("cannot inspect the API container {} for its env ({e}); the job was not started, since its output could not be redacted", container.get(..12).unwrap_or(container)),
+            ));
         }
     };
     for entry in env {
@@ -333,6 +342,7 @@ async fn register_container_secrets(
             }
         }
     }
+    Ok(())
 }
 
 /// Names that carry credentials by convention, or a URL with a password.
