@@ -7,6 +7,7 @@ mod database;
 mod faults;
 mod foundation;
 mod fuzz;
+mod hardening;
 mod packaging;
 mod registry;
 mod runbook;

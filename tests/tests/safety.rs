@@ -73,13 +73,13 @@ fn up_to_date_ledger() -> Vec<String> {
 }
 
 /// An API container of `td`'s project, removed on drop.
-struct Api {
+pub(crate) struct Api {
     id: String,
     since: u64,
 }
 
 impl Api {
-    fn start(td: &TestDir, database_url: &str) -> Api {
+    pub(crate) fn start(td: &TestDir, database_url: &str) -> Api {
         let since = unix_now() - 1;
         let out = Command::new("docker")
             .args(["run", "-d", "--network", "host", "--name"])
@@ -118,7 +118,7 @@ impl Api {
 
     /// Execs started in the container whose command contains `needle`
     /// (from the Engine's event log).
-    fn execs(&self, needle: &str) -> usize {
+    pub(crate) fn execs(&self, needle: &str) -> usize {
         let out = Command::new("docker")
             .args(["events", "--since", &self.since.to_string(), "--until"])
             .arg((unix_now() + 1).to_string())
@@ -195,7 +195,7 @@ fn eventually(limit: Duration, mut what: impl FnMut() -> bool) -> bool {
 }
 
 /// A test dir whose jobs are the fake backend's, each overridable.
-fn job_dir(prefix: &str) -> TestDir {
+pub(crate) fn job_dir(prefix: &str) -> TestDir {
     let mut td = TestDir::new(prefix);
     for (key, sub) in [
         ("migrate_command", "migrate"),
@@ -214,7 +214,7 @@ fn job_dir(prefix: &str) -> TestDir {
 }
 
 /// A job command: a busybox shell line.
-fn sh(line: &str) -> String {
+pub(crate) fn sh(line: &str) -> String {
     format!("[\"/bin/busybox\", \"sh\", \"-c\", {}]", toml_str(line))
 }
 
