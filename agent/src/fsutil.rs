@@ -10,8 +10,12 @@
 //! it). The env render sweeps its folder's leftovers under the lock
 //! ([`remove_temps`]); beside the receipt and the state, a leftover stays
 //! until a later write from a process with the same pid replaces it.
-//! A target that is a symlink is refused: the agent runs as root and must
-//! not be steered into writing elsewhere.
+//! A target that is a symlink is refused, and so is a path with a symlink
+//! in any folder above it ([`refuse_symlinked_parents`]): the agent runs as
+//! root and must not be steered into writing elsewhere. Folders it creates
+//! get their mode exactly, whatever the umask ([`ensure_dir`]:
+//! [`AGENT_DIR_MODE`] for the folders tmpfiles.d also makes,
+//! [`PRIVATE_DIR_MODE`] for the rest).
 //!
 //! This module sits at the bottom of the crate: it depends on nothing in it
 //! but [`crate::testpoint`], and its [`FsError`] becomes
@@ -98,10 +102,10 @@ pub fn commit_temp(temp: &Path, path: &Path) -> Result<(), Error> {
         .and_then(|()| refuse_symlinked_parents(temp))
         .and_then(|()| refuse_symlink(path))
         .and_then(|()| {
-        std::fs::rename(temp, path)
-            .and_then(|()| sync_dir(&dir))
-            .map_err(|e| Error::io("write", path, e))
-    });
+            std::fs::rename(temp, path)
+                .and_then(|()| sync_dir(&dir))
+                .map_err(|e| Error::io("write", path, e))
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(temp);
     }
@@ -200,7 +204,11 @@ pub fn tighten_dir(dir: &Path, mode: u32) -> Result<Option<u32>, Error> {
         Err(e) => return Err(Error::io("inspect directory", dir, e)),
     };
     if meta.file_type().is_symlink() {
-        return Err(Error::io("use directory", dir, io::Error::other(SYMLINK_REFUSED)));
+        return Err(Error::io(
+            "use directory",
+            dir,
+            io::Error::other(SYMLINK_REFUSED),
+        ));
     }
     let old = meta.permissions().mode() & 0o7777;
     if old & !mode == 0 {
@@ -299,11 +307,9 @@ pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::io(
-            "read",
-            path,
-            io::Error::other(SYMLINK_REFUSED),
-        )),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(Error::io("read", path, io::Error::other(SYMLINK_REFUSED)))
+        }
         Err(e) => Err(Error::io("read", path, e)),
     }
 }
@@ -322,11 +328,9 @@ fn parent(path: &Path) -> Result<PathBuf, Error> {
 
 fn refuse_symlink(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
-            "write",
-            path,
-            io::Error::other(SYMLINK_REFUSED),
-        )),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Err(Error::io("write", path, io::Error::other(SYMLINK_REFUSED)))
+        }
         _ => Ok(()),
     }
 }

@@ -201,7 +201,9 @@ fn redact_keyword_form(value: &str) -> Option<String> {
         rest = rest.trim_start();
         if secret_key(key) {
             out.push(format!("{key}={URL_REDACTED}"));
-        } else if val.is_empty() || val.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\') {
+        } else if val.is_empty()
+            || val.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\')
+        {
             let escaped = val.replace('\\', "\\\\").replace('\'', "\\'");
             out.push(format!("{key}='{escaped}'"));
         } else {
@@ -418,14 +420,24 @@ mod tests {
                 "host=db port=5432 user=app password=REDACTED dbname=app",
             ),
             (
-                format!("host=db password = '{}' dbname='my app'", pw.replace('\\', "\\\\").replace('\'', "\\'")),
+                format!(
+                    "host=db password = '{}' dbname='my app'",
+                    pw.replace('\\', "\\\\").replace('\'', "\\'")
+                ),
                 "host=db password=REDACTED dbname='my app'",
             ),
         ] {
             let text = format!("[database]\nurl = {}\n", toml::Value::String(value.clone()));
             let out = redacted_toml(&text);
-            assert!(!out.contains("S3cretPw") && !out.contains("Pw-7yq"), "{out}");
-            assert_eq!(redact_database_url(&value).as_deref(), Some(shown), "{value}");
+            assert!(
+                !out.contains("S3cretPw") && !out.contains("Pw-7yq"),
+                "{out}"
+            );
+            assert_eq!(
+                redact_database_url(&value).as_deref(),
+                Some(shown),
+                "{value}"
+            );
         }
         // Not taken apart: withheld whole.
         assert_eq!(

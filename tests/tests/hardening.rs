@@ -16,6 +16,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wavemap_e2e::{mode, pg_fresh_database, stack, toml_str, Output, TestDir};
@@ -69,11 +71,18 @@ fn no_database_password_in_config_check_or_config_errors_in_any_form() {
                 "line 3, column 1, key database.url",
             ),
             (
-                format!("[database]\nurl = {}\nconnect_timeout = {}\n", toml_str(&url), toml_str(&url)),
+                format!(
+                    "[database]\nurl = {}\nconnect_timeout = {}\n",
+                    toml_str(&url),
+                    toml_str(&url)
+                ),
                 "line 3, column 19, key database.connect_timeout",
             ),
             (
-                format!("[agent]\nenvironment = \"dev\"\n\n[database]\nurl = \"{}\n", url),
+                format!(
+                    "[agent]\nenvironment = \"dev\"\n\n[database]\nurl = \"{}\n",
+                    url
+                ),
                 "line 5",
             ),
         ];
@@ -135,9 +144,17 @@ async fn the_lock_file_and_the_folders_the_agent_creates_have_their_modes() {
         }
         let out = run_with_umask(&td, umask, &["runtime-env", "--execute"]);
         assert_eq!(out.code, 0, "umask {umask}\n{}", out.dump());
-        assert_eq!(owner_mode(&td.lock_path()), 0o600, "lock file, umask {umask}");
+        assert_eq!(
+            owner_mode(&td.lock_path()),
+            0o600,
+            "lock file, umask {umask}"
+        );
         assert_eq!(owner_mode(&td.run_dir()), 0o750, "run_dir, umask {umask}");
-        assert_eq!(owner_mode(&td.state_dir()), 0o750, "state_dir, umask {umask}");
+        assert_eq!(
+            owner_mode(&td.state_dir()),
+            0o750,
+            "state_dir, umask {umask}"
+        );
         assert_eq!(owner_mode(&td.env_dir()), 0o700, "env_dir, umask {umask}");
         assert_eq!(
             owner_mode(&td.path().join("runtime")),
@@ -195,7 +212,10 @@ async fn a_symlinked_folder_anywhere_above_a_file_is_refused() {
     let out = td.run(["runtime-env", "--execute"]);
     assert!(out.code != 0 && out.code != -1, "{}", out.dump());
     assert!(out.stderr.contains("symlink"), "{}", out.dump());
-    assert_eq!(std::fs::read_dir(elsewhere.join("state")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(elsewhere.join("state")).unwrap().count(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,52 +271,96 @@ async fn a_tampered_pending_render_file_is_refused_and_nothing_is_renamed() {
 
 // --- jobs: journal, control characters, fail-closed redaction --------------------------------
 
-/// A fake journald: a datagram socket in a fresh folder, read by a thread.
-struct FakeJournal {
+/// A fake journald: a datagram socket in a fresh folder, read by a thread
+/// as datagrams come (an unread socket fills, and the agent's next log call
+/// would block).
+pub(crate) struct FakeJournal {
     dir: tempfile::TempDir,
-    socket: UnixDatagram,
+    received: Arc<Mutex<String>>,
+    stop: Arc<AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeJournal {
-    fn new() -> FakeJournal {
+    pub(crate) fn new() -> FakeJournal {
         let dir = tempfile::tempdir().unwrap();
         let socket = UnixDatagram::bind(dir.path().join("socket")).unwrap();
-        socket.set_nonblocking(true).unwrap();
-        FakeJournal { dir, socket }
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let received = Arc::new(Mutex::new(String::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (received, stop) = (received.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 256 * 1024];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = socket.recv(&mut buf) {
+                        let mut all = received.lock().unwrap();
+                        all.push_str(&String::from_utf8_lossy(&buf[..n]));
+                        all.push('\n');
+                    }
+                }
+            })
+        };
+        FakeJournal {
+            dir,
+            received,
+            stop,
+            reader: Some(reader),
+        }
     }
 
-    /// Every datagram received so far, as text.
+    /// Every datagram received since the last call, as text.
     fn drain(&self) -> String {
-        let mut all = String::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        while let Ok(n) = self.socket.recv(&mut buf) {
-            all.push_str(&String::from_utf8_lossy(&buf[..n]));
-            all.push('\n');
+        // Datagrams sent before the agent exited are queued by now; let the
+        // reader take them.
+        std::thread::sleep(Duration::from_millis(300));
+        std::mem::take(&mut *self.received.lock().unwrap())
+    }
+}
+
+impl Drop for FakeJournal {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
         }
-        all
     }
 }
 
 /// Run the agent "under journald": in its own mount namespace where
 /// `/run/systemd/journal` is the fake journal's folder, with stderr a file
 /// that `JOURNAL_STREAM` names. Returns the output and what the journal got.
-fn run_under_journal(td: &TestDir, journal: &FakeJournal, args: &[&str]) -> (Output, String) {
+pub(crate) fn run_under_journal(
+    td: &TestDir,
+    journal: &FakeJournal,
+    args: &[&str],
+) -> (Output, String) {
     let stderr_path = td.path().join(format!("stderr-{}", std::process::id()));
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let meta = stderr.metadata().unwrap();
     let script = "mount -t tmpfs tmpfs /run/systemd && mkdir -p /run/systemd/journal \
                   && mount --bind \"$JOURNAL_DIR\" /run/systemd/journal && exec \"$@\"";
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c", script, "sh"])
-        .arg(wavemap_e2e::agent_bin())
-        .arg("--config")
-        .arg(td.config_path())
-        .args(args)
-        .env("JOURNAL_DIR", journal.dir.path())
-        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
-        .env_remove("WAVEMAP_AGENT_CONFIG")
-        .stdin(Stdio::null())
-        .stderr(stderr);
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(wavemap_e2e::agent_bin())
+    .arg("--config")
+    .arg(td.config_path())
+    .args(args)
+    .env("JOURNAL_DIR", journal.dir.path())
+    .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+    .env_remove("WAVEMAP_AGENT_CONFIG")
+    .stdin(Stdio::null())
+    .stderr(stderr);
     for (k, v) in &stack().vars {
         if k.starts_with("AWS_") {
             cmd.env(k, v);
@@ -308,7 +372,6 @@ fn run_under_journal(td: &TestDir, journal: &FakeJournal, args: &[&str]) -> (Out
         .unwrap()
         .read_to_string(&mut text)
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
     let output = Output {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -352,7 +415,10 @@ async fn job_output_reaches_the_journal_only_with_verbose_and_control_characters
     }
     let log = PathBuf::from(out.marker("WAVEMAP_AGENT_JOB_LOG").expect("job log marker"));
     let logged = std::fs::read_to_string(log).unwrap();
-    assert!(logged.contains(&line) && !logged.contains('\u{1b}'), "{logged}");
+    assert!(
+        logged.contains(&line) && !logged.contains('\u{1b}'),
+        "{logged}"
+    );
 
     // Under journald, without -v: the agent's own lines are in the journal,
     // the job's output is not.
@@ -371,7 +437,10 @@ async fn job_output_reaches_the_journal_only_with_verbose_and_control_characters
     let verbose: Vec<&str> = std::iter::once("-v").chain(reset).collect();
     let (out, got) = run_under_journal(&td, &journal, &verbose);
     assert_eq!(out.code, 1, "{}\njournal:\n{got}", out.dump());
-    assert!(got.contains(&line), "-v: no job output in the journal:\n{got}");
+    assert!(
+        got.contains(&line),
+        "-v: no job output in the journal:\n{got}"
+    );
     for c in ['\u{1b}', '\u{9b}'] {
         assert!(!got.contains(c), "{c:?} in the journal:\n{got}");
     }
@@ -387,7 +456,11 @@ async fn a_job_whose_secrets_cannot_be_known_does_not_start_and_exits_69() {
     // The SecureString names the last render recorded, unreadable as JSON
     // (truncated by a full disk, or edited).
     let names = td.state_dir().join("env-secure-variables.json");
-    std::fs::write(&names, b"{\"schemaVersion\": 1, \"groups\": {\"backend\": [\"DATAB").unwrap();
+    std::fs::write(
+        &names,
+        b"{\"schemaVersion\": 1, \"groups\": {\"backend\": [\"DATAB",
+    )
+    .unwrap();
     let out = td.run(["database", "reset", "--execute", "--confirm", "dev"]);
     assert_eq!(out.code, 69, "{}", out.dump());
     assert!(
@@ -440,7 +513,10 @@ fn the_release_binary_contains_no_test_hook_names() {
     // The scan finds the names where they are: in the debug binary.
     let debug = std::fs::read(wavemap_e2e::agent_bin()).expect("debug binary");
     for name in wavemap_agent::testpoint::HOOK_NAMES {
-        assert!(contains(&debug, name), "{name} not in the debug binary: the scan is broken");
+        assert!(
+            contains(&debug, name),
+            "{name} not in the debug binary: the scan is broken"
+        );
         assert!(
             !contains(&bytes, name),
             "{name} is in the release binary {}",

@@ -336,7 +336,10 @@ mod tests {
         assert!(!e.contains("Hunter2Secret"), "{e}");
         assert!(e.contains("line 3") && e.contains("database.url"), "{e}");
         let e = err("[database]\nurl = 5\n");
-        assert!(e.contains("line 2, column") && e.contains("database.url"), "{e}");
+        assert!(
+            e.contains("line 2, column") && e.contains("database.url"),
+            "{e}"
+        );
         let e = err("[database]\nurl = \"postgres://app:Hunter2Secret@db/app\nport = 1\n");
         assert!(!e.contains("Hunter2Secret"), "{e}");
     }

@@ -160,13 +160,15 @@ pub(super) fn finish(config: &Config, record: &BootRecovery) {
         },
     );
     if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
-        if let Err(e) = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE).and_then(|()| {
-            fsutil::write_atomic(
-                &config.agent.state_dir.join("boot-recovery.json"),
-                &bytes,
-                0o644,
-            )
-        }) {
+        if let Err(e) = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)
+            .and_then(|()| {
+                fsutil::write_atomic(
+                    &config.agent.state_dir.join("boot-recovery.json"),
+                    &bytes,
+                    0o644,
+                )
+            })
+        {
             log::warn!("cannot record boot recovery: {e}");
         }
     }

@@ -229,13 +229,14 @@ pub(super) fn write_all(
         serde_json::to_vec_pretty(&names).map_err(|e| Error::caused(Stage::EnvRender, e))?;
     bytes.push(b'\n');
     let names_path = secure_names_path(config);
-    let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE).and_then(|()| {
-        if fsutil::read_owned(&names_path)?.as_deref() == Some(bytes.as_slice()) {
-            Ok(())
-        } else {
-            fsutil::write_atomic(&names_path, &bytes, 0o600)
-        }
-    });
+    let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)
+        .and_then(|()| {
+            if fsutil::read_owned(&names_path)?.as_deref() == Some(bytes.as_slice()) {
+                Ok(())
+            } else {
+                fsutil::write_atomic(&names_path, &bytes, 0o600)
+            }
+        });
     if let Err(e) = result {
         for (temp, _) in &temps {
             let _ = std::fs::remove_file(temp);
@@ -330,8 +331,14 @@ mod tests {
             (outside.clone(), env.join("backend.env")),
             // temp not the agent's naming, or for another target
             (env.join("backend.env.new"), env.join("backend.env")),
-            (env.join(".wavemap-tmp-frontend.env-12"), env.join("backend.env")),
-            (env.join(".wavemap-tmp-backend.env-x"), env.join("backend.env")),
+            (
+                env.join(".wavemap-tmp-frontend.env-12"),
+                env.join("backend.env"),
+            ),
+            (
+                env.join(".wavemap-tmp-backend.env-x"),
+                env.join("backend.env"),
+            ),
             // escape by `..`
             (evil.clone(), env.join("../victim.env")),
         ];

@@ -92,16 +92,16 @@ fn open_job_log(config: &Config) -> Option<(std::io::BufWriter<std::fs::File>, P
         crate::fsutil::AGENT_DIR_MODE,
     )
     .and_then(|()| crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE))
-        .map_err(Error::from)
-        .and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| Error::io("open", &path, e))
-        });
+    .map_err(Error::from)
+    .and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))
+    });
     match opened {
         Ok(file) => {
             operation::set_job_log(path.clone());
