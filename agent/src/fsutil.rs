@@ -233,23 +233,29 @@ pub fn refuse_symlinked_parents(path: &Path) -> Result<(), Error> {
     match open_no_symlinks(dir) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(symlinked_component(path, dir)),
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            let mut at = PathBuf::new();
-            for component in dir.components() {
-                at.push(component);
-                match std::fs::symlink_metadata(&at) {
-                    Ok(meta) if meta.file_type().is_symlink() => {
-                        return Err(symlinked_component(path, &at))
-                    }
-                    Ok(_) => {}
-                    Err(_) => return Ok(()),
-                }
-            }
-            Ok(())
-        }
-        // Missing, or not a folder: the operation itself reports it.
-        Err(_) => Ok(()),
+        // No openat2 (ENOSYS), a seccomp filter refusing it (EPERM), or a
+        // folder that is missing or not a folder: walk it by hand, so the
+        // check never fails open.
+        Err(_) => walk_for_symlinks(path, dir),
     }
+}
+
+/// The `lstat` walk over every component of `dir` (the fallback of
+/// [`refuse_symlinked_parents`]).
+fn walk_for_symlinks(path: &Path, dir: &Path) -> Result<(), Error> {
+    let mut at = PathBuf::new();
+    for component in dir.components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(symlinked_component(path, &at))
+            }
+            Ok(_) => {}
+            // Missing from here down: the operation itself reports it.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
 }
 
 fn symlinked_component(path: &Path, at: &Path) -> Error {
@@ -384,6 +390,12 @@ mod tests {
         assert!(read_owned(&via).is_err());
         assert!(ensure_dir(&dir.path().join("link/sub"), 0o700).is_err());
         assert!(!real.join("sub").exists());
+        // The fallback walk (no openat2) finds the same component.
+        let err = walk_for_symlinks(&via, &dir.path().join("link"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("link") && err.contains("symlink"), "{err}");
+        assert!(walk_for_symlinks(&real.join("receipt.json"), &real).is_ok());
     }
 
     #[test]
