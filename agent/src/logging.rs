@@ -15,12 +15,11 @@
 //! ([`verbose`]); on stderr (the SSM command output) it is always shown.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
-
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::output::{printable, redact};
 
