@@ -598,6 +598,31 @@ fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_failed_inspect_stops_the_job_with_exit_69() {
+        // A socket file nobody listens on (bound, then closed): the inspect
+        // fails as when the Engine went away.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let docker = Docker::connect_with_unix(
+            &socket.display().to_string(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let err = register_container_secrets(&docker, "0123456789abcdef", &BTreeSet::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::UNAVAILABLE, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot inspect the API container 0123456789ab")
+                && text.contains("the job was not started"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn credentials_in_env_are_recognised() {
         assert_eq!(
