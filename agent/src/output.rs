@@ -139,6 +139,16 @@ pub fn redact_database_url(value: &str) -> Option<String> {
     }
 }
 
+/// A PostgreSQL URL, or text in libpq's keyword form (`key=value ...`, no
+/// scheme): what [`redact_database_url`] takes apart. Other URLs (endpoints,
+/// smoke checks) keep the plain URL treatment.
+fn is_connection_string(value: &str) -> bool {
+    let value = value.trim();
+    value.starts_with("postgres://")
+        || value.starts_with("postgresql://")
+        || (!value.contains("://") && value.contains('='))
+}
+
 /// `postgres://REDACTED:REDACTED@host/db?password=REDACTED`.
 fn redact_postgres_url(value: &str) -> Option<String> {
     let mut url = url::Url::parse(value).ok()?;
@@ -237,9 +247,8 @@ pub fn redacted_toml(text: &str) -> String {
     fn walk(key: &str, value: &mut toml::Value) {
         match value {
             toml::Value::String(s) => {
-                if key == "url" && s.contains('=') {
-                    // A connection string in keyword form, or a URL with
-                    // `?password=`.
+                if key == "url" && is_connection_string(s) {
+                    // `database.url` in any of its forms.
                     if let Some(hidden) = redact_database_url(s) {
                         *s = hidden;
                     }
@@ -439,6 +448,9 @@ mod tests {
                 "{value}"
             );
         }
+        // Other URLs keep the URL treatment, `=` in the query or not.
+        let out = redacted_toml("[smoke]\nurl = \"http://u:S3cretPw@h/?a=b\"\n");
+        assert!(!out.contains("S3cretPw"), "{out}");
         // Not taken apart: withheld whole.
         assert_eq!(
             redact_database_url("host=db password='unterminated").as_deref(),
