@@ -11,8 +11,9 @@ changed meanwhile. `--allow-dirty` (development) measures anyway and
 records the commit as `<sha>-dirty`.
 
 Knobs (environment): BENCH_RUNS (runs per side, default 7),
-BENCH_STATUS_RUNS (60), BENCH_IDLE_SECONDS (60), BENCH_ONLY (comma list of
-noop,changed,render,full,status,idle,boot; default all), BENCH_JSON
+BENCH_STATUS_RUNS (60), BENCH_IDLE_SECONDS (60), BENCH_PRUNE_RUNS (3),
+BENCH_ONLY (comma list of noop,changed,render,full,status,idle,boot,prune;
+default all), BENCH_JSON
 (default <repo>/BENCHMARKS.json), BENCH_AGENT (the binary).
 """
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from wmbench import deploys, host, probe  # noqa: E402
+from wmbench import deploys, host, probe, prune  # noqa: E402
 from wmbench.core import BenchError, log  # noqa: E402
 from wmbench.machine import Sampler, machine  # noqa: E402
 from wmbench.probe import INTERVAL_MS  # noqa: E402
@@ -58,6 +59,7 @@ def main(argv):
     runs = int(os.environ.get("BENCH_RUNS", "7"))
     status_runs = int(os.environ.get("BENCH_STATUS_RUNS", "60"))
     idle_seconds = int(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+    prune_runs = int(os.environ.get("BENCH_PRUNE_RUNS", "3"))
     only = [s for s in os.environ.get("BENCH_ONLY", "").split(",") if s]
     out = Path(os.environ.get("BENCH_JSON", str(ROOT / "BENCHMARKS.json")))
     agent = Path(os.environ.get("BENCH_AGENT", str(ROOT / "target/release/wavemap-agent")))
@@ -71,6 +73,7 @@ def main(argv):
         ("status", lambda b: host.status(b, status_runs)),
         ("idle", lambda b: host.idle(b, idle_seconds)),
         ("boot", lambda b: host.boot(b, runs)),
+        ("prune", lambda b: prune.prune(b, prune_runs)),
     ]
     bad = [s for s in only if s not in dict(scenarios)]
     if bad:
@@ -84,6 +87,7 @@ def main(argv):
             "agent_path": str(agent),
             "dirty_paths": dirty, "started": started.isoformat(timespec="seconds"),
             "config": {"runs": runs, "status_runs": status_runs, "idle_seconds": idle_seconds,
+                       "prune_runs": prune_runs,
                        "render_params": RENDER_PARAMS, "probe_interval_ms": INTERVAL_MS,
                        "only": only},
             "scenarios": {}}

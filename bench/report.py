@@ -58,6 +58,14 @@ def ratio_rows(d):
         rows.append(f"| {what} | {fmt_ms(a)} | {alt_name}: {fmt_ms(b)} | **{r}**{spread(paired)} "
                     f"| ≤ {target} | {verdict(r, target)} |")
 
+    def reference_row(what, a, b, alt_name, why):
+        """A ratio shown for scale only: the two sides do not do the same
+        work, so there is no target and no verdict."""
+        r = ratio_text(a, b)
+        if r is None:
+            return
+        rows.append(f"| {what} | {fmt_ms(a)} | {alt_name}: {fmt_ms(b)} | {r} | — | no verdict: {why} |")
+
     if "noop" in s:
         n = s["noop"]
         what = ("No-op converge: `runtime deploy --execute` of the running pair (renders env from SSM, "
@@ -81,13 +89,30 @@ def ratio_rows(d):
         r = s["render"]
         row(f"Env render, {r['parameters']} parameters, one value changed before each run",
             r["agent"], r["shell"], "`aws ssm get-parameters-by-path` + jq", 0.3, r.get("paired"))
-        row(f"Env render, {r['parameters']} parameters, nothing changed (agent writes nothing)",
-            r["agent_unchanged"], r["shell"], "the shell render above (it has no such path)", 0.3)
+        reference_row(f"Env render, {r['parameters']} parameters, nothing changed (agent writes nothing)",
+                      r["agent_unchanged"], r["shell"], "the shell render above (it has no such path)",
+                      "not like for like (the agent's no-write path against the shell's write path)")
     if "full" in s:
         f = s["full"]
         row("Full deploy of a changed pair, images not on the host (login + pull + converge + health)",
             f["agent"], f["alt"], "`bench/alt-deploy.sh`", 0.7, f.get("paired"))
+    if "prune" in s:
+        p = s["prune"]
+        r = ratio_text(p["agent"], p["hand"])
+        if r is not None:
+            rows.append(f"| Prune of {p['pairs']} old pairs ({2 * p['pairs']} images of {p['image_kib']} KiB), "
+                        f"`runtime prune --execute` | {fmt_ms(p['agent'])}, {mib(p['agent_bytes'])} MiB freed "
+                        f"(data root gained {mib(p['agent_disk_freed'])} MiB) | `docker image prune -a -f "
+                        f"--filter label=…`: {fmt_ms(p['hand'])}, {mib(p['hand_bytes'])} MiB reclaimed "
+                        f"| **{r}** | — | — |")
     return rows
+
+
+def mib(s):
+    """The median of a bytes summary in MiB, one decimal, or n/a."""
+    if not s or not s.get("n"):
+        return "n/a"
+    return half_up(s["median"] / 1048576, 1)
 
 
 def absolute_rows(d):
@@ -176,6 +201,11 @@ def appendix(d):
     if "status" in s:
         line("status", s["status"]["all"])
         line("status --json", s["status"]["json"])
+    if "prune" in s:
+        line("prune of 20 old pairs, agent", s["prune"]["agent"])
+        line("prune of 20 old pairs, docker image prune -a --filter", s["prune"]["hand"])
+        line("prune, agent bytes freed (estimate)", s["prune"]["agent_bytes"], unit="bytes")
+        line("prune, docker reclaimed", s["prune"]["hand_bytes"], unit="bytes")
     if "boot" in s:
         line("boot, daemon to READY", s["boot"]["daemon"])
         line("boot, docker compose up -d --wait", s["boot"]["alt"])

@@ -96,8 +96,9 @@ fi
 
 # Host settings go into the conffile after install, so dpkg keeps them on
 # upgrades. Every key and its default is listed (commented) in the file;
-# for example, a second allowed registry:
-# sed -i 's|^#\[docker\]|[docker]|; s|^#allowed_registries = .*|allowed_registries = ["*.dkr.ecr.us-east-2.amazonaws.com"]|' /etc/wavemap-agent/agent.toml
+# for example, a second allowed registry (the host account's ECR needs no
+# listing; a listed registry never gets the ECR token):
+# sed -i 's|^#\[docker\]|[docker]|; s|^#allowed_registries = .*|allowed_registries = ["ghcr.io"]|' /etc/wavemap-agent/agent.toml
 /usr/bin/wavemap-agent config check >/dev/null
 
 # Run Command documents need SSM Agent 3.3.2746.0 or later (parameters as

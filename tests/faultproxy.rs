@@ -1,7 +1,9 @@
 //! Fault injection for the end-to-end tests (issue 10): an HTTP proxy in
 //! front of moto that records every call and fails, throttles or stalls on
 //! demand, and a unix socket forwarder in front of dockerd that a test can
-//! cut and restore. The one HTTP test proxy of the suite: tests that only
+//! cut and restore. Also (issue 24) [`RecordingProxy`], a pass-through in
+//! front of the registry that records each request's credentials. The one
+//! home of the suite's test proxies: tests that only
 //! need to see which AWS calls a command made use [`Fault::Forward`].
 //!
 //! Why in the test process and not iptables or a dockerd restart: the
@@ -312,4 +314,108 @@ fn pipe(mut from: UnixStream, mut to: UnixStream) {
         }
     }
     let _ = to.shutdown(Shutdown::Write);
+}
+
+/// One request a [`RecordingProxy`] forwarded: its request line and its
+/// `Authorization` header, if any.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub request_line: String,
+    pub authorization: Option<String>,
+}
+
+/// A loopback HTTP/1.1 proxy in front of a registry (issue 24) that records
+/// every request's line and `Authorization` header and forwards it
+/// unchanged, except `Connection: close`, so every request arrives on its own
+/// connection and none passes unrecorded. Responses stream back as they
+/// come (blobs are large). Stops on drop.
+pub struct RecordingProxy {
+    /// `127.0.0.1:<port>`: a registry host dockerd treats as insecure (HTTP).
+    pub addr: String,
+    recorded: Arc<Mutex<Vec<Recorded>>>,
+    stopped: Arc<AtomicBool>,
+}
+
+impl RecordingProxy {
+    pub fn start(upstream: &str) -> RecordingProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind recording proxy");
+        let addr = listener
+            .local_addr()
+            .expect("recording proxy address")
+            .to_string();
+        let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::new(Mutex::new(Vec::new()));
+        let stopped = Arc::new(AtomicBool::new(false));
+        let (rec, stop, upstream) = (recorded.clone(), stopped.clone(), upstream.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let (rec, upstream) = (rec.clone(), upstream.clone());
+                std::thread::spawn(move || {
+                    let _ = record_and_forward(client, &upstream, &rec);
+                });
+            }
+        });
+        RecordingProxy {
+            addr,
+            recorded,
+            stopped,
+        }
+    }
+
+    /// Every request forwarded so far.
+    pub fn recorded(&self) -> Vec<Recorded> {
+        self.recorded.lock().expect("recorded").clone()
+    }
+}
+
+impl Drop for RecordingProxy {
+    fn drop(&mut self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(&self.addr);
+    }
+}
+
+fn record_and_forward(
+    mut client: TcpStream,
+    upstream: &str,
+    recorded: &Mutex<Vec<Recorded>>,
+) -> std::io::Result<()> {
+    // dockerd tries TLS first even for an insecure registry: pass the
+    // handshake through as the registry itself would see it (it fails, and
+    // dockerd falls back to HTTP). No credentials precede a handshake.
+    let mut first = [0u8; 1];
+    if client.peek(&mut first)? == 1 && first[0] == 0x16 {
+        let mut up = TcpStream::connect(upstream)?;
+        let (mut client_read, mut up_write) = (client.try_clone()?, up.try_clone()?);
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut client_read, &mut up_write);
+            let _ = up_write.shutdown(Shutdown::Write);
+        });
+        let _ = std::io::copy(&mut up, &mut client);
+        return client.shutdown(Shutdown::Both);
+    }
+    let Some((head, body)) = read_message(&mut client)? else {
+        return Ok(());
+    };
+    recorded.lock().expect("recorded").push(Recorded {
+        request_line: head.lines().next().unwrap_or("").to_owned(),
+        authorization: header(&head, "authorization"),
+    });
+    let mut rewritten = String::new();
+    for line in head.trim_end().lines() {
+        if !line.to_ascii_lowercase().starts_with("connection:") {
+            rewritten.push_str(line);
+            rewritten.push_str("\r\n");
+        }
+    }
+    rewritten.push_str("Connection: close\r\n\r\n");
+    let mut up = TcpStream::connect(upstream)?;
+    up.write_all(rewritten.as_bytes())?;
+    up.write_all(&body)?;
+    // The upstream closes after its answer (Connection: close).
+    std::io::copy(&mut up, &mut client)?;
+    client.shutdown(Shutdown::Both)
 }

@@ -362,11 +362,9 @@ impl TestDir {
         set("aws", "operation_timeout", "20".into());
         set("aws", "attempt_timeout", "5".into());
         set("docker", "connect_wait", "5".into());
-        set(
-            "docker",
-            "allowed_registries",
-            format!("[{}]", toml_str(&s.registry)),
-        );
+        // The stack's registry stands in for the host account's ECR: it is
+        // allowed without listing and gets moto's ECR token.
+        set("aws", "test_ecr_registry_alias", toml_str(&s.registry));
         set("runtime", "compose_file", p("runtime/compose.yaml"));
         set("runtime", "env_dir", p("runtime/env"));
         set("runtime", "project_name", toml_str(&name));
@@ -385,6 +383,11 @@ impl TestDir {
         set("jobs", "timeout", "120".into());
         set("daemon", "docker_wait", "10".into());
         set("daemon", "ssm_wait", "10".into());
+        // Tests build their next pairs on the host before deploying them (a
+        // real host pulls at deploy); the prune after record-release would
+        // remove those, so it is on only where a test turns it on
+        // (tests/tests/images.rs).
+        set("images", "prune_after_record", "false".into());
         let test_dir = TestDir {
             dir,
             name,
@@ -713,6 +716,49 @@ impl Drop for RuntimeProject {
             ])
             .output();
     }
+}
+
+/// What a container's `Config.Image` is once the agent ran `uri`: the agent
+/// pins each image to the repo digest it pulled, so `uri`'s repository at
+/// the manifest digest the stack registry holds for `uri`'s tag now (asked
+/// of the registry with curl, not of the agent).
+pub async fn pinned(uri: &str) -> String {
+    let (repo, digest) = registry_digest(uri);
+    format!("{repo}@{digest}")
+}
+
+/// `(repository, manifest digest)` of the tag `uri` names in the stack
+/// registry (`Docker-Content-Digest` of a HEAD on the manifest).
+pub fn registry_digest(uri: &str) -> (String, String) {
+    let s = stack();
+    let (repo, tag) = uri
+        .rsplit_once(':')
+        .filter(|(_, tag)| !tag.contains('/'))
+        .expect("image uri has a tag");
+    let (host, path) = repo.split_once('/').expect("image uri has a registry");
+    let out = Command::new("curl")
+        .args(["-sfI", "-u"])
+        .arg(format!("{}:{}", s.registry_user, s.registry_password))
+        .args([
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json, \
+             application/vnd.docker.distribution.manifest.list.v2+json, \
+             application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        ])
+        .arg(format!("http://{host}/v2/{path}/manifests/{tag}"))
+        .output()
+        .expect("run curl");
+    let head = String::from_utf8_lossy(&out.stdout);
+    let digest = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case("docker-content-digest")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("the registry has no manifest for {uri}:\n{head}"));
+    (repo.to_owned(), digest)
 }
 
 /// Copy `image` into a repository unique to this test and drop the local

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,16 @@ pub struct Cli {
     /// Seconds a mutating command waits for another one to finish before exit 75
     #[arg(long, global = true, value_name = "SECS")]
     pub lock_timeout: Option<u64>,
+
+    /// Seconds the whole command may take: every wait comes out of this one
+    /// budget, and when it runs out the command stops as on SIGTERM
+    /// (WAVEMAP_AGENT_ERROR=deadline, exit 1) [env: WAVEMAP_AGENT_DEADLINE]
+    // The variable is read in `commands`, not here: the daemon refuses the
+    // flag but ignores the variable (it may sit in /etc/default/wavemap-agent,
+    // which the daemon's unit reads too).
+    #[arg(long, global = true, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub deadline: Option<u64>,
 
     /// More detail on stderr
     #[arg(long, short, global = true)]
@@ -79,6 +89,24 @@ pub enum Command {
     /// Check the Compose file the way the agent reads it (read-only)
     #[command(subcommand)]
     Compose(ComposeCommand),
+
+    /// Print the man page or a shell completion script (packaging; needs no config)
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `generate` prints (`scripts/build-deb` ships each at its Debian path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, wavemap-agent(1), in roff
+    Man,
+    /// The bash completion script
+    CompleteBash,
+    /// The zsh completion script
+    CompleteZsh,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,8 +166,12 @@ pub enum RuntimeCommand {
     RecordRelease(ReleaseArgs),
     /// Redeploy the image pair of the last-good receipt
     Rollback(Execute),
+    /// Print the last-good receipt as markers (read-only; exit 4 when there is none)
+    Receipt,
     /// Endpoint smoke through the frontend's published port (read-only)
     Smoke,
+    /// Remove release images no container, release, receipt or recent deploy needs
+    Prune(Execute),
 }
 
 /// What identifies a release: the image pair and where it came from.
@@ -243,11 +275,14 @@ impl Command {
             Command::Runtime(RuntimeCommand::RecordRelease(_)) => "runtime record-release",
             Command::Runtime(RuntimeCommand::Rollback(_)) => "runtime rollback",
             Command::Runtime(RuntimeCommand::Smoke) => "runtime smoke",
+            Command::Runtime(RuntimeCommand::Receipt) => "runtime receipt",
+            Command::Runtime(RuntimeCommand::Prune(_)) => "runtime prune",
             Command::Database(DatabaseCommand::Status { .. }) => "database status",
             Command::Database(DatabaseCommand::Migrate { .. }) => "database migrate",
             Command::Database(DatabaseCommand::Reset { .. }) => "database reset",
             Command::Media(MediaCommand::DiscrepancyReport(_)) => "media discrepancy-report",
             Command::Compose(ComposeCommand::Config(_)) => "compose config",
+            Command::Generate { .. } => "generate",
         }
     }
 
@@ -257,12 +292,15 @@ impl Command {
         match self {
             Command::Daemon => false, // boot recovery takes the lock itself
             Command::Status | Command::Config(_) | Command::RuntimeConfig(_) => false,
-            Command::Compose(_) => false,
+            Command::Compose(_) | Command::Generate { .. } => false,
             Command::RuntimeEnv(e) => e.execute.execute,
             Command::Runtime(RuntimeCommand::Deploy(a))
             | Command::Runtime(RuntimeCommand::RecordRelease(a)) => a.execute.execute,
-            Command::Runtime(RuntimeCommand::Rollback(e)) => e.execute,
+            Command::Runtime(RuntimeCommand::Rollback(e))
+            | Command::Runtime(RuntimeCommand::Prune(e)) => e.execute,
             Command::Runtime(RuntimeCommand::Smoke) => false,
+            // Reads one atomically written file: never waits for the lock.
+            Command::Runtime(RuntimeCommand::Receipt) => false,
             Command::Database(DatabaseCommand::Status { .. }) => false,
             Command::Database(DatabaseCommand::Migrate { execute, .. })
             | Command::Database(DatabaseCommand::Reset { execute, .. }) => execute.execute,

@@ -17,10 +17,14 @@ use crate::retry::{Backoff, Retry};
 /// Connect to `config.docker.host`, wait up to `config.docker.connect_wait`
 /// for the Engine to answer, and negotiate the API version.
 pub async fn connect(config: &Config) -> Result<Docker, Error> {
+    let wait = crate::operation::wait_limit(
+        "the Docker Engine wait (docker.connect_wait)",
+        config.docker.connect_wait.duration(),
+    )?;
     connect_to(
         &config.docker.host,
         config.docker.request_timeout.duration(),
-        config.docker.connect_wait.duration(),
+        wait,
     )
     .await
 }

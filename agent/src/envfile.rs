@@ -31,7 +31,7 @@
 //! Store can hold (UTF-8 text up to 8 KB, newlines, `=`, `#`, `$`, quotes,
 //! backslashes, leading and trailing spaces) round-trips exactly, through
 //! this reader and through Compose v2 (checked against the real CLI by the
-//! `runtime_env` end-to-end tests). The README section "Env file format" has the table.
+//! `runtime_env` end-to-end tests). docs/env-file-format.md has the table.
 //!
 //! # What the reader accepts
 //!

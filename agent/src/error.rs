@@ -51,6 +51,8 @@ pub enum Dependency {
     /// values (its env, and which names are SecureString). A job does not
     /// start without them.
     JobRedaction,
+    /// The EC2 instance metadata service (the host's account id).
+    InstanceMetadata,
 }
 
 impl fmt::Display for Dependency {
@@ -62,6 +64,7 @@ impl fmt::Display for Dependency {
             Dependency::Registry => "container registry",
             Dependency::Postgres => "PostgreSQL",
             Dependency::JobRedaction => "redaction of job output",
+            Dependency::InstanceMetadata => "EC2 instance metadata (IMDSv2)",
         })
     }
 }
@@ -73,10 +76,14 @@ impl fmt::Display for Dependency {
 pub enum Stage {
     /// Starting the process (async runtime, signal handlers).
     Start,
+    /// Waiting for the operation lock.
+    Lock,
     EnvRender,
     /// Reading rendered env files back.
     EnvRead,
     EcrLogin,
+    /// Free space on Docker's data root checked against the pull's size.
+    PullPreflight,
     Pull,
     Converge,
     Health,
@@ -96,15 +103,23 @@ pub enum Stage {
     Daemon,
     /// A job exec'd in the API container; [`Error::Failed`] names it.
     Job,
+    /// `runtime prune`: listing and removing release images.
+    Prune,
+    /// The endpoint smoke through the frontend's port.
+    Smoke,
+    /// Waiting for the database's advisory lock.
+    AdvisoryLock,
 }
 
 impl Stage {
     pub fn name(self) -> &'static str {
         match self {
             Stage::Start => "start",
+            Stage::Lock => "lock",
             Stage::EnvRender => "env-render",
             Stage::EnvRead => "env-read",
             Stage::EcrLogin => "ecr-login",
+            Stage::PullPreflight => "pull-preflight",
             Stage::Pull => "pull",
             Stage::Converge => "converge",
             Stage::Health => "health",
@@ -120,6 +135,9 @@ impl Stage {
             Stage::StatusCache => "status cache",
             Stage::Daemon => "daemon",
             Stage::Job => "job",
+            Stage::Prune => "prune",
+            Stage::Smoke => "smoke",
+            Stage::AdvisoryLock => "advisory-lock",
         }
     }
 }
@@ -184,8 +202,9 @@ pub enum Error {
         source: Option<Cause>,
     },
 
-    /// SIGTERM, SIGINT or SIGHUP ended the operation; `detail` says what
-    /// became of its running job.
+    /// SIGTERM, SIGINT or SIGHUP ended the operation, or its deadline did
+    /// (`signal` is then `deadline`, and the kind `deadline`); `detail` says
+    /// what became of its running job.
     #[error("interrupted by {signal}: {detail}")]
     Interrupted {
         signal: &'static str,
@@ -285,6 +304,9 @@ impl Error {
             Error::Unavailable { .. } => "dependency-unavailable",
             Error::Failed { .. } => "failed",
             Error::Io { .. } => "io",
+            Error::Interrupted {
+                signal: "deadline", ..
+            } => "deadline",
             Error::Interrupted { .. } => "interrupted",
         }
     }

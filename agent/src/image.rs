@@ -3,10 +3,10 @@
 //! A deploy names images by immutable reference only: a `sha-<40 hex>` tag
 //! (the CI convention, one tag per source commit) or an `@sha256:<64 hex>`
 //! digest. A mutable tag such as `latest` could change under a recorded
-//! receipt and make rollback restore something nobody proved. The registry
-//! host must be one the config allows (ECR in production, the local test
-//! registry in tests), so a hostile CI input cannot point the host at an
-//! arbitrary registry.
+//! receipt and make rollback restore something nobody proved; a recorded
+//! digest pins even the `sha-` tag (see [`crate::release`]). Which registry
+//! hosts the agent may pull from is [`crate::authority`]'s decision; this
+//! module only checks the shape.
 
 use std::fmt;
 
@@ -32,9 +32,8 @@ pub struct ImageRef {
 }
 
 impl ImageRef {
-    /// Parse and validate `uri` given on flag `field`, against the allowed
-    /// registry patterns.
-    pub fn parse(field: &str, uri: &str, allowed_registries: &[String]) -> Result<Self, Error> {
+    /// Parse and validate the shape of `uri` given on flag `field`.
+    pub fn parse(field: &str, uri: &str) -> Result<Self, Error> {
         let bad = |problem: String| {
             Error::invalid(
                 field,
@@ -72,23 +71,13 @@ impl ImageRef {
         let (registry, repository) = name
             .split_once('/')
             .ok_or_else(|| bad("has no registry host".into()))?;
-        if !is_registry_host(registry) {
+        if !crate::config::is_registry_host(registry) {
             return Err(bad(format!("{registry:?} is not a registry host")));
         }
         if !is_repository(repository) {
             return Err(bad(format!(
                 "repository {repository:?} must be lowercase path components of [a-z0-9._-]"
             )));
-        }
-        if !allowed_registries
-            .iter()
-            .any(|pattern| host_matches(pattern, registry))
-        {
-            return Err(Error::invalid(
-                field,
-                format!("registry {registry:?} is not allowed"),
-                "use an image from a registry listed in docker.allowed_registries",
-            ));
         }
         Ok(ImageRef {
             registry: registry.to_owned(),
@@ -117,13 +106,27 @@ impl ImageRef {
         }
     }
 
-    /// The AWS account id when the registry is an ECR registry.
-    pub fn ecr_registry_id(&self) -> Option<&str> {
+    /// `(account, region)` when the registry is a private ECR registry
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com`).
+    pub fn ecr_location(&self) -> Option<(&str, &str)> {
         let (account, rest) = self.registry.split_once('.')?;
-        (rest.starts_with("dkr.ecr.")
-            && account.len() == 12
-            && account.bytes().all(|b| b.is_ascii_digit()))
-        .then_some(account)
+        let region = rest
+            .strip_prefix("dkr.ecr.")?
+            .strip_suffix(".amazonaws.com")?;
+        (account.len() == 12
+            && account.bytes().all(|b| b.is_ascii_digit())
+            && !region.is_empty()
+            && !region.contains('.'))
+        .then_some((account, region))
+    }
+
+    /// The same repository pinned to `digest` (`sha256:<64 hex>`).
+    pub fn pinned(&self, digest: &str) -> ImageRef {
+        ImageRef {
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            reference: Reference::Digest(digest.to_owned()),
+        }
     }
 }
 
@@ -136,37 +139,28 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// The private ECR registry host of `account` in `region`.
+pub fn ecr_host(account: &str, region: &str) -> String {
+    format!("{account}.dkr.ecr.{region}.amazonaws.com")
+}
+
+/// `sha256:<64 lowercase hex>`, the only digest form the agent records.
+pub fn is_digest(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|hex| is_lower_hex(hex, 64))
+}
+
+/// The first 12 hex digits of a `sha256:` digest, as `docker images` shows
+/// IDs (the whole text when it is not a digest).
+pub fn short_digest(digest: &str) -> &str {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    hex.get(..12).unwrap_or(hex)
+}
+
 fn is_lower_hex(s: &str, len: usize) -> bool {
     s.len() == len
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
-
-/// `host[:port]` where host is DNS labels or an IPv4 address.
-fn is_registry_host(s: &str) -> bool {
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    if let Some(port) = port {
-        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return false;
-        }
-    }
-    // Docker treats the first component as a registry only when it has a
-    // dot or a port or is localhost; require the same so it is unambiguous.
-    (host.contains('.') || port.is_some() || host == "localhost")
-        && !host.is_empty()
-        && host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
 }
 
 fn is_repository(s: &str) -> bool {
@@ -188,55 +182,35 @@ fn is_repository(s: &str) -> bool {
         })
 }
 
-/// `*.example.com` matches exactly one extra leading label; otherwise exact.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .split_once('.')
-            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
-        None => pattern == host,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
 
-    fn allowed() -> Vec<String> {
-        vec![
-            "*.dkr.ecr.us-east-2.amazonaws.com".into(),
-            "127.0.0.1:5000".into(),
-        ]
-    }
-
     #[test]
     fn accepts_ecr_tag_and_digest() {
         let uri = format!("123456789012.dkr.ecr.us-east-2.amazonaws.com/wavemap/api:sha-{SHA}");
-        let image = ImageRef::parse("--backend-image", &uri, &allowed()).unwrap();
+        let image = ImageRef::parse("--backend-image", &uri).unwrap();
         assert_eq!(image.to_string(), uri);
-        assert_eq!(image.ecr_registry_id(), Some("123456789012"));
+        assert_eq!(image.ecr_location(), Some(("123456789012", "us-east-2")));
         assert_eq!(image.tag(), Some(format!("sha-{SHA}").as_str()));
         let digest = format!("127.0.0.1:5000/wavemap/api@sha256:{}", "a".repeat(64));
-        let image = ImageRef::parse("--backend-image", &digest, &allowed()).unwrap();
+        let image = ImageRef::parse("--backend-image", &digest).unwrap();
         assert_eq!(image.to_string(), digest);
-        assert_eq!(image.ecr_registry_id(), None);
+        assert_eq!(image.ecr_location(), None);
+        let pinned = image.pinned(&format!("sha256:{}", "b".repeat(64)));
+        assert_eq!(
+            pinned.to_string(),
+            format!("127.0.0.1:5000/wavemap/api@sha256:{}", "b".repeat(64))
+        );
     }
 
     #[test]
-    fn refuses_mutable_tags_and_foreign_registries() {
+    fn refuses_mutable_tags_and_bad_shapes() {
         for (uri, needle) in [
             ("127.0.0.1:5000/wavemap/api:latest".to_string(), "immutable"),
             ("127.0.0.1:5000/wavemap/api".to_string(), "no tag"),
-            (
-                format!("evil.example.com/wavemap/api:sha-{SHA}"),
-                "not allowed",
-            ),
-            (
-                format!("123456789012.dkr.ecr.us-east-1.amazonaws.com/a:sha-{SHA}"),
-                "not allowed",
-            ),
             (format!("127.0.0.1:5000/Wavemap/api:sha-{SHA}"), "lowercase"),
             (
                 format!("127.0.0.1:5000/wavemap/api:sha-{SHA}; rm -rf /"),
@@ -249,18 +223,11 @@ mod tests {
                 "immutable",
             ),
         ] {
-            let err = ImageRef::parse("--backend-image", &uri, &allowed())
+            let err = ImageRef::parse("--backend-image", &uri)
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{uri}: {err}");
             assert!(err.contains("--backend-image"), "{err}");
         }
-    }
-
-    #[test]
-    fn wildcard_matches_one_label_only() {
-        assert!(host_matches("*.a.com", "x.a.com"));
-        assert!(!host_matches("*.a.com", "a.com"));
-        assert!(!host_matches("*.a.com", "y.x.a.com"));
     }
 }

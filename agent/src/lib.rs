@@ -10,6 +10,7 @@
 //! # Layout
 //!
 //! - [`cli`]: the command tree (clap); parsing only.
+//! - [`generate`]: the man page and shell completions, from that tree.
 //! - [`commands`]: one file per command group; the lock and the operation
 //!   journal wrap every mutating command.
 //! - [`clock`]: wall-clock timestamps and the monotonic clock for intervals.
@@ -20,15 +21,19 @@
 //! - [`logging`]: journald or stderr, redacted.
 //! - [`lock`]: one mutating operation at a time (flock).
 //! - [`journal`]: the append-only operation journal.
-//! - [`operation`]: the running operation's id, and its interruption by SIGTERM/SIGINT/SIGHUP.
+//! - [`operation`]: the running operation's id, its interruption by SIGTERM/SIGINT/SIGHUP,
+//!   and its deadline (`--deadline`: one budget every wait comes out of).
 //! - [`fsutil`]: atomic, symlink-refusing writes.
 //! - [`retry`]: the one backoff and retry budget every wait uses.
 //! - [`aws`]: the one AWS SDK set-up (region, credentials, retries, timeouts).
 //! - [`ssm`]: the parameter contract; DescribeParameters and GetParametersByPath.
 //! - [`envfile`]: the env file format (writer and reader, Compose v2 compatible).
 //! - [`envrender`]: `render`, SSM -> checked -> guarded -> env files written together.
-//! - [`image`]: immutable image references, validated against allowed registries.
-//! - [`registry`]: ECR login and authenticated pulls.
+//! - [`image`]: immutable image references (shape only).
+//! - [`authority`]: which registries may be pulled from; the ECR token only
+//!   for the host account's ECR.
+//! - [`registry`]: ECR login, authenticated pulls, repo digests.
+//! - [`images`]: deploy history, `runtime prune`, the pull preflight, free space.
 //! - [`release`]: the image pair, the last-good receipt, the current release.
 //! - [`deploy`]: the stages env-render, ecr-login, pull, converge, health;
 //!   shared by deploy, rollback and boot recovery.
@@ -42,6 +47,7 @@
 //! - [`jobs`]: migrate, seeds and the media report, exec'd in the API container.
 //! - [`testpoint`]: pause points the crash test kills at (debug builds only).
 
+pub mod authority;
 pub mod aws;
 pub mod cli;
 pub mod clock;
@@ -56,7 +62,9 @@ pub mod envfile;
 pub mod envrender;
 pub mod error;
 pub mod fsutil;
+pub mod generate;
 pub mod image;
+pub mod images;
 pub mod jobs;
 pub mod journal;
 pub mod lock;

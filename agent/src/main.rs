@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use wavemap_agent::cli::Cli;
+use wavemap_agent::cli::{Cli, Command};
 use wavemap_agent::commands;
 use wavemap_agent::config::{Config, DEFAULT_CONFIG_PATH};
 use wavemap_agent::error::{exit, Chain, Error, Stage};
@@ -27,6 +27,16 @@ fn main() -> ExitCode {
             return ExitCode::from(code as u8);
         }
     };
+    // Packaging's man page and completions: no config, no markers.
+    if let Command::Generate { what } = cli.command {
+        return match wavemap_agent::generate::write(what, &mut std::io::stdout().lock()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wavemap-agent: cannot write to stdout: {e}");
+                ExitCode::from(exit::FAILED as u8)
+            }
+        };
+    }
     logging::init(cli.verbose);
     let code = run(&cli);
     ExitCode::from(code as u8)

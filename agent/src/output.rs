@@ -6,13 +6,21 @@
 //! one JSON object with `--json`) and every value is bounded in length.
 //! Progress for people goes through `log` to stderr or the journal.
 //!
+//! Stage markers are the exception to "markers at the end": a command
+//! killed by SSM's timeout prints nothing at exit, so each stage says
+//! `WAVEMAP_<AREA>_STAGE=<stage>` on stdout when it starts ([`stage`]),
+//! flushed, and the last one printed is the stage it was in. They are few
+//! (one per stage), so stdout stays far below SSM's window.
+//!
 //! Redaction is defence in depth: the code never formats a secret value on
 //! purpose, and every secret value the agent handles is registered with
 //! [`register_secret`] so that, if one slipped into a message anyway, it is
 //! replaced before it reaches any output.
 
 use std::io::Write;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+use crate::error::Stage;
 
 /// Longest marker value printed; longer values are cut with a `...` suffix.
 const MAX_MARKER_VALUE: usize = 400;
@@ -276,6 +284,46 @@ pub fn redacted_toml(text: &str) -> String {
         .unwrap_or_else(|_| "# the effective configuration cannot be shown safely\n".to_owned())
 }
 
+/// Where stage markers go: the command's marker area, and whether stdout
+/// is one JSON object (`--json`: no live lines; the last stage is a marker
+/// of that object).
+struct StageArea {
+    area: &'static str,
+    json: bool,
+}
+
+static STAGE_AREA: OnceLock<StageArea> = OnceLock::new();
+static LAST_STAGE: Mutex<Option<Stage>> = Mutex::new(None);
+
+/// From now on [`stage`] prints `<area>_STAGE=<stage>` (`area` is the
+/// command's marker area, `WAVEMAP_RUNTIME_DEPLOY`). Set once, by the
+/// command; the daemon sets nothing and its stages print nothing.
+pub fn announce_stages(area: &'static str, json: bool) {
+    let _ = STAGE_AREA.set(StageArea { area, json });
+}
+
+/// A stage starts: print its marker now and flush, so a command killed in it
+/// has said where it was; then the test pause point of the same name
+/// ([`crate::testpoint`]), so the crash tests kill it right after.
+pub fn stage(stage: Stage) {
+    *LAST_STAGE.lock().unwrap_or_else(PoisonError::into_inner) = Some(stage);
+    if let Some(StageArea { area, json: false }) = STAGE_AREA.get() {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        // A closed stdout is not worth failing a deploy over; the final
+        // markers report it if it matters.
+        let _ = writeln!(out, "{area}_STAGE={}", stage.name()).and_then(|()| out.flush());
+    }
+    crate::testpoint::pause(stage.name());
+}
+
+/// The `<area>_STAGE` marker of the last stage started, for `--json`.
+fn last_stage_marker() -> Option<(String, String)> {
+    let area = STAGE_AREA.get()?;
+    let stage = (*LAST_STAGE.lock().unwrap_or_else(PoisonError::into_inner))?;
+    Some((format!("{}_STAGE", area.area), stage.name().to_owned()))
+}
+
 /// The machine-readable result of one command: ordered markers plus optional
 /// structured data for `--json`.
 #[derive(Debug, Default)]
@@ -331,6 +379,9 @@ impl Report {
             let mut markers = serde_json::Map::new();
             for (k, v) in &self.markers {
                 markers.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            if let Some((k, v)) = last_stage_marker() {
+                markers.entry(k).or_insert(serde_json::Value::String(v));
             }
             let mut object = serde_json::Map::new();
             object.insert("exit_code".into(), exit_code.into());

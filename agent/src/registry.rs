@@ -1,4 +1,8 @@
-//! ECR login and image pulls on the host.
+//! ECR login, image pulls on the host, and the repo digest a pull resolved.
+//!
+//! Which credentials a pull carries is decided by [`crate::authority`]:
+//! the ECR token for the host account's ECR only; for a listed registry,
+//! the entry of `docker.auth_config` (a Docker `config.json`) or nothing.
 //!
 //! Why not bollard's `create_image` with credentials: bollard 0.21 encodes
 //! `X-Registry-Auth` with *standard* base64, while the Engine decodes it as
@@ -105,6 +109,19 @@ impl RegistryAuth {
         }
     }
 
+    /// `Authorization: Basic ...` for the registry's own HTTP API (ECR and
+    /// htpasswd registries take it directly); the pull preflight reads
+    /// manifests with it. A secret, like the password.
+    pub fn basic_authorization(&self) -> String {
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", self.username, self.password))
+        );
+        register_secret(&value);
+        value
+    }
+
     /// The `X-Registry-Auth` header value: URL-safe base64 of the JSON the
     /// Engine's `registry.AuthConfig` decodes.
     pub fn header_value(&self) -> String {
@@ -169,14 +186,77 @@ pub async fn ecr_login(ecr: &aws_sdk_ecr::Client, image: &ImageRef) -> Result<Re
     RegistryAuth::from_ecr_token(token, &image.registry, expires_at)
 }
 
-/// Whether the image is present locally (immutable references only, so a
-/// present image is the right image).
+/// Credentials for a listed (non-ECR) registry from the Docker
+/// `config.json` at `docker.auth_config`: its `auths.<registry>` entry,
+/// `auth` (base64 `user:password`) or `username` and `password`. `None`
+/// when no file is configured or it has no entry: the pull is anonymous.
+pub fn config_json_auth(
+    path: Option<&std::path::Path>,
+    registry: &str,
+) -> Result<Option<RegistryAuth>, Error> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bad = |problem: String| {
+        Error::invalid(
+            "docker.auth_config",
+            format!("{}: {problem}", path.display()),
+            "give a Docker config.json with {\"auths\": {\"HOST\": {\"auth\": \"base64(user:password)\"}}}",
+        )
+    };
+    let Some(bytes) = crate::fsutil::read_owned(path)? else {
+        return Err(bad("the file does not exist".into()));
+    };
+    // Never the parser's message: it may quote a password.
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| bad("not JSON".into()))?;
+    let Some(entry) = value.get("auths").and_then(|a| a.get(registry)) else {
+        return Ok(None);
+    };
+    let text = |key: &str| {
+        entry
+            .get(key)
+            .and_then(|v| v.as_str())
+            .filter(|v| !v.is_empty())
+    };
+    if let Some(auth) = text("auth") {
+        register_secret(auth);
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .ok()
+            .and_then(|d| String::from_utf8(d).ok())
+            .ok_or_else(|| {
+                bad(format!(
+                    "auths.{registry}.auth is not base64 of user:password"
+                ))
+            })?;
+        let (user, password) = decoded.split_once(':').ok_or_else(|| {
+            bad(format!(
+                "auths.{registry}.auth is not base64 of user:password"
+            ))
+        })?;
+        return Ok(Some(RegistryAuth::new(user, password, registry)));
+    }
+    match (text("username"), text("password")) {
+        (Some(user), Some(password)) => Ok(Some(RegistryAuth::new(user, password, registry))),
+        _ => Ok(None),
+    }
+}
+
+/// Whether the image is present locally.
 pub async fn is_present(docker: &Docker, image: &ImageRef) -> Result<bool, Error> {
+    Ok(inspect(docker, image).await?.is_some())
+}
+
+async fn inspect(
+    docker: &Docker,
+    image: &ImageRef,
+) -> Result<Option<bollard::models::ImageInspect>, Error> {
     match docker.inspect_image(&image.to_string()).await {
-        Ok(_) => Ok(true),
+        Ok(info) => Ok(Some(info)),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Ok(false),
+        }) => Ok(None),
         Err(e) => Err(Error::unavailable(
             Dependency::Docker,
             format!("inspect image {image}: {e}"),
@@ -184,14 +264,50 @@ pub async fn is_present(docker: &Docker, image: &ImageRef) -> Result<bool, Error
     }
 }
 
+/// The repo digest (`sha256:...`) of the local image `image` names, for its
+/// own repository: the one `pulled` (what the pull reported) when the Engine
+/// lists it, else the only one listed. `None` when the image is absent or
+/// has no digest for that repository (built here, never pushed or pulled).
+pub async fn repo_digest(
+    docker: &Docker,
+    image: &ImageRef,
+    pulled: Option<&str>,
+) -> Result<Option<String>, Error> {
+    let Some(info) = inspect(docker, image).await? else {
+        return Ok(None);
+    };
+    let name = image.name();
+    let digests: Vec<&str> = info
+        .repo_digests
+        .iter()
+        .flatten()
+        .filter_map(|d| d.split_once('@'))
+        .filter(|(repo, digest)| *repo == name && crate::image::is_digest(digest))
+        .map(|(_, digest)| digest)
+        .collect();
+    if let Some(pulled) = pulled.filter(|p| digests.contains(p)) {
+        return Ok(Some(pulled.to_owned()));
+    }
+    if let crate::image::Reference::Digest(d) = &image.reference {
+        if digests.contains(&d.as_str()) {
+            return Ok(Some(d.clone()));
+        }
+    }
+    Ok(match digests.as_slice() {
+        [only] => Some((*only).to_owned()),
+        _ => None,
+    })
+}
+
 /// Pull one image through the Engine with `auth`. Progress goes to the log
 /// every few seconds; a registry or Engine error fails stage `pull`.
+/// Returns the manifest digest the Engine reported (`Digest: sha256:...`).
 pub async fn pull(
     docker: &Docker,
     docker_host: &str,
     image: &ImageRef,
     auth: Option<&RegistryAuth>,
-) -> Result<(), Error> {
+) -> Result<Option<String>, Error> {
     let version = docker.client_version();
     let mut query = format!(
         "/v{}.{}/images/create?fromImage={}",
@@ -232,6 +348,7 @@ pub async fn pull(
     let mut buffer: Vec<u8> = Vec::new();
     let mut last_report = std::time::Instant::now();
     let mut last_status = String::new();
+    let mut digest = None;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| unavailable(&e))?;
         let Some(chunk) = frame.data_ref() else {
@@ -241,6 +358,12 @@ pub async fn pull(
         while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=pos).collect();
             if let Some(status_line) = progress_line(&line, image)? {
+                if let Some(d) = status_line
+                    .strip_prefix("Digest: ")
+                    .filter(|d| crate::image::is_digest(d))
+                {
+                    digest = Some(d.to_owned());
+                }
                 last_status = status_line;
                 if let Some(bar) = &bar {
                     bar.set_message(format!("{image}: {last_status}"));
@@ -264,7 +387,7 @@ pub async fn pull(
         ));
     }
     log::info!(stage = "pull"; "{image}: pulled ({last_status})");
-    Ok(())
+    Ok(digest)
 }
 
 /// A spinner per pull when stderr is a terminal (an operator at the host);
@@ -334,7 +457,7 @@ fn pull_error(image: &ImageRef, message: &str) -> Error {
         || lower.contains("authentication required")
         || lower.contains("no basic auth")
     {
-        " (the registry refused the credentials: check the ECR token and the host's IAM role)"
+        " (the registry refused the credentials: check the ECR token and the host's IAM role, or, for a registry in docker.allowed_registries, its entry in docker.auth_config)"
     } else if lower.contains("not found") || lower.contains("manifest unknown") {
         " (no such image or tag in the registry: check the image URI CI passed)"
     } else {
@@ -392,13 +515,44 @@ mod tests {
     }
 
     #[test]
-    fn progress_errors_fail_the_pull_with_a_hint() {
-        let image = ImageRef::parse(
-            "f",
-            &format!("127.0.0.1:5000/a:sha-{}", "1".repeat(40)),
-            &["127.0.0.1:5000".into()],
+    fn docker_config_json_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        let auth = base64::engine::general_purpose::STANDARD.encode("bob:s3cret-pw");
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"ghcr.io":{{"auth":"{auth}"}},"b.io":{{"username":"u","password":"p"}}}}}}"#),
         )
         .unwrap();
+        let found = config_json_auth(Some(&path), "ghcr.io").unwrap().unwrap();
+        assert_eq!(
+            (found.username.as_str(), found.server.as_str()),
+            ("bob", "ghcr.io")
+        );
+        assert!(found.header_value().len() > 10);
+        assert_eq!(
+            config_json_auth(Some(&path), "b.io")
+                .unwrap()
+                .unwrap()
+                .username,
+            "u"
+        );
+        assert!(config_json_auth(Some(&path), "other.io").unwrap().is_none());
+        assert!(config_json_auth(None, "ghcr.io").unwrap().is_none());
+        std::fs::write(&path, "{\"auths\": s3cret").unwrap();
+        let err = config_json_auth(Some(&path), "ghcr.io")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("docker.auth_config") && !err.contains("s3cret"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn progress_errors_fail_the_pull_with_a_hint() {
+        let image =
+            ImageRef::parse("f", &format!("127.0.0.1:5000/a:sha-{}", "1".repeat(40))).unwrap();
         let err = progress_line(
             br#"{"errorDetail":{"message":"manifest unknown"},"error":"manifest unknown"}"#,
             &image,

@@ -11,6 +11,14 @@
 //! run: it is recorded as absent (no `workflowRun` field, no workflow
 //! markers), never with invented CI metadata; `status` shows it as manual.
 //!
+//! Both record, besides the image URIs CI named, the repo digest each image
+//! resolved to when it was pulled (`backendDigest`, `frontendDigest`):
+//! a `sha-` tag can be pushed again with other bytes, so what runs is named
+//! by digest. [`Release::backend`] and [`Release::frontend`] give the pinned
+//! `repo@sha256:...` reference whenever a digest is recorded, so rollback,
+//! the daemon and boot recovery run the recorded bytes. Files of schema
+//! version 1 (no digests) are still read.
+//!
 //! Both are written atomically ([`crate::fsutil::write_atomic`]), so a reader
 //! sees the old file or the new one, never half of either. Both carry a
 //! schema version; a reader refuses a file it does not understand (exit 2)
@@ -23,11 +31,15 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::{Error, Stage};
 use crate::fsutil;
-use crate::image::ImageRef;
+use crate::image::{is_digest, ImageRef, Reference};
 use crate::output::Report;
 
-pub const RECEIPT_SCHEMA_VERSION: u32 = 1;
-pub const CURRENT_SCHEMA_VERSION: u32 = 1;
+pub const RECEIPT_SCHEMA_VERSION: u32 = 2;
+/// 2 added `backendDigest`/`frontendDigest` (both files) and `configHashes`
+/// (current release); a reader accepts 1 (none of them recorded) and 2.
+pub const CURRENT_SCHEMA_VERSION: u32 = 2;
+/// Versions readers accept.
+const READABLE_VERSIONS: [u32; 2] = [1, 2];
 
 /// CI's workflow run that produced the release. Absent (not empty) for a
 /// release made by hand.
@@ -58,6 +70,12 @@ pub struct Release {
     /// `None` for a manual release (a local repair run): nothing invented.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_run: Option<WorkflowRun>,
+    /// The backend's repo digest (`sha256:<64 hex>`) as pulled; `None`
+    /// before the pull resolved it (or in a schema 1 file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend_digest: Option<String>,
 }
 
 /// The last-good receipt file.
@@ -80,6 +98,11 @@ pub struct CurrentRelease {
     pub deployed_at: String,
     /// `deploy` or `rollback`.
     pub deployed_by: String,
+    /// Service name -> the Compose config hash the converge applied. The
+    /// daemon recreates a crashed container only with this config (empty
+    /// for a schema 1 file: nothing recorded, so nothing is recreated).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub config_hashes: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkflowRun {
@@ -117,17 +140,27 @@ impl Release {
                 w.run_attempt.as_deref(),
             )
         });
-        let allowed = &config.docker.allowed_registries;
-        let backend = ImageRef::parse(
-            source.field("backend-image"),
-            &self.backend_image_uri,
-            allowed,
-        )?;
-        let frontend = ImageRef::parse(
-            source.field("frontend-image"),
-            &self.frontend_image_uri,
-            allowed,
-        )?;
+        let backend = ImageRef::parse(source.field("backend-image"), &self.backend_image_uri)?;
+        let frontend = ImageRef::parse(source.field("frontend-image"), &self.frontend_image_uri)?;
+        crate::authority::precheck(config, source.field("backend-image"), &backend)?;
+        crate::authority::precheck(config, source.field("frontend-image"), &frontend)?;
+        for (field, image, digest) in [
+            ("backend-image", &backend, &self.backend_digest),
+            ("frontend-image", &frontend, &self.frontend_digest),
+        ] {
+            let Some(digest) = digest else { continue };
+            let named = match &image.reference {
+                Reference::Digest(d) => Some(d),
+                Reference::Tag(_) => None,
+            };
+            if !is_digest(digest) || named.is_some_and(|d| d != digest) {
+                return Err(Error::invalid(
+                    source.field(field),
+                    format!("recorded digest {digest:?} is not sha256:<64 hex> of {image}"),
+                    "deploy the release again to record its digests",
+                ));
+            }
+        }
         if !is_lower_hex(&self.source_sha, 40) {
             return Err(Error::invalid(
                 source.field("source-sha"),
@@ -179,20 +212,45 @@ impl Release {
         Ok(self)
     }
 
+    /// The backend image as it is to run: pinned to the recorded digest
+    /// (`repo@sha256:...`) when there is one, else the URI CI named.
     pub fn backend(&self, config: &Config) -> Result<ImageRef, Error> {
-        ImageRef::parse(
+        image(
             "backend image",
             &self.backend_image_uri,
-            &config.docker.allowed_registries,
+            self.backend_digest.as_deref(),
+            config,
         )
     }
 
+    /// The frontend image as it is to run (see [`Release::backend`]).
     pub fn frontend(&self, config: &Config) -> Result<ImageRef, Error> {
-        ImageRef::parse(
+        image(
             "frontend image",
             &self.frontend_image_uri,
-            &config.docker.allowed_registries,
+            self.frontend_digest.as_deref(),
+            config,
         )
+    }
+
+    /// [`Release::backend`] as text: what the Compose file's image variable
+    /// gets and what the container's `Config.Image` then is.
+    pub fn backend_ref(&self) -> String {
+        pinned_text(&self.backend_image_uri, self.backend_digest.as_deref())
+    }
+
+    /// [`Release::frontend`] as text (see [`Release::backend_ref`]).
+    pub fn frontend_ref(&self) -> String {
+        pinned_text(&self.frontend_image_uri, self.frontend_digest.as_deref())
+    }
+
+    /// This release with the digests its images resolved to.
+    pub fn with_digests(&self, backend: Option<String>, frontend: Option<String>) -> Release {
+        Release {
+            backend_digest: backend,
+            frontend_digest: frontend,
+            ..self.clone()
+        }
     }
 
     /// Markers `<prefix>_SOURCE_SHA`, `_IMAGE_TAG`, ... for this release.
@@ -211,6 +269,7 @@ impl Release {
         if let Some(r) = &self.selected_ref {
             report.marker(&format!("{prefix}_SELECTED_REF"), r);
         }
+        self.add_digest_markers(report, prefix);
         // Only what was given: a manual release gets no workflow markers.
         if let Some(run) = &self.workflow_run {
             for (field, value) in [
@@ -224,6 +283,44 @@ impl Release {
             }
         }
     }
+}
+
+impl Release {
+    /// `<prefix>_BACKEND_DIGEST` / `_FRONTEND_DIGEST` for recorded digests.
+    pub fn add_digest_markers(&self, report: &mut Report, prefix: &str) {
+        if let Some(d) = &self.backend_digest {
+            report.marker(&format!("{prefix}_BACKEND_DIGEST"), d);
+        }
+        if let Some(d) = &self.frontend_digest {
+            report.marker(&format!("{prefix}_FRONTEND_DIGEST"), d);
+        }
+    }
+}
+
+/// The one place a release's image becomes a reference to run.
+fn image(field: &str, uri: &str, digest: Option<&str>, config: &Config) -> Result<ImageRef, Error> {
+    let image = ImageRef::parse(field, uri)?;
+    crate::authority::precheck(config, field, &image)?;
+    Ok(match digest {
+        Some(d) => image.pinned(d),
+        None => image,
+    })
+}
+
+/// `uri` pinned to `digest`: `registry/repository@digest`.
+fn pinned_text(uri: &str, digest: Option<&str>) -> String {
+    let Some(digest) = digest else {
+        return uri.to_owned();
+    };
+    let name = match uri.split_once('@') {
+        Some((name, _)) => name,
+        // The tag follows the last ':' after the last '/' (a port is before it).
+        None => match uri.rsplit_once(':') {
+            Some((name, tag)) if !tag.contains('/') => name,
+            _ => uri,
+        },
+    };
+    format!("{name}@{digest}")
 }
 
 /// Where release fields came from, so errors name the flag or the file.
@@ -305,10 +402,10 @@ pub fn parse_receipt(bytes: &[u8], path: &Path) -> Result<Receipt, Error> {
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("not JSON ({e})")))?;
     match value.get("schemaVersion").and_then(|v| v.as_u64()) {
-        Some(v) if v == u64::from(RECEIPT_SCHEMA_VERSION) => {}
+        Some(v) if READABLE_VERSIONS.iter().any(|r| u64::from(*r) == v) => {}
         Some(v) => {
             return Err(corrupt(format!(
-                "unknown schemaVersion {v} (this agent reads {RECEIPT_SCHEMA_VERSION})"
+                "unknown schemaVersion {v} (this agent reads 1 to {RECEIPT_SCHEMA_VERSION})"
             )))
         }
         None => return Err(corrupt("no schemaVersion".into())),
@@ -378,7 +475,7 @@ pub fn read_current(config: &Config) -> Result<Option<CurrentRelease>, Error> {
             "run `runtime deploy --execute` (or `runtime rollback --execute`) to write it again",
         )
     })?;
-    if current.schema_version != CURRENT_SCHEMA_VERSION {
+    if !READABLE_VERSIONS.contains(&current.schema_version) {
         return Err(Error::invalid(
             format!("current release state {}", path.display()),
             format!("unknown schemaVersion {}", current.schema_version),
@@ -397,12 +494,14 @@ pub fn write_current(
     config: &Config,
     release: &Release,
     deployed_by: &str,
+    config_hashes: &std::collections::BTreeMap<String, String>,
 ) -> Result<CurrentRelease, Error> {
     let current = CurrentRelease {
         schema_version: CURRENT_SCHEMA_VERSION,
         release: release.clone(),
         deployed_at: crate::clock::now(),
         deployed_by: deployed_by.to_owned(),
+        config_hashes: config_hashes.clone(),
     };
     fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)?;
     let mut bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
@@ -428,7 +527,7 @@ mod tests {
         c.agent.state_dir = AbsPath::new(dir.join("state"));
         c.receipt.path = AbsPath::new(dir.join("deployment/receipt.json"));
         c.receipt.history_limit = 2;
-        c.docker.allowed_registries = vec!["127.0.0.1:5000".into()];
+        c.aws.test_ecr_registry_alias = Some("127.0.0.1:5000".into());
         c
     }
 
@@ -441,7 +540,34 @@ mod tests {
             deployment_version: "2026.11.25-1".into(),
             selected_ref: Some("develop".into()),
             workflow_run: None,
+            backend_digest: None,
+            frontend_digest: None,
         }
+    }
+
+    #[test]
+    fn current_release_records_config_hashes_and_a_schema_1_file_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        let hashes = std::collections::BTreeMap::from([("api".to_owned(), "abc".to_owned())]);
+        write_current(&config, &release(), "deploy", &hashes).unwrap();
+        let text = std::fs::read_to_string(config.current_release_path()).unwrap();
+        assert!(
+            text.contains("\"schemaVersion\": 2") && text.contains("\"configHashes\""),
+            "{text}"
+        );
+        assert_eq!(
+            read_current(&config).unwrap().unwrap().config_hashes,
+            hashes
+        );
+        let v1 = text
+            .replace("\"schemaVersion\": 2", "\"schemaVersion\": 1")
+            .replace("\"configHashes\": {\n    \"api\": \"abc\"\n  },\n", "")
+            .replace(",\n  \"configHashes\": {\n    \"api\": \"abc\"\n  }", "");
+        assert!(!v1.contains("configHashes"), "{v1}");
+        std::fs::write(config.current_release_path(), v1).unwrap();
+        let old = read_current(&config).unwrap().unwrap();
+        assert_eq!((old.schema_version, old.config_hashes.len()), (1, 0));
     }
 
     #[test]
@@ -501,7 +627,51 @@ mod tests {
         assert_eq!(history, 2);
         let text = std::fs::read_to_string(c.receipt.path.as_path()).unwrap();
         assert!(text.contains("\"sourceSha\""), "{text}");
-        assert!(text.contains("\"schemaVersion\": 1"), "{text}");
+        assert!(text.contains("\"schemaVersion\": 2"), "{text}");
+        assert!(!text.contains("Digest"), "no digest recorded yet: {text}");
+    }
+
+    #[test]
+    fn a_recorded_digest_pins_the_image_and_version_1_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path());
+        let d = format!("sha256:{}", "e".repeat(64));
+        let r = release()
+            .validated(&c, Source::Flags)
+            .unwrap()
+            .with_digests(Some(d.clone()), None);
+        let r = r.validated(&c, Source::Receipt).unwrap();
+        assert_eq!(
+            r.backend_ref(),
+            format!("127.0.0.1:5000/wavemap/backend@{d}")
+        );
+        assert_eq!(r.backend(&c).unwrap().to_string(), r.backend_ref());
+        assert_eq!(r.frontend_ref(), r.frontend_image_uri);
+        write_receipt(&c, &r).unwrap();
+        let text = std::fs::read_to_string(c.receipt.path.as_path()).unwrap();
+        assert!(
+            text.contains(&format!("\"backendDigest\": \"{d}\"")),
+            "{text}"
+        );
+        assert_eq!(read_receipt(&c).unwrap().unwrap().release, r);
+        let mut report = Report::new();
+        r.add_markers(&mut report, "WAVEMAP_T");
+        assert_eq!(report.get("WAVEMAP_T_BACKEND_DIGEST"), Some(d.as_str()));
+
+        // Version 1 (no digests) is read.
+        let v1 = text
+            .replace("\"schemaVersion\": 2", "\"schemaVersion\": 1")
+            .replace(&format!("  \"backendDigest\": \"{d}\",\n"), "");
+        std::fs::write(c.receipt.path.as_path(), &v1).unwrap();
+        let back = read_receipt(&c).unwrap().unwrap();
+        assert_eq!(back.schema_version, 1);
+        assert_eq!(back.release.backend_digest, None);
+
+        // A digest that is not one is refused, naming the file.
+        std::fs::write(c.receipt.path.as_path(), text.replace(&d, "sha256:zz")).unwrap();
+        let err = read_receipt(&c).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("receipt"), "{err}");
     }
 
     #[test]

@@ -267,8 +267,19 @@ async fn run_check(config: &Config, target: &Target, check: &SmokeCheck) -> Chec
     };
     let mut retry = Retry::tries(attempts, Backoff::constant(RETRY_PAUSE));
     loop {
+        // Each try fits in what is left of the command's budget (--deadline).
+        let timeout = match crate::operation::wait_limit(
+            "the smoke check (smoke.timeout)",
+            config.smoke.timeout.duration(),
+        ) {
+            Ok(timeout) => timeout,
+            Err(e) => {
+                result.detail = Some(e.to_string());
+                break;
+            }
+        };
         let started = Instant::now();
-        let answer = get(target, &check.path, config.smoke.timeout.duration()).await;
+        let answer = get(target, &check.path, timeout).await;
         result.ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match answer {
             Ok(status) if status == check.status => {

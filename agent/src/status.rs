@@ -33,6 +33,9 @@ pub struct Status {
     pub database: Option<serde_json::Value>,
     pub operations: Vec<OperationView>,
     pub boot_recovery: Option<BootRecovery>,
+    /// Free space on Docker's data root and the state dir; what a prune
+    /// would reclaim.
+    pub disk: crate::images::DiskView,
 }
 
 #[derive(Debug, Serialize)]
@@ -52,6 +55,9 @@ pub struct ReleaseView {
     pub deployment_version: String,
     pub backend_image: String,
     pub frontend_image: String,
+    /// The recorded repo digests (`sha256:...`), absent before schema 2.
+    pub backend_digest: Option<String>,
+    pub frontend_digest: Option<String>,
     pub at: String,
     /// `manual` for a release made by hand (no workflow run), else the
     /// workflow and its run as given (`deploy-dev.yml run 412 attempt 1`).
@@ -122,6 +128,8 @@ pub async fn gather(config: &Config) -> Status {
         deployment_version: r.deployment_version.clone(),
         backend_image: r.backend_image_uri.clone(),
         frontend_image: r.frontend_image_uri.clone(),
+        backend_digest: r.backend_digest.clone(),
+        frontend_digest: r.frontend_digest.clone(),
         at: at.to_owned(),
         workflow: workflow_text(r),
     };
@@ -129,18 +137,41 @@ pub async fn gather(config: &Config) -> Status {
     let receipt = release::read_receipt(config).ok().flatten();
 
     let mut services = Vec::new();
-    let docker_state = match tokio::time::timeout(Duration::from_secs(3), async {
-        let docker = crate::docker::connect_to(
+    // One connection for both; the disk view's Engine calls run beside the
+    // container list, not after it.
+    let docker: Result<bollard::Docker, String> = match tokio::time::timeout(
+        Duration::from_secs(3),
+        crate::docker::connect_to(
             &config.docker.host,
             std::time::Duration::from_secs(3),
             std::time::Duration::ZERO,
-        )
-        .await?;
-        crate::compose::service_states(&docker, &config.runtime.project_name).await
-    })
+        ),
+    )
     .await
     {
-        Ok(Ok(states)) => {
+        Ok(Ok(docker)) => Ok(docker),
+        Ok(Err(e)) => Err(format!("unavailable: {e}")),
+        Err(_) => Err("unavailable: no answer within 3s".to_owned()),
+    };
+    let containers = async {
+        let docker = docker.as_ref().map_err(Clone::clone)?;
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            crate::compose::service_states(docker, &config.runtime.project_name),
+        )
+        .await
+        {
+            Ok(Ok(states)) => Ok(states),
+            Ok(Err(e)) => Err(format!("unavailable: {e}")),
+            Err(_) => Err("unavailable: no answer within 3s".to_owned()),
+        }
+    };
+    let (containers, disk) = tokio::join!(
+        containers,
+        crate::images::view(config, docker.as_ref().ok())
+    );
+    let docker_state = match containers {
+        Ok(states) => {
             for s in states {
                 services.push(ServiceView {
                     uptime_secs: s.started_at.as_deref().and_then(|t| {
@@ -157,8 +188,7 @@ pub async fn gather(config: &Config) -> Status {
             }
             "ok".to_owned()
         }
-        Ok(Err(e)) => format!("unavailable: {e}"),
-        Err(_) => "unavailable: no answer within 3s".to_owned(),
+        Err(why) => why,
     };
     let running_image = |service: &str| {
         services
@@ -170,10 +200,10 @@ pub async fn gather(config: &Config) -> Status {
         (None, _) => "no-receipt".to_owned(),
         (Some(_), s) if s != "ok" => "unknown".to_owned(),
         (Some(r), _) => {
-            let same = running_image(&config.runtime.backend_service).as_deref()
-                == Some(r.release.backend_image_uri.as_str())
-                && running_image(&config.runtime.frontend_service).as_deref()
-                    == Some(r.release.frontend_image_uri.as_str());
+            let same = running_image(&config.runtime.backend_service)
+                == Some(r.release.backend_ref())
+                && running_image(&config.runtime.frontend_service)
+                    == Some(r.release.frontend_ref());
             if same { "matches" } else { "differs" }.to_owned()
         }
     };
@@ -231,6 +261,7 @@ pub async fn gather(config: &Config) -> Status {
         database,
         operations,
         boot_recovery: daemon::read_boot_recovery(config),
+        disk,
     }
 }
 
@@ -272,6 +303,12 @@ pub async fn command(config: &Config, json: bool, report: &mut Report) -> Result
         "WAVEMAP_STATUS_RECEIPT_MATCHES",
         &status.receipt_matches_running,
     );
+    if let Some(free) = status.disk.docker_root_free_bytes {
+        report.marker(
+            "WAVEMAP_STATUS_DOCKER_ROOT_FREE_MB",
+            crate::images::disk::mib(free),
+        );
+    }
     let healthy = status
         .services
         .iter()
@@ -291,6 +328,28 @@ pub async fn command(config: &Config, json: bool, report: &mut Report) -> Result
         print!("{}", render(&status));
     }
     Ok(())
+}
+
+/// `docker 12.3G free, state 40.1G free, prune ~1.2G (4 images)`.
+fn disk_text(d: &crate::images::DiskView) -> String {
+    let gib = |b: u64| format!("{:.1}G", b as f64 / (1u64 << 30) as f64);
+    let docker = match (d.docker_root_free_bytes, &d.docker_root_note) {
+        (Some(free), _) => format!(
+            "docker {} free{}",
+            gib(free),
+            if d.low { " (LOW)" } else { "" }
+        ),
+        (None, Some(note)) if note.contains("not reachable") => "docker root not reachable".into(),
+        _ => "docker -".into(),
+    };
+    let state = d
+        .state_dir_free_bytes
+        .map_or("state -".into(), |b| format!("state {} free", gib(b)));
+    let prune = match (d.prune_reclaimable_bytes, d.prune_images) {
+        (Some(b), Some(n)) => format!("prune ~{} ({n} images)", gib(b)),
+        _ => "prune -".into(),
+    };
+    format!("{docker}, {state}, {prune}")
 }
 
 fn age(secs: Option<u64>) -> String {
@@ -356,12 +415,33 @@ pub fn render(s: &Status) -> String {
         ),
         None => "none".into(),
     };
+    // The short digests say which bytes: a tag can be pushed again.
+    let digests = |r: &Option<ReleaseView>| {
+        r.as_ref().map(|r| {
+            let short = |d: &Option<String>| {
+                d.as_deref()
+                    .map_or("-".to_owned(), |d| crate::image::short_digest(d).to_owned())
+            };
+            format!(
+                "backend {} frontend {}",
+                short(&r.backend_digest),
+                short(&r.frontend_digest)
+            )
+        })
+    };
     line(&mut out, "current release", &rel(&s.current_release));
+    if let Some(d) = digests(&s.current_release) {
+        line(&mut out, "  digests", &d);
+    }
     line(&mut out, "last-good", &rel(&s.receipt));
+    if let Some(d) = digests(&s.receipt) {
+        line(&mut out, "  digests", &d);
+    }
     line(&mut out, "receipt vs run", &s.receipt_matches_running);
     if s.docker != "ok" {
         line(&mut out, "docker", &s.docker);
     }
+    line(&mut out, "disk", &clip(&disk_text(&s.disk), 64));
     if let Some(db) = &s.database {
         let get = |k: &str| {
             db.get(k)
@@ -402,7 +482,7 @@ pub fn render(s: &Status) -> String {
                 64,
             ),
         );
-        if b.env.starts_with("kept existing") {
+        if !b.env.is_empty() {
             line(&mut out, "boot env", &clip(&b.env, 64));
         }
         if b.result == daemon::RecoveryResult::Failed {

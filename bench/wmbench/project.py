@@ -128,9 +128,7 @@ lock_timeout = 120
 region = {toml_str(self.stack.get('AWS_REGION', 'us-east-2'))}
 ssm_endpoint = {toml_str(self.need('AWS_ENDPOINT_URL_SSM'))}
 ecr_endpoint = {toml_str(self.need('AWS_ENDPOINT_URL_ECR'))}
-
-[docker]
-allowed_registries = [{toml_str(self.registry)}]
+test_ecr_registry_alias = {toml_str(self.registry)}
 
 [receipt]
 path = {toml_str(self.work / 'deployment/last-successful-runtime-release.json')}

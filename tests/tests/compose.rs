@@ -1244,3 +1244,243 @@ networks:
         Some(&compose::hash::network_hash(&project.networks["back"]))
     );
 }
+
+/// The project's containers as `docker ps` (not the agent) lists them:
+/// name -> (id, container-number label).
+fn listed_by_docker(project: &str) -> BTreeMap<String, (String, String)> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--format",
+            "{{.Names}}\t{{.ID}}\t{{.Label \"com.docker.compose.container-number\"}}",
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(out.status.success(), "docker ps failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((
+                f.next()?.to_owned(),
+                (f.next()?.to_owned(), f.next()?.to_owned()),
+            ))
+        })
+        .collect()
+}
+
+async fn converge_file(docker: &Docker, s: &Small) -> Plan {
+    let project = s.load();
+    let plan = compose::plan(docker, &project).await.expect("plan");
+    compose::converge(docker, &project, &plan)
+        .await
+        .expect("converge");
+    plan
+}
+
+/// `docker compose up -d --no-build` after the agent: Compose must find
+/// every container current (same ids before and after).
+fn compose_recreates_nothing(s: &Small, when: &str) {
+    let before = listed_by_docker(&s.project);
+    let (ok, out) = compose_v2(
+        &s.project,
+        &s.file,
+        &s.vars,
+        &["up", "-d", "--no-build", "--pull", "never"],
+    );
+    assert!(ok, "{when}: docker compose up: {out}");
+    assert_eq!(
+        listed_by_docker(&s.project),
+        before,
+        "{when}: Compose v2 recreated, added or removed containers: {out}"
+    );
+}
+
+fn replicas_file(n: u32) -> String {
+    format!(
+        r#"
+services:
+  api:
+    image: ${{E2E_BUSYBOX}}
+    command: ["sh", "-c", "sleep 3600"]
+  worker:
+    image: ${{E2E_BUSYBOX}}
+    command: ["sh", "-c", "touch /tmp/ready; sleep 3600"]
+    deploy:
+      replicas: {n}
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+"#
+    )
+}
+
+#[tokio::test]
+async fn a_worker_scales_3_to_1_to_3_with_compose_names_and_compose_agrees() {
+    let docker = docker().await;
+    let text = replicas_file(3);
+    let s = small("compose-scale", &text).await;
+    let _cleanup = s.cleanup();
+    let p = &s.project;
+    let names = |numbers: &[u32]| -> Vec<String> {
+        let mut v: Vec<String> = numbers
+            .iter()
+            .map(|n| format!("{p}-worker-{n}"))
+            .chain([format!("{p}-api-1")])
+            .collect();
+        v.sort();
+        v
+    };
+
+    converge_file(&docker, &s).await;
+    let three = listed_by_docker(p);
+    assert_eq!(three.keys().cloned().collect::<Vec<_>>(), names(&[1, 2, 3]));
+    for n in 1..=3 {
+        assert_eq!(three[&format!("{p}-worker-{n}")].1, n.to_string());
+    }
+    // Health gating waits for every replica.
+    let health = compose::wait_healthy(&docker, &s.load(), Duration::from_secs(60))
+        .await
+        .expect("every replica healthy");
+    let workers: Vec<_> = health
+        .services
+        .iter()
+        .filter(|h| h.service == "worker")
+        .collect();
+    assert_eq!(workers.len(), 3, "{health:?}");
+    assert!(workers
+        .iter()
+        .all(|h| h.ready && h.health.as_deref() == Some("healthy")));
+    compose_recreates_nothing(&s, "at 3 replicas");
+
+    // 3 -> 1: the highest numbers go, first 3 then 2; worker-1 is kept.
+    std::fs::write(&s.file, text.replace("replicas: 3", "replicas: 1")).expect("write");
+    let plan = converge_file(&docker, &s).await;
+    let removed: Vec<String> = plan
+        .services
+        .iter()
+        .filter(|e| e.action == Action::Remove)
+        .filter_map(|e| e.container.as_ref().map(|c| c.name.clone()))
+        .collect();
+    assert_eq!(
+        removed,
+        vec![format!("{p}-worker-3"), format!("{p}-worker-2")]
+    );
+    let one = listed_by_docker(p);
+    assert_eq!(one.keys().cloned().collect::<Vec<_>>(), names(&[1]));
+    assert_eq!(
+        one[&format!("{p}-worker-1")],
+        three[&format!("{p}-worker-1")],
+        "worker-1 was recreated"
+    );
+    compose_recreates_nothing(&s, "after scaling to 1");
+
+    // 1 -> 3: replicas 2 and 3 are created, worker-1 and api are kept.
+    std::fs::write(&s.file, &text).expect("write");
+    converge_file(&docker, &s).await;
+    let again = listed_by_docker(p);
+    assert_eq!(again.keys().cloned().collect::<Vec<_>>(), names(&[1, 2, 3]));
+    assert_eq!(
+        again[&format!("{p}-worker-1")],
+        three[&format!("{p}-worker-1")]
+    );
+    assert_eq!(again[&format!("{p}-api-1")], three[&format!("{p}-api-1")]);
+    compose_recreates_nothing(&s, "after scaling back to 3");
+    // And the agent, after Compose's `up`, has nothing to do.
+    let plan = compose::plan(&docker, &s.load()).await.expect("plan");
+    assert!(plan.is_noop(), "{plan}");
+}
+
+#[tokio::test]
+async fn an_anonymous_volume_keeps_its_data_across_an_image_change() {
+    let docker = docker().await;
+    let s = small(
+        "compose-anon",
+        r#"
+services:
+  app:
+    image: ${E2E_APP_IMAGE}
+    command: ["sh", "-c", "sleep 3600"]
+    volumes:
+      - /app/node_modules
+      - type: volume
+        target: /app/cache
+"#,
+    )
+    .await;
+    let _cleanup = s.cleanup();
+    let base = stack().busybox_image.clone();
+    let second = format!("wavemap-e2e/{}:v2", s.project);
+    let second_id =
+        wavemap_e2e::build_image(&second, &format!("FROM {base}\nLABEL v=2\n"), &[]).await;
+    let with_image = |image: &str| -> Small {
+        let mut vars = s.vars.clone();
+        vars.insert("E2E_APP_IMAGE".into(), image.to_owned());
+        Small {
+            dir: tempfile::tempdir().expect("dir"),
+            file: s.file.clone(),
+            project: s.project.clone(),
+            vars,
+        }
+    };
+    let first = with_image(&base);
+    let _first_cleanup = first.cleanup();
+    converge_file(&docker, &first).await;
+    let name = format!("{}-app-1", s.project);
+    exec(
+        &name,
+        "echo kept-1 > /app/node_modules/marker; echo kept-2 > /app/cache/marker",
+    );
+    let mounts = |id: &str| -> BTreeMap<String, String> {
+        let out = Command::new("docker")
+            .args([
+                "inspect",
+                id,
+                "--format",
+                "{{range .Mounts}}{{.Destination}}={{.Name}}\n{{end}}",
+            ])
+            .output()
+            .expect("docker inspect");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+            .collect()
+    };
+    let before = mounts(&name);
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // The image changes: the container is recreated, the anonymous volumes
+    // are the old container's (Compose reattaches them the same way).
+    let upgraded = with_image(&second);
+    let plan = converge_file(&docker, &upgraded).await;
+    assert_eq!(
+        actions(&plan),
+        vec![(
+            "app".into(),
+            Action::Recreate {
+                reason: Reason::Image
+            }
+        )]
+    );
+    let info = docker
+        .inspect_container(&name, None)
+        .await
+        .expect("inspect");
+    assert_eq!(info.image.as_deref(), Some(second_id.as_str()));
+    assert_eq!(
+        mounts(&name),
+        before,
+        "the anonymous volumes were not reattached"
+    );
+    assert_eq!(
+        exec(&name, "cat /app/node_modules/marker /app/cache/marker"),
+        "kept-1\nkept-2\n"
+    );
+    // Compose v2 finds the recreated container current.
+    compose_recreates_nothing(&upgraded, "after the image change");
+    let _ = Command::new("docker").args(["rmi", &second]).output();
+}

@@ -65,12 +65,23 @@ fn compose(project: &str, file: &Path, args: &[&str]) -> (bool, String, String) 
     )
 }
 
-/// `docker compose config` prints every `$` as `$$`; the hash sees `$`.
+/// `docker compose config` prints every `$` as `$$`, in map keys too (a
+/// label key that names `${COMPOSE_PROJECT_NAME}` is not interpolated);
+/// the hash sees `$`.
 fn unescape(value: &mut Value) {
     match value {
         Value::String(s) => *s = s.replace("$$", "$"),
         Value::Array(items) => items.iter_mut().for_each(unescape),
-        Value::Object(map) => map.values_mut().for_each(unescape),
+        Value::Object(map) => {
+            let entries: Vec<(String, Value)> = std::mem::take(map)
+                .into_iter()
+                .map(|(k, mut v)| {
+                    unescape(&mut v);
+                    (k.replace("$$", "$"), v)
+                })
+                .collect();
+            map.extend(entries);
+        }
         _ => {}
     }
 }
@@ -198,6 +209,7 @@ fn the_corpus_loads_like_compose_v2_with_equal_hashes() {
 
     let mut compose_loaded = 0usize;
     let mut both_loaded = 0usize;
+    let mut by_design = 0usize;
     let mut services_compared = 0usize;
     let mut report = Vec::new();
     for file in &files {
@@ -246,13 +258,25 @@ fn the_corpus_loads_like_compose_v2_with_equal_hashes() {
             continue;
         }
         compose_loaded += 1;
-        let Ok(AgentView {
+        let AgentView {
             hashes,
             with_env_files,
-        }) = agent
-        else {
-            report.push(format!("{name}: Compose v2 loads; the agent refuses"));
-            continue;
+        } = match agent {
+            Ok(view) => view,
+            // The one refusal by design: a service to build with no image
+            // to deploy (the agent never builds; issue 25 keeps it an
+            // error naming the key).
+            Err((_, message)) if message.contains(".build: `build` without `image`") => {
+                report.push(format!(
+                    "{name}: Compose v2 loads; the agent refuses by design (build without image)"
+                ));
+                by_design += 1;
+                continue;
+            }
+            Err((_, message)) => panic!(
+                "{name}: Compose v2 loads it, the agent refuses it: {}",
+                message.trim()
+            ),
         };
         both_loaded += 1;
         let normalized: Value = serde_json::from_str(&stdout).expect("compose config json");
@@ -290,7 +314,7 @@ fn the_corpus_loads_like_compose_v2_with_equal_hashes() {
     }
     eprintln!("{}", report.join("\n"));
     eprintln!(
-        "corpus: {} files; Compose v2 loads {compose_loaded}; the agent loads {both_loaded} of those ({:.1}%); {services_compared} service hashes equal",
+        "corpus: {} files; Compose v2 loads {compose_loaded}; the agent loads {both_loaded} of those ({:.1}%; {by_design} refused by design: build without image); {services_compared} service hashes equal",
         files.len(),
         100.0 * both_loaded as f64 / compose_loaded.max(1) as f64
     );
@@ -298,8 +322,293 @@ fn the_corpus_loads_like_compose_v2_with_equal_hashes() {
         compose_loaded >= 28,
         "Compose v2 loads only {compose_loaded} files"
     );
-    assert!(
-        both_loaded * 100 >= compose_loaded * 95,
-        "the agent loads {both_loaded} of the {compose_loaded} files Compose v2 loads (< 95%)"
+    assert_eq!(
+        both_loaded + by_design,
+        compose_loaded,
+        "the agent loads every file Compose v2 loads but those with a service to build and no image"
     );
+    assert!(by_design <= 1, "{by_design} files refused for `build`");
+}
+
+/// Copy the corpus (files, `.env`, env files, config and secret files) to
+/// `to`, so the binds `docker compose create` makes do not land in the
+/// repository.
+fn copy_corpus(to: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("create the corpus copy");
+        for entry in std::fs::read_dir(from).expect("read the corpus") {
+            let entry = entry.expect("dir entry");
+            let target = to.join(entry.file_name());
+            if entry.file_type().expect("file type").is_dir() {
+                copy(&entry.path(), &target);
+            } else {
+                std::fs::copy(entry.path(), &target).expect("copy a corpus file");
+            }
+        }
+    }
+    copy(&corpus_dir(), to);
+}
+
+/// Drops every `@sha256:<64 hex>` from a text.
+fn regex_lite_digest() -> impl Fn(&str) -> String {
+    |text: &str| {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(at) = rest.find("@sha256:") {
+            let hex: String = rest[at + 8..]
+                .chars()
+                .take_while(|c| c.is_ascii_hexdigit())
+                .collect();
+            out.push_str(&rest[..at]);
+            if hex.len() == 64 {
+                rest = &rest[at + 8 + 64..];
+            } else {
+                out.push_str("@sha256:");
+                rest = &rest[at + 8..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+fn docker_cli(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Untags the image tags the test made and removes its projects, however
+/// the test ends.
+struct LiveCleanup {
+    tags: Vec<String>,
+    /// External volumes and networks the test made: ("volume"|"network", name).
+    externals: Vec<(&'static str, String)>,
+    projects: Vec<(String, PathBuf, PathBuf)>,
+}
+
+impl Drop for LiveCleanup {
+    fn drop(&mut self) {
+        for (project, dir, file) in &self.projects {
+            let _ = Command::new(&stack().compose_v2)
+                .current_dir(dir)
+                .args(["-p", project, "-f"])
+                .arg(file)
+                .args(["down", "-v", "--remove-orphans", "-t", "0"])
+                .output();
+        }
+        for tag in &self.tags {
+            let _ = docker_cli(&["rmi", "--no-prune", tag]);
+        }
+        for (kind, name) in &self.externals {
+            let _ = docker_cli(&[kind, "rm", name]);
+        }
+    }
+}
+
+/// Live parity: `docker compose create` (Compose v2, images tagged locally
+/// from busybox, never pulled or built) labels every container it makes
+/// with the config-hash the agent computes for its service, and names and
+/// numbers replicas `<project>-<service>-<n>` as the agent does.
+#[tokio::test]
+async fn compose_create_labels_every_corpus_container_with_the_agents_hash() {
+    let busybox = &stack().busybox_image;
+    assert!(
+        !busybox.is_empty(),
+        "WAVEMAP_TEST_BUSYBOX_IMAGE is not in .stack/env; rerun scripts/stack/up"
+    );
+    {
+        use futures_util::StreamExt;
+        let docker = wavemap_e2e::docker().await;
+        if docker.inspect_image(busybox).await.is_err() {
+            let (repo, tag) = busybox.rsplit_once(':').expect("busybox tag");
+            let options = bollard::query_parameters::CreateImageOptions {
+                from_image: Some(repo.to_owned()),
+                tag: Some(tag.to_owned()),
+                ..Default::default()
+            };
+            let mut pull = docker.create_image(
+                Some(options),
+                None,
+                Some(wavemap_e2e::registry_credentials()),
+            );
+            while let Some(item) = pull.next().await {
+                item.unwrap_or_else(|e| panic!("pull {busybox}: {e}"));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let corpus = dir.path().join("corpus");
+    copy_corpus(&corpus);
+    // A digest-pinned image (`repo:tag@sha256:...`) cannot be tagged
+    // locally: the copy names it by tag (the agent loads the same copy).
+    let digest = regex_lite_digest();
+    for file in corpus_files() {
+        let copy = corpus.join(file.file_name().expect("name"));
+        let text = std::fs::read_to_string(&copy).expect("read the copy");
+        std::fs::write(&copy, digest(&text)).expect("write the copy");
+    }
+    let home_uploads = std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join("corpus-uploads"))
+        .filter(|p| !p.exists());
+    let mut cleanup = LiveCleanup {
+        tags: Vec::new(),
+        externals: Vec::new(),
+        projects: Vec::new(),
+    };
+    let mut containers = 0usize;
+    let mut files_created = 0usize;
+    let mut report = Vec::new();
+    for file in corpus_files() {
+        let name = file
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let file = corpus.join(&name);
+        let project = unique_name("live").replace('-', "_");
+        let config = dir.path().join(format!("{project}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[agent]\nstate_dir = {:?}\nrun_dir = {:?}\n\n[runtime]\nproject_name = {project:?}\ncompose_file = {:?}\nenv_dir = {:?}\n",
+                dir.path().join("state").display().to_string(),
+                dir.path().join("run").display().to_string(),
+                file.display().to_string(),
+                dir.path().join("env").display().to_string(),
+            ),
+        )
+        .expect("write agent.toml");
+        let Ok(view) = agent_hashes(&file, &config, &[]) else {
+            continue; // refused: covered by the load test above
+        };
+        let run = |args: &[&str]| {
+            let out = Command::new(&stack().compose_v2)
+                .current_dir(&corpus)
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("HOME", std::env::var("HOME").unwrap_or_default())
+                .args(["-p", &project, "-f"])
+                .arg(&file)
+                .args(args)
+                .output()
+                .expect("run docker compose v2");
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        };
+        let (ok, images, err) = run(&["config", "--images"]);
+        assert!(ok, "{name}: config --images: {err}");
+        for image in images.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            if docker_cli(&["image", "inspect", image]).0 {
+                continue;
+            }
+            let (ok, _, err) = docker_cli(&["tag", busybox, image]);
+            assert!(ok, "{name}: tag {image}: {err}");
+            cleanup.tags.push(image.to_owned());
+        }
+        // External volumes and networks must exist for `create`, as on a
+        // real host.
+        let (ok, json, err) = run(&["config", "--format", "json"]);
+        assert!(ok, "{name}: config: {err}");
+        let normalized: Value = serde_json::from_str(&json).expect("config json");
+        for (kind, section) in [("volume", "volumes"), ("network", "networks")] {
+            for def in normalized[section]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                if def["external"].as_bool() != Some(true) {
+                    continue;
+                }
+                let Some(ext) = def["name"].as_str() else {
+                    continue;
+                };
+                if docker_cli(&[kind, "inspect", ext]).0 {
+                    continue;
+                }
+                let (ok, _, err) = docker_cli(&[kind, "create", ext]);
+                assert!(ok, "{name}: create external {kind} {ext}: {err}");
+                cleanup.externals.push((kind, ext.to_owned()));
+            }
+        }
+        cleanup
+            .projects
+            .push((project.clone(), corpus.clone(), file.clone()));
+        let (ok, _, err) = run(&["create", "--no-build", "--pull", "never"]);
+        // Compose itself refuses some keys on this host's Engine (20.10):
+        // `healthcheck.start_interval` needs Engine 25. The containers it
+        // made before refusing are still compared.
+        let engine_too_old = !ok && err.contains("require Docker Engine");
+        assert!(
+            ok || engine_too_old,
+            "{name}: docker compose create failed: {}",
+            err.trim()
+        );
+        if engine_too_old {
+            let why = err.lines().last().unwrap_or_default().trim().to_owned();
+            report.push(format!(
+                "{name}: Compose refuses part of it on this Engine: {why}"
+            ));
+        } else {
+            files_created += 1;
+        }
+        let (ok, listed, err) = docker_cli(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+            "--format",
+            "{{.Names}}\t{{.Label \"com.docker.compose.service\"}}\t{{.Label \"com.docker.compose.config-hash\"}}\t{{.Label \"com.docker.compose.container-number\"}}",
+        ]);
+        assert!(ok, "{name}: docker ps: {err}");
+        let mut seen = 0usize;
+        for line in listed.lines().filter(|l| !l.is_empty()) {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [container, service, label, number] = fields[..] else {
+                panic!("{name}: unexpected docker ps line {line:?}");
+            };
+            assert_eq!(
+                view.hashes.get(service).map(String::as_str),
+                Some(label),
+                "{name}: container {container}: Compose's config-hash label is not the agent's hash for {service}"
+            );
+            if !container.starts_with('/') && container.starts_with(&project) {
+                assert_eq!(
+                    container,
+                    format!("{project}-{service}-{number}"),
+                    "{name}: Compose's replica name"
+                );
+            }
+            seen += 1;
+        }
+        assert!(
+            seen > 0 || engine_too_old,
+            "{name}: docker compose create made no container"
+        );
+        containers += seen;
+        report.push(format!("{name}: {seen} containers, labels equal"));
+        let (ok, _, err) = run(&["down", "-v", "-t", "0"]);
+        assert!(ok, "{name}: down: {err}");
+        cleanup.projects.pop();
+    }
+    if let Some(path) = home_uploads {
+        // The `~/` bind of 40-node-modules.yaml, made by the Engine.
+        let _ = std::fs::remove_dir(path);
+    }
+    eprintln!("{}", report.join("\n"));
+    let summary = format!(
+        "live corpus parity: docker compose create on {files_created} files made {containers} containers; every config-hash label equals the agent's hash"
+    );
+    eprintln!("{summary}");
+    wavemap_e2e::report_line("compose-corpus-live", &summary);
+    assert!(files_created >= 30, "only {files_created} files created");
 }

@@ -204,12 +204,14 @@ async fn sigkill_at_every_crash_point_then_rerun_converges() {
             ok(&out, &format!("{name}: the rerun"));
             let (image, _) = project.container("api").await;
             assert_eq!(
-                image, *target[0],
+                image,
+                wavemap_e2e::pinned(target[0]).await,
                 "{name}: the rerun left api on another image"
             );
             let (image, _) = project.container("frontend").await;
             assert_eq!(
-                image, *target[1],
+                image,
+                wavemap_e2e::pinned(target[1]).await,
                 "{name}: the rerun left frontend on another image"
             );
             recovered.push(name);

@@ -259,20 +259,19 @@ async fn boot_recovery_brings_back_the_current_release_with_and_without_ssm() {
                 "{service} not healthy at READY: {status}"
             );
             if service == "api" {
-                assert_eq!(image, &backend);
+                assert_eq!(image, &wavemap_e2e::pinned(&backend).await);
             }
         }
         let all = notify.all();
         assert!(all.contains("STATUS=waiting for Docker"), "{all}");
         assert!(all.contains("STATUS=recovering release"), "{all}");
         assert!(all.contains("recovered"), "{all}");
-        if ssm_down {
-            assert!(all.contains("kept existing env files"), "{all}");
-            assert_eq!(
-                std::fs::read(td.env_dir().join("backend.env")).unwrap(),
-                env_before
-            );
-        }
+        // Issue 23: a wake uses the env files on disk, SSM up or down.
+        assert!(all.contains("env files as on disk; no SSM call"), "{all}");
+        assert_eq!(
+            std::fs::read(td.env_dir().join("backend.env")).unwrap(),
+            env_before
+        );
         let status = td.run(["status"]);
         assert_eq!(status.code, 0, "{}", status.dump());
         assert!(status.stdout.contains("boot recovery"), "{}", status.stdout);
@@ -526,10 +525,10 @@ fn docker_stop(container: &str) {
     wavemap_e2e::docker_cli(&["stop", "-t", "1", container], None);
 }
 
-/// A boot render that the checks refuse (issue 15: the same path as an
-/// empty SSM tree) keeps the existing env files byte for byte, recovers
-/// the release with them, and says so in STATUS, in `status` and in the
-/// redacted boot-recovery record.
+/// A contract SSM no longer meets (issue 15) does not touch a wake: since
+/// issue 23 the wake renders nothing when the env files are there, so it
+/// keeps them byte for byte, recovers the release with them, and says so in
+/// STATUS, in `status` and in the redacted boot-recovery record.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_boot_render_keeps_the_env_files_and_says_so() {
     let s = stack();
@@ -573,7 +572,7 @@ async fn a_refused_boot_render_keeps_the_env_files_and_says_so() {
     );
     let all = notify.all();
     assert!(
-        all.contains("ready: recovered") && all.contains("kept existing env files (render refused"),
+        all.contains("ready: recovered") && all.contains("env files as on disk; no SSM call"),
         "{all}"
     );
     let after: Vec<Vec<u8>> = ["backend", "frontend", "postgres"]
@@ -584,17 +583,544 @@ async fn a_refused_boot_render_keeps_the_env_files_and_says_so() {
     assert_eq!(containers_of(&runtime.name).await.len(), 3);
     let status = td.run(["status"]);
     assert!(
-        status.stdout.contains("boot env") && status.stdout.contains("render refused"),
+        status.stdout.contains("boot env") && status.stdout.contains("no SSM call"),
         "{}",
         status.stdout
     );
     let record = std::fs::read_to_string(td.state_dir().join("boot-recovery.json"))
         .expect("boot-recovery.json");
-    assert!(record.contains("render refused"), "{record}");
+    assert!(record.contains("no SSM call"), "{record}");
     let heartbeat =
         std::fs::read_to_string(td.run_dir().join("daemon-heartbeat.json")).expect("heartbeat");
     for text in [&record, &heartbeat, &all] {
         assert!(!text.contains(&runtime.db_password), "secret in {text}");
     }
     stop(child);
+}
+
+// ---- Issue 23: nothing changes what runs but a gated command that succeeded.
+
+const GROUPS: [&str; 3] = ["backend", "frontend", "postgres"];
+
+fn env_snapshot(td: &TestDir) -> Vec<Vec<u8>> {
+    GROUPS
+        .iter()
+        .map(|g| std::fs::read(td.env_dir().join(format!("{g}.env"))).expect("env file"))
+        .collect()
+}
+
+/// Staged copies (and any other temp file) in the env folder.
+fn temps_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".wavemap-tmp-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `Config.Env` and the Compose config-hash label of the service's
+/// container, as `docker inspect` shows them.
+async fn inspect_service(project: &str, service: &str) -> (Vec<String>, String) {
+    let info = docker()
+        .await
+        .inspect_container(
+            &format!("{project}-{service}-1"),
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("inspect {project}-{service}-1: {e}"));
+    let config = info.config.unwrap_or_default();
+    let hash = config
+        .labels
+        .unwrap_or_default()
+        .remove("com.docker.compose.config-hash")
+        .unwrap_or_default();
+    (config.env.unwrap_or_default(), hash)
+}
+
+async fn put_param(td: &TestDir, name: &str, value: &str) {
+    wavemap_e2e::ssm_client()
+        .await
+        .put_parameter()
+        .name(format!("{}{name}", td.parameter_prefix()))
+        .value(value)
+        .r#type(aws_sdk_ssm::types::ParameterType::String)
+        .overwrite(true)
+        .send()
+        .await
+        .expect("put parameter");
+}
+
+fn recorded_hashes(td: &TestDir) -> serde_json::Value {
+    let text = std::fs::read_to_string(td.state_dir().join("current-release.json"))
+        .expect("current-release.json");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(json["schemaVersion"], 2, "{text}");
+    json["configHashes"].clone()
+}
+
+fn journal_commands(td: &TestDir, command: &str) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(td.journal_path())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["command"] == command && e["event"] == "end")
+        .collect()
+}
+
+/// Deploy pair A and start the daemon (a drift check every second) until
+/// READY.
+async fn deployed_with_daemon(
+    td: &mut TestDir,
+    version: &str,
+) -> (RuntimeProject, Daemon, NotifyListener) {
+    let s = stack();
+    let runtime = RuntimeProject::new(td).await;
+    let out = td.run(with_execute(release_args(
+        "deploy",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        &s.sha_a,
+        version,
+    )));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    td.set("daemon", "health_interval", "1");
+    td.set("daemon", "retry_max", "2");
+    let mut notify = NotifyListener::new(&td.path().join("n1").tap_mkdir());
+    let child = spawn_daemon(td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(120)),
+        "{}",
+        notify.all()
+    );
+    (runtime, child, notify)
+}
+
+/// (a) An SSM change, then a deploy that fails at pull: the env files, the
+/// containers and their env stay as they were through 3 heal intervals of
+/// the running daemon, which says it waits for a deploy. A deploy killed
+/// before converge leaves the live files too; its staged copies go with
+/// the next run, which rolls the change out.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_failing_at_pull_after_an_ssm_change_changes_nothing_and_the_daemon_waits() {
+    let s = stack();
+    let mut td = TestDir::new("intent-pull");
+    let (runtime, child, mut notify) = deployed_with_daemon(&mut td, "intent-a").await;
+    let project = runtime.name.clone();
+    let env_before = env_snapshot(&td);
+    let ids_before = ids_of(&project).await;
+    let (api_env_before, _) = inspect_service(&project, "api").await;
+
+    put_param(&td, "backend/NEW_FLAG", "intent-pull").await;
+    let sha = "0123456789abcdef0123456789abcdef0badc0de";
+    let tagless = |image: &str| image.rsplit_once(':').expect("a tag").0.to_owned();
+    let out = td.run(with_execute(release_args(
+        "deploy",
+        &format!(
+            "{}:sha-{sha}",
+            tagless(s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"))
+        ),
+        &format!(
+            "{}:sha-{sha}",
+            tagless(s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"))
+        ),
+        sha,
+        "intent-unknown",
+    )));
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
+        Some("pull"),
+        "{}",
+        out.dump()
+    );
+    // The render did see the new parameter; it never went live.
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_ENV_FILE_BACKEND_ADDED"),
+        Some("NEW_FLAG"),
+        "{}",
+        out.dump()
+    );
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "the failed deploy changed an env file"
+    );
+    assert!(
+        temps_in(&td.env_dir()).is_empty(),
+        "{:?}",
+        temps_in(&td.env_dir())
+    );
+
+    wait_rounds(&td, 3, &mut notify);
+    assert_eq!(env_snapshot(&td), env_before, "an env file changed");
+    assert_eq!(
+        ids_of(&project).await,
+        ids_before,
+        "a container was replaced"
+    );
+    let (api_env, _) = inspect_service(&project, "api").await;
+    assert_eq!(api_env, api_env_before, "the API's env changed");
+    assert!(!api_env.iter().any(|e| e.starts_with("NEW_FLAG=")));
+    let all = notify.all();
+    assert!(
+        all.contains("waiting: the last `runtime deploy` failed") && all.contains("at pull"),
+        "{all}"
+    );
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
+    let status = td.run(["status"]);
+    assert!(status.stdout.contains("waiting"), "{}", status.stdout);
+    stop(child);
+
+    // SIGKILL when converge is about to start: still nothing live changed.
+    let pause_file = td.path().join("pause");
+    let deploy_a = with_execute(release_args(
+        "deploy",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        &s.sha_a,
+        "intent-a2",
+    ));
+    let mut agent = td
+        .command()
+        .args(&deploy_a)
+        .env(wavemap_agent::testpoint::PAUSE_AT, "converge")
+        .env(wavemap_agent::testpoint::PAUSE_FILE, &pause_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn deploy");
+    let started = Instant::now();
+    while !pause_file.exists() {
+        assert!(
+            agent.try_wait().expect("poll").is_none(),
+            "the deploy ended before converge"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "converge never reached"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.kill().expect("SIGKILL");
+    agent.wait().expect("reap");
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "a killed deploy changed an env file"
+    );
+    assert_eq!(
+        temps_in(&td.env_dir()).len(),
+        1,
+        "one staged copy (backend.env) is left"
+    );
+    assert_eq!(ids_of(&project).await, ids_before);
+
+    // The next run cleans up and rolls the change out, as a deploy does.
+    let out = td.run(&deploy_a);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        temps_in(&td.env_dir()).is_empty(),
+        "{:?}",
+        temps_in(&td.env_dir())
+    );
+    let (api_env, hash) = inspect_service(&project, "api").await;
+    assert!(
+        api_env.contains(&"NEW_FLAG=intent-pull".to_owned()),
+        "{api_env:?}"
+    );
+    assert_eq!(recorded_hashes(&td)["api"], hash.as_str());
+}
+
+/// (b) A deploy failing at health (pair B, whose frontend never gets
+/// healthy) is left running and reported: the daemon does not revert it,
+/// and `status` says it waits. The next deploy that succeeds ends the wait.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_failing_at_health_is_left_running_reported_and_not_reverted() {
+    let s = stack();
+    let mut td = TestDir::new("intent-health");
+    let (runtime, child, mut notify) = deployed_with_daemon(&mut td, "intent-a").await;
+    let project = runtime.name.clone();
+    let backend_b = s.require("WAVEMAP_TEST_BACKEND_IMAGE_B").to_owned();
+    let frontend_b = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_B").to_owned();
+
+    put_param(&td, "frontend/FAKE_FAIL_HEALTH", "1").await;
+    td.set("runtime", "health_timeout", "8");
+    let out = td.run(with_execute(release_args(
+        "deploy",
+        &backend_b,
+        &frontend_b,
+        &s.sha_b,
+        "intent-b",
+    )));
+    assert_eq!(out.code, 1, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_RUNTIME_DEPLOY_FAILED_STAGE"),
+        Some("health"),
+        "{}",
+        out.dump()
+    );
+    let failed_ids = ids_of(&project).await;
+    let images = |list: &[(String, String, String)], svc: &str| {
+        list.iter()
+            .find(|(s, _, _)| s == svc)
+            .map(|(_, i, _)| i.clone())
+            .unwrap_or_default()
+    };
+    let now = containers_of(&project).await;
+    assert_eq!(images(&now, "api"), backend_b, "{now:?}");
+    assert_eq!(images(&now, "frontend"), frontend_b, "{now:?}");
+
+    wait_rounds(&td, 3, &mut notify);
+    assert!(
+        notify.all().contains("drift: ") || notify.wait_for("drift: ", Duration::from_secs(30)),
+        "{}",
+        notify.all()
+    );
+    let now = containers_of(&project).await;
+    assert_eq!(
+        ids_of(&project).await,
+        failed_ids,
+        "the daemon touched the failed pair"
+    );
+    assert_eq!(images(&now, "api"), backend_b, "{now:?}");
+    assert_eq!(images(&now, "frontend"), frontend_b, "{now:?}");
+    let all = notify.all();
+    assert!(
+        all.contains("waiting: the last `runtime deploy` failed") && all.contains("at health"),
+        "{all}"
+    );
+    assert!(all.contains("another image"), "{all}");
+    assert!(
+        heals_in_journal(&td).is_empty(),
+        "{:?}",
+        heals_in_journal(&td)
+    );
+    assert!(!journal_commands(&td, "daemon drift").is_empty());
+    let status = td.run(["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_str(status.stdout.trim()).expect("json");
+    assert_eq!(
+        json["data"]["daemon"]["phase"], "degraded",
+        "{}",
+        status.stdout
+    );
+    let text = td.run(["status"]);
+    assert!(
+        text.stdout.contains("waiting") && text.stdout.contains("daemon drift"),
+        "{}",
+        text.stdout
+    );
+    // The current release is still A: the failed pair was never recorded.
+    let current = std::fs::read_to_string(td.state_dir().join("current-release.json"))
+        .expect("current release");
+    assert!(current.contains(&s.sha_a), "{current}");
+
+    // A deploy that succeeds ends the wait.
+    put_param(&td, "frontend/FAKE_FAIL_HEALTH", "0").await;
+    td.set("runtime", "health_timeout", "90");
+    let out = td.run(with_execute(release_args(
+        "deploy",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        &s.sha_a,
+        "intent-a2",
+    )));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        notify.wait_for("STATUS=running:", Duration::from_secs(60)),
+        "{}",
+        notify.all()
+    );
+    stop(child);
+}
+
+/// (c) `docker kill` of the API: the heal starts it again with the config
+/// the deploy recorded, although `runtime-env --execute` changed its env
+/// file meanwhile (that change is reported, never rolled out). A removed
+/// API cannot be rebuilt with the recorded config from today's files: the
+/// heal says so and does not act.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_container_is_restarted_with_the_recorded_config() {
+    let mut td = TestDir::new("intent-kill");
+    let (runtime, child, mut notify) = deployed_with_daemon(&mut td, "intent-a").await;
+    let project = runtime.name.clone();
+    let recorded = recorded_hashes(&td);
+    let (api_env_before, api_hash) = inspect_service(&project, "api").await;
+    assert_eq!(recorded["api"], api_hash.as_str());
+
+    // New SSM values rendered by hand: reported, not rolled out.
+    put_param(&td, "backend/NEW_FLAG", "intent-kill").await;
+    let out = td.run(["runtime-env", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert!(
+        notify.wait_for("api another config", Duration::from_secs(60)),
+        "{}",
+        notify.all()
+    );
+    assert!(
+        notify.all().contains("reported, not acted on"),
+        "{}",
+        notify.all()
+    );
+
+    let api = format!("{project}-api-1");
+    wavemap_e2e::docker_cli(&["kill", &api], None);
+    assert!(
+        notify.wait_for("STATUS=running: healed api exited", Duration::from_secs(90)),
+        "{}",
+        notify.all()
+    );
+    let (api_env, hash) = inspect_service(&project, "api").await;
+    assert_eq!(hash, api_hash, "the heal changed the API's config");
+    assert_eq!(api_env, api_env_before);
+    assert!(!api_env.iter().any(|e| e.starts_with("NEW_FLAG=")));
+    let now = containers_of(&project).await;
+    assert!(
+        now.iter()
+            .any(|(svc, _, st)| svc == "api" && st.contains("(healthy)")),
+        "{now:?}"
+    );
+    let heals = heals_in_journal(&td);
+    assert_eq!(heals.len(), 1, "{heals:?}");
+    assert_eq!(heals[0]["outcome"], "success");
+
+    // Removed: today's files would give another config. Not healed.
+    docker_rm(&api);
+    assert!(
+        notify.wait_for("not healing api missing", Duration::from_secs(60)),
+        "{}",
+        notify.all()
+    );
+    wait_rounds(&td, 2, &mut notify);
+    assert!(
+        !containers_of(&project)
+            .await
+            .iter()
+            .any(|(svc, _, _)| svc == "api"),
+        "the heal rebuilt the API from today's env files"
+    );
+    assert_eq!(heals_in_journal(&td).len(), 1);
+    assert!(
+        notify.all().contains("no longer give the config"),
+        "{}",
+        notify.all()
+    );
+    stop(child);
+}
+
+/// An SSM endpoint on loopback that counts connections and answers none.
+struct CountingEndpoint {
+    port: u16,
+    count: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CountingEndpoint {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        CountingEndpoint { port, count }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.count.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// (d) A wake after an SSM change: the env files stay as the deploy left
+/// them, the change is not in the containers, and no SSM call is made (the
+/// SSM endpoint counts connections). A missing env file is rendered, and
+/// only that one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wake_after_an_ssm_change_uses_the_files_on_disk_and_calls_no_ssm() {
+    let s = stack();
+    let mut td = TestDir::new("intent-wake");
+    let runtime = RuntimeProject::new(&td).await;
+    let project = runtime.name.clone();
+    let out = td.run(with_execute(release_args(
+        "deploy",
+        s.require("WAVEMAP_TEST_BACKEND_IMAGE_A"),
+        s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A"),
+        &s.sha_a,
+        "intent-wake",
+    )));
+    assert_eq!(out.code, 0, "{}", out.dump());
+    let env_before = env_snapshot(&td);
+    put_param(&td, "backend/NEW_FLAG", "intent-wake").await;
+    remove_containers(&project).await;
+    let ssm = CountingEndpoint::start();
+    td.set("aws", "ssm_endpoint", toml_str(&ssm.url()));
+
+    let mut notify = NotifyListener::new(&td.path().join("w1").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(240)),
+        "{}",
+        notify.all()
+    );
+    let all = notify.all();
+    assert!(
+        all.contains("ready: recovered") && all.contains("as on disk; no SSM call"),
+        "{all}"
+    );
+    stop(child);
+    assert_eq!(ssm.connections(), 0, "the wake called SSM");
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "the wake changed an env file"
+    );
+    let (api_env, _) = inspect_service(&project, "api").await;
+    assert!(
+        !api_env.iter().any(|e| e.starts_with("NEW_FLAG=")),
+        "{api_env:?}"
+    );
+    assert_eq!(containers_of(&project).await.len(), 3);
+
+    // A file the release needs is gone: it alone is rendered from SSM.
+    std::fs::remove_file(td.env_dir().join("frontend.env")).expect("remove frontend.env");
+    remove_containers(&project).await;
+    td.set("aws", "ssm_endpoint", toml_str(&s.ssm_endpoint));
+    let mut notify = NotifyListener::new(&td.path().join("w2").tap_mkdir());
+    let child = spawn_daemon(&td, &notify, 30_000_000);
+    assert!(
+        notify.wait_for("READY=1", Duration::from_secs(240)),
+        "{}",
+        notify.all()
+    );
+    assert!(
+        notify.all().contains("ready: recovered"),
+        "{}",
+        notify.all()
+    );
+    stop(child);
+    assert_eq!(
+        env_snapshot(&td),
+        env_before,
+        "the wake did not render frontend.env alone, as before"
+    );
+    let (api_env, _) = inspect_service(&project, "api").await;
+    assert!(
+        !api_env.iter().any(|e| e.starts_with("NEW_FLAG=")),
+        "{api_env:?}"
+    );
 }

@@ -1105,6 +1105,409 @@ async fn status_reaches_a_compose_service_named_in_the_env_file() {
     assert!(!out.stderr.contains("svc-pw-4711"), "{}", out.dump());
 }
 
+// --- TLS: sslmode and sslrootcert against the stack's TLS listener ----------
+//
+// scripts/stack/pg-tls gives the stack's PostgreSQL a server certificate
+// for 127.0.0.1 and localhost from a test CA, and a role that pg_hba.conf
+// admits over TLS only (a `hostnossl ... reject` line): a session as that
+// role is TLS by the server's own rules, whatever the agent says.
+
+/// `db_url` (a fresh test database) as the TLS-only role, with `query`.
+fn tls_url(db_url: &str, host: &str, query: &str) -> String {
+    let s = stack();
+    let db = db_url.rsplit('/').next().expect("database name");
+    format!(
+        "postgres://{}:{}@{host}:55432/{db}{query}",
+        s.require("WAVEMAP_TEST_PG_TLS_USER"),
+        s.require("WAVEMAP_TEST_PG_TLS_PASSWORD")
+    )
+}
+
+fn assert_no_tls_password(out: &Output) {
+    let pw = stack().require("WAVEMAP_TEST_PG_TLS_PASSWORD");
+    assert!(
+        !out.stdout.contains(pw) && !out.stderr.contains(pw),
+        "the password leaked: {}",
+        out.dump()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_full_with_the_stacks_ca_answers_status() {
+    let t = TestDir::new("dbtls-full");
+    let db = load_fixture("behind").await;
+    let ca = stack().require("WAVEMAP_TEST_PG_CA").to_owned();
+    for host in ["127.0.0.1", "localhost"] {
+        let url = tls_url(&db, host, &format!("?sslmode=verify-full&sslrootcert={ca}"));
+        let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+        assert_status(&out, &expected("behind"), true, host);
+        assert!(
+            out.stderr
+                .contains("sslmode=verify-full: TLS, certificate checked against the CA file"),
+            "{}",
+            out.dump()
+        );
+        assert_no_tls_password(&out);
+    }
+    // The keyword form, verify-ca: the chain is checked, the host name is
+    // not (the certificate does not name `db.invalid`; hostaddr routes).
+    let name = db.rsplit('/').next().unwrap();
+    let s = stack();
+    let keywords = |mode: &str| {
+        format!(
+            "host=db.invalid hostaddr=127.0.0.1 port=55432 dbname={name} user={} password={} sslmode={mode} sslrootcert={ca}",
+            s.require("WAVEMAP_TEST_PG_TLS_USER"),
+            s.require("WAVEMAP_TEST_PG_TLS_PASSWORD")
+        )
+    };
+    let out = t.run(status_args(
+        &keywords("verify-ca"),
+        true,
+        Some(&migrations_dir("behind")),
+    ));
+    assert_status(&out, &expected("behind"), true, "verify-ca, another name");
+    let out = t.run(status_args(
+        &keywords("verify-full"),
+        true,
+        Some(&migrations_dir("behind")),
+    ));
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert!(
+        out.stderr.contains("does not name the host"),
+        "{}",
+        out.dump()
+    );
+    assert_no_tls_password(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_ca_is_refused_naming_the_ca_file() {
+    let t = TestDir::new("dbtls-wrongca");
+    let db = load_fixture("behind").await;
+    let other = stack().require("WAVEMAP_TEST_PG_OTHER_CA").to_owned();
+    let url = tls_url(
+        &db,
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={other}"),
+    );
+    let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_AGENT_ERROR"),
+        Some("dependency-unavailable")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), None);
+    assert!(
+        out.stderr.contains(&format!(
+            "the server's certificate is not signed by the CA file {other} (sslrootcert)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(out.stderr.contains("UnknownIssuer"), "{}", out.dump());
+    // A certificate failure is final: no retries.
+    assert!(!out.stderr.contains("retrying"), "{}", out.dump());
+    assert_no_tls_password(&out);
+
+    // A CA file that is not there is bad input, named.
+    let url = tls_url(
+        &db,
+        "localhost",
+        "?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem",
+    );
+    let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr
+            .contains("sslrootcert /nonexistent/ca.pem: cannot read it"),
+        "{}",
+        out.dump()
+    );
+    // So is an sslmode libpq has but the agent does not do.
+    let url = tls_url(&db, "localhost", "?sslmode=allow");
+    let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(out.stderr.contains("sslmode `allow`"), "{}", out.dump());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_and_prefer_use_tls_and_disable_does_not() {
+    let t = TestDir::new("dbtls-require");
+    let db = load_fixture("behind").await;
+    // The TLS-only role gets in: the server saw TLS.
+    for query in ["?sslmode=require", "?sslmode=prefer", ""] {
+        let url = tls_url(&db, "127.0.0.1", query);
+        let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+        assert_status(&out, &expected("behind"), true, query);
+        assert_no_tls_password(&out);
+    }
+    // Without TLS the server refuses that role: disable means plain.
+    let url = tls_url(&db, "127.0.0.1", "?sslmode=disable");
+    let out = t.run(status_args(&url, true, Some(&migrations_dir("behind"))));
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert!(out.stderr.contains("no encryption"), "{}", out.dump());
+    assert_no_tls_password(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_containers_url_reads_its_ca_file_from_the_container() {
+    // On RDS the API container runs with sslrootcert naming a CA bundle in
+    // its own filesystem; the host has no such file. The agent reads it from
+    // the container (archive API), so `database status` works unchanged.
+    let t = job_test_dir("dbtls-container");
+    let db = load_fixture("behind").await;
+    let in_container = "/wavemap-test-ca.crt";
+    assert!(
+        !Path::new(in_container).exists(),
+        "{in_container} must not exist on the host"
+    );
+    let url = tls_url(
+        &db,
+        "localhost",
+        &format!("?sslmode=verify-full&sslrootcert={in_container}"),
+    );
+    let api = fake_api(&t, &url, &[]).await;
+    let dir = migrations_dir("behind").display().to_string();
+    let status = [
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ];
+
+    // Not there yet: named, exit 2.
+    let out = t.run(status);
+    assert_eq!(out.code, 2, "{}", out.dump());
+    assert!(
+        out.stderr.contains(&format!(
+            "DATABASE_URL names {in_container}: no such file in the container"
+        )),
+        "{}",
+        out.dump()
+    );
+
+    let ca = stack().require("WAVEMAP_TEST_PG_CA");
+    let cp = std::process::Command::new("docker")
+        .args(["cp", ca, &format!("{}:{in_container}", api.id)])
+        .output()
+        .expect("docker cp");
+    assert!(
+        cp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cp.stderr)
+    );
+    let out = t.run(status);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("container"));
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+    assert!(
+        out.stderr.contains(&format!(
+            "the CA file {in_container} in the API container (sslrootcert)"
+        )),
+        "{}",
+        out.dump()
+    );
+    assert_no_tls_password(&out);
+}
+
+// --- one database: the API container's ----------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_containers_database_is_used_and_an_env_file_mismatch_is_reported() {
+    // Deployed with database A; then a standalone `runtime-env` rendered
+    // database B into the env file, and no converge followed. The jobs
+    // work on A (the container's env), so the gate and the lock must too.
+    let mut t = job_test_dir("dbone");
+    let a = load_fixture("behind").await;
+    let b = load_fixture("behind").await;
+    let _api = fake_api(&t, &a, &[]).await;
+    std::fs::create_dir_all(t.env_dir()).unwrap();
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        format!("# rendered\nAPP_NAME='x'\nDATABASE_URL='{b}'\n"),
+    )
+    .unwrap();
+
+    let dir = migrations_dir("behind").display().to_string();
+    let out = t.run([
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("container"));
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_MISMATCH"), Some("dbname"));
+    assert!(
+        out.stderr
+            .contains("the API container runs with another DATABASE_URL than"),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stdout.contains(&pg_password()), "{}", out.dump());
+    assert!(!out.stderr.contains(&pg_password()), "{}", out.dump());
+
+    let out = t.run(["database", "migrate", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("container"));
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_MISMATCH"), Some("dbname"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
+    // The container's database was migrated, the env file's was not.
+    assert_eq!(ledger(&a).await.unwrap().len(), 4, "A, the container's");
+    assert_eq!(ledger(&b).await.unwrap().len(), 2, "B, the env file's");
+
+    // Once the env file agrees, nothing is reported.
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        format!("DATABASE_URL='{a}'\n"),
+    )
+    .unwrap();
+    let out = t.run(["database", "status", "--migrations-dir", &dir]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_STATUS_STATE"),
+        Some("up-to-date")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_MISMATCH"), None);
+
+    // --database-url names the database for everything, the job included.
+    let out = t.run([
+        "database",
+        "status",
+        "--database-url",
+        &b,
+        "--migrations-dir",
+        &dir,
+    ]);
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("flag"));
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), Some("behind"));
+
+    // So does database.url: the gate, the lock and the job all go to B.
+    t.set("database", "url", toml_str(&b));
+    let out = t.run(["database", "migrate", "--execute"]);
+    assert_eq!(out.code, 0, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_URL_SOURCE"), Some("config"));
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_MIGRATE_RESULT"),
+        Some("applied")
+    );
+    assert_eq!(ledger(&b).await.unwrap().len(), 4, "B, database.url's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_advisory_lock_session_stops_reset_before_the_next_step() {
+    let t = job_test_dir("dblocklost");
+    let url = load_fixture("behind").await;
+    // Every job sleeps, so the lock is held long enough to be cut. (No
+    // exec count from `docker events`: the Engine keeps only its last 256
+    // events, which a busy shared dockerd pushes out; the seed table is the
+    // observer.)
+    let _api = fake_api(&t, &url, &["FAKE_JOB_SLEEP_SECS=4"]).await;
+    let name = url.rsplit('/').next().unwrap().to_owned();
+    // A person (or a failover) ends the agent's lock session mid-job.
+    let killer = tokio::spawn(async move {
+        let client = pg_connect(&stack().pg_url).await;
+        for _ in 0..600 {
+            let killed = client
+                .query(
+                    "SELECT pg_terminate_backend(l.pid) FROM pg_locks l \
+                     JOIN pg_database d ON d.oid = l.database \
+                     WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1 \
+                       AND l.classid = ((8602286941253234756::bigint >> 32) & 4294967295)::oid \
+                       AND l.objid = (8602286941253234756::bigint & 4294967295)::oid",
+                    &[&name],
+                )
+                .await
+                .expect("look for the lock");
+            if !killed.is_empty() {
+                return true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        false
+    });
+    let out = tokio::task::block_in_place(|| {
+        t.run(["database", "reset", "--execute", "--confirm", "dev"])
+    });
+    assert!(killer.await.unwrap(), "the lock session was never seen");
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_MIGRATE_RESULT"),
+        Some("success")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_BASE_SEED_RESULT"),
+        Some("skipped")
+    );
+    assert_eq!(
+        out.marker("WAVEMAP_DATABASE_RESET_DEV_SEED_RESULT"),
+        Some("skipped")
+    );
+    assert_eq!(out.marker("WAVEMAP_DATABASE_RESET_RESULT"), Some("failed"));
+    assert!(
+        out.stderr
+            .contains("the session holding the advisory lock 8602286941253234756")
+            && out.stderr.contains("the base-seed step was not started"),
+        "{}",
+        out.dump()
+    );
+    let seeded = pg_connect(&url)
+        .await
+        .query("SELECT 1 FROM seed_marker", &[])
+        .await;
+    assert!(seeded.is_err(), "no seed ran: {seeded:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_label_host_is_never_looked_up_in_host_dns() {
+    // The machine's own name: where /etc/hosts maps it to 127.0.0.1 (as on
+    // the stack's machines), a host-DNS lookup would reach the stack's
+    // PostgreSQL with these credentials and answer. A Compose-style name is
+    // resolved only through Docker, and this project has no such service.
+    let name = std::process::Command::new("hostname")
+        .output()
+        .expect("hostname");
+    let name = String::from_utf8_lossy(&name.stdout).trim().to_owned();
+    let label = name.split('.').next().unwrap_or_default().to_owned();
+    assert!(
+        !label.is_empty() && label != "localhost",
+        "the machine's hostname ({name:?}) gives no usable single label"
+    );
+    let t = TestDir::new("dbstatus-nodns");
+    let db = load_fixture("behind").await;
+    let url = db.replacen("@127.0.0.1:", &format!("@{label}:"), 1);
+    std::fs::create_dir_all(t.env_dir()).unwrap();
+    std::fs::write(
+        t.env_dir().join("backend.env"),
+        format!("DATABASE_URL='{url}'\n"),
+    )
+    .unwrap();
+    let dir = migrations_dir("behind").display().to_string();
+    let out = t.run([
+        "database",
+        "status",
+        "--allow-migrate",
+        "--migrations-dir",
+        &dir,
+    ]);
+    assert_eq!(out.code, 69, "{}", out.dump());
+    assert_eq!(out.marker("WAVEMAP_DATABASE_STATUS_STATE"), None);
+    assert!(
+        out.stderr.contains(&format!(
+            "`{label}` in the database URL is a single-label name, which the agent resolves only as a service of Compose project `{}` (never through host DNS)",
+            t.name
+        )),
+        "{}",
+        out.dump()
+    );
+    assert!(!out.stderr.contains(&pg_password()), "{}", out.dump());
+}
+
 /// A docker CLI command run on drop (cleanup that must happen on panic too).
 struct Cleanup(Vec<String>);
 

@@ -335,7 +335,10 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
     assert_eq!(out.marker("WAVEMAP_RUNTIME_DEPLOY_RESULT"), Some("success"));
     assert!(ssm.requests() >= 2, "SSM 503 not retried");
     assert!(ecr.requests() >= 2, "ECR 503 not retried");
-    assert_eq!(running_image(&td.name, "api").await, backend);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend).await
+    );
     let out = run_with_umask(
         &td,
         "077",
@@ -399,7 +402,7 @@ async fn ecr_faults_stop_at_ecr_login_with_69_and_transient_faults_are_retried()
         assert_eq!(snapshot(&files), before, "{what} touched a file");
         assert_eq!(
             running_image(&td.name, "api").await,
-            backend,
+            wavemap_e2e::pinned(&backend).await,
             "{what} changed the running release"
         );
     }

@@ -726,6 +726,9 @@ fn every_command_on_an_empty_host_exits_with_its_contract_code() {
         (record.iter().map(String::as_str).collect(), 3),
         // No receipt: nothing to do by design.
         (vec!["runtime", "rollback"], 4),
+        // No release, so no release repositories: nothing to prune, done.
+        (vec!["runtime", "prune"], 0),
+        (vec!["runtime", "prune", "--execute"], 0),
         // No migrations folder: invalid input.
         (db("status"), 2),
         (db("migrate"), 2),

@@ -92,6 +92,10 @@ fn unit_passes_systemd_analyze_verify() {
     let text = read(&unit_path());
     assert!(text.contains("ExecStart=/usr/bin/wavemap-agent daemon"));
     let copy = dir.path().join("wavemap-agent.service");
+    // With its drop-in (the sandbox), as installed.
+    let dropins = dir.path().join("wavemap-agent.service.d");
+    std::fs::create_dir_all(&dropins).expect("mkdir drop-in dir");
+    std::fs::copy(sandbox_conf_path(), dropins.join("sandbox.conf")).expect("copy drop-in");
     std::fs::write(
         &copy,
         text.replace(
@@ -115,9 +119,117 @@ fn unit_passes_systemd_analyze_verify() {
     );
 }
 
+/// The sandbox drop-in: the hardening of the daemon's unit and of every
+/// command an SSM document runs (packaging/wavemap-agent-sandbox).
+fn sandbox_conf_path() -> PathBuf {
+    packaging_dir().join("wavemap-agent-sandbox.conf")
+}
+
+/// Where the .deb installs the drop-in, which the sandbox wrapper reads.
+const SANDBOX_CONF_INSTALLED: &str = "/lib/systemd/system/wavemap-agent.service.d/sandbox.conf";
+/// Where the .deb installs the wrapper the documents call.
+const SANDBOX_INSTALLED: &str = "/usr/lib/wavemap-agent/sandbox";
+
+/// The unit as systemd reads it: the unit file, then its drop-in.
+fn unit_with_dropin() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut unit = parse_unit(&read(&unit_path()));
+    for (section, keys) in parse_unit(&read(&sandbox_conf_path())) {
+        let into = unit.entry(section).or_default();
+        for (key, values) in keys {
+            into.entry(key).or_default().extend(values);
+        }
+    }
+    unit
+}
+
+/// One sandbox for the daemon and the documents' commands: the drop-in is
+/// the only place the hardening is written (the unit file repeats none of
+/// it), the .deb installs it as the unit's drop-in at the very path the
+/// wrapper reads, and every document runs the agent through that wrapper,
+/// at the path the .deb installs it. The wrapper turns the drop-in's lines
+/// into systemd-run properties (systemd.rs checks the transient unit).
+#[test]
+fn the_unit_and_the_documents_share_one_sandbox_file() {
+    let conf = parse_unit(&read(&sandbox_conf_path()));
+    assert_eq!(
+        conf.keys().collect::<Vec<_>>(),
+        ["Service"],
+        "the drop-in has [Service] only (systemd-run takes service properties)"
+    );
+    let hardening = &conf["Service"];
+    for key in [
+        "ProtectSystem",
+        "NoNewPrivileges",
+        "SystemCallFilter",
+        "CapabilityBoundingSet",
+    ] {
+        assert!(hardening.contains_key(key), "the drop-in sets {key}");
+    }
+    let unit = parse_unit(&read(&unit_path()));
+    let repeated: Vec<&String> = unit
+        .get("Service")
+        .map(|s| s.keys().filter(|k| hardening.contains_key(*k)).collect())
+        .unwrap_or_default();
+    assert!(
+        repeated.is_empty(),
+        "the unit file sets {repeated:?} itself: write them in the drop-in only"
+    );
+    let wrapper = read(&packaging_dir().join("wavemap-agent-sandbox"));
+    assert!(
+        wrapper.contains(&format!("conf={SANDBOX_CONF_INSTALLED}\n")),
+        "the wrapper reads the installed drop-in"
+    );
+    let cargo = read(&wavemap_e2e::repo_root().join("agent/Cargo.toml"));
+    for (source, target) in [
+        (
+            "../packaging/wavemap-agent-sandbox.conf",
+            SANDBOX_CONF_INSTALLED,
+        ),
+        ("../packaging/wavemap-agent-sandbox", SANDBOX_INSTALLED),
+    ] {
+        let asset = format!("[\"{source}\", \"{}\"", target.trim_start_matches('/'));
+        assert!(cargo.contains(&asset), "agent/Cargo.toml ships {asset}");
+    }
+    for entry in std::fs::read_dir(wavemap_e2e::repo_root().join("ssm-documents")).expect("ls") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = read(&path);
+            assert!(
+                text.contains(&format!("${{WAVEMAP_AGENT_SANDBOX:-{SANDBOX_INSTALLED}}}")),
+                "{} runs the agent through {SANDBOX_INSTALLED}",
+                path.display()
+            );
+        }
+    }
+}
+
+/// Without systemd the wrapper refuses (exit 69, naming why) and never runs
+/// the command outside the sandbox. systemd is hidden from it with a private
+/// mount namespace and an empty /run (root, which scripts/test is).
+#[test]
+fn the_sandbox_refuses_without_systemd_and_never_runs_the_command_unsandboxed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let canary = dir.path().join("ran");
+    let wrapper = packaging_dir().join("wavemap-agent-sandbox");
+    let script = format!(
+        "mount -t tmpfs none /run && exec sh '{}' /bin/touch '{}'",
+        wrapper.display(),
+        canary.display()
+    );
+    let r = run("unshare", &["--mount", "sh", "-c", &script]);
+    assert_eq!(r.code, 69, "stdout:\n{}\nstderr:\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("systemd is not running"), "{}", r.stderr);
+    assert!(
+        r.stdout.contains("WAVEMAP_AGENT_EXIT_CODE=69"),
+        "markers for CI: {}",
+        r.stdout
+    );
+    assert!(!canary.exists(), "the command ran outside the sandbox");
+}
+
 #[test]
 fn unit_has_the_settings_the_daemon_relies_on() {
-    let unit = parse_unit(&read(&unit_path()));
+    let unit = unit_with_dropin();
     let get = |section: &str, key: &str| -> Vec<String> {
         unit.get(section)
             .and_then(|s| s.get(key))
@@ -432,6 +544,82 @@ fn deb_path() -> PathBuf {
     PathBuf::from(path.trim())
 }
 
+/// Where the man page and the completions go (Debian's paths).
+const MAN_PAGE: &str = "/usr/share/man/man1/wavemap-agent.1.gz";
+const BASH_COMPLETION: &str = "/usr/share/bash-completion/completions/wavemap-agent";
+const ZSH_COMPLETION: &str = "/usr/share/zsh/vendor-completions/_wavemap-agent";
+
+/// The .deb carries the man page and the completions generated from the
+/// binary it ships (`dpkg-deb -c`), and `man -l` renders the page with the
+/// commands and flags of that binary. Needs no root: it only unpacks.
+#[test]
+#[ignore = "needs the .deb (cargo-deb); scripts/test runs it with --ignored once the .deb is built"]
+fn deb_ships_man_page_and_completions() {
+    let deb = deb_path();
+    let deb_arg = deb.display().to_string();
+    let listing = run_ok("dpkg-deb", &["-c", &deb_arg]).stdout;
+    for path in [MAN_PAGE, BASH_COMPLETION, ZSH_COMPLETION] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.ends_with(&format!(".{path}")) && l.starts_with("-rw-r--r--")),
+            "{path} (mode 0644) is not in the .deb:\n{listing}"
+        );
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let root = dir.path().display().to_string();
+    run_ok("dpkg-deb", &["-x", &deb_arg, &root]);
+    let page = format!("{root}{MAN_PAGE}");
+    let man = Command::new("man")
+        .args(["-l", &page])
+        .env("MANWIDTH", "100")
+        .env("MANPAGER", "cat")
+        .env("PAGER", "cat")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run man (apt-get install man-db): {e}"));
+    let text = String::from_utf8_lossy(&man.stdout);
+    assert!(
+        man.status.success(),
+        "man -l {page} failed: {}",
+        String::from_utf8_lossy(&man.stderr)
+    );
+    // What an operator looks for: the name, the exit codes, every command.
+    for needle in [
+        "wavemap-agent",
+        "Exit codes",
+        "wavemap-agent runtime deploy",
+        "wavemap-agent runtime receipt",
+        "wavemap-agent database reset",
+        "--backend-image",
+        "--confirm",
+        "--execute",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the man page lacks {needle:?}:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains("generate"),
+        "the hidden packaging command stays out of the page:\n{text}"
+    );
+    // The bash completion is valid bash and completes the subcommands.
+    let bash = format!("{root}{BASH_COMPLETION}");
+    run_ok("bash", &["-n", &bash]);
+    let script = format!(
+        "source {bash:?}; COMP_WORDS=(wavemap-agent runtime re); COMP_CWORD=2; \
+         COMP_LINE='wavemap-agent runtime re'; COMP_POINT=${{#COMP_LINE}}; \
+         _wavemap__agent wavemap-agent re runtime; printf '%s\\n' \"${{COMPREPLY[@]}}\""
+    );
+    let words = run_ok("bash", &["-c", &script]).stdout;
+    for word in ["receipt", "record-release"] {
+        assert!(
+            words.lines().any(|l| l == word),
+            "bash completion of `runtime re` lacks {word}: {words:?}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "installs the .deb into this machine's /usr, /etc and /lib/systemd (root); scripts/test runs it with --ignored"]
 fn deb_installs_upgrades_and_purges_keeping_state() {
@@ -488,6 +676,16 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
     let unit = Path::new("/lib/systemd/system/wavemap-agent.service");
     assert_eq!(read(unit), read(&unit_path()), "installed unit");
     assert_eq!(
+        read(Path::new(SANDBOX_CONF_INSTALLED)),
+        read(&sandbox_conf_path()),
+        "installed sandbox drop-in"
+    );
+    assert_eq!(
+        mode(Path::new(SANDBOX_INSTALLED)),
+        0o755,
+        "the sandbox wrapper"
+    );
+    assert_eq!(
         read(Path::new("/usr/lib/tmpfiles.d/wavemap-agent.conf")),
         read(&packaging_dir().join("wavemap-agent.tmpfile")),
         "installed tmpfiles.d"
@@ -525,6 +723,10 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
     assert!(
         Path::new("/usr/share/wavemap-agent/ssm-documents/wavemap-runtime-deploy.json").exists()
     );
+    // `man wavemap-agent` finds the installed page.
+    assert_eq!(mode(Path::new(MAN_PAGE)), 0o644);
+    let man = run("man", &["-w", "wavemap-agent"]);
+    assert_eq!(man.stdout.trim(), MAN_PAGE, "man -w: {}", man.stderr);
 
     // Upgrade (the same version again runs the upgrade path of postinst):
     // an operator's edit to the conffile stays.
@@ -549,6 +751,9 @@ fn deb_installs_upgrades_and_purges_keeping_state() {
         "/etc/wavemap-agent/agent.toml",
         "/etc/wavemap-agent",
         "/usr/share/wavemap-agent",
+        MAN_PAGE,
+        BASH_COMPLETION,
+        ZSH_COMPLETION,
     ] {
         assert!(
             Path::new(gone).symlink_metadata().is_err(),

@@ -46,8 +46,7 @@ async fn long_password_pull_needs_the_url_safe_header() {
         "the long password is ECR-length"
     );
     let image_uri = private_image(&unique_name("longpw"));
-    let image =
-        ImageRef::parse("test", &image_uri, std::slice::from_ref(&s.registry)).expect("valid ref");
+    let image = ImageRef::parse("test", &image_uri).expect("valid ref");
     let d = docker().await;
 
     // bollard's header: standard base64, which the Engine cannot decode, so
@@ -183,10 +182,11 @@ fn a_registry_that_refuses_the_token_fails_the_deploy_at_pull() {
     let s = stack();
     let refusing = RefusingRegistry::start();
     let mut td = TestDir::new("refused");
+    // The refusing registry stands in for the host's ECR: it gets the token.
     td.set(
-        "docker",
-        "allowed_registries",
-        format!("[{}]", wavemap_e2e::toml_str(&refusing.addr)),
+        "aws",
+        "test_ecr_registry_alias",
+        wavemap_e2e::toml_str(&refusing.addr),
     );
     std::fs::create_dir_all(td.compose_file().parent().unwrap()).unwrap();
     std::fs::write(td.compose_file(), "services:\n  api:\n    image: ${WAVEMAP_BACKEND_IMAGE}\n  frontend:\n    image: ${WAVEMAP_FRONTEND_IMAGE}\n").unwrap();

@@ -96,6 +96,20 @@ impl SmokePair {
             &[("fake-backend", binary)],
         )
         .await;
+        // A deploy pulls its tags from the registry (and pins the digest it
+        // holds), as on a real host where CI pushed them.
+        docker_cli(
+            &[
+                "login",
+                "-u",
+                &s.registry_user,
+                "--password-stdin",
+                &s.registry,
+            ],
+            Some(&s.registry_password),
+        );
+        docker_cli(&["push", &backend], None);
+        docker_cli(&["push", &frontend], None);
         SmokePair {
             backend,
             frontend,
@@ -192,6 +206,20 @@ fn run_document(file: &str, params: &[(&str, &str)], td: &TestDir) -> wavemap_e2
         "WAVEMAP_AGENT_BIN".into(),
         wavemap_e2e::agent_bin().display().to_string(),
     );
+    // A pass-through in place of the systemd sandbox the documents run the
+    // agent in (this machine need not run systemd; systemd.rs runs a
+    // document through the real one).
+    let sandbox = dir.path().join("sandbox");
+    std::fs::write(&sandbox, "#!/bin/sh\nexec \"$@\"\n").expect("write sandbox");
+    std::fs::set_permissions(
+        &sandbox,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod sandbox");
+    env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        sandbox.display().to_string(),
+    );
     env.insert(
         "WAVEMAP_AGENT_CONFIG".into(),
         td.config_path().display().to_string(),
@@ -274,7 +302,10 @@ async fn a_repair_run_without_workflow_metadata_smokes_and_records_a_manual_rece
         "no marker invents CI metadata:\n{}",
         out.stdout
     );
-    assert_eq!(project.container("frontend").await.0, pair.frontend);
+    assert_eq!(
+        project.container("frontend").await.0,
+        wavemap_e2e::pinned(&pair.frontend).await
+    );
 
     // The smoke on its own: three checks through the published port.
     let out = td.run(["runtime", "smoke"]);
@@ -364,9 +395,11 @@ async fn a_repair_run_without_workflow_metadata_smokes_and_records_a_manual_rece
             "backendImageUri",
             "frontendImageUri",
             "deploymentVersion",
+            "backendDigest",
+            "frontendDigest",
             "recordedAt"
         ],
-        "a manual receipt has no workflow field and no selected ref: {text}"
+        "a manual receipt has no workflow field and no selected ref (and names the digests): {text}"
     );
     assert_eq!(receipt["frontendImageUri"], pair.frontend.as_str());
     assert_eq!(receipt["deploymentVersion"], "repair-1");

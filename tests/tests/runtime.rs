@@ -2,7 +2,9 @@
 //! moto for SSM and the ECR token, the auth-protected local registry, the
 //! real dockerd, and the production-shaped Compose project.
 
-use wavemap_e2e::{mode, private_copy, release_args, stack, with_execute, RuntimeProject, TestDir};
+use wavemap_e2e::{
+    mode, pinned, private_copy, release_args, stack, with_execute, RuntimeProject, TestDir,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
@@ -35,11 +37,21 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         out.marker("WAVEMAP_RUNTIME_DEPLOY_SOURCE_SHA"),
         Some(s.sha_a.as_str())
     );
-    assert_eq!(project.container("api").await.0, backend_a);
-    assert_eq!(project.container("frontend").await.0, frontend_a);
+    assert_eq!(project.container("api").await.0, pinned(&backend_a).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_a).await
+    );
     assert_eq!(mode(&td.env_dir().join("backend.env")), 0o600);
     let current = std::fs::read_to_string(td.state_dir().join("current-release.json")).unwrap();
     assert!(current.contains(&backend_a), "{current}");
+    // The state names the bytes: the digest the registry holds for A's tag.
+    let digest_a = pinned(&backend_a).await;
+    let digest_a = digest_a.split_once('@').unwrap().1;
+    assert!(
+        current.contains(&format!("\"backendDigest\": \"{digest_a}\"")),
+        "{current}"
+    );
 
     // Record A.
     let args = with_execute(release_args(
@@ -70,7 +82,14 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     assert_eq!(json["imageTag"], format!("sha-{}", s.sha_a));
     assert_eq!(json["deploymentVersion"], "v-a");
     assert_eq!(json["selectedRef"], "develop");
-    assert_eq!(json["schemaVersion"], 1);
+    assert_eq!(json["schemaVersion"], 2);
+    assert_eq!(json["backendDigest"], digest_a, "{json}");
+    assert!(
+        json["frontendDigest"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("sha256:")),
+        "{json}"
+    );
 
     // record-release for a pair that does not run: exit 3, nothing written.
     let args = with_execute(release_args(
@@ -95,8 +114,11 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     ));
     let out = td.run(&args);
     assert_eq!(out.code, 0, "{}", out.dump());
-    assert_eq!(project.container("api").await.0, backend_b);
-    assert_eq!(project.container("frontend").await.0, frontend_b);
+    assert_eq!(project.container("api").await.0, pinned(&backend_b).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_b).await
+    );
     assert_eq!(
         project.container("postgres").await.1,
         postgres_before,
@@ -123,7 +145,10 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         "{}",
         out.dump()
     );
-    assert_eq!(project.container("api").await, (backend_b.clone(), api_b));
+    assert_eq!(
+        project.container("api").await,
+        (pinned(&backend_b).await, api_b)
+    );
 
     // Rollback restores A; the receipt is unchanged.
     let out = td.run(["runtime", "rollback"]);
@@ -142,8 +167,11 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         out.marker("WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
         Some(s.sha_a.as_str())
     );
-    assert_eq!(project.container("api").await.0, backend_a);
-    assert_eq!(project.container("frontend").await.0, frontend_a);
+    assert_eq!(project.container("api").await.0, pinned(&backend_a).await);
+    assert_eq!(
+        project.container("frontend").await.0,
+        pinned(&frontend_a).await
+    );
     assert_eq!(std::fs::read(td.receipt_path()).unwrap(), receipt_a);
 
     // status --json shows what runs, the receipt matching it, and the env files.
@@ -169,7 +197,7 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
         .iter()
         .find(|v| v["service"] == "api")
         .expect("api row");
-    assert_eq!(api["image"], backend_a.as_str());
+    assert_eq!(api["image"], pinned(&backend_a).await.as_str());
     for file in data["env_files"].as_array().expect("env files") {
         assert_eq!(file["mode"], "600", "{file}");
         assert!(file["keys"].as_u64().unwrap_or(0) >= 1, "{file}");

@@ -38,7 +38,7 @@ fn drizzle() -> PathBuf {
 }
 
 /// A fresh database holding the Drizzle fixture `scenario`; its URL.
-async fn fixture_db(scenario: &str) -> String {
+pub(crate) async fn fixture_db(scenario: &str) -> String {
     let url = pg_fresh_database(&format!("safety-{}", &scenario[..scenario.len().min(6)])).await;
     let sql = std::fs::read_to_string(drizzle().join(scenario).join("database.sql"))
         .expect("read database.sql");
@@ -330,11 +330,12 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
     );
     assert_eq!(snapshot(&files), before, "runtime deploy changed a file");
 
-    // The daemon's boot render refuses too and keeps the files.
+    // The daemon keeps the files too. Since issue 23 it renders nothing at
+    // wake, and after the failed deploy it waits for one that succeeds.
     let notes = daemon_until_ready(&td);
     assert!(
-        notes.contains("kept existing env files"),
-        "STATUS does not say the env files were kept:\n{notes}"
+        notes.contains("waiting: the last `runtime deploy` failed"),
+        "STATUS does not say the daemon waits for a deploy:\n{notes}"
     );
     assert_eq!(
         snapshot(&files),
@@ -379,7 +380,10 @@ async fn an_empty_prefix_or_an_emptied_file_is_refused_everywhere_and_changes_no
         );
     }
     let notes = daemon_until_ready(&td);
-    assert!(notes.contains("kept existing env files"), "{notes}");
+    assert!(
+        notes.contains("waiting: the last `runtime deploy` failed"),
+        "{notes}"
+    );
     assert_eq!(
         snapshot(&files),
         before,

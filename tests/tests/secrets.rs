@@ -454,7 +454,7 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     );
     assert_eq!(
         super::faults::running_image(&project, "api").await,
-        backend_a,
+        wavemap_e2e::pinned(&backend_a).await,
         "the scenario did not end on the rolled-back release"
     );
 }

@@ -85,6 +85,20 @@ const SPECS: &[Spec] = &[
         timeout: 1800..=3600,
     },
     Spec {
+        file: "wavemap-runtime-receipt.json",
+        command: &["runtime", "receipt"],
+        params: &[],
+        // read-only, takes no lock, reads one file
+        timeout: 60..=600,
+    },
+    Spec {
+        file: "wavemap-runtime-prune.json",
+        command: &["runtime", "prune"],
+        params: &["Execute"],
+        // lock wait 600 + image removals
+        timeout: 900..=1800,
+    },
+    Spec {
         file: "wavemap-runtime-env.json",
         command: &["runtime-env"],
         params: &["Execute"],
@@ -364,6 +378,21 @@ fn documents_follow_the_rules() {
             script.contains("WAVEMAP_AGENT_BIN=\"${WAVEMAP_AGENT_BIN:-/usr/bin/wavemap-agent}\""),
             "{f}: calls the agent through WAVEMAP_AGENT_BIN"
         );
+        assert!(
+            script.contains(
+                "WAVEMAP_AGENT_SANDBOX=\"${WAVEMAP_AGENT_SANDBOX:-/usr/lib/wavemap-agent/sandbox}\""
+            ),
+            "{f}: the sandbox is the packaged one unless a test names another"
+        );
+        let calls: Vec<&String> = code
+            .iter()
+            .filter(|l| l.contains("\"$WAVEMAP_AGENT_BIN\" ") && !l.starts_with("if "))
+            .collect();
+        assert!(
+            calls.len() == 1
+                && calls[0].starts_with("\"$WAVEMAP_AGENT_SANDBOX\" \"$WAVEMAP_AGENT_BIN\" "),
+            "{f}: the agent runs once, through the sandbox: {calls:?}"
+        );
         // Every SSM_ variable the script reads is a parameter, and every
         // parameter is read.
         let used: std::collections::BTreeSet<String> = ssm_var
@@ -571,10 +600,35 @@ impl Stub {
         )
         .expect("write stub");
         set_mode(&bin, 0o755);
+        // The sandbox the documents run the agent through, as a recording
+        // pass-through: the real one (packaging/wavemap-agent-sandbox, a
+        // transient systemd unit) is tested under systemd in systemd.rs.
+        let sandbox = dir.path().join("sandbox");
+        std::fs::write(
+            &sandbox,
+            "#!/bin/sh\n\
+             if [ -n \"${WAVEMAP_STUB_SANDBOX_ARGV:-}\" ]; then printf '%s\\0' \"$@\" > \"$WAVEMAP_STUB_SANDBOX_ARGV\"; fi\n\
+             exec \"$@\"\n",
+        )
+        .expect("write sandbox stub");
+        set_mode(&sandbox, 0o755);
         Stub { dir }
     }
     fn bin(&self) -> PathBuf {
         self.dir.path().join("wavemap-agent")
+    }
+    fn sandbox(&self) -> PathBuf {
+        self.dir.path().join("sandbox")
+    }
+    /// The argv the sandbox got: the agent, then the agent's argv.
+    fn sandbox_argv(&self) -> Option<Vec<String>> {
+        let raw = std::fs::read(self.dir.path().join("sandbox-argv")).ok()?;
+        let text = String::from_utf8(raw).expect("argv is UTF-8");
+        Some(
+            text.strip_suffix('\0')
+                .map(|t| t.split('\0').map(str::to_owned).collect())
+                .unwrap_or_default(),
+        )
     }
     fn argv_file(&self) -> PathBuf {
         self.dir.path().join("argv")
@@ -635,6 +689,14 @@ fn ssm_env(values: &[(&str, String)], stub: &Stub, exit: i32) -> BTreeMap<String
         .collect();
     env.insert("WAVEMAP_AGENT_BIN".into(), stub.bin().display().to_string());
     env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        stub.sandbox().display().to_string(),
+    );
+    env.insert(
+        "WAVEMAP_STUB_SANDBOX_ARGV".into(),
+        stub.dir.path().join("sandbox-argv").display().to_string(),
+    );
+    env.insert(
         "WAVEMAP_STUB_ARGV".into(),
         stub.argv_file().display().to_string(),
     );
@@ -659,7 +721,8 @@ fn sample_values(spec: &Spec, execute: bool) -> Vec<(&'static str, String)> {
 /// The argv the agent must get: the subcommand, `--flag=value` per
 /// parameter, then the toggle flag. This is the contract with cli.rs.
 fn expected_argv(spec: &Spec, values: &[(&str, String)]) -> Vec<String> {
-    let mut argv: Vec<String> = spec.command.iter().map(|s| s.to_string()).collect();
+    let mut argv: Vec<String> = vec!["--deadline".into(), deadline_of(spec).to_string()];
+    argv.extend(spec.command.iter().map(|s| s.to_string()));
     let flag = |name: &str| -> Option<&'static str> {
         Some(match name {
             "BackendImage" => "--backend-image",
@@ -705,6 +768,11 @@ fn scripts_pass_exactly_the_intended_arguments() {
                 let at = format!("{} under {} (toggle {toggle})", spec.file, shell.display());
                 assert_eq!(run.code, 0, "{at}: {}", run.stderr);
                 assert_eq!(stub.argv(), Some(expected_argv(spec, &values)), "{at}");
+                // Through the sandbox, never around it: the sandbox runs the
+                // agent with exactly that argv.
+                let mut sandboxed = vec![stub.bin().display().to_string()];
+                sandboxed.extend(expected_argv(spec, &values));
+                assert_eq!(stub.sandbox_argv(), Some(sandboxed), "{at}");
                 // The script adds nothing to stdout: what SSM keeps is the
                 // agent's markers and nothing else.
                 assert_eq!(run.stdout, "WAVEMAP_STUB_CALLED=1\n", "{at}");
@@ -924,7 +992,8 @@ fn hostile_values_that_got_past_ssm_stay_data() {
 
 #[test]
 fn toggles_accept_only_true_or_false() {
-    for spec in SPECS {
+    // The receipt document has no parameter, so no toggle to test.
+    for spec in SPECS.iter().filter(|s| !s.params.is_empty()) {
         let doc = load(spec);
         let toggle = if spec.params.contains(&"AllowMigrate") {
             "AllowMigrate"
@@ -945,6 +1014,32 @@ fn toggles_accept_only_true_or_false() {
                 spec.file
             );
         }
+    }
+}
+
+#[test]
+fn missing_sandbox_is_named_and_the_agent_never_runs_around_it() {
+    for spec in SPECS {
+        let doc = load(spec);
+        let stub = Stub::new();
+        let mut env = ssm_env(&sample_values(spec, true), &stub, 0);
+        env.insert(
+            "WAVEMAP_AGENT_SANDBOX".into(),
+            "/nonexistent/sandbox".into(),
+        );
+        let run = run_script(&doc, Path::new("/bin/sh"), &env);
+        assert_eq!(run.code, 127, "{}", spec.file);
+        assert!(
+            run.stderr.contains("/nonexistent/sandbox"),
+            "{}: {}",
+            spec.file,
+            run.stderr
+        );
+        assert!(
+            stub.argv().is_none(),
+            "{}: the agent ran unsandboxed",
+            spec.file
+        );
     }
 }
 
@@ -977,6 +1072,8 @@ fn missing_agent_binary_is_named() {
 #[test]
 fn real_agent_accepts_every_document_in_dry_run() {
     let marker = Regex::new(r"^WAVEMAP_[A-Z0-9_]+=").expect("regex");
+    // The pass-through sandbox (the real one needs systemd: systemd.rs).
+    let sandbox = Stub::new();
     let agent = wavemap_e2e::agent_bin();
     let dir = tempfile::tempdir().expect("temp dir");
     let root = dir.path();
@@ -988,8 +1085,8 @@ fn real_agent_accepts_every_document_in_dry_run() {
             "[agent]\nstate_dir = {:?}\nrun_dir = {:?}\nlock_timeout = 5\n\
              [aws]\nssm_endpoint = \"http://127.0.0.1:9\"\necr_endpoint = \"http://127.0.0.1:9\"\n\
              max_attempts = 1\noperation_timeout = 3\nattempt_timeout = 1\n\
+             test_ecr_registry_alias = \"127.0.0.1:5000\"\n\
              [docker]\nhost = \"tcp://127.0.0.1:9\"\nconnect_wait = 1\nrequest_timeout = 2\n\
-             allowed_registries = [\"*.dkr.ecr.us-east-2.amazonaws.com\", \"127.0.0.1:5000\"]\n\
              [runtime]\ncompose_file = {:?}\nenv_dir = {:?}\nhealth_timeout = 3\npull_timeout = 3\n\
              [receipt]\npath = {:?}\n\
              [database]\nconnect_timeout = 1\n\
@@ -1010,6 +1107,10 @@ fn real_agent_accepts_every_document_in_dry_run() {
             .map(|(k, v)| (format!("SSM_{k}"), v.clone()))
             .collect();
         env.insert("WAVEMAP_AGENT_BIN".into(), agent.display().to_string());
+        env.insert(
+            "WAVEMAP_AGENT_SANDBOX".into(),
+            sandbox.sandbox().display().to_string(),
+        );
         env.insert("WAVEMAP_AGENT_CONFIG".into(), config.display().to_string());
         env.insert("AWS_EC2_METADATA_DISABLED".into(), "true".into());
         env.insert("AWS_ACCESS_KEY_ID".into(), "testing".into());
@@ -1090,6 +1191,13 @@ fn run_document(
         "WAVEMAP_AGENT_BIN".into(),
         wavemap_e2e::agent_bin().display().to_string(),
     );
+    // The pass-through sandbox: the real one needs systemd (systemd.rs runs
+    // a deploy through it).
+    let sandbox = Stub::new();
+    env.insert(
+        "WAVEMAP_AGENT_SANDBOX".into(),
+        sandbox.sandbox().display().to_string(),
+    );
     env.insert(
         "WAVEMAP_AGENT_CONFIG".into(),
         td.config_path().display().to_string(),
@@ -1124,7 +1232,9 @@ fn marker<'a>(run: &'a ScriptRun, key: &str) -> Option<&'a str> {
 }
 
 /// The release cycle CI runs, every step sent as its document: render env,
-/// deploy A, record A, deploy B, roll back to A, media report.
+/// deploy A, read the (absent) receipt, record A, deploy B, roll back to A,
+/// then CI's rollback (deploy B, read the receipt, deploy its pair), media
+/// report.
 #[tokio::test(flavor = "multi_thread")]
 async fn documents_drive_a_release_cycle_on_the_local_stack() {
     let s = wavemap_e2e::stack();
@@ -1172,8 +1282,19 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_DEPLOY_RESULT"),
         Some("success")
     );
-    assert_eq!(running_image(&td.name, "api").await, backend_a);
-    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_a).await
+    );
+    assert_eq!(
+        running_image(&td.name, "frontend").await,
+        wavemap_e2e::pinned(&frontend_a).await
+    );
+
+    // No receipt yet: CI reads "none" and exit 4, and nothing to roll back to.
+    let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
+    assert_eq!(run.code, 4, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"), Some("none"));
 
     let run = run_document("wavemap-runtime-record-release.json", &rel_a, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -1197,7 +1318,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     let rel_b = release(&backend_b, &frontend_b, &s.sha_b, "2026.11.25-2");
     let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_b).await
+    );
 
     // A dry run through the document changes nothing.
     let dry = vec![("Execute", "false".to_owned())];
@@ -1207,7 +1331,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESULT"),
         Some("planned")
     );
-    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_b).await
+    );
 
     let run = run_document("wavemap-runtime-rollback.json", &execute, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
@@ -1219,6 +1346,50 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
         marker(&run, "WAVEMAP_RUNTIME_ROLLBACK_RESTORED_SHA"),
         Some(s.sha_a.as_str())
     );
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_a).await
+    );
+    assert_eq!(
+        running_image(&td.name, "frontend").await,
+        wavemap_e2e::pinned(&frontend_a).await
+    );
+
+    // The runbook's rollback driven from CI: read the receipt through its
+    // document, then send that pair through the deploy document.
+    let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        marker(&run, "WAVEMAP_RUNTIME_RECEIPT_RESULT"),
+        Some("found")
+    );
+    let field = |key: &str| {
+        marker(&run, &format!("WAVEMAP_RUNTIME_RECEIPT_{key}"))
+            .unwrap_or_else(|| panic!("no WAVEMAP_RUNTIME_RECEIPT_{key}:\n{}", run.stdout))
+            .to_owned()
+    };
+    assert_eq!(field("BACKEND_IMAGE"), receipt["backendImageUri"]);
+    assert_eq!(field("FRONTEND_IMAGE"), receipt["frontendImageUri"]);
+    assert_eq!(field("SOURCE_SHA"), s.sha_a);
+    assert_eq!(field("DEPLOYMENT_VERSION"), "2026.11.25-1");
+    assert_eq!(field("RECORDED_AT"), receipt["recordedAt"]);
+    assert_eq!(field("WORKFLOW_RUN_ID"), "12345678901");
+    let from_receipt = vec![
+        ("BackendImage", field("BACKEND_IMAGE")),
+        ("FrontendImage", field("FRONTEND_IMAGE")),
+        ("SourceSha", field("SOURCE_SHA")),
+        ("DeploymentVersion", field("DEPLOYMENT_VERSION")),
+        ("SelectedRef", field("SELECTED_REF")),
+        ("WorkflowName", "rollback-dev.yml".to_owned()),
+        ("WorkflowRunId", "12345678902".to_owned()),
+        ("WorkflowRunAttempt", "1".to_owned()),
+        ("Execute", "true".to_owned()),
+    ];
+    let run = run_document("wavemap-runtime-deploy.json", &from_receipt, &td, &secret);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(running_image(&td.name, "api").await, backend_a);
     assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
 
@@ -1291,12 +1462,29 @@ fn default_seconds(config_text: &str, section: &str, key: &str) -> u64 {
     panic!("[{section}] {key} is not in the effective config:\n{config_text}")
 }
 
-/// SSM kills the command at `timeoutSeconds`: each document's timeout must
-/// cover the deadlines the agent itself works to by default (waiting for
-/// the lock, then the operation's own deadlines), so the agent's clean
-/// failure comes first.
+/// SSM's kill margin: the agent's own deadline ends this long before
+/// `timeoutSeconds`, so its final markers come first.
+const DEADLINE_MARGIN: u64 = 60;
+
+fn timeout_of(spec: &Spec) -> u64 {
+    load(spec)["mainSteps"][0]["inputs"]["timeoutSeconds"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("timeoutSeconds")
+}
+
+/// The `--deadline` each document must pass: the margin below its timeout.
+fn deadline_of(spec: &Spec) -> u64 {
+    timeout_of(spec) - DEADLINE_MARGIN
+}
+
+/// SSM kills the command at `timeoutSeconds` and keeps nothing the agent
+/// would print at exit: every document passes `--deadline` the margin
+/// below it (the scripts' argv tests check it reaches the agent), and
+/// ssm-documents/README.md states, per document, the sum of the agent's
+/// default waits (recomputed here from `config check`) and the deadline.
 #[test]
-fn timeouts_cover_the_agents_default_deadlines() {
+fn documents_pass_a_deadline_below_their_timeout_and_the_readme_states_the_waits() {
     let dir = tempfile::tempdir().expect("temp dir");
     let empty = dir.path().join("agent.toml");
     std::fs::write(&empty, "").expect("write");
@@ -1311,32 +1499,58 @@ fn timeouts_cover_the_agents_default_deadlines() {
     let d = |section: &str, key: &str| default_seconds(&config, section, key);
     let lock = d("agent", "lock_timeout");
     let aws = d("aws", "operation_timeout");
+    let docker = d("docker", "connect_wait");
     let job = d("jobs", "timeout");
-    let deploy = lock + aws + d("runtime", "pull_timeout") + d("runtime", "health_timeout");
-    for (file, needed) in [
+    let health = d("runtime", "health_timeout");
+    // lock, Docker, SSM render, ECR login, pull, dependency health, health
+    let deploy = lock + docker + aws + aws + d("runtime", "pull_timeout") + health + health;
+    // three default smoke checks, each tried `attempts` times, 1 s apart
+    let smoke = 3 * d("smoke", "attempts") * (d("smoke", "timeout") + 1);
+    // ledger: 3 connection tries of connect_timeout + 1 s, 2 s apart
+    let ledger = 3 * (d("database", "connect_timeout") + 1) + 2 * 2;
+    for (file, sum) in [
         ("wavemap-runtime-deploy.json", deploy),
         ("wavemap-runtime-rollback.json", deploy),
-        (
-            "wavemap-runtime-record-release.json",
-            lock + d("docker", "request_timeout"),
-        ),
+        ("wavemap-runtime-record-release.json", lock + docker + smoke),
         ("wavemap-runtime-env.json", lock + aws),
         (
             "wavemap-database-status.json",
-            d("docker", "request_timeout") + d("database", "connect_timeout") + aws,
+            docker + d("docker", "request_timeout") + ledger,
         ),
-        ("wavemap-database-migrate.json", lock + job),
-        ("wavemap-database-reset.json", lock + 3 * job),
-        ("wavemap-media-discrepancy-report.json", lock + job),
+        // lock, left-over job, Docker, advisory lock, job(s)
+        ("wavemap-database-migrate.json", lock * 3 + docker + job),
+        ("wavemap-database-reset.json", lock * 3 + docker + 3 * job),
+        (
+            "wavemap-media-discrepancy-report.json",
+            lock * 2 + docker + job,
+        ),
     ] {
-        let doc = load(spec(file));
-        let timeout: u64 = doc["mainSteps"][0]["inputs"]["timeoutSeconds"]
-            .as_str()
-            .and_then(|t| t.parse().ok())
-            .expect("timeoutSeconds");
+        let spec = spec(file);
+        let deadline = deadline_of(spec);
+        let script = run_command(&load(spec)).join("\n");
         assert!(
-            timeout >= needed,
-            "{file}: timeoutSeconds {timeout} < {needed}, the agent's own default deadlines"
+            script.contains(&format!("\"$WAVEMAP_AGENT_BIN\" --deadline {deadline} ")),
+            "{file}: the agent gets --deadline {deadline} ({DEADLINE_MARGIN} s below timeoutSeconds)"
+        );
+        let name = file.trim_end_matches(".json");
+        let readme = read_text(&docs_dir().join("README.md"));
+        let row = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` | ")) && l.contains(" + "))
+            .unwrap_or_else(|| panic!("README.md has no row of waits for {name}"));
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        assert_eq!(
+            cells.get(3..5),
+            Some(&[sum.to_string().as_str(), deadline.to_string().as_str()][..]),
+            "README.md: {name}: the sum of the default waits and the deadline: {row}"
+        );
+        let first = readme
+            .lines()
+            .find(|l| l.starts_with(&format!("| `{name}` | ")))
+            .expect("document row");
+        assert!(
+            first.ends_with(&format!("| {} | {deadline} |", timeout_of(spec))),
+            "README.md: {name}: timeoutSeconds and --deadline: {first}"
         );
     }
 }

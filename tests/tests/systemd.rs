@@ -339,13 +339,16 @@ fn agent_config(name: &str, prefix: &str, ready_timeout: u64) -> String {
     format!(
         "# written by tests/tests/systemd.rs\n\
          [aws]\nregion = \"{region}\"\nssm_endpoint = \"{ssm}\"\necr_endpoint = \"{ecr}\"\n\
-         max_attempts = 6\noperation_timeout = 20\nattempt_timeout = 5\n\n\
-         [docker]\nallowed_registries = [\"{registry}\"]\n\n\
+         max_attempts = 6\noperation_timeout = 20\nattempt_timeout = 5\n\
+         test_ecr_registry_alias = \"{registry}\"\n\n\
          [runtime]\nproject_name = \"{name}\"\nparameter_prefix = \"{prefix}\"\n\
          health_timeout = 90\npull_timeout = 120\n\n\
          [daemon]\nhealth_interval = 2\nssm_wait = 5\nretry_max = 4\nready_timeout = {ready_timeout}\n\n\
          # The test frontend serves /health only (no /en/ping, no API rewrite).\n\
-         [smoke]\nchecks = [{{ name = \"health\", path = \"/health\", status = 200 }}]\n",
+         [smoke]\nchecks = [{{ name = \"health\", path = \"/health\", status = 200 }}]\n\n\
+         # It deploys the stack's shared images: a prune after record-release\n\
+         # would remove the other shared test images from the shared dockerd.\n\
+         [images]\nprune_after_record = false\n",
         region = s.region,
         ssm = s.ssm_endpoint,
         ecr = s.ecr_endpoint,
@@ -402,6 +405,102 @@ fn delete_from_registry(image: &str) {
     assert_eq!(del.stdout.trim(), "202", "DELETE manifest: {}", del.dump());
 }
 
+/// Run the deploy document's script in the container as the SSM Agent
+/// would (`sh`, parameters as `SSM_<name>`), through the packaged sandbox.
+/// With `analyze`, find its transient unit while it runs and check
+/// `systemd-analyze security` on it (exposure <= 2.0, printed and kept in
+/// target/systemd-analyze-security-command.txt); a run that ends within
+/// moments (a failure) may be gone before it can be looked at.
+fn deploy_document_in_sandbox(m: &Machine, params: &[(&str, &str)], analyze: bool) -> Run {
+    let doc: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            wavemap_e2e::repo_root().join("ssm-documents/wavemap-runtime-deploy.json"),
+        )
+        .expect("read the deploy document"),
+    )
+    .expect("the deploy document is JSON");
+    let script: Vec<&str> = doc["mainSteps"][0]["inputs"]["runCommand"]
+        .as_array()
+        .expect("runCommand")
+        .iter()
+        .map(|l| l.as_str().expect("line"))
+        .collect();
+    m.write("/root/ssm/_script.sh", &(script.join("\n") + "\n"));
+    let mut cmd = Command::new("docker");
+    cmd.arg("exec");
+    for (k, v) in params {
+        cmd.arg("-e").arg(format!("SSM_{k}={v}"));
+    }
+    let child = cmd
+        .args([&m.name, "sh", "/root/ssm/_script.sh"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the document");
+    if !analyze {
+        let out = child.wait_with_output().expect("wait for the document");
+        return Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+    }
+    // The transient unit exists while the command runs.
+    let started = Instant::now();
+    let unit = loop {
+        let list = m.sh(
+            "systemctl list-units --type=service --all --no-legend --plain 'wavemap-agent-command-*' | awk '{print $1}'",
+        );
+        if let Some(unit) = list.stdout.lines().map(str::trim).find(|l| !l.is_empty()) {
+            break unit.to_owned();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no wavemap-agent-command-* unit appeared: the document did not run the agent in the sandbox"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let security = m.sh(&format!("systemd-analyze security --no-pager {unit}"));
+    let out = child.wait_with_output().expect("wait for the document");
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    println!(
+        "systemd-analyze security {unit} (the document's command):\n{}",
+        security.stdout
+    );
+    let score_line = security
+        .stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure score for {unit}: {}\n{}",
+                security.dump(),
+                run.dump()
+            )
+        });
+    let _ = std::fs::write(
+        wavemap_e2e::repo_root().join("target/systemd-analyze-security-command.txt"),
+        &security.stdout,
+    );
+    let score: f64 = score_line
+        .split(':')
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the score in {score_line:?}"));
+    wavemap_e2e::report_line(
+        "sandbox",
+        &format!("a deploy document's command ran in {unit}: {score_line}"),
+    );
+    assert!(score <= 2.0, "{unit}: exposure {score} > 2.0: {score_line}");
+    run
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the .deb and the systemd image; scripts/test runs it with the root-only tests (--ignored, WAVEMAP_TEST_DEB set)"]
 async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_upgrade() {
@@ -454,16 +553,72 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     // The first deploy, as SSM would run it on the host.
     let backend = s.require("WAVEMAP_TEST_BACKEND_IMAGE_A").to_owned();
     let frontend = s.require("WAVEMAP_TEST_FRONTEND_IMAGE_A").to_owned();
-    let deploy = with_execute(release_args(
-        "deploy",
-        &backend,
-        &frontend,
-        &s.sha_a,
-        "systemd-a",
-    ));
-    let deploy: Vec<&str> = deploy.iter().map(String::as_str).collect();
-    let out = m.agent(&deploy);
-    assert_eq!(out.code, 0, "deploy inside the container: {}", out.dump());
+    // --- 0. the first deploy as SSM runs it: the deploy document's script,
+    // its parameters as SSM_ variables, the agent in the packaged sandbox
+    // (a transient unit with the daemon's hardening) --------------------------
+    let release = [
+        ("BackendImage", backend.as_str()),
+        ("FrontendImage", frontend.as_str()),
+        ("SourceSha", s.sha_a.as_str()),
+        ("DeploymentVersion", "systemd-a"),
+        ("SelectedRef", "develop"),
+        ("WorkflowName", ""),
+        ("WorkflowRunId", ""),
+        ("WorkflowRunAttempt", ""),
+        ("Execute", "true"),
+    ];
+    let out = deploy_document_in_sandbox(&m, &release, true);
+    assert_eq!(
+        out.code,
+        0,
+        "the deploy document inside the container: {}",
+        out.dump()
+    );
+    assert!(
+        out.stdout.contains("WAVEMAP_RUNTIME_DEPLOY_STAGE=health\n")
+            && out
+                .stdout
+                .contains("WAVEMAP_RUNTIME_DEPLOY_RESULT=success\n"),
+        "stage and final markers pass through the sandbox: {}",
+        out.dump()
+    );
+    // A failing command's exit code, markers and message pass through
+    // unchanged: a backend tag that does not match the frontend's is bad
+    // input (exit 2), refused before anything changes.
+    let other = format!(
+        "{}:sha-{}",
+        backend.rsplit_once(':').expect("tag").0,
+        "0".repeat(40)
+    );
+    let mut failing = release;
+    failing[0] = ("BackendImage", other.as_str());
+    let out = deploy_document_in_sandbox(&m, &failing, false);
+    assert_eq!(out.code, 2, "a mismatched pair: {}", out.dump());
+    assert_eq!(
+        out.stdout,
+        "WAVEMAP_AGENT_ERROR=invalid-input\nWAVEMAP_AGENT_EXIT_CODE=2\n",
+        "{}",
+        out.dump()
+    );
+    assert!(
+        out.stderr.contains("invalid --frontend-image"),
+        "{}",
+        out.dump()
+    );
+    // SIGTERM to the sandbox (an operator's Ctrl-C, SSM's cancel) reaches
+    // the command in the transient unit, whose exit code comes back; the
+    // unit is gone afterwards (--collect).
+    let term = m.sh(
+        "/usr/lib/wavemap-agent/sandbox sh -c 'trap \"echo got-term; exit 7\" TERM; echo started; sleep 60 & wait' & w=$!; \
+         for i in $(seq 100); do systemctl is-active --quiet 'wavemap-agent-command-*' && break; sleep 0.1; done; \
+         sleep 0.5; kill -TERM $w; wait $w; echo \"exit=$?\"; \
+         systemctl list-units --all --no-legend --plain 'wavemap-agent-command-*' | wc -l",
+    );
+    assert!(
+        term.stdout.contains("started\ngot-term\nexit=7\n0\n"),
+        "SIGTERM through the sandbox: {}",
+        term.dump()
+    );
     let record = with_execute(release_args(
         "record-release",
         &backend,

@@ -51,6 +51,11 @@ pub fn config(inv: &mut Invocation<'_>, args: &ComposeConfigArgs) -> Result<()> 
     };
     let names: Vec<&str> = project.services.iter().map(|s| s.name.as_str()).collect();
     inv.report.marker(&format!("{P}_PROJECT"), &project.name);
+    // The file's own `name:` is shown beside the project name the agent
+    // uses (runtime.project_name wins, as `docker compose -p` does).
+    if let Some(in_file) = &project.file_name {
+        inv.report.marker(&format!("{P}_NAME_IN_FILE"), in_file);
+    }
     inv.report.marker(&format!("{P}_SERVICES"), names.join(","));
     inv.report
         .marker(&format!("{P}_SERVICE_COUNT"), project.services.len());
@@ -97,6 +102,7 @@ pub fn config(inv: &mut Invocation<'_>, args: &ComposeConfigArgs) -> Result<()> 
     let mut data = json!({
         "file": path.display().to_string(),
         "project": project.name,
+        "name_in_file": project.file_name,
         "hashes": hashes,
         "env_files": env_files,
         "config": normalized,

@@ -9,12 +9,19 @@
 //! failure) and keeps evidence of them: the first three lines and a shape
 //! fingerprint that changes only when the kind of warnings does.
 //!
+//! Every command works on one database ([`source::resolve`]): the
+//! operator's `--database-url` / `database.url`, which the jobs then get as
+//! their `DATABASE_URL`, else the URL the API container runs with, which
+//! its jobs use anyway. The gate, the advisory lock and the jobs cannot
+//! disagree; an env file that says otherwise is reported
+//! (`WAVEMAP_DATABASE_URL_MISMATCH`).
+//!
 //! Both destructive commands are honest about their flags and exclusive on
-//! their database: `--database-url` reaches the job itself (as its
-//! `DATABASE_URL`), so migrate gates and migrates the same database; a flag
-//! the job cannot honour is refused with exit 2; a job exec left running by
-//! a killed agent is waited for (or exit 75); and the PostgreSQL advisory
-//! lock ([`crate::database::advisory`]) is held for the jobs' whole run.
+//! their database: a flag the job cannot honour is refused with exit 2; a
+//! job exec left running by a killed agent is waited for (or exit 75); and
+//! the PostgreSQL advisory lock ([`crate::database::advisory`]) is held for
+//! the jobs' whole run and checked before and after every job, so a dead
+//! lock session stops the operation before the next step.
 
 use serde::Serialize;
 
@@ -50,12 +57,12 @@ pub async fn run(command: &DatabaseCommand, inv: &mut Invocation<'_>) -> Result<
 struct Inputs {
     journal: Journal,
     journal_origin: String,
-    url: String,
-    origin: source::UrlOrigin,
+    database: source::Resolved,
     table: Target,
 }
 
 async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
+    crate::output::stage(Stage::Journal);
     let table = Target {
         schema: target
             .migrations_schema
@@ -66,19 +73,13 @@ async fn inputs(config: &Config, target: &DatabaseTarget) -> Result<Inputs> {
             .clone()
             .unwrap_or_else(|| config.database.migrations_table.clone()),
     };
-    let (mut url, origin) = source::database_url(config, target.database_url.as_deref())?;
-    if origin == source::UrlOrigin::EnvFile {
-        if let Some(routed) = source::route_compose_host(config, &url).await {
-            url = routed;
-        }
-    }
+    let database = source::resolve(config, target.database_url.as_deref()).await?;
     let loaded = load_journal(config, target.migrations_dir.as_deref()).await?;
     log::info!(stage = "database"; "journal: {} entries from {}", loaded.journal.migrations.len(), loaded.origin);
     Ok(Inputs {
         journal: loaded.journal,
         journal_origin: loaded.origin,
-        url,
-        origin,
+        database,
         table,
     })
 }
@@ -93,36 +94,58 @@ async fn load_journal(config: &Config, dir: Option<&std::path::Path>) -> Result<
     source::load_journal(config, dir, current.as_ref()).await
 }
 
-/// `DATABASE_URL=<url>` for the job when the URL came from `--database-url`:
-/// the job then works on the database the command was pointed at. A URL
-/// from `database.url` or the rendered env is the host's way to the same
-/// database the container already names.
-fn job_env(config: &Config, url: &str, origin: source::UrlOrigin) -> Vec<String> {
-    match origin {
-        source::UrlOrigin::Flag => vec![format!("{}={url}", config.database.url_env_variable)],
-        _ => Vec::new(),
+/// `DATABASE_URL=<url>` for the job when the operator named the database
+/// (`--database-url`, `database.url`): the job then works on the database
+/// the gate read. The container's own URL needs nothing: it is the job's.
+fn job_env(config: &Config, database: &source::Resolved) -> Vec<String> {
+    match database.origin.explicit() {
+        true => vec![format!(
+            "{}={}",
+            config.database.url_env_variable,
+            database.dsn.text()
+        )],
+        false => Vec::new(),
+    }
+}
+
+/// Which database, and whether the env file disagrees with the container.
+fn url_markers(report: &mut Report, database: &source::Resolved) {
+    report.marker("WAVEMAP_DATABASE_URL_SOURCE", database.origin.name());
+    if !database.mismatch.is_empty() {
+        report.marker("WAVEMAP_DATABASE_URL_MISMATCH", database.mismatch.join(","));
     }
 }
 
 /// Take the advisory lock on the database the jobs work on.
-async fn advisory_lock(config: &Config, url: &str) -> Result<advisory::Held> {
+async fn advisory_lock(config: &Config, database: &source::Resolved) -> Result<advisory::Held> {
+    crate::output::stage(Stage::AdvisoryLock);
     advisory::acquire(
-        url,
+        &database.dsn,
         config.database.connect_timeout.duration(),
-        crate::operation::lock_timeout(),
-        |e| ledger_error(e, url),
+        crate::operation::wait_limit(
+            "the advisory lock wait (--lock-timeout, agent.lock_timeout)",
+            crate::operation::lock_timeout(),
+        )?,
+        ledger_error,
     )
     .await
+    .map_err(|e| match e {
+        Error::Lock(_) if crate::operation::deadline_passed() => crate::operation::out_of_time(
+            format!("while waiting for the advisory lock ({e}); no job was started"),
+        ),
+        e => e,
+    })
 }
 
 async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<Status> {
+    crate::output::stage(Stage::Ledger);
     let ledger = ledger::read(
-        &inputs.url,
+        &inputs.database.dsn,
         &inputs.table,
         config.database.connect_timeout.duration(),
     )
     .await
-    .map_err(|e| ledger_error(e, &inputs.url))?;
+    .map_err(ledger_error)?;
     let status = classify::classify(&inputs.journal, &ledger, allow_migrate);
     for line in status.explain(&inputs.table.display()) {
         log::info!(stage = "database"; "{line}");
@@ -130,23 +153,15 @@ async fn check(config: &Config, inputs: &Inputs, allow_migrate: bool) -> Result<
     Ok(status)
 }
 
-fn ledger_error(e: LedgerError, url: &str) -> Error {
+fn ledger_error(e: LedgerError) -> Error {
     if e.is_unavailable() {
-        // The rendered env names the Compose service; the host cannot
-        // resolve it. Say so instead of leaving a bare DNS error.
-        let hint = match crate::database::source::service_host(url) {
-            Some(host) => format!(
-                "; `{host}` is a name inside the Compose network: on the host pass --database-url (or set database.url) with the published address"
-            ),
-            _ => String::new(),
-        };
-        return Error::unavailable(Dependency::Postgres, format!("{e}{hint}"));
+        return Error::unavailable(Dependency::Postgres, e);
     }
     match e {
-        LedgerError::BadUrl { .. } => Error::invalid(
+        LedgerError::Dsn(e) => Error::invalid(
             "database URL",
             e.to_string(),
-            "pass a postgres://user:password@host:port/db URL",
+            "pass postgres://user:password@host:port/db[?sslmode=verify-full&sslrootcert=/path/ca.pem]",
         ),
         other => Error::caused(Stage::Ledger, other),
     }
@@ -214,6 +229,7 @@ async fn status(
     target: &DatabaseTarget,
 ) -> Result<()> {
     let inputs = inputs(inv.config, target).await?;
+    url_markers(inv.report, &inputs.database);
     let status = check(inv.config, &inputs, allow_migrate).await?;
     status_markers(inv.report, &status, &inputs.journal_origin);
     inv.report.set_data(serde_json::json!({
@@ -272,13 +288,14 @@ async fn migrate(inv: &mut Invocation<'_>, execute: bool, target: &DatabaseTarge
         jobs::wait_for_running_jobs(config).await?;
     }
     let inputs = inputs(config, target).await?;
+    url_markers(inv.report, &inputs.database);
     // Held from the first look at the ledger to the last: no other host or
     // shell migrates this database in between.
     let lock = match execute {
-        true => Some(advisory_lock(config, &inputs.url).await?),
+        true => Some(advisory_lock(config, &inputs.database).await?),
         false => None,
     };
-    let result = migrate_locked(inv, execute, target, &inputs).await;
+    let result = migrate_locked(inv, execute, target, &inputs, lock.as_ref()).await;
     if let Some(lock) = lock {
         lock.release().await;
     }
@@ -290,6 +307,7 @@ async fn migrate_locked(
     execute: bool,
     target: &DatabaseTarget,
     inputs: &Inputs,
+    lock: Option<&advisory::Held>,
 ) -> Result<()> {
     let config = inv.config;
     let before = check(config, inputs, true).await?;
@@ -365,7 +383,14 @@ async fn migrate_locked(
         argv,
         capture_stdout: false,
     };
-    let env = job_env(config, &inputs.url, inputs.origin);
+    let env = job_env(config, &inputs.database);
+    if let Some(lock) = lock {
+        if let Err(e) = lock.check("the migrate job").await {
+            inv.report
+                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+            return Err(e);
+        }
+    }
     let outcome = match jobs::run_with_env(config, &job, &env).await {
         Ok(outcome) => outcome,
         Err(e) => {
@@ -394,6 +419,14 @@ async fn migrate_locked(
         "WAVEMAP_DATABASE_MIGRATE_APPLIED_COUNT",
         after.applied_count.saturating_sub(before.applied_count),
     );
+    if let Some(lock) = lock {
+        // The job ran; whether it ran alone is what this says.
+        if let Err(e) = lock.check("the status read after the migrate job").await {
+            inv.report
+                .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
+            return Err(e);
+        }
+    }
     if !outcome.success() {
         inv.report
             .marker("WAVEMAP_DATABASE_MIGRATE_RESULT", "failed");
@@ -447,38 +480,6 @@ fn reset_flags(target: &DatabaseTarget) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The database reset's jobs work on, for the advisory lock: the flag, the
-/// config, the rendered env, else the API container's own variable. `None`
-/// when there is no API container (the first job then says so).
-async fn reset_database(
-    config: &Config,
-    flag: Option<&str>,
-) -> Result<Option<(String, source::UrlOrigin)>> {
-    match source::database_url(config, flag) {
-        Ok((url, origin)) => {
-            let url = match origin {
-                source::UrlOrigin::EnvFile => source::route_compose_host(config, &url)
-                    .await
-                    .unwrap_or(url),
-                _ => url,
-            };
-            Ok(Some((url, origin)))
-        }
-        Err(Error::InvalidInput { .. }) => {
-            Ok(match source::container_database_url(config).await? {
-                Some(url) => Some((
-                    source::route_compose_host(config, &url)
-                        .await
-                        .unwrap_or(url),
-                    source::UrlOrigin::Container,
-                )),
-                None => None,
-            })
-        }
-        Err(e) => Err(e),
-    }
 }
 
 async fn reset(
@@ -541,12 +542,17 @@ async fn reset(
         ));
     }
     jobs::wait_for_running_jobs(config).await?;
-    let database = reset_database(config, target.database_url.as_deref()).await?;
+    // `None`: no database named anywhere and no API container; the first
+    // job says so.
+    let database = source::resolve_if_any(config, target.database_url.as_deref()).await?;
     let (lock, env) = match &database {
-        Some((url, origin)) => (
-            Some(advisory_lock(config, url).await?),
-            job_env(config, url, *origin),
-        ),
+        Some(database) => {
+            url_markers(inv.report, database);
+            (
+                Some(advisory_lock(config, database).await?),
+                job_env(config, database),
+            )
+        }
         None => (None, Vec::new()),
     };
     let mut warnings = 0;
@@ -557,6 +563,13 @@ async fn reset(
         if failure.is_some() {
             inv.report.marker(step.marker, "skipped");
             continue;
+        }
+        if let Some(lock) = &lock {
+            if let Err(e) = lock.check(&format!("the {} step", step.name)).await {
+                inv.report.marker(step.marker, "skipped");
+                failure = Some(e);
+                continue;
+            }
         }
         let job = Job {
             name: step.name,
@@ -590,6 +603,12 @@ async fn reset(
         }
     }
     if let Some(lock) = lock {
+        if failure.is_none() {
+            // The last job ran; whether it ran alone is what this says.
+            if let Err(e) = lock.check("the end of reset").await {
+                failure = Some(e);
+            }
+        }
         lock.release().await;
     }
     inv.report

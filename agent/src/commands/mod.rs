@@ -43,7 +43,34 @@ pub async fn run(
     };
     // Bad input is exit 2 before anything else, lock included.
     validate(command, config)?;
+    let deadline = match (command, cli.deadline) {
+        (Command::Daemon, Some(_)) => {
+            return Err(Error::invalid(
+                "--deadline",
+                "the daemon runs until it is stopped; a deadline bounds one command",
+                "drop --deadline from the daemon's command line",
+            ));
+        }
+        (Command::Daemon, None) => {
+            if env_deadline()?.is_some() {
+                log::info!("{DEADLINE_ENV} bounds one command; the daemon runs until it is stopped and ignores it");
+            }
+            None
+        }
+        (_, Some(secs)) => Some(secs),
+        (_, None) => env_deadline()?,
+    };
+    if let Some(secs) = deadline {
+        crate::operation::set_deadline(Duration::from_secs(secs));
+        crate::operation::arm_deadline();
+    }
+    if let Some(area) = stage_area(command) {
+        crate::output::announce_stages(area, cli.json);
+    }
     if !command.mutates() {
+        if deadline.is_some() {
+            return interruptible(dispatch(command, &mut inv)).await;
+        }
         return dispatch(command, &mut inv).await;
     }
     let timeout = Duration::from_secs(
@@ -56,8 +83,20 @@ pub async fn run(
     crate::operation::listen()
         .map_err(|e| Error::failed(Stage::Start, format!("cannot handle signals: {e}")))?;
     let lock_path = config.lock_path();
+    crate::output::stage(Stage::Lock);
+    let lock_wait = crate::operation::wait_limit(
+        "the operation lock wait (--lock-timeout, agent.lock_timeout)",
+        timeout,
+    )?;
     let _lock = tokio::select! {
-        lock = lock::acquire(&lock_path, command.name(), timeout) => lock?,
+        lock = lock::acquire(&lock_path, command.name(), lock_wait) => match lock {
+            Err(e) if crate::operation::deadline_passed() => {
+                return Err(crate::operation::out_of_time(format!(
+                    "while waiting for the operation lock ({e}); nothing was started"
+                )));
+            }
+            lock => lock?,
+        },
         signal = crate::operation::wait() => {
             return Err(Error::Interrupted {
                 signal,
@@ -99,10 +138,17 @@ pub async fn run(
     end.exit_code = Some(code);
     end.outcome = Some(match &result {
         Ok(()) => "success".into(),
+        // A deadline stops the command the way a signal does, and is
+        // recorded the same way (the marker says which).
+        Err(Error::Interrupted { .. }) => "interrupted".into(),
         Err(e) => e.kind().into(),
     });
     for (k, v) in inv.report.markers() {
-        if k.ends_with("_RESULT") || k.ends_with("_FAILED_STAGE") || k.ends_with("_STATE") {
+        if k.ends_with("_RESULT")
+            || k.ends_with("_FAILED_STAGE")
+            || k.ends_with("_STATE")
+            || k.ends_with("_TAG_MOVED")
+        {
             end.details.insert(k.clone(), v.clone().into());
         }
     }
@@ -120,12 +166,15 @@ const STOP_GRACE: Duration = Duration::from_secs(20);
 async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> Result<()> {
     tokio::pin!(work);
     let signal = tokio::select! {
-        result = &mut work => return result,
+        result = &mut work => return past_deadline(result),
         signal = crate::operation::wait() => signal,
     };
     log::warn!("{signal}: stopping");
     match tokio::time::timeout(STOP_GRACE, &mut work).await {
         Ok(Err(e @ Error::Interrupted { .. })) => Err(e),
+        Ok(Err(e)) if signal == crate::operation::DEADLINE => Err(crate::operation::out_of_time(
+            format!("the budget ran out; the operation ended with: {e}"),
+        )),
         Ok(Err(e)) => Err(Error::Interrupted {
             signal,
             detail: format!("the operation ended with: {e}"),
@@ -140,6 +189,66 @@ async fn interruptible(work: impl std::future::Future<Output = Result<()>>) -> R
             ),
         }),
     }
+}
+
+/// The environment's default for `--deadline`.
+const DEADLINE_ENV: &str = "WAVEMAP_AGENT_DEADLINE";
+
+/// `WAVEMAP_AGENT_DEADLINE`, when set and not empty: whole seconds, at
+/// least 1; anything else is exit 2 naming the variable.
+fn env_deadline() -> Result<Option<u64>> {
+    let Some(value) = std::env::var_os(DEADLINE_ENV) else {
+        return Ok(None);
+    };
+    let text = value.to_string_lossy();
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    match text.trim().parse::<u64>() {
+        Ok(secs) if secs >= 1 => Ok(Some(secs)),
+        _ => Err(Error::invalid(
+            DEADLINE_ENV,
+            format!(
+                "`{}` is not a whole number of seconds of at least 1",
+                text.trim()
+            ),
+            format!("set {DEADLINE_ENV} to the seconds the command may take, or unset it"),
+        )),
+    }
+}
+
+/// A step whose wait was cut to the budget ends a moment before or after
+/// the deadline's timer: either way, the budget ended it, and the result
+/// says so (the step's own error, its stage marker included, stays in the
+/// detail).
+fn past_deadline(result: Result<()>) -> Result<()> {
+    match result {
+        Err(e)
+            if !matches!(e, Error::Interrupted { .. }) && crate::operation::deadline_passed() =>
+        {
+            Err(crate::operation::out_of_time(format!(
+                "the budget ran out; the operation ended with: {e}"
+            )))
+        }
+        other => other,
+    }
+}
+
+/// The marker area of a command's stage markers (`<area>_STAGE=<stage>`):
+/// the commands with stages, which are the ones SSM documents run.
+fn stage_area(command: &Command) -> Option<&'static str> {
+    use crate::cli::{DatabaseCommand, MediaCommand};
+    Some(match command {
+        Command::Runtime(RuntimeCommand::Deploy(_)) => "WAVEMAP_RUNTIME_DEPLOY",
+        Command::Runtime(RuntimeCommand::Rollback(_)) => "WAVEMAP_RUNTIME_ROLLBACK",
+        Command::Runtime(RuntimeCommand::RecordRelease(_)) => "WAVEMAP_RUNTIME_RECEIPT",
+        Command::RuntimeEnv(_) => "WAVEMAP_RUNTIME_ENV",
+        Command::Database(DatabaseCommand::Status { .. }) => "WAVEMAP_DATABASE_STATUS",
+        Command::Database(DatabaseCommand::Migrate { .. }) => "WAVEMAP_DATABASE_MIGRATE",
+        Command::Database(DatabaseCommand::Reset { .. }) => "WAVEMAP_DATABASE_RESET",
+        Command::Media(MediaCommand::DiscrepancyReport(_)) => "WAVEMAP_MEDIA_REPORT",
+        _ => return None,
+    })
 }
 
 async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
@@ -160,11 +269,25 @@ async fn dispatch(command: &Command, inv: &mut Invocation<'_>) -> Result<()> {
             runtime::rollback(inv.config, e.execute, inv.report).await
         }
         Command::Runtime(RuntimeCommand::Smoke) => runtime::smoke(inv.config, inv.report).await,
+        Command::Runtime(RuntimeCommand::Receipt) => runtime::receipt(inv.config, inv.report),
+        Command::Runtime(RuntimeCommand::Prune(e)) => {
+            crate::images::prune::run(
+                inv.config,
+                e.execute,
+                inv.report,
+                crate::images::prune::PRUNE,
+            )
+            .await
+        }
         Command::Database(c) => database::run(c, inv).await,
         Command::Media(crate::cli::MediaCommand::DiscrepancyReport(e)) => {
             media::discrepancy_report(inv, *e).await
         }
         Command::Compose(crate::cli::ComposeCommand::Config(args)) => compose::config(inv, args),
+        // `main` runs it before loading the config; this arm keeps the
+        // dispatch whole.
+        Command::Generate { what } => crate::generate::write(*what, &mut std::io::stdout().lock())
+            .map_err(|e| Error::failed(Stage::Start, format!("cannot write to stdout: {e}"))),
     }
 }
 

@@ -1,11 +1,14 @@
 //! `runtime deploy`, `runtime record-release`, `runtime rollback`,
-//! `runtime smoke`.
+//! `runtime smoke`, `runtime receipt`.
 //!
 //! Deploy and rollback both go through [`crate::deploy::run`]; this file
 //! adds what is specific to each: turning the flags into a validated
 //! [`Release`] (here, on the command side, so `release` knows nothing of
 //! clap), the receipt gates of record-release (the pair runs, is healthy
 //! and passes endpoint smoke), and rollback's reading of the receipt.
+//! `runtime receipt` prints that receipt as markers, so CI can run the
+//! runbook's rollback itself: read the pair here, then send it through the
+//! deploy document.
 
 use crate::cli::ReleaseArgs;
 use crate::compose;
@@ -32,6 +35,9 @@ pub fn release(args: &ReleaseArgs, config: &Config) -> Result<Release, Error> {
             args.workflow_run_id.as_deref(),
             args.workflow_run_attempt.as_deref(),
         ),
+        // Resolved by the pull (deploy) or taken from what runs (record-release).
+        backend_digest: None,
+        frontend_digest: None,
     }
     .validated(config, Source::Flags)
 }
@@ -79,6 +85,81 @@ pub async fn smoke(config: &Config, report: &mut Report) -> Result<(), Error> {
     smoke::run(config, &docker, report).await?.gate()
 }
 
+/// `runtime receipt`: the last-good receipt as `WAVEMAP_RUNTIME_RECEIPT_*`
+/// markers, the same names record-release prints. Read-only and lock-free:
+/// the receipt is written atomically, so a reader sees a whole file. No
+/// receipt: `_RESULT=none`, exit 4.
+pub fn receipt(config: &Config, report: &mut Report) -> Result<(), Error> {
+    report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
+    let receipt = match release::read_receipt(config) {
+        Ok(Some(receipt)) => receipt,
+        Ok(None) => {
+            report.marker(&format!("{RECEIPT}_RESULT"), "none");
+            return Err(Error::NothingToDo {
+                reason: format!(
+                    "no last-good receipt at {}; record one after a known-good deploy",
+                    config.receipt.path
+                ),
+            });
+        }
+        Err(e) => {
+            let result = if e.exit_code() == crate::error::exit::INVALID {
+                "invalid"
+            } else {
+                "failed"
+            };
+            report.marker(&format!("{RECEIPT}_RESULT"), result);
+            return Err(e);
+        }
+    };
+    receipt.release.add_markers(report, RECEIPT);
+    for (name, value) in extra_fields(&receipt.release) {
+        report.marker(&format!("{RECEIPT}_{name}"), value);
+    }
+    report.marker(&format!("{RECEIPT}_RECORDED_AT"), &receipt.recorded_at);
+    report.marker(&format!("{RECEIPT}_SCHEMA_VERSION"), receipt.schema_version);
+    report.marker(&format!("{RECEIPT}_RESULT"), "found");
+    Ok(())
+}
+
+/// Release fields that [`Release::add_markers`] does not name (such as
+/// recorded image digests), as `(SCREAMING_NAME, value)`: a field added to
+/// the receipt reaches CI without a change here. Only plain strings.
+fn extra_fields(release: &Release) -> Vec<(String, String)> {
+    const NAMED: &[&str] = &[
+        "sourceSha",
+        "imageTag",
+        "backendImageUri",
+        "frontendImageUri",
+        "deploymentVersion",
+        "selectedRef",
+        "workflowRun",
+    ];
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(release) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .filter(|(key, _)| !NAMED.contains(&key.as_str()))
+        .filter_map(|(key, value)| match value {
+            serde_json::Value::String(v) => Some((screaming(&key), v)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `backendDigest` -> `BACKEND_DIGEST`.
+fn screaming(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for c in camel.chars() {
+        if c.is_ascii_uppercase() && !out.is_empty() {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 /// Write the receipt, but only for the pair that runs, is healthy and
 /// passes endpoint smoke: a receipt for an unproven pair would teach
 /// rollback to restore it. The dry run checks the same, so its answer is
@@ -96,21 +177,28 @@ pub async fn record_release(
             "drop --allow-empty (it belongs to runtime deploy and runtime-env)",
         ));
     }
-    let release = release(args, config)?;
+    let mut release = release(args, config)?;
+    // The digests are those the deploy of this pair resolved and runs: the
+    // receipt then names the bytes that passed smoke, not just the tag.
+    if let Ok(Some(current)) = release::read_current(config) {
+        let current = current.release;
+        if current.backend_image_uri == release.backend_image_uri
+            && current.frontend_image_uri == release.frontend_image_uri
+        {
+            release = release.with_digests(current.backend_digest, current.frontend_digest);
+        }
+    }
     report.marker(&format!("{RECEIPT}_PATH"), config.receipt.path.to_string());
     release.add_markers(report, RECEIPT);
     let docker = crate::docker::connect(config).await?;
     let states = compose::service_states(&docker, &config.runtime.project_name).await?;
     for (service, uri) in [
-        (&config.runtime.backend_service, &release.backend_image_uri),
-        (
-            &config.runtime.frontend_service,
-            &release.frontend_image_uri,
-        ),
+        (&config.runtime.backend_service, release.backend_ref()),
+        (&config.runtime.frontend_service, release.frontend_ref()),
     ] {
         let problem = match states.iter().find(|s| &s.service == service) {
             None => Some(format!("service {service} has no container")),
-            Some(s) if &s.image != uri => {
+            Some(s) if s.image != uri => {
                 Some(format!("service {service} runs {}, not {uri}", s.image))
             }
             Some(s)
@@ -134,6 +222,7 @@ pub async fn record_release(
             });
         }
     }
+    crate::output::stage(crate::error::Stage::Smoke);
     let smoked = smoke::run(config, &docker, report)
         .await
         .and_then(|outcome| outcome.gate());
@@ -159,6 +248,7 @@ pub async fn record_release(
         );
         return Ok(());
     }
+    crate::output::stage(crate::error::Stage::RecordRelease);
     let receipt = release::write_receipt(config, &release)?;
     report.marker(&format!("{RECEIPT}_RECORDED_AT"), &receipt.recorded_at);
     report.marker(&format!("{RECEIPT}_SCHEMA_VERSION"), receipt.schema_version);
@@ -168,6 +258,8 @@ pub async fn record_release(
         release.image_tag,
         config.receipt.path
     );
+    // Never changes this command's outcome: the receipt is written.
+    crate::images::prune::after_record(config, report).await;
     Ok(())
 }
 
@@ -209,6 +301,7 @@ pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Re
         &format!("{ROLLBACK}_FRONTEND_IMAGE"),
         &release.frontend_image_uri,
     );
+    release.add_digest_markers(report, ROLLBACK);
     report.marker(&format!("{ROLLBACK}_RECORDED_AT"), &receipt.recorded_at);
     log::info!(
         "rolling back to {} ({}, recorded {})",
@@ -229,4 +322,32 @@ pub async fn rollback(config: &Config, execute: bool, report: &mut Report) -> Re
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_names_become_marker_names() {
+        assert_eq!(screaming("backendDigest"), "BACKEND_DIGEST");
+        assert_eq!(screaming("frontendDigest"), "FRONTEND_DIGEST");
+        assert_eq!(screaming("x"), "X");
+    }
+
+    #[test]
+    fn named_fields_are_not_printed_twice() {
+        // From JSON, not a struct literal: fields added later default.
+        let release: Release = serde_json::from_value(serde_json::json!({
+            "sourceSha": "a".repeat(40),
+            "imageTag": format!("sha-{}", "a".repeat(40)),
+            "backendImageUri": "r/b:t",
+            "frontendImageUri": "r/f:t",
+            "deploymentVersion": "1",
+            "selectedRef": "develop",
+            "workflowRun": {"name": "deploy-dev.yml"}
+        }))
+        .expect("a release");
+        assert_eq!(extra_fields(&release), Vec::new());
+    }
 }

@@ -5,6 +5,10 @@
 //! the contract is not met, or the empty-render guard held, with
 //! `_BLOCKED_REASON`, `_PREFIX` and `_EMPTIED_FILES`; nothing written),
 //! `unavailable` (exit 69) or `failed`.
+//!
+//! It writes the live env files and stops there: nothing rolls them out.
+//! The containers keep the config they were deployed with until the next
+//! deploy, and the daemon reports the difference without acting on it.
 
 use super::Invocation;
 use crate::cli::RenderArgs;
@@ -17,6 +21,7 @@ pub async fn run(inv: &mut Invocation<'_>, args: RenderArgs) -> Result<()> {
         execute,
         allow_empty: args.allow_empty,
     };
+    crate::output::stage(crate::error::Stage::EnvRender);
     match envrender::render(inv.config, options).await {
         Ok(summary) => {
             summary.add_markers(inv.report);

@@ -1,11 +1,14 @@
-//! Applying a [`Plan`]: networks and volumes first, orphans out, then each
-//! service in dependency order, waiting for its `depends_on` conditions.
+//! Applying a [`Plan`]: networks and volumes first, orphans and surplus
+//! replicas out (highest numbers first), then each service's replicas in
+//! dependency order, waiting for its `depends_on` conditions.
 //!
 //! A recreate is a replacement in the service's order, stop-first or
-//! start-first ([`super::replace`]); either never leaves a service without a
-//! container when the create fails. A dependent waits for its dependency's
-//! condition on the container that holds the service's name, so after a
-//! start-first replacement it waits for the new container to be healthy.
+//! start-first ([`super::replace`]), one replica at a time; either never
+//! leaves a replica without a container when the create fails. A dependent
+//! waits for its dependency's condition on every replica, each under its
+//! Compose name, so after a start-first replacement it waits for the new
+//! container to be healthy. The container operations themselves live in
+//! [`super::container`], below both this loop and the replacement.
 //!
 //! Every container, network and volume carries Compose's labels and names so
 //! `docker compose ps/logs/up` treat the project as their own. Images are
@@ -15,20 +18,19 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Instant;
 
-use bollard::models::{NetworkConnectRequest, NetworkCreateRequest, VolumeCreateRequest};
-use bollard::query_parameters::{
-    CreateContainerOptions, ListNetworksOptions, RemoveContainerOptions, StopContainerOptions,
-};
+use bollard::models::{NetworkCreateRequest, VolumeCreateRequest};
+use bollard::query_parameters::ListNetworksOptions;
 use bollard::Docker;
 use serde::Serialize;
 
-use super::create::{create_body, endpoint};
+use super::container::{create, start, stop_and_remove};
+use super::create::Instance;
 use super::hash;
 use super::health::{wait_for, Target};
 use super::labels;
-use super::model::{Condition, Project, Service};
+use super::model::{Condition, Project};
 use super::plan::{docker_error, Action, Plan};
-use super::replace;
+use super::replace::{self, Replacement};
 use crate::error::{Error, Stage};
 
 const STAGE: Stage = Stage::Converge;
@@ -77,14 +79,23 @@ pub async fn converge(
 
     // A start-first replacement's new container that a killed run left
     // beside the old one is resumed, not removed: it may be the one serving.
+    // Removals come in the plan's order: orphans, surplus containers, and
+    // replicas above the service's scale, highest number first.
     let mut leftovers = replace::leftovers(project, plan);
     for entry in plan.services.iter().filter(|s| s.action == Action::Remove) {
         if let Some(c) = &entry.container {
             if leftovers.values().any(|l| l.id == c.id) {
                 continue;
             }
-            log::info!(stage = STAGE; "removing {} (service {} is no longer in the file)", c.name, entry.service);
-            stop_and_remove(docker, &c.id, 10).await?;
+            let why = match project.service(&entry.service) {
+                None => "its service is no longer in the file",
+                Some(_) => "surplus: above the service's scale, or a leftover",
+            };
+            log::info!(stage = STAGE; "removing {} ({why})", c.name);
+            let grace = project
+                .service(&entry.service)
+                .map_or(10, super::container::grace_seconds);
+            stop_and_remove(docker, &c.id, grace).await?;
             summary.removed.push(entry.service.clone());
         }
     }
@@ -93,7 +104,11 @@ pub async fn converge(
     let mut recreated: BTreeSet<String> = BTreeSet::new();
     // Services created, recreated, started or restarted in this run.
     let mut touched: BTreeSet<String> = BTreeSet::new();
-    for entry in plan.services.iter().filter(|s| s.action != Action::Remove) {
+    for (number, entry) in plan
+        .numbered()
+        .into_iter()
+        .filter(|(_, s)| s.action != Action::Remove)
+    {
         let Some(service) = project.service(&entry.service) else {
             continue;
         };
@@ -118,15 +133,7 @@ pub async fn converge(
             .filter(|(dep, d)| must_wait(dep, d.condition))
         {
             let target = Target::for_condition(dependency.condition);
-            let waited = wait_for(
-                docker,
-                dep,
-                &project.container_name(dep),
-                target,
-                dependency_deadline,
-                STAGE,
-            )
-            .await;
+            let waited = wait_for_replicas(docker, project, dep, target, dependency_deadline).await;
             match waited {
                 Ok(()) => {}
                 Err(e) if !dependency.required => {
@@ -145,11 +152,12 @@ pub async fn converge(
             touched.insert(service.name.clone());
         }
         let image_id = entry.image_id.as_deref().unwrap_or_default();
-        let name = project.container_name(&service.name);
+        let name = project.replica_name(&service.name, number);
         match &entry.action {
             Action::Create => {
                 log::info!(stage = STAGE; "creating {name}");
-                let id = create(docker, project, service, image_id, &name).await?;
+                let instance = Instance::new(number);
+                let id = create(docker, project, service, image_id, &name, &instance).await?;
                 start(docker, &id).await?;
                 summary.created.push(service.name.clone());
             }
@@ -158,8 +166,16 @@ pub async fn converge(
                     continue;
                 };
                 log::info!(stage = STAGE; "recreating {name} ({reason} changed)");
-                let leftover = leftovers.remove(&service.name);
-                replace::replace(docker, project, service, image_id, old, &name, leftover).await?;
+                let leftover = leftovers.remove(&name);
+                let job = Replacement {
+                    service,
+                    image_id,
+                    old,
+                    name: &name,
+                    number,
+                    leftover,
+                };
+                replace::replace(docker, project, job).await?;
                 recreated.insert(service.name.clone());
                 summary.recreated.push(service.name.clone());
             }
@@ -190,66 +206,22 @@ pub async fn converge(
     Ok(summary)
 }
 
-pub(super) fn grace_seconds(service: &Service) -> i32 {
-    service
-        .stop_grace_period
-        .map_or(10, |d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
-}
-
-pub(super) async fn start(docker: &Docker, id: &str) -> Result<(), Error> {
-    docker
-        .start_container(id, None)
-        .await
-        .map_err(|e| docker_error(&format!("start container {id}"), e))
-}
-
-async fn stop_and_remove(docker: &Docker, id: &str, grace: i32) -> Result<(), Error> {
-    stop(docker, id, grace).await?;
-    remove(docker, id).await
-}
-
-/// Stop a container within `grace` seconds; one already stopped or gone is
-/// fine.
-pub(super) async fn stop(docker: &Docker, id: &str, grace: i32) -> Result<(), Error> {
-    match docker
-        .stop_container(
-            id,
-            Some(StopContainerOptions {
-                t: Some(grace),
-                ..Default::default()
-            }),
-        )
-        .await
-    {
-        // 304: already stopped; 404: already gone.
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 304 | 404,
-            ..
-        }) => {}
-        Err(e) => return Err(docker_error(&format!("stop container {id}"), e)),
+/// Wait until every replica of `service` reaches `target` (a dependency's
+/// condition holds for the service only when it holds for each of its
+/// containers).
+async fn wait_for_replicas(
+    docker: &Docker,
+    project: &Project,
+    service: &str,
+    target: Target,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let scale = project.service(service).map_or(1, |s| s.scale());
+    for number in 1..=scale {
+        let name = project.replica_name(service, number);
+        wait_for(docker, service, &name, target, deadline, STAGE).await?;
     }
     Ok(())
-}
-
-/// Remove a container (forced); one already gone is fine.
-pub(super) async fn remove(docker: &Docker, id: &str) -> Result<(), Error> {
-    match docker
-        .remove_container(
-            id,
-            Some(RemoveContainerOptions {
-                force: true,
-                ..Default::default()
-            }),
-        )
-        .await
-    {
-        Ok(())
-        | Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => Ok(()),
-        Err(e) => Err(docker_error(&format!("remove container {id}"), e)),
-    }
 }
 
 async fn ensure_networks(
@@ -364,45 +336,4 @@ async fn ensure_volumes(
         summary.volumes_created.push(def.name.clone());
     }
     Ok(())
-}
-
-pub(super) async fn create(
-    docker: &Docker,
-    project: &Project,
-    service: &Service,
-    image_id: &str,
-    name: &str,
-) -> Result<String, Error> {
-    let body = create_body(project, service, image_id, name);
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptions {
-                name: Some(name.to_owned()),
-                ..Default::default()
-            }),
-            body,
-        )
-        .await
-        .map_err(|e| docker_error(&format!("create container {name}"), e))?;
-    super::create::inject_inline_files(docker, project, service, &created.id, name).await?;
-    // API 1.41 attaches one network at create; connect the others now.
-    if let (None, Some(networks)) = (&service.network_mode, &service.networks) {
-        for (key, config) in networks.iter().skip(1) {
-            let engine_name = project
-                .networks
-                .get(key)
-                .map_or_else(|| key.clone(), |n| n.name.clone());
-            docker
-                .connect_network(
-                    &engine_name,
-                    NetworkConnectRequest {
-                        container: created.id.clone(),
-                        endpoint_config: Some(endpoint(service, name, config.as_ref())),
-                    },
-                )
-                .await
-                .map_err(|e| docker_error(&format!("connect {name} to {engine_name}"), e))?;
-        }
-    }
-    Ok(created.id)
 }

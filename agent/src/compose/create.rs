@@ -18,11 +18,39 @@ use super::hash;
 use super::labels;
 use super::model::{FileSource, MountKind, Project, Service};
 
-/// Labels Compose v2 puts on a service container, plus the agent's two.
+/// Which of a service's containers a create is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// The replica number, 1..=N: Compose's `container-number` label.
+    pub number: u32,
+    /// Anonymous volumes to reattach, container path -> volume name: the
+    /// old container's, on a recreate, as Compose carries them over.
+    pub anonymous: BTreeMap<String, String>,
+    /// Join the networks without the service-name and file aliases (only
+    /// the container's own name resolves): a start-first replacement stays
+    /// out of the service's DNS until it is healthy, then is announced
+    /// (see [`super::replace`]).
+    pub unannounced: bool,
+}
+
+impl Instance {
+    /// Replica `number` with fresh anonymous volumes.
+    pub fn new(number: u32) -> Self {
+        Instance {
+            number,
+            anonymous: BTreeMap::new(),
+            unannounced: false,
+        }
+    }
+}
+
+/// Labels Compose v2 puts on container `number` of a service, plus the
+/// agent's two.
 pub fn container_labels(
     project: &Project,
     service: &Service,
     image_id: &str,
+    number: u32,
 ) -> BTreeMap<String, String> {
     let mut out = service.labels.clone();
     let files: Vec<String> = project
@@ -37,7 +65,7 @@ pub fn container_labels(
         .collect();
     for (key, value) in [
         (labels::CONFIG_HASH, hash::service_hash(service)),
-        (labels::CONTAINER_NUMBER, "1".to_owned()),
+        (labels::CONTAINER_NUMBER, number.to_string()),
         (labels::DEPENDS_ON, depends_on.join(",")),
         (labels::IMAGE, image_id.to_owned()),
         (labels::ONEOFF, "False".to_owned()),
@@ -212,6 +240,7 @@ pub fn create_body(
     service: &Service,
     image_id: &str,
     name: &str,
+    instance: &Instance,
 ) -> ContainerCreateBody {
     let env: Vec<String> = service
         .environment
@@ -273,6 +302,19 @@ pub fn create_body(
                 tmpfs_options: Some(MountTmpfsOptions {
                     size_bytes: m.tmpfs_size,
                     mode: m.tmpfs_mode.map(i64::from),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            // Anonymous: the Engine names a new volume, unless the old
+            // container's is reattached.
+            MountKind::Volume if m.source.is_empty() => mounts.push(Mount {
+                target: Some(m.target.clone()),
+                source: instance.anonymous.get(&m.target).cloned(),
+                typ: Some(MountType::VOLUME),
+                read_only: m.read_only.then_some(true),
+                volume_options: m.volume_nocopy.map(|nocopy| MountVolumeOptions {
+                    no_copy: nocopy.then_some(true),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -374,7 +416,7 @@ pub fn create_body(
                     .networks
                     .get(key)
                     .map_or_else(|| key.clone(), |n| n.name.clone());
-                let endpoint = endpoint(service, name, config.as_ref());
+                let endpoint = endpoint(service, name, config.as_ref(), !instance.unannounced);
                 (
                     Some(engine_name.clone()),
                     Some(HashMap::from([(engine_name, endpoint)])),
@@ -487,7 +529,7 @@ pub fn create_body(
         user: service.user.clone(),
         working_dir: service.working_dir.clone(),
         labels: Some(
-            container_labels(project, service, image_id)
+            container_labels(project, service, image_id, instance.number)
                 .into_iter()
                 .collect(),
         ),
@@ -585,6 +627,7 @@ pub(super) fn endpoint(
     service: &Service,
     container_name: &str,
     config: Option<&super::model::ServiceNetwork>,
+    announced: bool,
 ) -> EndpointSettings {
     // The final name, even while the container has a temporary one.
     let final_name = container_name
@@ -595,6 +638,9 @@ pub(super) fn endpoint(
     if let Some(c) = config {
         aliases.extend(c.aliases.iter().cloned());
     }
+    if !announced {
+        aliases.clear();
+    }
     let ipam = config
         .filter(|c| c.ipv4_address.is_some() || c.ipv6_address.is_some())
         .map(|c| EndpointIpamConfig {
@@ -603,7 +649,7 @@ pub(super) fn endpoint(
             ..Default::default()
         });
     EndpointSettings {
-        aliases: Some(aliases),
+        aliases: (!aliases.is_empty()).then_some(aliases),
         ipam_config: ipam,
         mac_address: service.option_str("mac_address").map(str::to_owned),
         ..Default::default()
@@ -693,7 +739,13 @@ networks:
     fn the_create_body_is_what_compose_would_send() {
         let project = project();
         let api = project.service("api").unwrap();
-        let body = create_body(&project, api, "sha256:img", "0123456789ab_unit-api-1");
+        let body = create_body(
+            &project,
+            api,
+            "sha256:img",
+            "0123456789ab_unit-api-1",
+            &Instance::new(1),
+        );
         assert_eq!(body.image.as_deref(), Some("api:1"));
         assert_eq!(
             body.cmd,
@@ -781,7 +833,7 @@ networks:
         );
 
         let db = project.service("db").unwrap();
-        let body = create_body(&project, db, "sha256:db", "unit-db-1");
+        let body = create_body(&project, db, "sha256:db", "unit-db-1", &Instance::new(1));
         assert_eq!(body.healthcheck.unwrap().test, Some(vec!["NONE".into()]));
         assert_eq!(
             body.host_config.unwrap().network_mode.as_deref(),

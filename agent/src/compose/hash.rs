@@ -166,7 +166,7 @@ pub fn service_json(s: &Service) -> Value {
             .iter()
             .map(|p| {
                 let mut o = Map::new();
-                o.insert("mode".into(), json!("ingress"));
+                o.insert("mode".into(), json!(p.mode));
                 if let Some(ip) = &p.host_ip {
                     o.insert("host_ip".into(), json!(ip));
                 }

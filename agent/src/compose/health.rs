@@ -247,6 +247,15 @@ pub fn one_shot_services(project: &Project) -> BTreeSet<String> {
         .collect()
 }
 
+/// A service's name in a health message; with replicas, the container's.
+fn label(service: &str, container: &str, scale: u32) -> String {
+    if scale > 1 {
+        container.to_owned()
+    } else {
+        service.to_owned()
+    }
+}
+
 /// Wait until every service is ready (healthy where it has a healthcheck,
 /// running otherwise, exited 0 for one-shot services) or `deadline` passes.
 pub async fn wait_healthy(
@@ -260,8 +269,12 @@ pub async fn wait_healthy(
         let mut report = Vec::new();
         let mut failures = Vec::new();
         let mut waiting = Vec::new();
-        for service in &project.services {
-            let container = project.container_name(&service.name);
+        // Every replica must be ready: each is a row of its own.
+        let replicas = project
+            .services
+            .iter()
+            .flat_map(|s| (1..=s.scale()).map(move |n| (s, project.replica_name(&s.name, n))));
+        for (service, container) in replicas {
             let target = if one_shots.contains(&service.name) {
                 Target::Completed
             } else {
@@ -277,12 +290,12 @@ pub async fn wait_healthy(
                 Verdict::Ready => {}
                 Verdict::Failed(why) => failures.push(format!(
                     "{}: {why} ({})",
-                    service.name,
+                    label(&service.name, &container, service.scale()),
                     observed.as_ref().map(describe).unwrap_or_default()
                 )),
                 Verdict::Waiting => waiting.push(format!(
                     "{}: {}",
-                    service.name,
+                    label(&service.name, &container, service.scale()),
                     observed.as_ref().map(describe).unwrap_or_default()
                 )),
             }

@@ -17,9 +17,12 @@
 //! - [`create`]: the Engine create body and labels for one service.
 //! - [`converge`]: applying a plan in dependency order.
 //! - [`replace`]: replacing a container, stop-first or start-first.
+//! - [`container`]: create/start/stop/remove/rename of one container, used
+//!   by both (below them, so neither imports the other's internals).
 //! - [`health`]: bounded waits for health and one-shot completion.
 //! - [`status`]: what runs now, for `status` and the release receipt.
 
+pub mod container;
 pub mod converge;
 pub mod create;
 pub mod hash;

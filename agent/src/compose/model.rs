@@ -14,7 +14,12 @@ use std::time::Duration;
 /// A loaded Compose project with an explicit name.
 #[derive(Debug, Clone)]
 pub struct Project {
+    /// The project name: `runtime.project_name`, which wins over the file's
+    /// `name:` the way `docker compose -p` does.
     pub name: String,
+    /// The file's own top-level `name:`, when it sets one (shown by
+    /// `compose config`; a different value only gets a warning).
+    pub file_name: Option<String>,
     /// Directory of the compose file; relative paths resolve against it.
     pub working_dir: PathBuf,
     /// Absolute path(s) of the compose file(s), for the Compose labels.
@@ -43,9 +48,16 @@ impl Project {
     /// The service's `container_name`, else `<project>-<service>-1`:
     /// Compose's container name for number 1.
     pub fn container_name(&self, service: &str) -> String {
+        self.replica_name(service, 1)
+    }
+
+    /// Compose's name for replica `number` of `service`:
+    /// `<project>-<service>-<number>`, or the `container_name` (which the
+    /// loader allows only for a single replica).
+    pub fn replica_name(&self, service: &str, number: u32) -> String {
         self.service(service)
             .and_then(|s| s.container_name.clone())
-            .unwrap_or_else(|| format!("{}-{}-1", self.name, service))
+            .unwrap_or_else(|| format!("{}-{}-{number}", self.name, service))
     }
 }
 
@@ -84,9 +96,9 @@ pub struct Service {
     pub container_name: Option<String>,
     /// `deploy.update_config.order`: how a changed container is replaced.
     pub update_order: UpdateOrder,
-    /// `deploy.replicas` when the file sets it (only 1 is accepted; Compose
-    /// leaves it out of the hash).
-    pub replicas: Option<u64>,
+    /// `deploy.replicas` or `scale` when the file sets one (Compose leaves
+    /// both out of the hash): how many containers the service runs.
+    pub replicas: Option<u32>,
     /// Every other supported key, already in compose-go's normalized JSON
     /// form and keyed by its name in the file (`shm_size` as a byte count
     /// string, `dns` as a list, `deploy` without `replicas`...). The
@@ -97,6 +109,12 @@ pub struct Service {
 }
 
 impl Service {
+    /// How many containers the service runs (`deploy.replicas`/`scale`,
+    /// default 1), numbered 1..=N as Compose numbers them.
+    pub fn scale(&self) -> u32 {
+        self.replicas.unwrap_or(1)
+    }
+
     /// A normalized option as a string.
     pub fn option_str(&self, key: &str) -> Option<&str> {
         self.options.get(key).and_then(serde_json::Value::as_str)
@@ -217,9 +235,13 @@ pub struct ServiceNetwork {
 pub struct Port {
     pub host_ip: Option<String>,
     pub target: u16,
+    /// A host port, or a host range (`8000-8010`) for one target port.
     pub published: Option<String>,
     /// `tcp` or `udp`.
     pub protocol: String,
+    /// `ingress` (the default) or `host`: on one host both publish the
+    /// port the same way; the value is part of the config-hash.
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,7 +254,9 @@ pub enum MountKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeMount {
     pub kind: MountKind,
-    /// Volume key (for `Volume`) or absolute host path (for `Bind`).
+    /// Volume key (for `Volume`) or absolute host path (for `Bind`); empty
+    /// for an anonymous volume (`- /app/node_modules`), which the Engine
+    /// names and a recreate reattaches (see [`super::replace`]).
     pub source: String,
     pub target: String,
     pub read_only: bool,

@@ -93,6 +93,24 @@ impl Plan {
             .all(|s| s.action == Action::Keep { running: true })
     }
 
+    /// The plan's entries with their replica numbers. A service's entries
+    /// (other than removals) come in replica order, so its k-th entry is
+    /// replica k; removals carry the number 0.
+    pub fn numbered(&self) -> Vec<(u32, &ServicePlan)> {
+        let mut seen: BTreeMap<&str, u32> = BTreeMap::new();
+        self.services
+            .iter()
+            .map(|s| {
+                if s.action == Action::Remove {
+                    return (0, s);
+                }
+                let n = seen.entry(s.service.as_str()).or_insert(0);
+                *n += 1;
+                (*n, s)
+            })
+            .collect()
+    }
+
     pub fn action(&self, service: &str) -> Option<&Action> {
         self.services
             .iter()
@@ -104,13 +122,21 @@ impl Plan {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "project {}:", self.project)?;
-        let width = self
-            .services
-            .iter()
-            .map(|s| s.service.len())
-            .max()
-            .unwrap_or(0);
-        for s in &self.services {
+        // Replicas after the first show their number: `worker#2`.
+        let rows: Vec<(String, &ServicePlan)> = self
+            .numbered()
+            .into_iter()
+            .map(|(number, s)| {
+                let label = if number > 1 {
+                    format!("{}#{number}", s.service)
+                } else {
+                    s.service.clone()
+                };
+                (label, s)
+            })
+            .collect();
+        let width = rows.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        for (label, s) in rows {
             let action = match &s.action {
                 Action::Create => "create".to_owned(),
                 Action::Recreate { reason } => format!("recreate ({reason})"),
@@ -126,7 +152,7 @@ impl fmt::Display for Plan {
             writeln!(
                 f,
                 "  {:width$}  {:14}  {}{}",
-                s.service,
+                label,
                 action,
                 s.image.as_deref().unwrap_or("-"),
                 missing
@@ -323,31 +349,49 @@ pub async fn plan(docker: &Docker, project: &Project) -> Result<Plan, Error> {
         };
         let image_id = image_ids.get(service.image.as_str()).cloned().flatten();
         let config_hash = hash::service_hash(service);
-        let mut mine: Vec<&Listed> = listed.iter().filter(|c| &c.service == name).collect();
-        // Keep the container with Compose's name (number 1); any others
-        // (a leftover `<id>_<name>` from an interrupted recreate, a scaled
-        // replica) are surplus.
-        let canonical = project.container_name(name);
-        mine.sort_by_key(|c| (c.name != canonical, c.number != 1, c.number, c.name.clone()));
-        let action = match mine.first() {
-            None => Action::Create,
-            Some(current) => decide(project, service, current, &config_hash, image_id.as_deref()),
-        };
-        for surplus in mine.iter().skip(1) {
-            removals.push(removal(surplus));
+        let mine: Vec<&Listed> = listed.iter().filter(|c| &c.service == name).collect();
+        // One entry per replica, numbers 1..=N in order. Per number, the
+        // container with Compose's name is the replica; any other with that
+        // number (a leftover `<id>_<name>` from an interrupted recreate) is
+        // surplus, as is every container numbered above N.
+        for number in 1..=service.scale() {
+            let canonical = project.replica_name(name, number);
+            let mut candidates: Vec<&Listed> = mine
+                .iter()
+                .copied()
+                .filter(|c| c.number == number)
+                .collect();
+            candidates.sort_by_key(|c| (c.name != canonical, c.name.clone()));
+            let action = match candidates.first() {
+                None => Action::Create,
+                Some(current) => {
+                    decide(project, service, current, &config_hash, image_id.as_deref())
+                }
+            };
+            for surplus in candidates.iter().skip(1) {
+                removals.push(removal(surplus));
+            }
+            services.push(ServicePlan {
+                service: name.clone(),
+                action,
+                container: candidates.first().map(|c| Existing {
+                    id: c.id.clone(),
+                    name: c.name.clone(),
+                    state: c.state.clone(),
+                }),
+                image: Some(service.image.clone()),
+                image_id: image_id.clone(),
+                config_hash: Some(config_hash.clone()),
+            });
         }
-        services.push(ServicePlan {
-            service: name.clone(),
-            action,
-            container: mine.first().map(|c| Existing {
-                id: c.id.clone(),
-                name: c.name.clone(),
-                state: c.state.clone(),
-            }),
-            image: Some(service.image.clone()),
-            image_id,
-            config_hash: Some(config_hash),
-        });
+        // Scaling down removes the highest numbers first, as Compose does.
+        let mut above: Vec<&Listed> = mine
+            .iter()
+            .copied()
+            .filter(|c| c.number == 0 || c.number > service.scale())
+            .collect();
+        above.sort_by_key(|c| std::cmp::Reverse(c.number));
+        removals.extend(above.into_iter().map(removal));
     }
     for orphan in listed
         .iter()
@@ -456,7 +500,7 @@ mod tests {
     /// The list entry of a container the agent created for `service`.
     fn listed(project: &Project, service: &str, image_id: &str, state: &str) -> Listed {
         let s = project.service(service).unwrap();
-        let labels = super::super::create::container_labels(project, s, image_id);
+        let labels = super::super::create::container_labels(project, s, image_id, 1);
         Listed {
             id: format!("{service}-id"),
             name: project.container_name(service),
@@ -633,6 +677,39 @@ mod tests {
         assert_eq!(json["services"][0]["reason"], "image");
         assert_eq!(json["services"][1]["action"], "remove");
         assert!(!plan.is_noop());
+    }
+
+    #[test]
+    fn replicas_are_numbered_in_order_and_shown_with_their_number() {
+        let entry = |service: &str, action: Action| ServicePlan {
+            service: service.into(),
+            action,
+            container: None,
+            image: Some("w:1".into()),
+            image_id: Some("sha256:w".into()),
+            config_hash: None,
+        };
+        let plan = Plan {
+            project: "unit".into(),
+            services: vec![
+                entry("worker", Action::Keep { running: true }),
+                entry("worker", Action::Create),
+                entry("api", Action::Keep { running: true }),
+                entry("worker", Action::Remove),
+            ],
+        };
+        let numbers: Vec<(u32, &str)> = plan
+            .numbered()
+            .into_iter()
+            .map(|(n, s)| (n, s.service.as_str()))
+            .collect();
+        assert_eq!(
+            numbers,
+            vec![(1, "worker"), (2, "worker"), (1, "api"), (0, "worker")]
+        );
+        let text = plan.to_string();
+        assert!(text.contains("  worker#2  create"), "{text}");
+        assert!(text.contains("  worker    keep"), "{text}");
     }
 
     #[test]

@@ -11,14 +11,22 @@
 //! containers cannot hold one).
 //!
 //! **start-first**: the new container is created and started under the
-//! temporary name with the service's network aliases, next to the old one,
-//! and must become healthy within the deploy's health timeout. Only then is
-//! the old one drained (disconnected from the project networks, so the
-//! service name stops resolving to it, then a short grace), stopped,
-//! removed, and the new one renamed. Clients on the project network always
-//! find a container behind the service name: no proxy is needed. If the new
-//! container never becomes healthy it is removed and the old one keeps
-//! serving; the deploy fails at `health`.
+//! temporary name next to the old one, on the project networks but *without*
+//! the service name and aliases, and must become healthy within the
+//! deploy's health timeout. Only then is it announced (it leaves and rejoins
+//! each network with the service's aliases: the Engine cannot add an alias
+//! to an endpoint), and the old one drained (disconnected from the project
+//! networks, so the service name stops resolving to it, then a short
+//! grace), stopped, removed, and the new one renamed. Why unannounced first:
+//! the Engine's DNS answers with a container's address as soon as it joins,
+//! before it can answer (issue 25 measured a lost request at every flip).
+//! The floor without a proxy: the Engine drops the old container's DNS entry
+//! together with its address, so a request that resolved it just before the
+//! disconnect, or is in flight to it, is lost (docs/compose-engine.md,
+//! "Start-first drain"). If the new container never becomes healthy it is
+//! removed and the old one keeps serving; the deploy fails at `health`.
+//! Replicas are replaced one at a time (the converge loop), so a service of
+//! N replicas keeps at least N-1 healthy ones serving.
 //!
 //! Crash safety: a kill at any step leaves the service served by the old or
 //! the new container. The rerun's plan sees the leftovers: a temporary
@@ -26,7 +34,9 @@
 //! asks for and is running (start-first: the service stays served during
 //! the rerun too; [`leftovers`]), and removed otherwise, the replacement
 //! then running again; a temporary container alone is the service's
-//! container and the converge renames it ([`finish_rename`]). Every step has
+//! container and the converge renames it ([`finish_rename`]); a resumed
+//! replacement is announced if it was not yet ([`super::container::announce`]
+//! is idempotent). Every step has
 //! a test pause point (`start-first:*`, `stop-first:*`) so the crash test
 //! can kill there.
 
@@ -34,10 +44,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::NetworkDisconnectRequest;
-use bollard::query_parameters::{RemoveContainerOptions, RenameContainerOptions};
+use bollard::query_parameters::RemoveContainerOptions;
 use bollard::Docker;
 
-use super::converge::{create, grace_seconds, remove, start, stop};
+use super::container::{announce, create, grace_seconds, inherited, remove, rename, start, stop};
+use super::create::Instance;
 use super::health::{wait_for, Target};
 use super::model::{Project, Service, UpdateOrder};
 use super::plan::{docker_error, Action, Existing, Plan};
@@ -52,19 +63,28 @@ const STAGE: Stage = Stage::Converge;
 /// before it gets SIGTERM. New requests already go to the new container.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
 
+/// Time between announcing the new container and draining the old one.
+/// A container that just joined a network under the service name can be
+/// given out by the Engine's DNS before it is reachable (its endpoint
+/// settling; measured at hundreds of ms on a loaded host). While the old
+/// one is still in DNS beside it, a client that gets the new address in
+/// that window is the only one at risk; drained at once, every client
+/// would be.
+const ANNOUNCE_SETTLE: Duration = Duration::from_millis(1000);
+
 /// Compose's temporary name for the replacement of `old`: `<old id>_<name>`.
 fn temporary_name(old: &Existing, name: &str) -> String {
     let short: String = old.id.chars().take(12).collect();
     format!("{short}_{name}")
 }
 
-/// Per start-first service about to be replaced: the container under the
-/// replacement's temporary name that a killed run left (the plan lists it
-/// for removal as surplus). [`replace`] resumes with it when it already
-/// runs the new config, and removes it otherwise.
+/// Per start-first replica about to be replaced, by its container name:
+/// the container under the replacement's temporary name that a killed run
+/// left (the plan lists it for removal as surplus). [`replace`] resumes
+/// with it when it already runs the new config, and removes it otherwise.
 pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Existing> {
     let mut out = BTreeMap::new();
-    for entry in &plan.services {
+    for (number, entry) in plan.numbered() {
         let (Action::Recreate { .. }, Some(old), Some(service)) = (
             &entry.action,
             &entry.container,
@@ -75,49 +95,59 @@ pub(super) fn leftovers(project: &Project, plan: &Plan) -> BTreeMap<String, Exis
         if service.update_order != UpdateOrder::StartFirst {
             continue;
         }
-        let temporary = temporary_name(old, &project.container_name(&service.name));
+        let name = project.replica_name(&service.name, number);
+        let temporary = temporary_name(old, &name);
         let found = plan.services.iter().find(|e| {
             e.action == Action::Remove
                 && e.service == service.name
                 && e.container.as_ref().is_some_and(|c| c.name == temporary)
         });
         if let Some(c) = found.and_then(|e| e.container.clone()) {
-            out.insert(service.name.clone(), c);
+            out.insert(name, c);
         }
     }
     out
 }
 
-/// Replace `old` by a new container of `service` named `name`, in the
-/// service's `deploy.update_config.order` (the loader refuses start-first
-/// for a service with host ports or a `container_name`). Returns the new container's id.
+/// One replica's replacement: the old container, the name and number the
+/// new one takes, and what a killed run left.
+pub(super) struct Replacement<'a> {
+    pub service: &'a Service,
+    pub image_id: &'a str,
+    pub old: &'a Existing,
+    pub name: &'a str,
+    pub number: u32,
+    pub leftover: Option<Existing>,
+}
+
+/// Replace `job.old` by a new container of the service named `job.name`,
+/// in the service's `deploy.update_config.order` (the loader refuses
+/// start-first for a service with host ports or a `container_name`). The
+/// new container gets the old one's anonymous volumes. Replicas are
+/// replaced one at a time by the converge loop, so a start-first service
+/// of N replicas never has fewer than N-1 healthy ones serving. Returns
+/// the new container's id.
 pub(super) async fn replace(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
-    leftover: Option<Existing>,
+    job: Replacement<'_>,
 ) -> Result<String, Error> {
-    match service.update_order {
-        UpdateOrder::StopFirst => stop_first(docker, project, service, image_id, old, name).await,
-        UpdateOrder::StartFirst => {
-            start_first(docker, project, service, image_id, old, name, leftover).await
-        }
+    let instance = inherited(docker, job.service, &job.old.id, job.number).await?;
+    match job.service.update_order {
+        UpdateOrder::StopFirst => stop_first(docker, project, &job, &instance).await,
+        UpdateOrder::StartFirst => start_first(docker, project, &job, &instance).await,
     }
 }
 
 async fn stop_first(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
+    job: &Replacement<'_>,
+    instance: &Instance,
 ) -> Result<String, Error> {
+    let (service, old, name) = (job.service, job.old, job.name);
     let temporary = temporary_name(old, name);
-    let id = create(docker, project, service, image_id, &temporary).await?;
+    let id = create(docker, project, service, job.image_id, &temporary, instance).await?;
     pause("stop-first:created");
     stop(docker, &old.id, grace_seconds(service)).await?;
     pause("stop-first:stopped");
@@ -136,15 +166,13 @@ async fn stop_first(
 async fn start_first(
     docker: &Docker,
     project: &Project,
-    service: &Service,
-    image_id: &str,
-    old: &Existing,
-    name: &str,
-    leftover: Option<Existing>,
+    job: &Replacement<'_>,
+    instance: &Instance,
 ) -> Result<String, Error> {
+    let (service, image_id, old, name) = (job.service, job.image_id, job.old, job.name);
     let temporary = temporary_name(old, name);
-    let resumed = match leftover {
-        Some(c) => resume(docker, service, image_id, &c).await?,
+    let resumed = match &job.leftover {
+        Some(c) => resume(docker, service, image_id, c).await?,
         None => None,
     };
     let id = match resumed {
@@ -154,7 +182,16 @@ async fn start_first(
         }
         None => {
             log::info!(stage = STAGE; "start-first: starting {temporary} next to {name}");
-            let id = create(docker, project, service, image_id, &temporary).await?;
+            // Out of the service's DNS until healthy: a client resolving the
+            // service name must never be sent to a container that cannot
+            // answer yet (issue 25: the one failure the outside probe saw
+            // per flip was a request to the new container while it joined
+            // the network).
+            let hidden = Instance {
+                unannounced: true,
+                ..instance.clone()
+            };
+            let id = create(docker, project, service, image_id, &temporary, &hidden).await?;
             pause("start-first:created");
             if let Err(e) = start(docker, &id).await {
                 discard(docker, &id, &temporary).await;
@@ -194,6 +231,9 @@ async fn start_first(
     }
     log::info!(stage = STAGE; "start-first: {temporary} is ready after {}ms; draining {name}", started.elapsed().as_millis());
     pause("start-first:healthy");
+    announce(docker, project, service, &id, &temporary).await?;
+    pause("start-first:announced");
+    tokio::time::sleep(ANNOUNCE_SETTLE).await;
     drain(docker, project, service, old).await;
     pause("start-first:drained");
     tokio::time::sleep(DRAIN_GRACE).await;
@@ -268,18 +308,6 @@ async fn discard(docker: &Docker, id: &str, name: &str) {
     }
 }
 
-async fn rename(docker: &Docker, id: &str, from: &str, to: &str) -> Result<(), Error> {
-    docker
-        .rename_container(
-            id,
-            RenameContainerOptions {
-                name: to.to_owned(),
-            },
-        )
-        .await
-        .map_err(|e| docker_error(&format!("rename {from} to {to}"), e))
-}
-
 /// A service whose only container still has a temporary name: a replacement
 /// was interrupted after the old container was removed. Give it the name.
 pub(super) async fn finish_rename(
@@ -337,7 +365,7 @@ mod tests {
             ],
         };
         let found = leftovers(&project("start-first"), &plan("aaaaaaaaaaaa_unit-api-1"));
-        assert_eq!(found.get("api").map(|c| c.id.as_str()), Some("bbbb"));
+        assert_eq!(found.get("unit-api-1").map(|c| c.id.as_str()), Some("bbbb"));
         // Another temporary name (an older run's) is plain surplus.
         assert!(leftovers(&project("start-first"), &plan("cccccccccccc_unit-api-1")).is_empty());
         // Stop-first never resumes: its new container was never started.

@@ -61,6 +61,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub daemon: DaemonConfig,
     pub smoke: SmokeConfig,
+    pub images: ImagesConfig,
 }
 
 impl Config {
@@ -130,12 +131,53 @@ impl Config {
                 "use a number from 1 to 10",
             ));
         }
+        if let Some(account) = &self.aws.account_id {
+            if account.len() != 12 || !account.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(invalid(
+                    "aws.account_id",
+                    format!("{account:?} is not an AWS account id"),
+                    "use the host's 12-digit account id, or leave it out to read it from instance metadata",
+                ));
+            }
+        }
+        if let Some(alias) = &self.aws.test_ecr_registry_alias {
+            if !is_registry_host(alias) {
+                return Err(invalid(
+                    "aws.test_ecr_registry_alias",
+                    format!("{alias:?} is not a registry host"),
+                    "use HOST:PORT of the test registry (this key is for test stacks only)",
+                ));
+            }
+        }
+        for (i, registry) in self.docker.allowed_registries.iter().enumerate() {
+            if registry.contains('*') {
+                return Err(invalid(
+                    &format!("docker.allowed_registries[{i}]"),
+                    format!("{registry:?} is a wildcard; a wildcard over ECR hosts admits every AWS account"),
+                    "list each registry host exactly; the host account's ECR in aws.region is allowed without listing",
+                ));
+            }
+            if !is_registry_host(registry) {
+                return Err(invalid(
+                    &format!("docker.allowed_registries[{i}]"),
+                    format!("{registry:?} is not a registry host"),
+                    "write HOST or HOST:PORT, for example \"ghcr.io\"",
+                ));
+            }
+        }
         let prefix = &self.runtime.parameter_prefix;
         if !prefix.starts_with('/') || !prefix.ends_with('/') || prefix.contains("//") {
             return Err(invalid(
                 "runtime.parameter_prefix",
                 format!("{prefix:?} is not an SSM path prefix"),
                 "use a path that starts and ends with '/', such as \"/wavemap/dev/runtime/\"",
+            ));
+        }
+        if self.images.keep > IMAGES_HISTORY_MAX {
+            return Err(invalid(
+                "images.keep",
+                format!("{} is more than the deploy history holds", self.images.keep),
+                &format!("use a number from 0 to {IMAGES_HISTORY_MAX}"),
             ));
         }
         if !is_compose_project_name(&self.runtime.project_name) {
@@ -363,6 +405,21 @@ mod tests {
     }
 
     #[test]
+    fn registry_keys_are_checked() {
+        let e = err("[docker]\nallowed_registries = [\"*.dkr.ecr.us-east-2.amazonaws.com\"]\n");
+        assert!(
+            e.contains("docker.allowed_registries[0]") && e.contains("wildcard"),
+            "{e}"
+        );
+        let e = err("[aws]\naccount_id = \"12345\"\n");
+        assert!(e.contains("aws.account_id"), "{e}");
+        let e = err("[aws]\ntest_ecr_registry_alias = \"not a host\"\n");
+        assert!(e.contains("aws.test_ecr_registry_alias"), "{e}");
+        let c = Config::parse("[aws]\naccount_id = \"123456789012\"\n[docker]\nallowed_registries = [\"ghcr.io\", \"127.0.0.1:5000\"]\n", "t").unwrap();
+        assert_eq!(c.aws.account_id.as_deref(), Some("123456789012"));
+    }
+
+    #[test]
     fn bad_url_is_refused() {
         let e = err("[aws]\nssm_endpoint = \"localhost:4566\"\n");
         assert!(e.contains("ssm_endpoint") && e.contains("http"), "{e}");
@@ -378,5 +435,22 @@ mod tests {
     fn parameter_escaping_the_prefix_is_refused() {
         let e = err("[[runtime.parameters]]\nname = \"../etc/X\"\ntype = \"String\"\n");
         assert!(e.contains("../etc/X"), "{e}");
+    }
+
+    #[test]
+    fn images_section_has_defaults_and_bounds_keep() {
+        let c = Config::parse("", "test").unwrap();
+        assert_eq!(
+            (
+                c.images.keep,
+                c.images.prune_after_record,
+                c.images.min_free_mb
+            ),
+            (1, true, 2048)
+        );
+        let e = err("[images]\nkeep = 51\n");
+        assert!(e.contains("images.keep") && e.contains("0 to 50"), "{e}");
+        let e = err("[images]\nmin_free = 1\n");
+        assert!(e.contains("min_free"), "{e}");
     }
 }

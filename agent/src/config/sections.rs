@@ -1,5 +1,5 @@
 //! The file's sections (`[agent]`, `[aws]`, `[docker]`, `[runtime]`,
-//! `[receipt]`, `[database]`, `[jobs]`, `[daemon]`) and their defaults, which
+//! `[receipt]`, `[database]`, `[jobs]`, `[daemon]`, `[images]`) and their defaults, which
 //! describe the runbook's deployed dev. Why apart from loading: a reader
 //! looking for a key and its default finds all of them here.
 
@@ -26,6 +26,15 @@ pub struct AgentConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct AwsConfig {
     pub region: String,
+    /// The host's AWS account (12 digits). Its ECR in `region` is the
+    /// registry the ECR token is for and the one allowed without listing.
+    /// Absent: read from the instance identity document (IMDSv2) the first
+    /// time an image needs it.
+    pub account_id: Option<String>,
+    /// Test seam, never set on a real host: this `host:port` counts as the
+    /// host account's ECR (allowed, and sent the ECR token), so the local
+    /// stack's registry can stand in for ECR.
+    pub test_ecr_registry_alias: Option<String>,
     /// Endpoint override for SSM; `AWS_ENDPOINT_URL_SSM` also works.
     pub ssm_endpoint: Option<HttpUrl>,
     /// Endpoint override for ECR; `AWS_ENDPOINT_URL_ECR` also works.
@@ -47,8 +56,14 @@ pub struct DockerConfig {
     pub request_timeout: Seconds,
     /// How long to wait for the Engine to answer before exit 69.
     pub connect_wait: Seconds,
-    /// Registry hosts image URIs may name (`*.` matches one DNS label prefix).
+    /// Registry hosts (`host[:port]`, exact, no wildcards) image URIs may
+    /// name besides the host account's ECR in `aws.region`, which is always
+    /// allowed. They never get the ECR token.
     pub allowed_registries: Vec<String>,
+    /// A Docker `config.json` whose `auths` give credentials for registries
+    /// in `allowed_registries`; a registry without an entry is pulled
+    /// anonymously.
+    pub auth_config: Option<AbsPath>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +214,8 @@ impl Default for AwsConfig {
     fn default() -> Self {
         AwsConfig {
             region: "us-east-2".into(),
+            account_id: None,
+            test_ecr_registry_alias: None,
             ssm_endpoint: None,
             ecr_endpoint: None,
             max_attempts: 5,
@@ -214,7 +231,8 @@ impl Default for DockerConfig {
             host: "unix:///var/run/docker.sock".into(),
             request_timeout: Seconds::new(120),
             connect_wait: Seconds::new(30),
-            allowed_registries: vec!["*.dkr.ecr.us-east-2.amazonaws.com".into()],
+            allowed_registries: Vec::new(),
+            auth_config: None,
         }
     }
 }
@@ -285,6 +303,38 @@ impl Default for DaemonConfig {
             ready_timeout: Seconds::new(600),
             retry_max: Seconds::new(300),
             heal: true,
+        }
+    }
+}
+
+/// Pairs the deploy history remembers (`state_dir/deployed-pairs.json`);
+/// `images.keep` may not exceed it.
+pub const IMAGES_HISTORY_MAX: usize = 50;
+
+/// `[images]`: what `runtime prune` keeps, and the free space a pull
+/// must leave on Docker's data root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImagesConfig {
+    /// How many most recent deployed pairs, other than the current release
+    /// and the last-good receipt, `runtime prune` keeps (for a quick
+    /// redeploy without a pull).
+    pub keep: usize,
+    /// Prune after a successful `runtime record-release --execute`.
+    pub prune_after_record: bool,
+    /// A pull must leave at least this much free on Docker's data root
+    /// (free minus twice the compressed size of the missing images), else
+    /// the deploy is refused at `pull-preflight`; the daemon warns below it.
+    /// 2048 MiB: room for PostgreSQL's WAL and logs on the same volume.
+    pub min_free_mb: u64,
+}
+
+impl Default for ImagesConfig {
+    fn default() -> Self {
+        ImagesConfig {
+            keep: 1,
+            prune_after_record: true,
+            min_free_mb: 2048,
         }
     }
 }

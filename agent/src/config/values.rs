@@ -128,3 +128,31 @@ impl From<Seconds> for u64 {
         value.0
     }
 }
+
+/// `host[:port]` where host is DNS labels or an IPv4 address: a registry
+/// host as image references and `docker.allowed_registries` name it.
+pub fn is_registry_host(s: &str) -> bool {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    if let Some(port) = port {
+        if port.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+            return false;
+        }
+    }
+    // Docker treats the first component as a registry only when it has a
+    // dot or a port or is localhost; require the same so it is unambiguous.
+    (host.contains('.') || port.is_some() || host == "localhost")
+        && !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}

@@ -1,7 +1,8 @@
 //! One try at running the current release healthy: wait for Docker, take
-//! the operation lock, read the current release under it, run the deploy
-//! pipeline. Boot recovery and every retry after it are such attempts; so
-//! is a heal of drift, which comes in with the lock already held.
+//! the operation lock, read the current release under it, check that the
+//! last gated command succeeded ([`super::authority`]), run the deploy
+//! pipeline with the env files on disk. Boot recovery and every retry after
+//! it are such attempts.
 
 use std::time::{Duration, Instant};
 
@@ -20,18 +21,18 @@ pub enum Attempt {
     Healthy(Healthy),
     NoRelease,
     Failed(Failed),
+    /// The last gated command failed or was interrupted: nothing was done.
+    Waiting(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct Healthy {
     pub image_tag: String,
-    /// `env files re-rendered from SSM`, `kept existing env files (...)`.
+    /// `env files as on disk (no SSM call)`, `kept existing env files (...)`.
     pub env: String,
     pub to_docker_ms: u64,
     /// From the attempt's start to the end of converge.
     pub to_converged_ms: u64,
-    /// `api:recreate-image`, ...: what the pipeline changed.
-    pub changed: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -77,15 +78,14 @@ pub async fn wait_for_docker(
     .map_err(|e| format!("Docker did not answer within {}s: {e}", deadline.as_secs()))
 }
 
-/// A full attempt. `heal` attempts come after READY: they never wait for
-/// the lock (an operation that holds it is left alone) and never re-render
-/// the env files unless boot recovery never managed to (`render`).
+/// A full attempt. Attempts after READY never wait for the lock (an
+/// operation that holds it is left alone). The env files are the ones on
+/// disk; SSM is read only for a file the release needs that is missing.
 pub async fn recover(
     config: &Config,
     alive: &Monotonic,
     phase: Phase,
     lock_wait: Duration,
-    render: bool,
 ) -> Attempt {
     let started = Instant::now();
     write_heartbeat(config, Phase::WaitingForDocker, "waiting for Docker");
@@ -120,6 +120,9 @@ pub async fn recover(
             })
         }
     };
+    if let Some(why) = super::authority::waiting_for(config) {
+        return Attempt::Waiting(why);
+    }
     let tag = current.release.image_tag.clone();
     write_heartbeat(config, phase, &format!("recovering {tag}"));
     let progress = format!(
@@ -134,12 +137,7 @@ pub async fn recover(
         // retries, so `systemctl status` never shows a bare progress line.
         log::info!(operation = "daemon"; "{progress}");
     }
-    let env = if render {
-        EnvPolicy::KeepExistingIfUnavailable
-    } else {
-        EnvPolicy::KeepExisting
-    };
-    match pipeline(config, &current.release, env, &lock).await {
+    match pipeline(config, &current.release, &lock).await {
         Ok(mut healthy) => {
             healthy.to_docker_ms = to_docker_ms;
             healthy.to_converged_ms += to_docker_ms;
@@ -158,13 +156,12 @@ pub async fn recover(
 pub async fn pipeline(
     config: &Config,
     release: &Release,
-    env: EnvPolicy,
     _lock: &OperationLock,
 ) -> Result<Healthy, String> {
     let mut report = Report::new();
     let options = Options {
         execute: true,
-        env,
+        env: EnvPolicy::FromDisk,
         record_as: None,
     };
     let outcome = deploy::run(config, release, options, &mut report, "WAVEMAP_BOOT").await;
@@ -176,19 +173,18 @@ pub async fn pipeline(
                 .filter(|(s, _)| s != "health")
                 .map(|(_, ms)| ms)
                 .sum();
-            let env = match (&outcome.env_kept_reason, env) {
-                (_, EnvPolicy::KeepExisting) => {
-                    "env files kept as deployed (a heal never re-renders)".into()
+            let env = match outcome.env_kept_reason.as_deref() {
+                Some(deploy::ENV_FROM_DISK) => {
+                    format!("env files {}", deploy::ENV_FROM_DISK)
                 }
-                (Some(reason), _) => format!("kept existing env files ({reason})"),
-                (None, _) => "env files re-rendered from SSM".into(),
+                Some(reason) => format!("kept existing env files ({reason})"),
+                None => "missing env files rendered from SSM".into(),
             };
             Ok(Healthy {
                 image_tag: release.image_tag.clone(),
                 env,
                 to_docker_ms: 0,
                 to_converged_ms,
-                changed: outcome.changed_services,
             })
         }
         Err(e) => Err(format!(

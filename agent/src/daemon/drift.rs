@@ -12,7 +12,14 @@
 //! - **image**: the container runs another image than the release's tag
 //!   points to;
 //! - **config**: its config hash (Compose's `com.docker.compose.config-hash`)
-//!   differs from the release's, environment included.
+//!   differs from the one the env and Compose files on disk give,
+//!   environment included.
+//!
+//! Missing and exited are crash-type drift, which a heal may act on
+//! ([`super::heal`]); an exited container is exited drift even when its
+//! image or config differs too. Image and config drift are only reported:
+//! they are what a person's `docker compose up`, a failed deploy or a
+//! `runtime-env --execute` left, and only a gated command changes those.
 //!
 //! A drift is healed only once it holds still: seen the same (same
 //! services, kinds and containers) in two checks in a row, with no
@@ -145,15 +152,18 @@ pub fn rules(plan: &Plan, one_shot: &BTreeSet<String>) -> Vec<Drift> {
     let mut out = Vec::new();
     for s in &plan.services {
         let state = s.container.as_ref().map_or("", |c| c.state.as_str());
+        let crashed = match state {
+            "exited" => !one_shot.contains(&s.service),
+            "created" | "dead" => true,
+            _ => false,
+        };
         let kind = match &s.action {
             Action::Create => Some(Kind::Missing),
             Action::Remove => None,
-            Action::Keep { running: true } => None,
-            Action::Keep { running: false } => match state {
-                "exited" if one_shot.contains(&s.service) => None,
-                "exited" | "created" | "dead" => Some(Kind::Exited),
-                _ => None,
-            },
+            // A crash is a crash whatever else differs: the heal decides
+            // whether it can bring it back with the recorded config.
+            _ if crashed => Some(Kind::Exited),
+            Action::Keep { .. } => None,
             // The release's image is not on the host: the planner cannot
             // compare, and a running container is left alone.
             Action::Recreate { .. } if s.image_id.is_none() => None,
@@ -174,7 +184,7 @@ pub fn rules(plan: &Plan, one_shot: &BTreeSet<String>) -> Vec<Drift> {
 }
 
 /// Drift of what runs from `release`, using the env files on disk (a heal
-/// never re-renders them). The caller holds the operation lock, so no
+/// never renders them). The caller holds the operation lock, so no
 /// deploy is half-way through its converge.
 pub async fn detect(
     docker: &bollard::Docker,
@@ -321,6 +331,25 @@ mod tests {
             describe(&rules(&p, &BTreeSet::new())[..2]),
             "postgres missing, api exited"
         );
+    }
+
+    #[test]
+    fn a_crashed_container_is_exited_drift_even_when_its_config_differs_too() {
+        // `runtime-env --execute` changed the env file, then the container
+        // died: a crash, which the heal may bring back with its recorded
+        // config; running, the same container is config drift (reported).
+        let env = Action::Recreate {
+            reason: Reason::Env,
+        };
+        let p = plan(vec![
+            service("api", env.clone(), Some("exited"), true),
+            service("web", env, Some("running"), true),
+        ]);
+        let kinds: Vec<Kind> = rules(&p, &BTreeSet::new())
+            .into_iter()
+            .map(|d| d.kind)
+            .collect();
+        assert_eq!(kinds, [Kind::Exited, Kind::Config]);
     }
 
     #[test]

@@ -3,11 +3,17 @@
 //!
 //! At boot the host was stopped for cost and woken on demand; nobody is
 //! watching, and what the release needs (Docker, SSM, ECR, the registry)
-//! may come up after us. So:
+//! may come up after us. And nobody asked for a change: the rule is that
+//! what runs is exactly what the last gated command that
+//! succeeded (a deploy or rollback) put there, so the daemon restores that
+//! after a crash or a wake, and nothing else:
 //!
 //! - **Boot recovery** brings the current release back through the deploy
-//!   pipeline (keeping the existing env files when SSM stays unreachable
-//!   for `daemon.ssm_wait` or its render is refused).
+//!   pipeline with the env files on disk, as the last deploy promoted them,
+//!   and makes no SSM call: a parameter changed while the host slept goes
+//!   live with the next deploy, not at wake. Only a file the release needs
+//!   that is missing is rendered from SSM (tried for `daemon.ssm_wait`;
+//!   unreachable or refused, the existing files are kept and it says so).
 //! - **READY=1** comes once the release runs healthy (`STATUS=ready:
 //!   recovered ...`), or when there is nothing to recover, or at the latest
 //!   at `daemon.ready_timeout` (inside the unit's `TimeoutStartSec`) with
@@ -15,13 +21,23 @@
 //!   start either way; the STATUS line (and `status`) says which it was.
 //! - **A failed attempt is retried** with jittered exponential backoff
 //!   ([`crate::retry::Backoff`]) until the release runs healthy, before and after READY.
-//! - **Drift** ([`drift`]) from the current release (a container missing,
-//!   exited, on another image or config) is converged back, each time
-//!   checked and fixed under the operation lock, so never while a deploy or
-//!   any other operation holds it. Each heal is an operation in the
-//!   journal (`daemon heal`), shown by `status`. `daemon.heal = false`
-//!   turns the daemon into an observer that reports drift and failures but
-//!   changes nothing after READY.
+//! - **A heal** ([`heal`]) acts only on crash-type drift ([`drift`]: a
+//!   container missing, exited or dead), and brings it back with the config
+//!   the deploy recorded (`configHashes` in the current release), never one
+//!   made from today's env files: when the files on disk no longer give the
+//!   recorded config, it reports that and does not act. Each heal is checked
+//!   and done under the operation lock (never while another operation holds
+//!   it) and is an operation in the journal (`daemon heal`).
+//! - **Image and config drift** (a person's `docker compose up` with other
+//!   images, what a failed deploy left, env files `runtime-env --execute`
+//!   changed) is reported in STATUS, `status` and the journal (`daemon
+//!   drift`) and never acted on.
+//! - **After a failed or interrupted deploy, rollback or migrate** (the
+//!   operation journal says so, [`authority`]), the daemon heals and
+//!   recovers nothing until a deploy or rollback succeeds; STATUS says that
+//!   it is waiting, and why.
+//! - `daemon.heal = false` turns the daemon into an observer that reports
+//!   drift and failures but changes nothing after READY.
 //!
 //! `WATCHDOG=1` is sent by a task that checks, on the monotonic clock, that
 //! the main loop made progress recently: a stuck main loop stops the pings
@@ -32,7 +48,9 @@
 //! what `status` shows; both are redacted before they are written.
 
 mod attempt;
+pub mod authority;
 pub mod drift;
+pub mod heal;
 mod records;
 
 use std::future::Future;
@@ -43,14 +61,13 @@ use sd_notify::NotifyState;
 
 use crate::clock::{self, Monotonic};
 use crate::config::Config;
-use crate::deploy::EnvPolicy;
 use crate::error::{Error, Stage};
 use crate::output::redact;
 use crate::release;
 use crate::retry::Backoff;
 use attempt::Attempt;
 use records::write_heartbeat;
-use records::{finish, journal_heal, register_known_secrets};
+use records::{finish, journal_heal, journal_report, register_known_secrets};
 pub use records::{
     read_boot_recovery, read_heartbeat, BootRecovery, Heartbeat, Phase, RecoveryResult,
 };
@@ -83,6 +100,8 @@ struct Daemon<'a> {
     /// What READY's STATUS says if the deadline passes now.
     pending: String,
     last_status: String,
+    /// What was last written to the journal as reported drift.
+    last_reported: String,
 }
 
 pub async fn run(config: &Config) -> Result<(), Error> {
@@ -116,6 +135,7 @@ pub async fn run(config: &Config) -> Result<(), Error> {
         backoff: Backoff::jittered(Duration::from_secs(2), config.daemon.retry_max.duration()),
         pending: "still recovering".into(),
         last_status: String::new(),
+        last_reported: String::new(),
     };
     if daemon.recover().await.is_none() {
         return Ok(());
@@ -185,6 +205,17 @@ impl Daemon<'_> {
         write_heartbeat(self.config, phase, &text);
     }
 
+    /// Say `text` as [`Daemon::say`] does, and record it in the journal
+    /// (`daemon drift`) when it is news.
+    fn report(&mut self, phase: Phase, text: &str) {
+        if text != self.last_reported {
+            log::warn!(operation = "heal"; "{}", redact(text));
+            journal_report(self.config, text);
+            self.last_reported = text.to_owned();
+        }
+        self.say(phase, text);
+    }
+
     /// Boot recovery and its retries, until the release runs healthy or
     /// there is none. `None`: told to stop.
     async fn recover(&mut self) -> Option<()> {
@@ -218,7 +249,7 @@ impl Daemon<'_> {
             // and leaves no entry (a long deploy would otherwise fill the
             // journal with them).
             let result = self
-                .drive(attempt::recover(config, &alive, phase, lock_wait, true))
+                .drive(attempt::recover(config, &alive, phase, lock_wait))
                 .await?;
             match result {
                 Attempt::Healthy(h) => {
@@ -265,6 +296,15 @@ impl Daemon<'_> {
                         Phase::Running,
                         &format!("{}: {}", record.result, record.detail),
                     );
+                    return Some(());
+                }
+                Attempt::Waiting(why) => {
+                    record.result = RecoveryResult::Waiting;
+                    record.detail =
+                        format!("{why}; recovering nothing until a deploy or rollback succeeds");
+                    finish(config, &record);
+                    let text = format!("degraded: waiting: {}", record.detail);
+                    self.ready_now(Phase::Degraded, &text);
                     return Some(());
                 }
                 Attempt::Failed(f) => {
@@ -324,6 +364,8 @@ impl Daemon<'_> {
         // (how boot recovery went) rather than a bare health line.
         let mut baseline: Option<String> = None;
         let mut eventful = false;
+        // The last low-disk warning, so the journal gets it once per change.
+        let mut low_disk: Option<String> = None;
         loop {
             if self.sleep(pause).await.is_none() {
                 return;
@@ -337,10 +379,24 @@ impl Daemon<'_> {
                 Some(check) => check,
                 None => return,
             };
+            let low = match self
+                .drive(crate::images::disk::low_space_warning(config))
+                .await
+            {
+                Some(low) => low,
+                None => return,
+            };
+            if low != low_disk {
+                if let Some(warning) = &low {
+                    log::warn!(operation = "daemon"; "{warning}");
+                }
+                eventful = true;
+                low_disk = low;
+            }
             let check = match check {
                 Check::Drift {
                     found,
-                    release,
+                    current,
                     lock,
                 } => {
                     let still = found.moving.is_none();
@@ -348,7 +404,7 @@ impl Daemon<'_> {
                     if still && again {
                         Check::Drift {
                             found,
-                            release,
+                            current,
                             lock,
                         }
                     } else {
@@ -383,7 +439,23 @@ impl Daemon<'_> {
                     } else {
                         (Phase::Degraded, "degraded")
                     };
-                    self.say(phase, &format!("{word}: {}", seen.summary));
+                    let mut text = format!("{word}: {}", seen.summary);
+                    if let Some(warning) = &low_disk {
+                        text.push_str(&format!("; warning: {warning}"));
+                    }
+                    self.say(phase, &text);
+                }
+                Check::Waiting { why, drift } => {
+                    let mut text = format!(
+                        "degraded: waiting: {why}; healing nothing until a deploy or rollback succeeds"
+                    );
+                    if !drift.is_empty() {
+                        text.push_str(&format!(
+                            "; drift: {} (reported, not acted on)",
+                            drift::describe(&drift)
+                        ));
+                    }
+                    self.report(Phase::Degraded, &text);
                 }
                 Check::Drift { found, .. } if !config.daemon.heal => {
                     self.say(
@@ -396,66 +468,104 @@ impl Daemon<'_> {
                 }
                 Check::Drift {
                     found,
-                    release,
+                    current,
                     lock,
                 } => {
-                    let what = drift::describe(&found.drift);
-                    log::warn!(operation = "heal"; "drift from {}: {what}; healing", release.image_tag);
-                    self.say(Phase::Healing, &format!("healing: {what}"));
-                    let started_at = clock::now();
-                    let started = Instant::now();
-                    journal_heal(config, "start", &started_at, None, &what, None);
-                    let result = self
-                        .drive(attempt::pipeline(
-                            config,
-                            &release,
-                            EnvPolicy::KeepExisting,
-                            &lock,
-                        ))
-                        .await;
-                    drop(lock);
-                    let Some(result) = result else { return };
-                    let took = attempt::ms(started);
-                    match result {
-                        Ok(healthy) => {
-                            self.backoff.reset();
-                            journal_heal(
-                                config,
-                                "end",
-                                &started_at,
-                                Some("success"),
-                                &format!("{what}; changed {}", healthy.changed.join(",")),
-                                Some(took),
-                            );
-                            self.say(
-                                Phase::Running,
-                                &format!(
-                                    "running: healed {what} in {:.1}s ({})",
-                                    took as f64 / 1000.0,
-                                    release.image_tag
-                                ),
-                            );
-                        }
-                        Err(why) => {
-                            journal_heal(
-                                config,
-                                "end",
-                                &started_at,
-                                Some("failed"),
-                                &format!("{what}: {why}"),
-                                Some(took),
-                            );
-                            pause = self.backoff.next_delay();
-                            self.say(
-                                Phase::Degraded,
-                                &format!(
-                                    "degraded: heal of {what} {why}; retrying in {}s",
-                                    pause.as_secs().max(1)
-                                ),
-                            );
-                        }
+                    let crashed = heal::crashed(&found.drift);
+                    let others: Vec<drift::Drift> = found
+                        .drift
+                        .iter()
+                        .filter(|d| !crashed.contains(d))
+                        .cloned()
+                        .collect();
+                    if crashed.is_empty() {
+                        drop(lock);
+                        self.report(
+                            Phase::Degraded,
+                            &format!(
+                                "degraded: drift: {} (reported, not acted on: only a deploy or rollback changes images or config)",
+                                drift::describe(&others)
+                            ),
+                        );
+                        continue;
+                    }
+                    match self.heal(&crashed, &current, lock).await {
+                        Some(Some(backoff)) => pause = backoff,
+                        Some(None) => {}
+                        None => return,
                     }
                 }
+            }
+        }
+    }
+
+    /// Heal `crashed` (the lock held until it ends). `None`: told to stop;
+    /// `Some(Some(pause))`: it failed, check again after `pause`.
+    async fn heal(
+        &mut self,
+        crashed: &[drift::Drift],
+        current: &release::CurrentRelease,
+        lock: crate::lock::OperationLock,
+    ) -> Option<Option<Duration>> {
+        let config = self.config;
+        let what = drift::describe(crashed);
+        let tag = current.release.image_tag.clone();
+        log::warn!(operation = "heal"; "drift from {tag}: {what}; healing");
+        self.say(Phase::Healing, &format!("healing: {what}"));
+        let started_at = clock::now();
+        let started = Instant::now();
+        let result = self.drive(heal::heal(config, current, crashed)).await;
+        drop(lock);
+        let took = attempt::ms(started);
+        let journal = |outcome: &str, detail: &str| {
+            journal_heal(config, "start", &started_at, None, &what, None);
+            journal_heal(
+                config,
+                "end",
+                &started_at,
+                Some(outcome),
+                detail,
+                Some(took),
+            );
+        };
+        match result? {
+            Ok(healed) => {
+                self.backoff.reset();
+                let mut detail = format!("{what}; changed {}", healed.changed.join(","));
+                if !healed.refused.is_empty() {
+                    detail.push_str(&format!("; not healed: {}", healed.refused.join("; ")));
+                }
+                journal("success", &detail);
+                self.say(
+                    Phase::Running,
+                    &format!(
+                        "running: healed {what} in {:.1}s ({tag})",
+                        took as f64 / 1000.0
+                    ),
+                );
+                Some(None)
+            }
+            Err(heal::HealError::Refused(why)) => {
+                self.report(
+                    Phase::Degraded,
+                    &format!(
+                        "degraded: not healing {what}: {} (reported, not acted on)",
+                        why.join("; ")
+                    ),
+                );
+                Some(None)
+            }
+            Err(heal::HealError::Failed(why)) => {
+                journal("failed", &format!("{what}: {why}"));
+                let pause = self.backoff.next_delay();
+                self.say(
+                    Phase::Degraded,
+                    &format!(
+                        "degraded: heal of {what} failed at {why}; retrying in {}s",
+                        pause.as_secs().max(1)
+                    ),
+                );
+                Some(Some(pause))
             }
         }
     }
@@ -527,10 +637,16 @@ enum Check {
     NoRelease,
     /// Not checked this round (lock busy, Docker or the files unreadable).
     Skipped(String),
+    /// The last gated command failed or was interrupted: nothing is
+    /// healed. The drift found, to report.
+    Waiting {
+        why: String,
+        drift: Vec<drift::Drift>,
+    },
     /// Drift found; the lock is still held for the heal.
     Drift {
         found: drift::Found,
-        release: Box<release::Release>,
+        current: Box<release::CurrentRelease>,
         lock: crate::lock::OperationLock,
     },
 }
@@ -558,11 +674,18 @@ async fn check_drift(config: &Config) -> Check {
         Ok(d) => d,
         Err(e) => return Check::Skipped(e.to_string()),
     };
-    match drift::detect(&docker, config, &current.release).await {
+    let detected = drift::detect(&docker, config, &current.release).await;
+    if let Some(why) = authority::waiting_for(config) {
+        return Check::Waiting {
+            why,
+            drift: detected.map(|f| f.drift).unwrap_or_default(),
+        };
+    }
+    match detected {
         Ok(found) if found.drift.is_empty() => Check::Clean,
         Ok(found) => Check::Drift {
             found,
-            release: Box::new(current.release),
+            current: Box::new(current),
             lock,
         },
         Err(e) => Check::Skipped(format!("cannot plan: {e}")),

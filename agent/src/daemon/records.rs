@@ -54,6 +54,8 @@ pub enum RecoveryResult {
     #[default]
     Failed,
     NoRelease,
+    /// The last gated command failed or was interrupted: nothing was done.
+    Waiting,
 }
 
 impl RecoveryResult {
@@ -62,6 +64,7 @@ impl RecoveryResult {
             RecoveryResult::Recovered => "recovered",
             RecoveryResult::Failed => "failed",
             RecoveryResult::NoRelease => "no-release",
+            RecoveryResult::Waiting => "waiting",
         }
     }
 }
@@ -130,6 +133,30 @@ pub(super) fn journal_heal(
             outcome: outcome.map(str::to_owned),
             exit_code: None,
             duration_ms,
+            details,
+        },
+    );
+}
+
+/// A `daemon drift` record in the operation journal: drift the daemon
+/// reports and does not act on, or why it heals nothing now.
+pub(super) fn journal_report(config: &Config, detail: &str) {
+    let mut details = serde_json::Map::new();
+    details.insert("detail".into(), redact(detail).into());
+    let now = clock::now();
+    journal::append(
+        &config.journal_path(),
+        &journal::Entry {
+            // `end`: `status` lists it with the finished operations.
+            event: "end".into(),
+            command: "daemon drift".into(),
+            args: vec![],
+            pid: std::process::id(),
+            started_at: now.clone(),
+            ended_at: Some(now),
+            outcome: Some("not-acted-on".into()),
+            exit_code: None,
+            duration_ms: None,
             details,
         },
     );

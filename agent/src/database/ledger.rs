@@ -6,38 +6,20 @@
 //! asking the catalog which columns exist, which also tells a missing schema
 //! or table (`ledger-missing`) apart from a broken query.
 //!
-//! The connection string carries a password: it is registered with the
-//! redaction layer before anything else happens and is never formatted into
-//! an error. A database that cannot be reached (refused, timed out, name not
-//! resolved, authentication refused) is a dependency that stayed unavailable
-//! (exit 69), after a couple of quick retries for the transient cases.
+//! The connection (TLS, retries, the redaction of the string) is
+//! [`super::dsn`]'s.
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Serialize;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::NoTls;
 
-use crate::error::Chain;
-use crate::output::register_secret;
-use crate::retry::{Backoff, Retry};
-
-/// Connection attempts before giving up; authentication failures are not
-/// retried (another try cannot fix a wrong password).
-const CONNECT_ATTEMPTS: u32 = 3;
-const RETRY_PAUSE: Duration = Duration::from_secs(2);
+use super::dsn::{error_text, Dsn, DsnError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// The text does not parse as a PostgreSQL connection string. The text
-    /// itself is never shown.
-    #[error("the database URL is not a valid PostgreSQL connection string ({detail})")]
-    BadUrl { detail: String },
-    #[error("cannot connect to {endpoint}: {detail}")]
-    Connect { endpoint: String, detail: String },
-    #[error("{endpoint} refused the credentials: {detail}")]
-    Auth { endpoint: String, detail: String },
+    /// The connection string, or the connection.
+    #[error(transparent)]
+    Dsn(#[from] DsnError),
     #[error("cannot read the ledger {table}: {detail}")]
     Query { table: String, detail: String },
     #[error("ledger {table} row id {id}: created_at {value:?} is not a whole number")]
@@ -51,7 +33,7 @@ pub enum LedgerError {
 impl LedgerError {
     /// Whether the database itself could not be reached or refused us.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, LedgerError::Connect { .. } | LedgerError::Auth { .. })
+        matches!(self, LedgerError::Dsn(e) if e.is_unavailable())
     }
 }
 
@@ -100,121 +82,14 @@ pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Parse the URL and register its password (and the URL itself) as secrets.
-fn parse_url(url: &str) -> Result<tokio_postgres::Config, LedgerError> {
-    register_secret(url);
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| LedgerError::BadUrl {
-        // tokio-postgres's parse errors name the problem, not the value;
-        // redaction still runs over every output as a second guard.
-        detail: e.to_string(),
-    })?;
-    if let Some(password) = config.get_password() {
-        register_secret(&String::from_utf8_lossy(password));
-    }
-    Ok(config)
-}
-
-/// `host:port/dbname` for messages: enough to know where, never who or how.
-fn endpoint(config: &tokio_postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    let db = config.get_dbname().unwrap_or("(default database)");
-    format!("PostgreSQL at {host}:{port}/{db}")
-}
-
-/// One connection to `url` (retried like the ledger read) and where it
-/// goes, for callers that hold a session (the advisory lock).
-pub async fn open(
-    url: &str,
-    connect_timeout: Duration,
-) -> Result<(tokio_postgres::Client, String), LedgerError> {
-    let mut config = parse_url(url)?;
-    config.connect_timeout(connect_timeout);
-    config.application_name("wavemap-agent");
-    let endpoint = endpoint(&config);
-    let client = connect(&config, &endpoint, connect_timeout).await?;
-    Ok((client, endpoint))
-}
-
-/// Read the ledger at `target` through `url`.
+/// Read the ledger at `target` in the database of `dsn`.
 pub async fn read(
-    url: &str,
+    dsn: &Dsn,
     target: &Target,
     connect_timeout: Duration,
 ) -> Result<Ledger, LedgerError> {
-    let mut config = parse_url(url)?;
-    config.connect_timeout(connect_timeout);
-    config.application_name("wavemap-agent");
-    let endpoint = endpoint(&config);
-    let client = connect(&config, &endpoint, connect_timeout).await?;
+    let client = dsn.connect(connect_timeout).await?;
     read_with(&client, target).await
-}
-
-async fn connect(
-    config: &tokio_postgres::Config,
-    endpoint: &str,
-    timeout: Duration,
-) -> Result<tokio_postgres::Client, LedgerError> {
-    let mut retry = Retry::tries(CONNECT_ATTEMPTS, Backoff::constant(RETRY_PAUSE));
-    loop {
-        // connect_timeout bounds each socket attempt; this bounds the whole
-        // handshake too (a server that accepts and then says nothing).
-        let result =
-            tokio::time::timeout(timeout + Duration::from_secs(1), config.connect(NoTls)).await;
-        let error = match result {
-            Ok(Ok((client, connection))) => {
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        log::debug!(stage = "ledger"; "connection closed: {e}");
-                    }
-                });
-                return Ok(client);
-            }
-            Ok(Err(e)) => {
-                let code = e.code();
-                if code == Some(&SqlState::INVALID_PASSWORD)
-                    || code == Some(&SqlState::INVALID_AUTHORIZATION_SPECIFICATION)
-                {
-                    return Err(LedgerError::Auth {
-                        endpoint: endpoint.to_owned(),
-                        detail: error_text(&e),
-                    });
-                }
-                if code == Some(&SqlState::INVALID_CATALOG_NAME) {
-                    // The server answered: retrying will not create the database.
-                    return Err(LedgerError::Connect {
-                        endpoint: endpoint.to_owned(),
-                        detail: error_text(&e),
-                    });
-                }
-                error_text(&e)
-            }
-            Err(_) => format!("no answer within {}s", timeout.as_secs() + 1),
-        };
-        let attempt = retry.attempt();
-        if retry.exhausted() {
-            return Err(LedgerError::Connect {
-                endpoint: endpoint.to_owned(),
-                detail: format!("{error} (after {attempt} attempts)"),
-            });
-        }
-        log::warn!(stage = "ledger"; "cannot connect to {endpoint} (attempt {attempt}/{CONNECT_ATTEMPTS}): {error}; retrying");
-        retry.pause().await;
-    }
-}
-
-/// The server's message and SQLSTATE, or the error and its causes:
-/// tokio-postgres puts the useful part (refused,
-/// name not resolved) in the source.
-pub(crate) fn error_text(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => format!("{} ({})", db.message(), db.code().code()),
-        None => Chain(e).to_string(),
-    }
 }
 
 /// Read with an open client (tests reuse their own connection).
@@ -322,18 +197,5 @@ mod tests {
         assert_eq!(parse_millis("1795478199059"), Some(1_795_478_199_059));
         assert_eq!(parse_millis("17.000"), Some(17));
         assert_eq!(parse_millis("17.5"), None);
-    }
-
-    #[test]
-    fn bad_url_error_does_not_echo_the_password() {
-        let e = parse_url("postgres://u:s3cr3t-pw@host:notaport/db").unwrap_err();
-        assert!(!e.to_string().contains("s3cr3t-pw"), "{e}");
-    }
-
-    #[test]
-    fn endpoint_names_host_and_database_only() {
-        let c = parse_url("postgres://user:topsecret-pw@db.example:6543/app").unwrap();
-        let text = endpoint(&c);
-        assert_eq!(text, "PostgreSQL at db.example:6543/app");
     }
 }

@@ -8,16 +8,17 @@
 //! passes in: this module reads no release state). `--migrations-dir`
 //! reads a local folder instead (operators debugging, tests).
 //!
-//! The connection string comes from `--database-url` / `DATABASE_URL`, then
-//! `database.url`, then the rendered backend env file
-//! (`<runtime.env_dir>/<database.url_env_group>.env`, variable
-//! `database.url_env_variable`). Inside the Compose network that URL names the
-//! host `postgres`, which the host itself cannot resolve. When the URL came
-//! from the env file and its host does not resolve but is a running service
-//! of the project, the agent connects to that container's address on the
-//! project network instead (the host routes to its own bridge networks), so
-//! `database status` works on a stock host. Otherwise an operator passes
-//! `--database-url` (or sets `database.url`) with a reachable address.
+//! The database is one for everything a command does (the gate, the
+//! advisory lock and the jobs): `--database-url` / `DATABASE_URL`, then
+//! `database.url` (both also handed to the jobs), else the `DATABASE_URL`
+//! (`database.url_env_variable`) the running API container runs with, the
+//! one its jobs use. Only when no API container runs is the rendered env
+//! file (`<runtime.env_dir>/<database.url_env_group>.env`) read. A container
+//! URL other than the env file's (a standalone `runtime-env` since the last
+//! converge) is reported, not followed. That URL names the host `postgres`,
+//! a Compose service the host cannot resolve and must not ask its own DNS
+//! about: single-label hosts are resolved through Docker to the service
+//! container's address ([`route_service`]).
 
 use std::path::Path;
 
@@ -29,6 +30,7 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use futures_util::StreamExt;
 
+use super::dsn::Dsn;
 use super::journal::{self, Files, Journal};
 use crate::config::Config;
 use crate::error::{Dependency, Error, Stage};
@@ -89,7 +91,7 @@ async fn api_image(
         }
     }
     if let Some(current) = current {
-        return Ok(current.backend_image_uri.clone());
+        return Ok(current.backend_ref());
     }
     Err(Error::invalid(
         "journal source",
@@ -198,17 +200,165 @@ async fn download(docker: &Docker, container: &str, path: &str) -> Result<Vec<u8
 /// Where a connection string came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UrlOrigin {
+    /// `--database-url` (or `DATABASE_URL` in the agent's environment).
     Flag,
+    /// `database.url`.
     Config,
-    EnvFile,
     /// The running API container's own environment (what its jobs use).
     Container,
+    /// The rendered env file (no API container runs).
+    EnvFile,
+}
+
+impl UrlOrigin {
+    /// The `WAVEMAP_DATABASE_URL_SOURCE` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            UrlOrigin::Flag => "flag",
+            UrlOrigin::Config => "config",
+            UrlOrigin::Container => "container",
+            UrlOrigin::EnvFile => "env-file",
+        }
+    }
+
+    /// Whether the operator named the database: the jobs then get it as
+    /// their `DATABASE_URL`, so they work on the one the gate read.
+    pub fn explicit(self) -> bool {
+        matches!(self, UrlOrigin::Flag | UrlOrigin::Config)
+    }
+}
+
+/// The one database a command works on.
+#[derive(Debug)]
+pub struct Resolved {
+    pub dsn: Dsn,
+    pub origin: UrlOrigin,
+    /// The parts (`host`, `dbname`, `password`, ...) in which the rendered
+    /// env file's URL differs from the API container's; empty when they
+    /// agree or were not compared.
+    pub mismatch: Vec<&'static str>,
+}
+
+/// The database the gate, the advisory lock and the jobs use: the
+/// operator's (`--database-url`, then `database.url`), else the one the
+/// running API container runs with, else (no API container) the rendered
+/// env file's. A container URL that differs from the env file's is
+/// reported (a `runtime-env` since the last converge): the container's is
+/// the one the jobs use, so it is the one used. A Compose service name in
+/// the host is then resolved through Docker ([`route_service`]).
+pub async fn resolve(config: &Config, flag: Option<&str>) -> Result<Resolved, Error> {
+    match resolve_if_any(config, flag).await? {
+        Some(resolved) => Ok(resolved),
+        None => Err(Error::invalid(
+            "database URL",
+            format!(
+                "no --database-url, no database.url, no running `{}` container and no {} in the rendered env file {}",
+                config.runtime.backend_service,
+                config.database.url_env_variable,
+                env_file_path(config).display()
+            ),
+            "deploy, render the env (`runtime-env --execute`) or pass --database-url",
+        )),
+    }
+}
+
+/// [`resolve`], with `None` when no source names a database at all (the
+/// jobs then have no API container to run in either, and say so).
+pub async fn resolve_if_any(
+    config: &Config,
+    flag: Option<&str>,
+) -> Result<Option<Resolved>, Error> {
+    let Some(mut resolved) = pick(config, flag).await? else {
+        return Ok(None);
+    };
+    route_service(config, &mut resolved.dsn).await?;
+    log::info!(stage = "database"; "database: {} from {}, {}", resolved.dsn.endpoint(), resolved.origin.name(), resolved.dsn.tls().describe());
+    Ok(Some(resolved))
+}
+
+async fn pick(config: &Config, flag: Option<&str>) -> Result<Option<Resolved>, Error> {
+    let explicit = |dsn, origin| Resolved {
+        dsn,
+        origin,
+        mismatch: Vec::new(),
+    };
+    if let Some(url) = flag.filter(|u| !u.is_empty()) {
+        return Ok(Some(explicit(
+            parse(url, "--database-url")?,
+            UrlOrigin::Flag,
+        )));
+    }
+    if let Some(url) = config.database.url.as_deref().filter(|u| !u.is_empty()) {
+        return Ok(Some(explicit(
+            parse(url, "database.url")?,
+            UrlOrigin::Config,
+        )));
+    }
+    let variable = &config.database.url_env_variable;
+    let container = match container_database_url(config).await {
+        Ok(found) => found,
+        Err(e) => {
+            // No Engine, no jobs: status can still read the env file.
+            log::warn!(stage = "database"; "cannot ask Docker for the API container's {variable} ({e}); using the rendered env file");
+            None
+        }
+    };
+    let env_file = env_file_url(config)?;
+    let Some((url, docker, id)) = container else {
+        return match env_file {
+            Some((url, path)) => Ok(Some(explicit(
+                parse(&url, &format!("{variable} in {}", path.display()))?,
+                UrlOrigin::EnvFile,
+            ))),
+            None => Ok(None),
+        };
+    };
+    let mut dsn = parse(&url, &format!("{variable} of the API container"))?;
+    if let Some(path) = dsn.tls().root_cert.clone() {
+        // The container's URL names the container's own CA file.
+        let pem = file_from_container(&docker, &id, &path).await?;
+        dsn.set_root_pem(pem, "in the API container");
+    }
+    let mismatch = match env_file {
+        Some((file_url, path)) => match Dsn::parse(&file_url) {
+            Ok(file) => {
+                let parts = dsn.differences(&file);
+                if !parts.is_empty() {
+                    log::warn!(stage = "database"; "the API container runs with another {variable} than {} (differs in: {}; container: {}, env file: {}); the gate, the advisory lock and the jobs use the container's, the database the jobs work on. Converge (`deploy` or `runtime compose up`) to apply the env file", path.display(), parts.join(", "), dsn.endpoint(), file.endpoint());
+                }
+                parts
+            }
+            Err(e) => {
+                log::warn!(stage = "database"; "{variable} in {} does not parse ({e}); the API container's is used", path.display());
+                vec!["unparsable"]
+            }
+        },
+        None => Vec::new(),
+    };
+    Ok(Some(Resolved {
+        dsn,
+        origin: UrlOrigin::Container,
+        mismatch,
+    }))
+}
+
+/// Parse a connection string; bad text is exit 2 naming where it came from.
+fn parse(url: &str, field: &str) -> Result<Dsn, Error> {
+    Dsn::parse(url).map_err(|e| {
+        Error::invalid(
+            field,
+            e.to_string(),
+            "use postgres://user:password@host:port/db[?sslmode=...&sslrootcert=/path/ca.pem]",
+        )
+    })
 }
 
 /// The connection string in the running API container's environment
 /// (`database.url_env_variable`): the database its jobs work on. `Ok(None)`
-/// when no API container runs; exit 2 when it runs without that variable.
-pub async fn container_database_url(config: &Config) -> Result<Option<String>, Error> {
+/// when no API container runs or it has no such variable (warned).
+async fn container_database_url(
+    config: &Config,
+) -> Result<Option<(String, Docker, String)>, Error> {
     let docker = crate::docker::connect(config).await?;
     let Some((id, _)) = jobs::find_api_container(&docker, config).await? else {
         return Ok(None);
@@ -235,55 +385,75 @@ pub async fn container_database_url(config: &Config) -> Result<Option<String>, E
     match url {
         Some(url) => {
             register_secret(&url);
-            Ok(Some(url))
+            Ok(Some((url, docker, id)))
         }
-        None => Err(Error::invalid(
-            "database URL",
-            format!("no --database-url, no database.url, no rendered env file, and the API container has no {variable}"),
-            "pass --database-url with the database the jobs work on",
-        )),
+        None => {
+            log::warn!(stage = "database"; "the running `{}` container has no {variable}; its jobs name no database", config.runtime.backend_service);
+            Ok(None)
+        }
     }
 }
 
-/// If `url` (from the env file) names a host the machine cannot resolve and
-/// that is a running service of the Compose project, return the URL with the
-/// container's address instead. Anything else returns `None` and the URL is
-/// used as it is (the connection error then says what to do).
-pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
-    let host = service_host(url)?;
-    if tokio::net::lookup_host((host.as_str(), 5432)).await.is_ok() {
-        return None;
-    }
-    let docker = crate::docker::connect(config).await.ok()?;
-    let filters: std::collections::HashMap<String, Vec<String>> = [
-        (
-            "label".to_string(),
-            vec![
-                format!("com.docker.compose.project={}", config.runtime.project_name),
-                format!("com.docker.compose.service={host}"),
-            ],
-        ),
-        ("status".to_string(), vec!["running".to_string()]),
-    ]
+/// A Compose service name in the host is resolved only through Docker,
+/// never host DNS: whatever a host resolver answers for `postgres` must not
+/// get the password. A single-label host (not `localhost`) must be a
+/// service of the project: the connection goes to its container's address
+/// on the project network (the host routes to its own bridge networks),
+/// while the name stays the TLS server name.
+pub async fn route_service(config: &Config, dsn: &mut Dsn) -> Result<(), Error> {
+    let Some(host) = dsn.service_host().map(str::to_owned) else {
+        return Ok(());
+    };
+    let project = &config.runtime.project_name;
+    let docker = crate::docker::connect(config).await?;
+    let filters: std::collections::HashMap<String, Vec<String>> = [(
+        "label".to_string(),
+        vec![
+            format!("com.docker.compose.project={project}"),
+            format!("com.docker.compose.service={host}"),
+        ],
+    )]
     .into_iter()
     .collect();
     let list = docker
         .list_containers(Some(
             bollard::query_parameters::ListContainersOptionsBuilder::new()
+                .all(true)
                 .filters(&filters)
                 .build(),
         ))
         .await
-        .ok()?;
-    let id = list.into_iter().find_map(|c| c.id)?;
+        .map_err(|e| Error::unavailable(Dependency::Docker, e))?;
+    if list.is_empty() {
+        // Unreachable, like a host that does not resolve (exit 69): the
+        // service may be defined and gone; the fix is in the message.
+        return Err(Error::unavailable(
+            Dependency::Postgres,
+            format!("`{host}` in the database URL is a single-label name, which the agent resolves only as a service of Compose project `{project}` (never through host DNS), and the project has no `{host}` container; start that service, or pass --database-url with an IP address or a fully qualified host name"),
+        ));
+    }
+    let running = list
+        .iter()
+        .filter(|c| c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING))
+        .max_by_key(|c| c.created.unwrap_or(0));
+    let not_running = || {
+        Error::unavailable(
+            Dependency::Postgres,
+            format!("the `{host}` service of project `{project}` has no running container with an address; its name is resolved only through Docker"),
+        )
+    };
+    let id = running.and_then(|c| c.id.clone()).ok_or_else(not_running)?;
     let inspect = docker
         .inspect_container(
             &id,
             None::<bollard::query_parameters::InspectContainerOptions>,
         )
         .await
-        .ok()?;
-    let networks = inspect.network_settings?.networks?;
+        .map_err(|e| Error::unavailable(Dependency::Docker, e))?;
+    let networks = inspect
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
     // Prefer the network on which the service answers to that name.
     let mut endpoints: Vec<_> = networks.into_values().collect();
     endpoints.sort_by_key(|e| {
@@ -298,53 +468,80 @@ pub async fn route_compose_host(config: &Config, url: &str) -> Option<String> {
     let ip = endpoints
         .into_iter()
         .filter_map(|e| e.ip_address)
-        .find(|ip| !ip.is_empty())?;
-    log::info!(stage = "database"; "`{host}` is the project's `{host}` service, which this host cannot resolve by name; connecting to its container address {ip}");
-    let routed = with_host(url, &ip)?;
-    register_secret(&routed);
-    Some(routed)
+        .find_map(|ip| ip.parse::<std::net::IpAddr>().ok())
+        .ok_or_else(not_running)?;
+    log::info!(stage = "database"; "`{host}` is the project's `{host}` service: connecting to its container address {ip} (Compose service names are resolved through Docker, never host DNS)");
+    dsn.route(ip);
+    Ok(())
 }
 
-/// The host of `url` when it can be a Compose service name: one label (no
-/// dots: a domain or an IPv4 address; no brackets: IPv6; no commas: several
-/// hosts), not `localhost`.
-pub(crate) fn service_host(url: &str) -> Option<String> {
-    let host = url::Url::parse(url).ok()?.host_str()?.to_owned();
-    (!host.contains(['.', ':', ',', '[']) && host != "localhost").then_some(host)
-}
+/// Bytes accepted for a CA file read from a container.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
 
-/// `url` with its host replaced by `ip`; user, password, port, database and
-/// options kept.
-fn with_host(url: &str, ip: &str) -> Option<String> {
-    let mut parsed = url::Url::parse(url).ok()?;
-    parsed.set_host(Some(ip)).ok()?;
-    Some(parsed.to_string())
-}
-
-/// The connection string and where it came from (never the value itself).
-pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, UrlOrigin), Error> {
-    if let Some(url) = flag.filter(|u| !u.is_empty()) {
-        register_secret(url);
-        return Ok((url.to_owned(), UrlOrigin::Flag));
+/// The bytes of the regular file `path` in container `id` (archive API).
+async fn file_from_container(docker: &Docker, id: &str, path: &Path) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let shown = path.display().to_string();
+    let missing = |problem: String| {
+        Error::invalid(
+            "sslrootcert",
+            format!("the API container's DATABASE_URL names {shown}: {problem}"),
+            "put the CA bundle into the API image (or a mount) at that path, or fix sslrootcert",
+        )
+    };
+    let mut stream = docker.download_from_container(
+        id,
+        Some(
+            DownloadFromContainerOptionsBuilder::new()
+                .path(&shown)
+                .build(),
+        ),
+    );
+    let mut tar = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            } => missing("no such file in the container".into()),
+            other => Error::unavailable(Dependency::Docker, other),
+        })?;
+        tar.extend_from_slice(&chunk);
+        if tar.len() as u64 > MAX_CA_FILE_BYTES + 64 * 1024 {
+            return Err(missing(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+        }
     }
-    if let Some(url) = config.database.url.as_deref().filter(|u| !u.is_empty()) {
-        register_secret(url);
-        return Ok((url.to_owned(), UrlOrigin::Config));
+    let mut archive = tar::Archive::new(&tar[..]);
+    let entries = archive
+        .entries()
+        .map_err(|e| missing(format!("unreadable archive ({e})")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| missing(format!("unreadable archive ({e})")))?;
+        if entry.header().entry_type().is_file() {
+            let mut bytes = Vec::new();
+            (&mut entry)
+                .take(MAX_CA_FILE_BYTES)
+                .read_to_end(&mut bytes)
+                .map_err(|e| missing(format!("unreadable archive ({e})")))?;
+            return Ok(bytes);
+        }
     }
-    let path = config
+    Err(missing("not a regular file (a symlink or a folder)".into()))
+}
+
+fn env_file_path(config: &Config) -> std::path::PathBuf {
+    config
         .runtime
         .env_dir
-        .join(format!("{}.env", config.database.url_env_group));
+        .join(format!("{}.env", config.database.url_env_group))
+}
+
+/// The URL in the rendered env file and the file, `None` when the file or
+/// the variable is absent.
+fn env_file_url(config: &Config) -> Result<Option<(String, std::path::PathBuf)>, Error> {
+    let path = env_file_path(config);
     let variable = &config.database.url_env_variable;
     let Some(bytes) = crate::fsutil::read_owned(&path)? else {
-        return Err(Error::invalid(
-            "database URL",
-            format!(
-                "no --database-url, no database.url and no env file {}",
-                path.display()
-            ),
-            "render the env (`runtime-env --execute`) or pass --database-url",
-        ));
+        return Ok(None);
     };
     let vars = crate::envfile::parse_bytes(&bytes).map_err(|e| {
         Error::invalid(
@@ -356,14 +553,9 @@ pub fn database_url(config: &Config, flag: Option<&str>) -> Result<(String, UrlO
     match vars.get(variable.as_str()) {
         Some(url) if !url.is_empty() => {
             register_secret(url);
-            log::debug!(stage = "database"; "connection string from {variable} in {}", path.display());
-            Ok((url.clone(), UrlOrigin::EnvFile))
+            Ok(Some((url.clone(), path)))
         }
-        _ => Err(Error::invalid(
-            "database URL",
-            format!("{} has no {variable}", path.display()),
-            "check database.url_env_group / url_env_variable, or pass --database-url",
-        )),
+        _ => Ok(None),
     }
 }
 
@@ -372,21 +564,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn service_hosts_are_found_and_replaced() {
-        let url = "postgres://u:p%40ss@postgres:5432/db?x=1";
-        assert_eq!(service_host(url).as_deref(), Some("postgres"));
-        assert_eq!(
-            with_host(url, "10.0.0.2").as_deref(),
-            Some("postgres://u:p%40ss@10.0.0.2:5432/db?x=1")
-        );
-        assert_eq!(service_host("postgresql://db/app").as_deref(), Some("db"));
-        assert_eq!(service_host("postgres://[::1]:5432/db"), None);
-        assert_eq!(service_host("postgres://db.example.com/db"), None);
-        assert_eq!(service_host("postgres://localhost/db"), None);
-    }
-
-    #[test]
-    fn url_from_env_file_when_no_flag_or_config() {
+    fn url_from_the_env_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.runtime.env_dir = crate::config::AbsPath::new(dir.path());
@@ -395,10 +573,10 @@ mod tests {
             "# rendered\nAPP_NAME='wavemap'\nDATABASE_URL='postgres://app:pw-in-env-file@postgres/app'\n",
         )
         .unwrap();
-        let (url, origin) = database_url(&config, None).unwrap();
+        let (url, path) = env_file_url(&config).unwrap().unwrap();
         assert_eq!(url, "postgres://app:pw-in-env-file@postgres/app");
-        assert_eq!(origin, UrlOrigin::EnvFile);
-        let (url, _) = database_url(&config, Some("postgres://flag@h/db")).unwrap();
-        assert_eq!(url, "postgres://flag@h/db");
+        assert_eq!(path, dir.path().join("backend.env"));
+        std::fs::remove_file(&path).unwrap();
+        assert!(env_file_url(&config).unwrap().is_none());
     }
 }

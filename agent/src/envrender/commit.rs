@@ -2,8 +2,10 @@
 //!
 //! A render changes several env files; a crash must never leave some new and
 //! some old, nor litter. So every changed file's temp file is written
-//! (fsynced) before any rename; the SecureString names are recorded in
-//! `state_dir`; the list of pending renames is written; then the renames.
+//! (fsynced) first: that is the staged render ([`stage`]), and a deploy
+//! stops there until its converge starts. Promotion ([`Staged::promote`])
+//! then records the SecureString names in `state_dir`, writes the list of
+//! pending renames, and renames.
 //! The next executed render, under the agent lock, finishes a rename phase a
 //! crash interrupted (every temp file in it was complete) and removes temp
 //! files any earlier process left, and the operation journal records it.
@@ -193,80 +195,128 @@ fn display_name(path: &Path) -> String {
         .unwrap_or_else(|| path.display().to_string())
 }
 
-/// Write every changed file together: all temp files first, then the
-/// SecureString names, then the list of pending renames, then the renames.
-/// A failure before the renames removes the temp files and changes no env
-/// file; a crash during the renames is finished by the next render
-/// ([`recover`]).
-pub(super) fn write_all(
+/// A render's changed files, written in full beside the live ones and not
+/// yet renamed in. [`Staged::promote`] makes them live; dropping it
+/// unpromoted removes them (nothing live changed).
+#[derive(Debug)]
+pub struct Staged {
+    env_dir: PathBuf,
+    names_path: PathBuf,
+    pending_path: PathBuf,
+    names: Vec<u8>,
+    temps: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Write every changed file's temp file (fsynced), and nothing else: the
+/// live env files and the SecureString names stay as they are until
+/// [`Staged::promote`]. A failure removes the temp files written so far.
+pub(super) fn stage(
     config: &Config,
     plans: &[FilePlan],
     secure: &BTreeMap<String, BTreeSet<String>>,
-) -> Result<(), Error> {
+) -> Result<Staged, Error> {
     let writes: Vec<&FilePlan> = plans.iter().filter(|p| p.write).collect();
     if !writes.is_empty() {
         fsutil::ensure_dir(config.runtime.env_dir.as_path(), ENV_DIR_MODE)?;
     }
-    let mut temps: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for plan in &writes {
-        match fsutil::write_temp(&plan.summary.path, &plan.bytes, ENV_FILE_MODE) {
-            Ok(temp) => temps.push((temp, plan.summary.path.clone())),
-            Err(e) => {
-                for (temp, _) in &temps {
-                    let _ = std::fs::remove_file(temp);
-                }
-                return Err(e.into());
-            }
-        }
-    }
-    // The names go first: a job must never see new values whose names its
-    // redaction does not know yet.
     let names = SecureNames {
         schema_version: 1,
         groups: secure.clone(),
     };
-    let mut bytes =
+    let mut names_bytes =
         serde_json::to_vec_pretty(&names).map_err(|e| Error::caused(Stage::EnvRender, e))?;
-    bytes.push(b'\n');
-    let names_path = secure_names_path(config);
-    let result = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)
-        .and_then(|()| {
-            if fsutil::read_owned(&names_path)?.as_deref() == Some(bytes.as_slice()) {
-                Ok(())
-            } else {
-                fsutil::write_atomic(&names_path, &bytes, 0o600)
-            }
-        });
-    if let Err(e) = result {
-        for (temp, _) in &temps {
-            let _ = std::fs::remove_file(temp);
-        }
-        return Err(e.into());
-    }
-    if temps.is_empty() {
-        return Ok(());
-    }
-    let pending = Pending {
-        schema_version: 1,
-        pid: std::process::id(),
-        renames: temps.clone(),
+    names_bytes.push(b'\n');
+    let mut staged = Staged {
+        env_dir: config.runtime.env_dir.as_path().to_path_buf(),
+        names_path: secure_names_path(config),
+        pending_path: pending_path(config),
+        names: names_bytes,
+        temps: Vec::new(),
     };
-    let pending_bytes =
-        serde_json::to_vec_pretty(&pending).map_err(|e| Error::caused(Stage::EnvRender, e))?;
-    if let Err(e) = fsutil::write_atomic(&pending_path(config), &pending_bytes, 0o600) {
-        for (temp, _) in &temps {
+    for plan in &writes {
+        // On error `staged` drops and removes what it holds.
+        let temp = fsutil::write_temp(&plan.summary.path, &plan.bytes, ENV_FILE_MODE)?;
+        staged.temps.push((temp, plan.summary.path.clone()));
+    }
+    Ok(staged)
+}
+
+impl Staged {
+    /// Keep only the staged files that replace one of `targets`; the others
+    /// are discarded (their live files stay as they are).
+    pub fn retain(mut self, targets: &[PathBuf]) -> Staged {
+        self.temps.retain(|(temp, target)| {
+            let keep = targets.contains(target);
+            if !keep {
+                let _ = std::fs::remove_file(temp);
+            }
+            keep
+        });
+        self
+    }
+
+    /// Make the staged files live together: first the SecureString names
+    /// (a job must never see new values whose names its redaction does not
+    /// know yet), then the list of pending renames, then the renames. A
+    /// failure before the renames removes the staged files and changes no
+    /// env file; a crash during the renames is finished by the next
+    /// executed render or boot recovery ([`recover`]).
+    pub fn promote(mut self) -> Result<(), Error> {
+        let temps = std::mem::take(&mut self.temps);
+        let cleanup = |temps: &[(PathBuf, PathBuf)]| {
+            for (temp, _) in temps {
+                let _ = std::fs::remove_file(temp);
+            }
+        };
+        let names_dir = self.names_path.parent().map(Path::to_path_buf);
+        let result = names_dir
+            .map_or(Ok(()), |d| fsutil::ensure_dir(&d, fsutil::AGENT_DIR_MODE))
+            .and_then(|()| {
+                if fsutil::read_owned(&self.names_path)?.as_deref() == Some(self.names.as_slice()) {
+                    Ok(())
+                } else {
+                    fsutil::write_atomic(&self.names_path, &self.names, 0o600)
+                }
+            });
+        if let Err(e) = result {
+            cleanup(&temps);
+            return Err(e.into());
+        }
+        if temps.is_empty() {
+            return Ok(());
+        }
+        let pending = Pending {
+            schema_version: 1,
+            pid: std::process::id(),
+            renames: temps.clone(),
+        };
+        let pending_bytes =
+            serde_json::to_vec_pretty(&pending).map_err(|e| Error::caused(Stage::EnvRender, e))?;
+        if let Err(e) = fsutil::write_atomic(&self.pending_path, &pending_bytes, 0o600) {
+            cleanup(&temps);
+            return Err(e.into());
+        }
+        // Debug builds only: the crash test kills the agent here.
+        crate::testpoint::delay_before_renames();
+        for (temp, target) in &temps {
+            fsutil::commit_temp(temp, target)?;
+        }
+        std::fs::remove_file(&self.pending_path)
+            .map_err(|e| Error::io("remove", &self.pending_path, e))?;
+        log::info!(stage = "env-render"; "promoted {} staged env files in {}", temps.len(), self.env_dir.display());
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.temps.is_empty() {
+            log::info!(stage = "env-render"; "discarding {} staged env files (not promoted; the live ones are unchanged)", self.temps.len());
+        }
+        for (temp, _) in &self.temps {
             let _ = std::fs::remove_file(temp);
         }
-        return Err(e.into());
     }
-    // Debug builds only: the crash test kills the agent here.
-    crate::testpoint::delay_before_renames();
-    for (temp, target) in &temps {
-        fsutil::commit_temp(temp, target)?;
-    }
-    let pending = pending_path(config);
-    std::fs::remove_file(&pending).map_err(|e| Error::io("remove", &pending, e))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ use crate::ssm::{self, Contract};
 mod commit;
 mod guard;
 
-pub use commit::{secure_variables, secure_variables_checked};
+pub use commit::{secure_variables, secure_variables_checked, Staged};
 pub use guard::{EmptyGuard, RenderError};
 
 /// Env files hold secrets: owner read/write only, folder owner only.
@@ -263,6 +263,24 @@ pub async fn render_env(config: &Config, execute: bool) -> Result<RenderSummary,
 /// configured retries and timeouts; [`Error::Io`] when a file cannot be
 /// read or written.
 pub async fn render(config: &Config, options: RenderOptions) -> Result<RenderSummary, RenderError> {
+    let (summary, staged) = render_staged(config, options).await?;
+    if let Some(staged) = staged {
+        staged.promote()?;
+    }
+    Ok(summary)
+}
+
+/// [`render`], but an executed render leaves the changed files staged
+/// (complete temp files beside the live ones) instead of renaming them in:
+/// the live env files change only when the caller calls
+/// [`Staged::promote`]. A deploy promotes when its converge starts, so a
+/// deploy that fails or is killed before converge changes no env file.
+/// Dropping the [`Staged`] unpromoted removes the copies; a killed process
+/// leaves them for the next executed render's crash hygiene.
+pub async fn render_staged(
+    config: &Config,
+    options: RenderOptions,
+) -> Result<(RenderSummary, Option<Staged>), RenderError> {
     let recovered = if options.execute {
         tighten_env_dir(config)?;
         commit::recover(config)?
@@ -275,9 +293,9 @@ pub async fn render(config: &Config, options: RenderOptions) -> Result<RenderSum
     log::info!(stage = "env-render"; "reading parameters under {} from SSM Parameter Store", contract.prefix);
     let live = ssm::fetch(&client, &contract.prefix).await?;
     log::info!(stage = "env-render"; "read {} parameters", live.len());
-    let mut summary = render_fetched(config, &contract, &live, options)?;
+    let (mut summary, staged) = stage_fetched(config, &contract, &live, options)?;
     summary.recovered = recovered.finished;
-    Ok(summary)
+    Ok((summary, staged))
 }
 
 /// An env folder looser than 0700 (made by hand, or by an older agent) is
@@ -290,13 +308,37 @@ fn tighten_env_dir(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// Everything after the fetch; separate so unit tests need no SSM.
+/// Finish a promotion (or a render's rename phase) that a killed process
+/// left half done, and remove stale staged copies, without reading SSM:
+/// what boot recovery does before it converges with the files on disk.
+/// The caller holds the operation lock.
+pub fn recover_interrupted(config: &Config) -> Result<Vec<String>, Error> {
+    Ok(commit::recover(config)?.finished)
+}
+
+/// Everything after the fetch, written at once; separate so unit tests
+/// need no SSM.
+#[cfg(test)]
 fn render_fetched(
     config: &Config,
     contract: &Contract,
     live: &[ssm::LiveParameter],
     options: RenderOptions,
 ) -> Result<RenderSummary, RenderError> {
+    let (summary, staged) = stage_fetched(config, contract, live, options)?;
+    if let Some(staged) = staged {
+        staged.promote()?;
+    }
+    Ok(summary)
+}
+
+/// Everything after the fetch; an executed render returns its files staged.
+fn stage_fetched(
+    config: &Config,
+    contract: &Contract,
+    live: &[ssm::LiveParameter],
+    options: RenderOptions,
+) -> Result<(RenderSummary, Option<Staged>), RenderError> {
     let execute = options.execute;
     if live.is_empty() && !options.allow_empty {
         return Err(RenderError::Empty(EmptyGuard {
@@ -341,9 +383,11 @@ fn render_fetched(
         log::warn!(stage = "env-render"; "--allow-empty: rendering {} parameters under {}; emptied on purpose: {}", live.len(), contract.prefix, name_list(&emptied));
     }
 
-    if execute {
-        commit::write_all(config, &plans, &secure)?;
-    }
+    let staged = if execute {
+        Some(commit::stage(config, &plans, &secure)?)
+    } else {
+        None
+    };
     let mut files = Vec::new();
     for plan in plans {
         let state = match (plan.write, plan.exists, execute) {
@@ -397,7 +441,7 @@ fn render_fetched(
     if execute && summary.changed_files().next().is_none() {
         log::info!(stage = "env-render"; "every env file is already up to date; nothing was rewritten");
     }
-    Ok(summary)
+    Ok((summary, staged))
 }
 
 /// The env files of the contract's groups that hold at least one variable

@@ -313,3 +313,49 @@ fn markers_carry_counts_states_and_key_names() {
         Some("DATABASE_URL")
     );
 }
+
+#[test]
+fn a_staged_render_changes_no_live_file_until_promoted_and_a_dropped_one_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    render(dir.path(), &params("postgres://u:p@db/x"), true).unwrap();
+    let backend = dir.path().join("env/backend.env");
+    let names = dir.path().join("state").join(commit::SECURE_NAMES_FILE);
+    let before = std::fs::read(&backend).unwrap();
+    let names_before = std::fs::read(&names).unwrap();
+    let config = config(dir.path());
+    let contract = Contract::load(&config).unwrap();
+    let mut changed = params("postgres://u:NEW@db/x");
+    changed.push(live("/app/dev/backend/EXTRA", LiveType::SecureString, "x"));
+    let opts = RenderOptions {
+        execute: true,
+        allow_empty: false,
+    };
+    let entries = |d: &Path| std::fs::read_dir(d).unwrap().count();
+
+    // Staged, then dropped (a deploy that failed before converge).
+    let (summary, staged) = stage_fetched(&config, &contract, &changed, opts).unwrap();
+    assert_eq!(summary.files[0].state, FileState::Updated);
+    assert_eq!(std::fs::read(&backend).unwrap(), before);
+    assert_eq!(
+        entries(&dir.path().join("env")),
+        3,
+        "one staged copy beside two files"
+    );
+    drop(staged);
+    assert_eq!(std::fs::read(&backend).unwrap(), before);
+    assert_eq!(std::fs::read(&names).unwrap(), names_before);
+    assert_eq!(
+        entries(&dir.path().join("env")),
+        2,
+        "the staged copy is gone"
+    );
+
+    // Staged, then promoted (converge started).
+    let (_, staged) = stage_fetched(&config, &contract, &changed, opts).unwrap();
+    assert_eq!(std::fs::read(&backend).unwrap(), before);
+    staged.expect("executed").promote().unwrap();
+    let vars = envfile::parse_bytes(&std::fs::read(&backend).unwrap()).unwrap();
+    assert_eq!(vars["DATABASE_URL"], "postgres://u:NEW@db/x");
+    assert!(std::fs::read_to_string(&names).unwrap().contains("EXTRA"));
+    assert_eq!(entries(&dir.path().join("env")), 2);
+}

@@ -183,6 +183,7 @@ pub async fn run_with_env(
     job: &Job<'_>,
     env: &[String],
 ) -> Result<Outcome, Error> {
+    crate::output::stage(crate::error::Stage::Job);
     let docker = crate::docker::connect(config).await?;
     let (container, _) =
         find_api_container(&docker, config)
@@ -192,6 +193,12 @@ pub async fn run_with_env(
                 service: config.runtime.backend_service.clone(),
             })?;
     wait_for_running_job(&docker, &container, config).await?;
+    // A job is not cut in the middle by the budget: it starts only when
+    // its whole deadline fits in what is left.
+    operation::fits(
+        &format!("job {} (jobs.timeout)", job.name),
+        config.jobs.timeout.duration(),
+    )?;
     // Fail closed: a job whose secrets the agent cannot know would print
     // them unredacted, so it does not start (exit 69, naming why).
     let secure = crate::envrender::secure_variables_checked(config).map_err(|why| {
@@ -209,6 +216,7 @@ pub async fn run_with_env(
 /// it is still running at the end. Commands that check the database before
 /// their job call this first, so they see the database as that job left it.
 pub async fn wait_for_running_jobs(config: &Config) -> Result<(), Error> {
+    crate::output::stage(crate::error::Stage::Job);
     let docker = crate::docker::connect(config).await?;
     let Some((container, _)) = find_api_container(&docker, config).await? else {
         return Ok(());
@@ -221,7 +229,10 @@ async fn wait_for_running_job(
     container: &str,
     config: &Config,
 ) -> Result<(), Error> {
-    let timeout = operation::lock_timeout();
+    let timeout = operation::wait_limit(
+        "the wait for a job left running (--lock-timeout, agent.lock_timeout)",
+        operation::lock_timeout(),
+    )?;
     let mut retry = Retry::for_time(timeout, Backoff::constant(Duration::from_millis(500)));
     let mut announced = false;
     loop {
@@ -238,6 +249,11 @@ async fn wait_for_running_job(
                 signal,
                 detail: format!("while waiting for job `{argv}` (exec {short}) to end"),
             });
+        }
+        if retry.exhausted() && operation::deadline_passed() {
+            return Err(operation::out_of_time(format!(
+                "while waiting for job `{argv}` (exec {short}) to end; nothing was started"
+            )));
         }
         if retry.exhausted() {
             return Err(LockError::Busy {

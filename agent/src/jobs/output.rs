@@ -84,7 +84,10 @@ pub fn shape_fingerprint(shapes: &BTreeSet<String>) -> String {
 /// The full output file of this operation, `state_dir/jobs/<id>.log`, mode
 /// 0600 (job output can hold what redaction does not know), opened for
 /// append: the jobs of one operation share it.
-fn open_job_log(config: &Config) -> Option<(std::io::BufWriter<std::fs::File>, PathBuf)> {
+///
+/// Unbuffered: each line is one write, so a write that fails (a full disk)
+/// is known to be that line, and the summary can name it.
+fn open_job_log(config: &Config) -> Option<(std::fs::File, PathBuf)> {
     let dir = config.agent.state_dir.join("jobs");
     let path = dir.join(format!("{}.log", operation::id()));
     let opened = crate::fsutil::ensure_dir(
@@ -105,7 +108,7 @@ fn open_job_log(config: &Config) -> Option<(std::io::BufWriter<std::fs::File>, P
     match opened {
         Ok(file) => {
             operation::set_job_log(path.clone());
-            Some((std::io::BufWriter::new(file), path))
+            Some((file, path))
         }
         Err(e) => {
             log::warn!(stage = "job"; "cannot keep the full job output: {e}");
@@ -152,7 +155,9 @@ pub(super) struct Sink {
     head_shown: usize,
     /// Characters of stderr this job may still use.
     budget: usize,
-    log: Option<(std::io::BufWriter<std::fs::File>, PathBuf)>,
+    log: Option<(std::fs::File, PathBuf)>,
+    /// 1-based numbers of the lines the job log did not take, as ranges.
+    lost: Vec<(usize, usize)>,
     journal: Option<systemd_journal_logger::JournalLog>,
 }
 
@@ -183,6 +188,7 @@ impl Sink {
             head_shown: 0,
             budget,
             log,
+            lost: Vec::new(),
             journal: journal(),
         }
     }
@@ -235,8 +241,15 @@ impl Sink {
         let number = self.outcome.line_count;
         self.outcome.line_count += 1;
         if let Some((file, _)) = &mut self.log {
-            // Best effort: a full disk must not fail the job.
-            let _ = writeln!(file, "{line}");
+            // Best effort: a full disk must not fail the job, but the
+            // summary names every line the file did not take.
+            if file.write_all(format!("{line}\n").as_bytes()).is_err() {
+                let n = number + 1;
+                match self.lost.last_mut() {
+                    Some((_, end)) if *end + 1 == n => *end = n,
+                    _ => self.lost.push((n, n)),
+                }
+            }
         }
         if let Some(journal) = &self.journal {
             log::Log::log(
@@ -284,11 +297,6 @@ impl Sink {
                 self.line(&line);
             }
         }
-        if let Some((file, path)) = &mut self.log {
-            if let Err(e) = file.flush() {
-                log::warn!(stage = "job"; "cannot write {}: {e}", path.display());
-            }
-        }
         // The tail that fits, newest first, then shown oldest first.
         let mut shown: Vec<String> = Vec::new();
         for (_, line) in self.tail.iter().rev() {
@@ -306,15 +314,11 @@ impl Sink {
             let file = self
                 .log
                 .as_ref()
-                .map(|(_, p)| {
-                    format!(
-                        "; all {} lines are in {}",
-                        self.outcome.line_count,
-                        p.display()
-                    )
-                })
+                .map(|(_, p)| format!("; {}", self.where_lines_are(p)))
                 .unwrap_or_default();
             log::info!(stage = self.job.as_str(); "| ... {skipped} lines not shown here{file}");
+        } else if let (Some((_, p)), false) = (&self.log, self.lost.is_empty()) {
+            log::warn!(stage = self.job.as_str(); "{}", self.where_lines_are(p));
         }
         for line in shown {
             log::info!(stage = self.job.as_str(), job_output = true; "| {line}");
@@ -322,6 +326,38 @@ impl Sink {
         self.tail_limit = 0;
         self.tail.clear();
         STDERR_LEFT.fetch_add(std::mem::take(&mut self.budget), Ordering::Relaxed);
+    }
+
+    /// "all N lines are in <path>", or which lines are not when a write
+    /// to the job log failed (never "all" when some are missing).
+    fn where_lines_are(&self, path: &std::path::Path) -> String {
+        let total = self.outcome.line_count;
+        if self.lost.is_empty() {
+            return format!("all {total} lines are in {}", path.display());
+        }
+        let lost: usize = self.lost.iter().map(|(a, b)| b - a + 1).sum();
+        const NAMED: usize = 5;
+        let mut ranges: Vec<String> = self
+            .lost
+            .iter()
+            .take(NAMED)
+            .map(|&(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        if self.lost.len() > NAMED {
+            ranges.push(format!("and {} more ranges", self.lost.len() - NAMED));
+        }
+        format!(
+            "{} of {total} lines are in {}; lines {} could not be written to it ({lost} in all)",
+            total - lost,
+            path.display(),
+            ranges.join(", ")
+        )
     }
 
     pub(super) fn into_outcome(self) -> Outcome {
@@ -408,5 +444,55 @@ mod tests {
             &std::fs::metadata(&log_path).unwrap().permissions(),
         );
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn the_summary_names_lines_the_job_log_did_not_take() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.agent.state_dir = crate::config::AbsPath::new(dir.path());
+        let argv = vec!["x".to_string()];
+        let job = Job {
+            name: "seed",
+            argv: &argv,
+            capture_stdout: false,
+        };
+        let mut sink = Sink::new(&config, &job);
+        let path = sink.log.as_ref().unwrap().1.clone();
+        assert_eq!(
+            sink.where_lines_are(&path),
+            format!("all 0 lines are in {}", path.display())
+        );
+        sink.take(LogOutput::StdOut {
+            message: "one\ntwo\n".into(),
+        })
+        .unwrap();
+        // The disk fills up: every write fails (ENOSPC) from line 3 to 5.
+        let good = std::mem::replace(
+            &mut sink.log.as_mut().unwrap().0,
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        sink.take(LogOutput::StdOut {
+            message: "three\nfour\nfive\n".into(),
+        })
+        .unwrap();
+        sink.log.as_mut().unwrap().0 = good;
+        sink.take(LogOutput::StdOut {
+            message: "six\n".into(),
+        })
+        .unwrap();
+        sink.finish();
+        assert_eq!(
+            sink.where_lines_are(&path),
+            format!(
+                "3 of 6 lines are in {}; lines 3-5 could not be written to it (3 in all)",
+                path.display()
+            )
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.ends_with("one\ntwo\nsix\n"), "{text}");
     }
 }

@@ -56,7 +56,7 @@ pub struct Declared {
     pub origin: Origin,
 }
 
-/// The contract file as host bootstrap writes it (see the README,
+/// The contract file as host bootstrap writes it (see docs/configuration.md,
 /// "The parameter contract from infrastructure"). Entries use the keys of
 /// `runtime.parameters`; a name may be relative to the prefix or the full
 /// SSM name under it.
@@ -111,7 +111,7 @@ impl Contract {
                 fix: fix.to_owned(),
             })
         };
-        const REWRITE: &str = "rewrite it from the infrastructure outputs (see the README, \
+        const REWRITE: &str = "rewrite it from the infrastructure outputs (see docs/configuration.md, \
              \"The parameter contract from infrastructure\"), or remove it to use runtime.parameters only";
         // A file that is there but cannot be read (a symlink, a folder, no
         // permission) is a configuration problem, not a failed operation.

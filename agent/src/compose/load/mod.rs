@@ -135,6 +135,12 @@ pub fn load_with(
         environment.extend(parsed);
     }
     environment.extend(vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    // compose-go sets COMPOSE_PROJECT_NAME for interpolation to the project
+    // name unless the environment (here: `.env`, the agent's variables)
+    // already has it. The project name is runtime.project_name, as `-p`.
+    environment
+        .entry("COMPOSE_PROJECT_NAME".to_owned())
+        .or_insert_with(|| project_name.to_owned());
 
     let mut root: Value = serde_yaml_ng::from_str(&text).map_err(|e| LoadError::Yaml {
         path: file.display().to_string(),
@@ -309,6 +315,8 @@ pub(super) const SERVICE_KEYS: &[&str] = &[
     "configs",
     "profiles",
     "extends",
+    "build",
+    "scale",
 ];
 
 pub(super) const HINT: &str = "remove it or move it under an `x-` extension field";

@@ -32,12 +32,19 @@ impl Ctx<'_> {
         let (source, target, modes) = match parts.as_slice() {
             [source, target] => (*source, *target, ""),
             [source, target, modes] => (*source, *target, *modes),
+            // An anonymous volume: the Engine names it; compose-go gives it
+            // the `volume: {}` options a named short-syntax volume gets.
+            [target] if target.starts_with('/') => {
+                let mut m =
+                    VolumeMount::new(MountKind::Volume, String::new(), clean_target(target));
+                m.volume_nocopy = Some(false);
+                return Ok(m);
+            }
             [_] => {
-                return Err(LoadError::Unsupported {
-                    key: spec.to_owned(),
-                    at: at.to_owned(),
-                    hint: "anonymous volumes are not supported; name the volume (NAME:/path) and declare it under top-level `volumes`",
-                })
+                return Err(invalid(
+                    at,
+                    format!("{spec:?}: expected SOURCE:TARGET[:MODES] or an absolute container path (an anonymous volume)"),
+                ))
             }
             _ => {
                 return Err(invalid(
@@ -137,12 +144,9 @@ impl Ctx<'_> {
             }
             (MountKind::Bind, Some(source)) => self.resolve_path(&source).display().to_string(),
             (_, Some(source)) => source,
-            (_, None) => {
-                return Err(invalid(
-                    at,
-                    "`source` is required (anonymous volumes are not supported)",
-                ))
-            }
+            // An anonymous volume.
+            (MountKind::Volume, None) => String::new(),
+            (_, None) => return Err(invalid(at, "`source` is required for a bind mount")),
         };
         let mut mount = VolumeMount::new(kind, source, clean_target(&target));
         mount.read_only = s.bool("read_only")?;

@@ -300,7 +300,7 @@ fn devices(value: &Value, at: &str) -> Result<Option<Json>, LoadError> {
 pub(super) fn deploy(
     value: &Value,
     at: &str,
-) -> Result<(Json, Option<u64>, UpdateOrder), LoadError> {
+) -> Result<(Json, Option<u32>, UpdateOrder), LoadError> {
     let s = Section::new(value, at)?;
     s.only(
         &[
@@ -330,15 +330,9 @@ pub(super) fn deploy(
         None => None,
         Some(v) => {
             let n = integer(v, &s.path("replicas"))?;
-            if n != 1 {
-                return Err(LoadError::Unsupported {
-                    key: format!("replicas: {n}"),
-                    at: s.path("replicas"),
-                    hint:
-                        "the agent runs one container per service; set replicas to 1 or remove it",
-                });
-            }
-            Some(1)
+            Some(u32::try_from(n).map_err(|_| {
+                invalid(&s.path("replicas"), "expected a whole number of containers")
+            })?)
         }
     };
     let labels = s.string_map("labels")?;

@@ -77,16 +77,17 @@ impl Ctx<'_> {
             .map_or("", String::as_str);
         let active: Vec<&str> = profiles_var.split(',').map(str::trim).collect();
         for (name, value) in &section.entries {
-            let service = self.service(name, value, &section.path(name))?;
             // A service with profiles runs only when one of them is active
-            // (`COMPOSE_PROFILES` in `.env` or the agent's variables).
-            let profiles = service.option_strings("profiles");
+            // (`COMPOSE_PROFILES` in `.env` or the agent's variables). An
+            // inactive one is never created, so, as in Compose, it is not
+            // read beyond its `profiles` (its `build` is no error).
+            let profiles = service_profiles(value, &section.path(name))?;
             if profiles.is_empty()
                 || profiles
                     .iter()
                     .any(|p| active.contains(&p.as_str()) || active.contains(&"*"))
             {
-                services.push(service);
+                services.push(self.service(name, value, &section.path(name))?);
             }
         }
         if services.is_empty() {
@@ -116,7 +117,10 @@ impl Ctx<'_> {
                 }
             }
             for mount in &service.volumes {
-                if mount.kind == MountKind::Volume && !volumes.contains_key(&mount.source) {
+                if mount.kind == MountKind::Volume
+                    && !mount.source.is_empty()
+                    && !volumes.contains_key(&mount.source)
+                {
                     return Err(invalid(
                         &format!("services.{}.volumes", service.name),
                         format!(
@@ -165,8 +169,13 @@ impl Ctx<'_> {
                 },
             );
         }
+        let file_name = top.string("name")?.filter(|n| !n.is_empty());
+        if let Some(file_name) = file_name.as_deref().filter(|n| *n != self.project) {
+            log::warn!(stage = "compose"; "the file's `name: {file_name}` differs from runtime.project_name {:?}; the project is {:?}, as `docker compose -p` would make it", self.project, self.project);
+        }
         let project = Project {
             name: self.project.to_owned(),
+            file_name,
             working_dir: self.working_dir.to_path_buf(),
             config_files: Vec::new(),
             services,
@@ -322,6 +331,18 @@ impl Ctx<'_> {
             }
         };
         Ok(FileObject { name, source })
+    }
+}
+
+/// A service's `profiles`, read before anything else about it.
+fn service_profiles(value: &Value, at: &str) -> Result<Vec<String>, LoadError> {
+    let s = Section::new(value, at)?;
+    match s.get("profiles") {
+        None => Ok(Vec::new()),
+        Some(p) => as_sequence(p, &s.path("profiles"))?
+            .iter()
+            .map(|x| super::section::scalar_string(x, &s.path("profiles")))
+            .collect(),
     }
 }
 

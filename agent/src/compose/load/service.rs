@@ -32,10 +32,20 @@ impl Ctx<'_> {
         let s = Section::new(value, at)?;
         let known: Vec<&str> = SERVICE_KEYS.iter().copied().chain(option_keys()).collect();
         s.only(&known, HINT)?;
-        let image = s
-            .string("image")?
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| invalid(at, "`image` is required (the agent never builds)"))?;
+        // `build` next to `image` deploys the image (as `up --no-build`);
+        // `build` is left out of the config-hash, as Compose leaves it out.
+        let image = match (s.string("image")?.filter(|i| !i.is_empty()), s.get("build")) {
+            (Some(image), _) => image,
+            (None, Some(_)) => {
+                return Err(invalid(
+                    &s.path("build"),
+                    "`build` without `image`: the agent never builds; add `image:` naming the image CI builds and pushes",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(at, "`image` is required (the agent never builds)"))
+            }
+        };
 
         let mut environment: BTreeMap<String, Option<String>> = BTreeMap::new();
         let mut env_files = Vec::new();
@@ -84,7 +94,25 @@ impl Ctx<'_> {
                 .collect::<Result<_, _>>()?;
             options.insert("profiles".into(), serde_json::json!(profiles));
         }
+        if let Some(v) = s.get("scale") {
+            let n = super::options::integer(v, &s.path("scale"))?;
+            let n = u32::try_from(n)
+                .map_err(|_| invalid(&s.path("scale"), "expected a whole number of containers"))?;
+            if replicas.is_some_and(|r| r != n) {
+                return Err(invalid(
+                    &s.path("scale"),
+                    "`scale` and `deploy.replicas` differ; set only one",
+                ));
+            }
+            replicas = Some(n);
+        }
         let container_name = s.string("container_name")?.filter(|n| !n.is_empty());
+        if container_name.is_some() && replicas.is_some_and(|r| r > 1) {
+            return Err(invalid(
+                &s.path("container_name"),
+                "`container_name` cannot be used with more than one replica (container names are unique); remove it or set replicas to 1",
+            ));
+        }
         let ports = match s.get("ports") {
             None => Vec::new(),
             Some(v) => ports(v, &s.path("ports"))?,
@@ -305,11 +333,18 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// A host path from the file, absolute. `~` and `~/...` expand from
+    /// the passwd home of the user the agent runs as, never from `HOME`:
+    /// the daemon under systemd and a command under the SSM Agent run with
+    /// different environments and must compute the same project.
     pub(super) fn resolve_path(&self, path: &str) -> PathBuf {
-        if let Some(rest) = path.strip_prefix("~/") {
-            if let Ok(home) = std::env::var("HOME") {
-                return PathBuf::from(home).join(rest);
-            }
+        let rest = if path == "~" {
+            Some("")
+        } else {
+            path.strip_prefix("~/")
+        };
+        if let (Some(rest), Some(home)) = (rest, passwd_home()) {
+            return normalize(&home.join(rest));
         }
         let p = Path::new(path);
         let joined = if p.is_absolute() {
@@ -318,6 +353,31 @@ impl Ctx<'_> {
             self.working_dir.join(p)
         };
         normalize(&joined)
+    }
+}
+
+/// The home directory of the effective user, from the passwd database.
+fn passwd_home() -> Option<PathBuf> {
+    use std::ffi::CStr;
+    use std::os::unix::ffi::OsStrExt;
+    let mut buffer = vec![0u8; 16 * 1024];
+    // SAFETY: `passwd` is plain data that getpwuid_r fills in; every
+    // pointer it stores points into `buffer`, which outlives its use here.
+    unsafe {
+        let mut entry: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::geteuid(),
+            &mut entry,
+            buffer.as_mut_ptr().cast(),
+            buffer.len(),
+            &mut found,
+        );
+        if rc != 0 || found.is_null() || entry.pw_dir.is_null() {
+            return None;
+        }
+        let dir = CStr::from_ptr(entry.pw_dir).to_bytes();
+        (!dir.is_empty()).then(|| PathBuf::from(std::ffi::OsStr::from_bytes(dir)))
     }
 }
 

@@ -104,13 +104,15 @@ networks:
                 host_ip: Some("127.0.0.1".into()),
                 target: 80,
                 published: Some("8080".into()),
-                protocol: "tcp".into()
+                protocol: "tcp".into(),
+                mode: "ingress".into(),
             },
             Port {
                 host_ip: None,
                 target: 9000,
                 published: None,
-                protocol: "udp".into()
+                protocol: "udp".into(),
+                mode: "ingress".into(),
             },
         ]
     );
@@ -182,11 +184,6 @@ networks:
 #[test]
 fn an_unsupported_key_is_an_error_naming_key_and_path() {
     let cases = [
-            (
-                "services:\n  api:\n    image: x\n    deploy:\n      replicas: 2\n",
-                "replicas: 2",
-                "services.api.deploy.replicas",
-            ),
             ("include: [other.yaml]\nservices:\n  api:\n    image: x\n", "include", "include"),
             (
                 "services:\n  api:\n    image: x\n    healthcheck:\n      test: [CMD, 'true']\n      bogus: 1\n",
@@ -197,11 +194,6 @@ fn an_unsupported_key_is_an_error_naming_key_and_path() {
                 "services:\n  api:\n    image: x\nvolumes:\n  data:\n    cluster: {}\n",
                 "cluster",
                 "volumes.data.cluster",
-            ),
-            (
-                "services:\n  api:\n    image: x\n    build: .\n",
-                "build",
-                "services.api.build",
             ),
         ];
     for (text, key, at) in cases {
@@ -352,12 +344,25 @@ fn bad_values_are_errors_with_their_path() {
             "services.a.stop_grace_period",
         ),
         (
-            "services:\n  a:\n    image: x\n    ports: ['8000-8001:80']\n",
+            "services:\n  a:\n    image: x\n    ports: ['8000-8002:80-81']\n",
             "services.a.ports[0]",
         ),
         (
             "services:\n  a:\n    image: x\n    volumes: ['/x:/y:bogus']\n",
             "services.a.volumes[0]",
+        ),
+        ("services:\n  a:\n    build: .\n", "services.a.build"),
+        (
+            "services:\n  a:\n    image: x\n    container_name: one\n    deploy: {replicas: 2}\n",
+            "services.a.container_name",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    scale: 2\n    deploy: {replicas: 3}\n",
+            "services.a.scale",
+        ),
+        (
+            "services:\n  a:\n    image: x\n    ports: [{target: 80, mode: overlay}]\n",
+            "services.a.ports[0].mode",
         ),
     ] {
         let err = load_text(text).unwrap_err().to_string();
@@ -614,4 +619,103 @@ fn profiles_switch_services_and_optional_dependencies_off() {
     let required = text.replace("required: false", "required: true");
     let message = load_text(&required).unwrap_err().to_string();
     assert!(message.contains("undefined service \"debug\""), "{message}");
+}
+
+#[test]
+fn replicas_and_scale_set_the_number_of_containers() {
+    let project = load_text(
+        "services:\n  w:\n    image: x\n    deploy: {replicas: 3}\n  s:\n    image: x\n    scale: 2\n  one:\n    image: x\n",
+    )
+    .unwrap();
+    assert_eq!(project.service("w").unwrap().scale(), 3);
+    assert_eq!(project.service("s").unwrap().scale(), 2);
+    assert_eq!(project.service("one").unwrap().scale(), 1);
+    assert_eq!(project.replica_name("w", 3), "unit-w-3");
+}
+
+#[test]
+fn port_ranges_and_host_mode_read_as_compose_go_reads_them() {
+    let project = load_text(
+        "services:\n  a:\n    image: x\n    ports:\n      - '127.0.0.1:8009-8010:9009-9010'\n      - '7000-7002:80'\n      - {target: 53, published: '5353', protocol: udp, mode: host}\n",
+    )
+    .unwrap();
+    let ports: Vec<(u16, Option<&str>, &str)> = project.services[0]
+        .ports
+        .iter()
+        .map(|p| (p.target, p.published.as_deref(), p.mode.as_str()))
+        .collect();
+    assert_eq!(
+        ports,
+        vec![
+            (9009, Some("8009"), "ingress"),
+            (9010, Some("8010"), "ingress"),
+            (80, Some("7000-7002"), "ingress"),
+            (53, Some("5353"), "host"),
+        ]
+    );
+}
+
+#[test]
+fn anonymous_volumes_need_no_top_level_entry() {
+    let project = load_text(
+        "services:\n  a:\n    image: x\n    volumes:\n      - /app/node_modules\n      - {type: volume, target: /cache}\n",
+    )
+    .unwrap();
+    let v = &project.services[0].volumes;
+    assert_eq!(
+        (v[0].kind, v[0].source.as_str(), v[0].target.as_str()),
+        (MountKind::Volume, "", "/app/node_modules")
+    );
+    assert_eq!(v[0].volume_nocopy, Some(false));
+    assert_eq!((v[1].source.as_str(), v[1].volume_nocopy), ("", None));
+}
+
+#[test]
+fn build_beside_image_deploys_the_image_and_an_inactive_build_is_ignored() {
+    let project = load_text(
+        "services:\n  a:\n    image: reg/a:1\n    build: {context: .}\n  b:\n    build: .\n    profiles: [analytics]\n",
+    )
+    .unwrap();
+    assert_eq!(project.services.len(), 1);
+    assert_eq!(project.services[0].image, "reg/a:1");
+    let without_build = load_text("services:\n  a:\n    image: reg/a:1\n").unwrap();
+    assert_eq!(
+        crate::compose::hash::service_hash(&project.services[0]),
+        crate::compose::hash::service_hash(&without_build.services[0])
+    );
+}
+
+#[test]
+fn the_project_name_is_interpolated_and_wins_over_the_files_name() {
+    let project = load_text(
+        "name: other\nservices:\n  a:\n    image: x\n    labels: {p: '${COMPOSE_PROJECT_NAME}'}\n",
+    )
+    .unwrap();
+    assert_eq!(project.name, "unit");
+    assert_eq!(project.file_name.as_deref(), Some("other"));
+    assert_eq!(project.services[0].labels["p"], "unit");
+}
+
+#[test]
+fn a_tilde_expands_from_the_passwd_home_not_home() {
+    let text = "services:\n  a:\n    image: x\n    volumes: ['~/data:/data']\n";
+    let before = load_text(text).unwrap();
+    // Another HOME must change nothing (the daemon and a command under the
+    // SSM Agent run with different environments).
+    let saved = std::env::var_os("HOME");
+    std::env::set_var("HOME", "/elsewhere");
+    let after = load_text(text);
+    match saved {
+        Some(h) => std::env::set_var("HOME", h),
+        None => std::env::remove_var("HOME"),
+    }
+    let after = after.unwrap();
+    assert_eq!(
+        before.services[0].volumes[0].source,
+        after.services[0].volumes[0].source
+    );
+    assert!(!before.services[0].volumes[0]
+        .source
+        .starts_with("/elsewhere"));
+    assert!(before.services[0].volumes[0].source.ends_with("/data"));
 }
