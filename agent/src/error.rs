@@ -47,6 +47,10 @@ pub enum Dependency {
     Ecr,
     Registry,
     Postgres,
+    /// What a job's output must be redacted of: the API container's secret
+    /// values (its env, and which names are SecureString). A job does not
+    /// start without them.
+    JobRedaction,
     /// The EC2 instance metadata service (the host's account id).
     InstanceMetadata,
 }
@@ -59,6 +63,7 @@ impl fmt::Display for Dependency {
             Dependency::Ecr => "ECR",
             Dependency::Registry => "container registry",
             Dependency::Postgres => "PostgreSQL",
+            Dependency::JobRedaction => "redaction of job output",
             Dependency::InstanceMetadata => "EC2 instance metadata (IMDSv2)",
         })
     }

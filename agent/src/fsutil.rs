@@ -10,8 +10,12 @@
 //! it). The env render sweeps its folder's leftovers under the lock
 //! ([`remove_temps`]); beside the receipt and the state, a leftover stays
 //! until a later write from a process with the same pid replaces it.
-//! A target that is a symlink is refused: the agent runs as root and must
-//! not be steered into writing elsewhere.
+//! A target that is a symlink is refused, and so is a path with a symlink
+//! in any folder above it ([`refuse_symlinked_parents`]): the agent runs as
+//! root and must not be steered into writing elsewhere. Folders it creates
+//! get their mode exactly, whatever the umask ([`ensure_dir`]:
+//! [`AGENT_DIR_MODE`] for the folders tmpfiles.d also makes,
+//! [`PRIVATE_DIR_MODE`] for the rest).
 //!
 //! This module sits at the bottom of the crate: it depends on nothing in it
 //! but [`crate::testpoint`], and its [`FsError`] becomes
@@ -44,7 +48,7 @@ impl FsError {
 
 type Error = FsError;
 
-const TEMP_PREFIX: &str = ".wavemap-tmp-";
+pub const TEMP_PREFIX: &str = ".wavemap-tmp-";
 
 /// Write `contents` to `path` atomically with `mode`.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error> {
@@ -58,6 +62,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), Error
 /// [`commit_temp`] each, so a failure before the renames changes no file.
 pub fn write_temp(path: &Path, contents: &[u8], mode: u32) -> Result<PathBuf, Error> {
     let dir = parent(path)?;
+    refuse_symlinked_parents(path)?;
     refuse_symlink(path)?;
     let file_name = path
         .file_name()
@@ -93,11 +98,14 @@ pub fn commit_temp(temp: &Path, path: &Path) -> Result<(), Error> {
         // Test builds only: the crash test kills the agent here, mid-write.
         crate::testpoint::pause(&format!("write:{name}"));
     }
-    let result = refuse_symlink(path).and_then(|()| {
-        std::fs::rename(temp, path)
-            .and_then(|()| sync_dir(&dir))
-            .map_err(|e| Error::io("write", path, e))
-    });
+    let result = refuse_symlinked_parents(path)
+        .and_then(|()| refuse_symlinked_parents(temp))
+        .and_then(|()| refuse_symlink(path))
+        .and_then(|()| {
+            std::fs::rename(temp, path)
+                .and_then(|()| sync_dir(&dir))
+                .map_err(|e| Error::io("write", path, e))
+        });
     if result.is_err() {
         let _ = std::fs::remove_file(temp);
     }
@@ -132,13 +140,24 @@ pub fn remove_temps(dir: &Path) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
-/// Create `dir` (and parents) with `mode` if missing; refuse a symlink.
+/// The mode of the folders packaging/wavemap-agent.tmpfile creates
+/// (`run_dir`, `state_dir`); the agent creates them the same way.
+pub const AGENT_DIR_MODE: u32 = 0o750;
+/// The mode of every other folder the agent creates (the env folder, the
+/// receipt's folder, the receipt history, the job logs).
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+const SYMLINK_REFUSED: &str = "it is a symlink; the agent does not follow symlinks it did not make";
+
+/// Create `dir` (and missing parents) with exactly `mode`, whatever the
+/// umask; refuse a symlink anywhere in the path.
 pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
+    refuse_symlinked_parents(dir)?;
     match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
             "use directory",
             dir,
-            io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
+            io::Error::other(SYMLINK_REFUSED),
         )),
         Ok(meta) if meta.is_dir() => Ok(()),
         Ok(_) => Err(Error::io(
@@ -147,20 +166,142 @@ pub fn ensure_dir(dir: &Path, mode: u32) -> Result<(), Error> {
             io::Error::other("it exists and is not a directory"),
         )),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(mode)
-                .create(dir)
-                .map_err(|e| Error::io("create directory", dir, e))?;
+            // One component at a time, so every folder made here gets the
+            // mode exactly (DirBuilder's mode is narrowed by the umask).
+            let mut missing = Vec::new();
+            let mut at = Some(dir);
+            while let Some(p) = at {
+                if p.as_os_str().is_empty() || std::fs::symlink_metadata(p).is_ok() {
+                    break;
+                }
+                missing.push(p);
+                at = p.parent();
+            }
+            for p in missing.into_iter().rev() {
+                match std::fs::DirBuilder::new().mode(mode).create(p) {
+                    Ok(()) => std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+                        .map_err(|e| Error::io("create directory", p, e))?,
+                    // Another process made it meanwhile: theirs to keep.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(Error::io("create directory", dir, e)),
+                }
+            }
             Ok(())
         }
         Err(e) => Err(Error::io("inspect directory", dir, e)),
     }
 }
 
+/// Narrow an existing folder to `mode` when it grants more (group or other
+/// bits `mode` lacks). Returns the mode it had when it was changed, so the
+/// caller can say so in the journal; `None` when it was already as narrow or
+/// does not exist.
+pub fn tighten_dir(dir: &Path, mode: u32) -> Result<Option<u32>, Error> {
+    refuse_symlinked_parents(dir)?;
+    let meta = match std::fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("inspect directory", dir, e)),
+    };
+    if meta.file_type().is_symlink() {
+        return Err(Error::io(
+            "use directory",
+            dir,
+            io::Error::other(SYMLINK_REFUSED),
+        ));
+    }
+    let old = meta.permissions().mode() & 0o7777;
+    if old & !mode == 0 {
+        return Ok(None);
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| Error::io("narrow the mode of", dir, e))?;
+    Ok(Some(old))
+}
+
+/// Refuse a path whose folders include a symlink, at any depth: the agent
+/// runs as root, and a symlinked folder (`/opt/wavemap/env -> /etc`) would
+/// steer its writes and renames as surely as a symlinked file. The kernel
+/// does the walk (`openat2` with `RESOLVE_NO_SYMLINKS` on the parent
+/// folder); where `openat2` is missing (Linux before 5.6), each component is
+/// checked with `lstat`. A parent that does not exist yet is not an error
+/// (the caller creates it, or fails on it).
+pub fn refuse_symlinked_parents(path: &Path) -> Result<(), Error> {
+    let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    match open_no_symlinks(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(symlinked_component(path, dir)),
+        // No openat2 (ENOSYS), a seccomp filter refusing it (EPERM), or a
+        // folder that is missing or not a folder: walk it by hand, so the
+        // check never fails open.
+        Err(_) => walk_for_symlinks(path, dir),
+    }
+}
+
+/// The `lstat` walk over every component of `dir` (the fallback of
+/// [`refuse_symlinked_parents`]).
+fn walk_for_symlinks(path: &Path, dir: &Path) -> Result<(), Error> {
+    let mut at = PathBuf::new();
+    for component in dir.components() {
+        at.push(component);
+        match std::fs::symlink_metadata(&at) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                return Err(symlinked_component(path, &at))
+            }
+            Ok(_) => {}
+            // Missing from here down: the operation itself reports it.
+            Err(_) => return Ok(()),
+        }
+    }
+    Ok(())
+}
+
+fn symlinked_component(path: &Path, at: &Path) -> Error {
+    Error::io(
+        "use",
+        path,
+        io::Error::other(format!(
+            "a folder on its path ({} or one above it) is a symlink; the agent does not follow symlinks it did not make",
+            at.display()
+        )),
+    )
+}
+
+/// `openat2(AT_FDCWD, dir, O_PATH | O_DIRECTORY, RESOLVE_NO_SYMLINKS)`, closed
+/// at once: the kernel's own answer to "is any component a symlink".
+fn open_no_symlinks(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain integers; all zero is its documented default.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: c_path is a valid NUL-terminated string and `how` a valid
+    // open_how of the size passed; the returned fd is closed below.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c_path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a descriptor this function just opened and owns.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
 /// Read a file the agent owns, refusing to follow a symlink at its path.
 /// `Ok(None)` when the file does not exist.
 pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    refuse_symlinked_parents(path)?;
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
@@ -172,11 +313,9 @@ pub fn read_owned(path: &Path) -> Result<Option<Vec<u8>>, Error> {
             Ok(Some(buf))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Err(Error::io(
-            "read",
-            path,
-            io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
-        )),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            Err(Error::io("read", path, io::Error::other(SYMLINK_REFUSED)))
+        }
         Err(e) => Err(Error::io("read", path, e)),
     }
 }
@@ -195,11 +334,9 @@ fn parent(path: &Path) -> Result<PathBuf, Error> {
 
 fn refuse_symlink(path: &Path) -> Result<(), Error> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => Err(Error::io(
-            "write",
-            path,
-            io::Error::other("it is a symlink; the agent does not follow symlinks it did not make"),
-        )),
+        Ok(meta) if meta.file_type().is_symlink() => {
+            Err(Error::io("write", path, io::Error::other(SYMLINK_REFUSED)))
+        }
         _ => Ok(()),
     }
 }
@@ -237,5 +374,40 @@ mod tests {
         assert!(err.contains("symlink"), "{err}");
         assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
         assert!(read_owned(&link).is_err());
+    }
+
+    #[test]
+    fn refuses_a_symlink_in_any_folder_of_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("receipt.json"), b"keep").unwrap();
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        let via = dir.path().join("link/receipt.json");
+        let err = write_atomic(&via, b"evil", 0o644).unwrap_err().to_string();
+        assert!(err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read(real.join("receipt.json")).unwrap(), b"keep");
+        assert!(read_owned(&via).is_err());
+        assert!(ensure_dir(&dir.path().join("link/sub"), 0o700).is_err());
+        assert!(!real.join("sub").exists());
+        // The fallback walk (no openat2) finds the same component.
+        let err = walk_for_symlinks(&via, &dir.path().join("link"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("link") && err.contains("symlink"), "{err}");
+        assert!(walk_for_symlinks(&real.join("receipt.json"), &real).is_ok());
+    }
+
+    #[test]
+    fn created_folders_get_the_mode_exactly_and_looser_ones_are_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b");
+        ensure_dir(&deep, 0o750).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode(&deep), 0o750);
+        assert_eq!(mode(&dir.path().join("a")), 0o750);
+        assert_eq!(tighten_dir(&deep, 0o700).unwrap(), Some(0o750));
+        assert_eq!(mode(&deep), 0o700);
+        assert_eq!(tighten_dir(&deep, 0o700).unwrap(), None);
     }
 }

@@ -46,7 +46,9 @@ pub fn append(path: &Path, entry: &Entry) {
 
 fn try_append(path: &Path, entry: &Entry) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        // state_dir: 0750, as packaging/wavemap-agent.tmpfile makes it.
+        crate::fsutil::ensure_dir(dir, crate::fsutil::AGENT_DIR_MODE)
+            .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))?;
     }
     if std::fs::metadata(path).map(|m| m.len()).unwrap_or(0) > MAX_BYTES {
         std::fs::rename(path, path.with_extension("jsonl.1"))?;

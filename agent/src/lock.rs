@@ -8,11 +8,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::retry::{Backoff, Retry};
+
+/// The lock file names its holder's command; only root reads it.
+pub const LOCK_FILE_MODE: u32 = 0o600;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
@@ -57,16 +60,26 @@ pub async fn acquire(
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io_err)?;
+        // The run folder: 0750, as packaging/wavemap-agent.tmpfile makes it.
+        crate::fsutil::ensure_dir(dir, crate::fsutil::AGENT_DIR_MODE).map_err(|e| {
+            LockError::Io {
+                path: e.path.display().to_string(),
+                source: e.source,
+            }
+        })?;
     }
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(LOCK_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)
+        .map_err(io_err)?;
+    // A lock file an older agent made 0644 is narrowed too: the holder's
+    // command line is nobody else's business.
+    file.set_permissions(std::fs::Permissions::from_mode(LOCK_FILE_MODE))
         .map_err(io_err)?;
     let mut retry = Retry::for_time(timeout, Backoff::constant(Duration::from_millis(100)));
     let mut announced = false;
@@ -156,5 +169,18 @@ mod tests {
         acquire(&path, "runtime rollback", Duration::from_millis(300))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_lock_file_is_0600_and_an_older_0644_one_is_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run/agent.lock");
+        drop(acquire(&path, "a", Duration::from_secs(1)).await.unwrap());
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("run")), 0o750);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(acquire(&path, "a", Duration::from_secs(1)).await.unwrap());
+        assert_eq!(mode(&path), 0o600);
     }
 }

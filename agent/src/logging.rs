@@ -4,14 +4,34 @@
 //! Call sites use `log` with key-values for the fields operators filter on:
 //! `log::info!(stage = "pull"; "pulling {image}")`. Under journald those
 //! become `STAGE=pull`; on stderr they prefix the line as `[pull]`.
+//!
+//! Every message and field value also has its control characters replaced
+//! ([`crate::output::printable`]): job output and error texts from outside
+//! must not carry terminal escapes or forge lines into the journal.
+//!
+//! Job output (lines with the field [`JOB_OUTPUT`]) can hold what redaction
+//! does not know, and the journal is readable by the `adm` and
+//! `systemd-journal` groups, so it goes to the journal only with `-v`
+//! ([`verbose`]); on stderr (the SSM command output) it is always shown.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
 use systemd_journal_logger::JournalLog;
 
-use crate::output::redact;
+use crate::output::{printable, redact};
+
+/// The field that marks a line as a job's output (its value is ignored).
+pub const JOB_OUTPUT: &str = "job_output";
+
+static VERBOSE: AtomicBool = AtomicBool::new(false);
+
+/// Whether `-v` was given: job output may then reach the journal.
+pub fn verbose() -> bool {
+    VERBOSE.load(Ordering::Relaxed)
+}
 
 enum Sink {
     Journal(JournalLog),
@@ -25,6 +45,7 @@ struct RedactingLogger {
 
 /// Install the logger once, at start. `verbose` lowers the level to debug.
 pub fn init(verbose: bool) {
+    VERBOSE.store(verbose, Ordering::Relaxed);
     let level = if verbose {
         LevelFilter::Debug
     } else {
@@ -52,7 +73,8 @@ struct Fields(Vec<(String, String)>);
 
 impl<'kvs> VisitSource<'kvs> for Fields {
     fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), log::kv::Error> {
-        self.0.push((key.to_string(), redact(&value.to_string())));
+        self.0
+            .push((key.to_string(), printable(&redact(&value.to_string()))));
         Ok(())
     }
 }
@@ -74,11 +96,14 @@ impl Log for RedactingLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let message = redact(&record.args().to_string());
+        let message = printable(&redact(&record.args().to_string()));
         let mut fields = Fields::default();
         // A field that fails to format is dropped rather than the line.
         let _ = record.key_values().visit(&mut fields);
+        let job_output = fields.0.iter().any(|(k, _)| k == JOB_OUTPUT);
+        fields.0.retain(|(k, _)| k != JOB_OUTPUT);
         match &self.sink {
+            Sink::Journal(_) if job_output && !verbose() => {}
             Sink::Journal(journal) => {
                 let pairs: Vec<(&str, &str)> = fields
                     .0

@@ -74,6 +74,29 @@ pub fn redact(text: &str) -> String {
     out
 }
 
+/// `text` with every C0 and C1 control character (and DEL) replaced by a
+/// visible escape (`\x1b`, `\u{9b}`; a tab by a space), so no line the
+/// agent logs can move a terminal's cursor, forge a second line, or hide
+/// text from an operator reading the journal. Applied once, where lines
+/// leave: the logger ([`crate::logging`]) and the job output file.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\t' => out.push(' '),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Text the agent prints in place of a user name or password in a URL.
 const URL_REDACTED: &str = "REDACTED";
 
@@ -90,6 +113,122 @@ pub fn redact_url_userinfo(value: &str) -> Option<String> {
     url.set_password(had_password.then_some(URL_REDACTED))
         .ok()?;
     Some(url.to_string())
+}
+
+/// A PostgreSQL connection string (`database.url`) with its password
+/// removed, in each form tokio-postgres accepts: a URL with `user:pass@`, a
+/// URL with `?password=`, and the libpq keyword form `password=...`. The
+/// user name of a URL is hidden as before. tokio-postgres parses the value
+/// to learn the password it would use; if that password still appears in
+/// the result, or the value cannot be taken apart, the whole value is
+/// withheld. `None` when `value` is not a connection string at all.
+pub fn redact_database_url(value: &str) -> Option<String> {
+    let trimmed = value.trim();
+    let is_url = trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://");
+    let parsed = trimmed.parse::<tokio_postgres::Config>().ok();
+    if !is_url && parsed.is_none() && !trimmed.contains('=') {
+        return None;
+    }
+    let shown = if is_url {
+        redact_postgres_url(trimmed)
+    } else {
+        redact_keyword_form(trimmed)
+    };
+    let leaks = |shown: &str| {
+        parsed
+            .as_ref()
+            .and_then(|p| p.get_password())
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .is_some_and(|p| !p.is_empty() && shown.contains(p))
+    };
+    match shown {
+        Some(shown) if !leaks(&shown) => Some(shown),
+        _ => Some(REDACTED.to_owned()),
+    }
+}
+
+/// A PostgreSQL URL, or text in libpq's keyword form (`key=value ...`, no
+/// scheme): what [`redact_database_url`] takes apart. Other URLs (endpoints,
+/// smoke checks) keep the plain URL treatment.
+fn is_connection_string(value: &str) -> bool {
+    let value = value.trim();
+    value.starts_with("postgres://")
+        || value.starts_with("postgresql://")
+        || (!value.contains("://") && value.contains('='))
+}
+
+/// `postgres://REDACTED:REDACTED@host/db?password=REDACTED`.
+fn redact_postgres_url(value: &str) -> Option<String> {
+    let mut url = url::Url::parse(value).ok()?;
+    if let Some(hidden) = redact_url_userinfo(url.as_str()) {
+        url = url::Url::parse(&hidden).ok()?;
+    }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret_key(&k) {
+                    URL_REDACTED.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Some(url.to_string())
+}
+
+/// `host=db user=app password=REDACTED dbname=app`: libpq's keyword form,
+/// each `key = value` taken apart by libpq's rules (a value may be
+/// single-quoted, with `\` escapes) and written back.
+fn redact_keyword_form(value: &str) -> Option<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut rest = value.trim_start();
+    while !rest.is_empty() {
+        let eq = rest.find('=')?;
+        let key = rest[..eq].trim();
+        if key.is_empty() || key.contains(char::is_whitespace) {
+            return None;
+        }
+        rest = rest[eq + 1..].trim_start();
+        let mut val = String::new();
+        if let Some(quoted) = rest.strip_prefix('\'') {
+            let mut chars = quoted.char_indices();
+            let mut end = None;
+            while let Some((i, c)) = chars.next() {
+                match c {
+                    '\\' => val.push(chars.next()?.1),
+                    '\'' => {
+                        end = Some(i + 1);
+                        break;
+                    }
+                    c => val.push(c),
+                }
+            }
+            rest = &quoted[end?..];
+        } else {
+            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+            let mut chars = rest[..end].chars();
+            while let Some(c) = chars.next() {
+                val.push(if c == '\\' { chars.next()? } else { c });
+            }
+            rest = &rest[end..];
+        }
+        rest = rest.trim_start();
+        if secret_key(key) {
+            out.push(format!("{key}={URL_REDACTED}"));
+        } else if val.is_empty()
+            || val.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\')
+        {
+            let escaped = val.replace('\\', "\\\\").replace('\'', "\\'");
+            out.push(format!("{key}='{escaped}'"));
+        } else {
+            out.push(format!("{key}={val}"));
+        }
+    }
+    Some(out.join(" "))
 }
 
 /// Key names whose values are secret whatever they look like.
@@ -116,7 +255,12 @@ pub fn redacted_toml(text: &str) -> String {
     fn walk(key: &str, value: &mut toml::Value) {
         match value {
             toml::Value::String(s) => {
-                if key == "url" || secret_key(key) {
+                if key == "url" && is_connection_string(s) {
+                    // `database.url` in any of its forms.
+                    if let Some(hidden) = redact_database_url(s) {
+                        *s = hidden;
+                    }
+                } else if key == "url" || secret_key(key) {
                     if let Some(hidden) = redact_url_userinfo(s) {
                         *s = hidden;
                     } else if secret_key(key) || (key == "url" && s.contains('@')) {
@@ -317,6 +461,61 @@ mod tests {
         );
         assert!(shown.contains("us-east-2"), "{shown}");
         assert_eq!(redact_url_userinfo("https://example.com/a@b"), None);
+    }
+
+    #[test]
+    fn database_urls_lose_the_password_in_every_form() {
+        let pw = "Pw-7yq'x\\z";
+        for (value, shown) in [
+            (
+                "postgres://app:S3cretPw@db:5432/app".to_owned(),
+                "postgres://REDACTED:REDACTED@db:5432/app",
+            ),
+            (
+                "postgres://db:5432/app?user=app&password=S3cretPw&sslmode=require".to_owned(),
+                "postgres://db:5432/app?user=app&password=REDACTED&sslmode=require",
+            ),
+            (
+                "host=db port=5432 user=app password=S3cretPw dbname=app".to_owned(),
+                "host=db port=5432 user=app password=REDACTED dbname=app",
+            ),
+            (
+                format!(
+                    "host=db password = '{}' dbname='my app'",
+                    pw.replace('\\', "\\\\").replace('\'', "\\'")
+                ),
+                "host=db password=REDACTED dbname='my app'",
+            ),
+        ] {
+            let text = format!("[database]\nurl = {}\n", toml::Value::String(value.clone()));
+            let out = redacted_toml(&text);
+            assert!(
+                !out.contains("S3cretPw") && !out.contains("Pw-7yq"),
+                "{out}"
+            );
+            assert_eq!(
+                redact_database_url(&value).as_deref(),
+                Some(shown),
+                "{value}"
+            );
+        }
+        // Other URLs keep the URL treatment, `=` in the query or not.
+        let out = redacted_toml("[smoke]\nurl = \"http://u:S3cretPw@h/?a=b\"\n");
+        assert!(!out.contains("S3cretPw"), "{out}");
+        // Not taken apart: withheld whole.
+        assert_eq!(
+            redact_database_url("host=db password='unterminated").as_deref(),
+            Some(REDACTED)
+        );
+    }
+
+    #[test]
+    fn control_characters_become_visible_escapes() {
+        assert_eq!(
+            printable("a\x1b[2Jb\nc\u{9b}31md\te\x7f"),
+            "a\\x1b[2Jb\\x0ac\\u{9b}31md e\\x7f"
+        );
+        assert_eq!(printable("plain é"), "plain é");
     }
 
     #[test]

@@ -423,7 +423,7 @@ pub fn write_receipt(config: &Config, release: &Release) -> Result<Receipt, Erro
     };
     let path = config.receipt.path.as_path();
     if let Some(dir) = path.parent() {
-        fsutil::ensure_dir(dir, 0o755)?;
+        fsutil::ensure_dir(dir, fsutil::PRIVATE_DIR_MODE)?;
     }
     if let Some(previous) = fsutil::read_owned(path)? {
         keep_in_history(config, &previous)?;
@@ -441,7 +441,7 @@ pub fn write_receipt(config: &Config, release: &Release) -> Result<Receipt, Erro
 
 fn keep_in_history(config: &Config, previous: &[u8]) -> Result<(), Error> {
     let dir = config.receipt_history_dir();
-    fsutil::ensure_dir(&dir, 0o755)?;
+    fsutil::ensure_dir(&dir, fsutil::PRIVATE_DIR_MODE)?;
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
     fsutil::write_atomic(&dir.join(format!("receipt-{stamp}.json")), previous, 0o644)?;
     let mut entries: Vec<_> = std::fs::read_dir(&dir)
@@ -503,7 +503,7 @@ pub fn write_current(
         deployed_by: deployed_by.to_owned(),
         config_hashes: config_hashes.clone(),
     };
-    fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
+    fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)?;
     let mut bytes = serde_json::to_vec_pretty(&current).map_err(|e| {
         Error::failed(
             Stage::Deploy,

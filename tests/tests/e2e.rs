@@ -9,6 +9,7 @@ mod docs;
 mod faults;
 mod foundation;
 mod fuzz;
+mod hardening;
 mod images;
 mod packaging;
 mod provenance;

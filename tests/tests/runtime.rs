@@ -73,6 +73,8 @@ async fn deploy_record_deploy_rollback_restores_the_recorded_pair() {
     );
     let receipt_a = std::fs::read(td.receipt_path()).unwrap();
     assert_eq!(mode(&td.receipt_path()), 0o644);
+    // The folder the agent made for it is 0700 (issue 24).
+    assert_eq!(mode(td.receipt_path().parent().unwrap()) & 0o777, 0o700);
     let json: serde_json::Value = serde_json::from_slice(&receipt_a).unwrap();
     assert_eq!(json["sourceSha"], s.sha_a.as_str());
     assert_eq!(json["backendImageUri"], backend_a.as_str());

@@ -118,7 +118,7 @@ impl Api {
 
     /// Execs started in the container whose command contains `needle`
     /// (from the Engine's event log).
-    fn execs(&self, needle: &str) -> usize {
+    pub(crate) fn execs(&self, needle: &str) -> usize {
         let out = Command::new("docker")
             .args(["events", "--since", &self.since.to_string(), "--until"])
             .arg((unix_now() + 1).to_string())
@@ -214,7 +214,7 @@ pub(crate) fn job_dir(prefix: &str) -> TestDir {
 }
 
 /// A job command: a busybox shell line.
-fn sh(line: &str) -> String {
+pub(crate) fn sh(line: &str) -> String {
     format!("[\"/bin/busybox\", \"sh\", \"-c\", {}]", toml_str(line))
 }
 
@@ -438,7 +438,7 @@ async fn a_sigkill_between_temp_writes_and_renames_keeps_the_old_files_and_the_n
     let child = spawn(
         &td,
         &["runtime-env", "--execute"],
-        &[("WAVEMAP_AGENT_TEST_PAUSE_BEFORE_RENAME_MS", "60000")],
+        &[(wavemap_agent::testpoint::PAUSE_BEFORE_RENAME_MS, "60000")],
     );
     let temps = |dir: &Path| -> Vec<String> {
         std::fs::read_dir(dir)

@@ -5,8 +5,10 @@
 //! operator or CI could read is scanned for every one of them: stdout and
 //! stderr of each run (markers, `--json`, `-v` debug logs), the operation
 //! journal, the receipt and its history, the current-release state, the
-//! daemon heartbeat and boot-recovery record, and every other file under
-//! the state and run folders.
+//! daemon heartbeat and boot-recovery record, every other file under
+//! the state and run folders, and what a (fake) journald receives from jobs
+//! run with and without `-v`; `config check` with the database URL in each
+//! form tokio-postgres accepts, and a config error on the password's line.
 //!
 //! The env files are the one place secrets belong; they are not scanned.
 //! The agent logs to stderr outside systemd, so stderr is the log file.
@@ -20,6 +22,7 @@ use wavemap_e2e::faultproxy::{Fault, FaultProxy};
 use wavemap_e2e::{pg_fresh_database, stack, toml_str, Output, TestDir};
 
 use super::faults::{drizzle_fixture, p, put_params, write_small_project, Down};
+use super::hardening::{run_under_journal, FakeJournal};
 use wavemap_e2e::{private_copy, release_args, with_execute};
 
 /// Every run of the scenario, with what it printed.
@@ -200,6 +203,30 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     runs.run_str(&["media", "discrepancy-report"], 0);
     runs.run_str(&["-v", "media", "discrepancy-report", "--execute"], 0);
     runs.run_str(&["--json", "media", "discrepancy-report", "--execute"], 0);
+    // Under journald (a fake one, see hardening.rs), with and without -v:
+    // the journal gets job output only with -v, and redacted either way.
+    let journal = FakeJournal::new();
+    for args in [
+        vec!["media", "discrepancy-report", "--execute"],
+        vec!["-v", "media", "discrepancy-report", "--execute"],
+    ] {
+        let (out, got) = run_under_journal(&runs.td, &journal, &args);
+        assert_eq!(out.code, 0, "{}\njournal:\n{got}", out.dump());
+        assert!(
+            got.contains("MESSAGE"),
+            "the fake journal received nothing: the scan of it would prove nothing"
+        );
+        let what = format!("{} (under journald)", args.join(" "));
+        runs.log.push((what.clone(), out));
+        runs.log.push((
+            format!("{what}: the journal"),
+            Output {
+                code: 0,
+                stdout: String::new(),
+                stderr: got,
+            },
+        ));
+    }
     runs.run_str(&["-v", "database", "status"], 69);
     runs.run_str(&["-v", "database", "migrate", "--execute"], 69);
 
@@ -303,6 +330,35 @@ async fn no_secret_value_reaches_any_output_log_journal_receipt_or_state() {
     );
     runs.run_str(&["config", "check"], 0);
     runs.run_str(&["--json", "config", "check"], 0);
+    // The two other forms tokio-postgres accepts (issue 24).
+    for url in [
+        format!("postgres://127.0.0.1:9/wavemap?user=wavemap&password={url_password}"),
+        format!("host=127.0.0.1 port=9 user=wavemap password={url_password} dbname=wavemap"),
+    ] {
+        runs.td.set("database", "url", toml_str(&url));
+        runs.run_str(&["config", "check"], 0);
+        runs.run_str(&["--json", "config", "check"], 0);
+    }
+    // A config error on a line that holds the password: the error names
+    // line, column and key, never the line's text.
+    let good_config = std::fs::read_to_string(runs.td.config_path()).expect("config");
+    let dup = format!(
+        "[database]\nurl = {0}\nurl = {0}\n",
+        toml_str(&format!(
+            "postgres://wavemap:{url_password}@127.0.0.1:9/wavemap"
+        ))
+    );
+    std::fs::write(runs.td.config_path(), dup).expect("write config");
+    runs.run_str(&["config", "check"], 2);
+    runs.run_str(&["--json", "-v", "status"], 2);
+    std::fs::write(runs.td.config_path(), good_config).expect("restore config");
+    runs.td.set(
+        "database",
+        "url",
+        toml_str(&format!(
+            "postgres://wavemap:{url_password}@127.0.0.1:9/wavemap"
+        )),
+    );
 
     // The daemon: boot recovery of the current release, until READY.
     let notify_path = runs.td.path().join("notify.sock");

@@ -215,7 +215,7 @@ fn save_status(config: &Config, status: &Status, origin: &str) {
         .map_err(|e| Error::caused(Stage::StatusCache, e))
         .and_then(|mut bytes| {
             bytes.push(b'\n');
-            fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)?;
+            fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)?;
             Ok(fsutil::write_atomic(&path, &bytes, 0o644)?)
         });
     if let Err(e) = result {

@@ -9,6 +9,9 @@
 //! values are typed ([`AbsPath`], [`HttpUrl`], [`Seconds`]) so the TOML
 //! error carries the key, the line and the expected form.
 //!
+//! Errors name the line, the column and the key path, never the line's
+//! text, which may hold a password (`locate.rs`).
+//!
 //! This file loads and cross-checks the whole file; `sections.rs` holds the
 //! sections and their defaults, `smoke.rs` the `[smoke]` checks, `values.rs`
 //! the typed values.
@@ -37,6 +40,7 @@ pub enum ConfigError {
     },
 }
 
+mod locate;
 mod sections;
 mod smoke;
 mod values;
@@ -81,11 +85,22 @@ impl Config {
 
     /// Parse and validate TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        // Never `e.to_string()`: toml's Display quotes the source line, and
+        // that line may hold a password (locate.rs).
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
+            message: locate::describe(text, &e),
         })?;
-        config.validate()?;
+        config.validate().map_err(|e| match e {
+            ConfigError::Invalid { key, problem, fix } => {
+                let key = match locate::find_key(text, &key) {
+                    Some((line, column)) => format!("{key} (line {line}, column {column})"),
+                    None => key,
+                };
+                ConfigError::Invalid { key, problem, fix }
+            }
+            other => other,
+        })?;
         Ok(config)
     }
 
@@ -355,6 +370,26 @@ mod tests {
         let e = err("[agent]\nstate_dir = \"/x\"\nbogus = 1\n");
         assert!(e.contains("bogus"), "{e}");
         assert!(e.contains("line 3"), "{e}");
+    }
+
+    #[test]
+    fn a_duplicated_database_url_names_line_and_key_but_not_the_password() {
+        let e = err("[database]\nurl = \"postgres://app:Hunter2Secret@db/app\"\nurl = \"host=db password=Hunter2Secret\"\n");
+        assert!(!e.contains("Hunter2Secret"), "{e}");
+        assert!(e.contains("line 3") && e.contains("database.url"), "{e}");
+        let e = err("[database]\nurl = 5\n");
+        assert!(
+            e.contains("line 2, column") && e.contains("database.url"),
+            "{e}"
+        );
+        let e = err("[database]\nurl = \"postgres://app:Hunter2Secret@db/app\nport = 1\n");
+        assert!(!e.contains("Hunter2Secret"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_name_the_line() {
+        let e = err("[aws]\nregion = \"US\"\n");
+        assert!(e.contains("aws.region (line 2, column 1)"), "{e}");
     }
 
     #[test]

@@ -187,13 +187,15 @@ pub(super) fn finish(config: &Config, record: &BootRecovery) {
         },
     );
     if let Ok(bytes) = serde_json::to_vec_pretty(&record) {
-        if let Err(e) = fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755).and_then(|()| {
-            fsutil::write_atomic(
-                &config.agent.state_dir.join("boot-recovery.json"),
-                &bytes,
-                0o644,
-            )
-        }) {
+        if let Err(e) = fsutil::ensure_dir(config.agent.state_dir.as_path(), fsutil::AGENT_DIR_MODE)
+            .and_then(|()| {
+                fsutil::write_atomic(
+                    &config.agent.state_dir.join("boot-recovery.json"),
+                    &bytes,
+                    0o644,
+                )
+            })
+        {
             log::warn!("cannot record boot recovery: {e}");
         }
     }
@@ -210,7 +212,7 @@ pub(super) fn write_heartbeat(config: &Config, phase: Phase, summary: &str) {
     let result = serde_json::to_vec(&beat)
         .map_err(|e| Error::caused(Stage::Daemon, e))
         .and_then(|bytes| {
-            fsutil::ensure_dir(config.agent.run_dir.as_path(), 0o755)?;
+            fsutil::ensure_dir(config.agent.run_dir.as_path(), fsutil::AGENT_DIR_MODE)?;
             Ok(fsutil::write_atomic(
                 &config.heartbeat_path(),
                 &bytes,

@@ -53,14 +53,28 @@ fn pending_path(config: &Config) -> PathBuf {
 /// every group, as the last executed render recorded them (empty before the
 /// first one, or when the record cannot be read).
 pub fn secure_variables(config: &Config) -> BTreeSet<String> {
+    secure_variables_checked(config).unwrap_or_default()
+}
+
+/// [`secure_variables`] for callers that must not go on without them (a job
+/// whose output is redacted by them): empty only before the first executed
+/// render (no record); a record that exists but cannot be read or parsed is
+/// an error saying why and where.
+pub fn secure_variables_checked(config: &Config) -> Result<BTreeSet<String>, String> {
     let path = secure_names_path(config);
-    let names = fsutil::read_owned(&path)
-        .ok()
-        .flatten()
-        .and_then(|bytes| serde_json::from_slice::<SecureNames>(&bytes).ok());
-    names
+    let bytes = match fsutil::read_owned(&path) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return Ok(BTreeSet::new()),
+        Err(e) => return Err(format!("the SecureString names cannot be read: {e}")),
+    };
+    serde_json::from_slice::<SecureNames>(&bytes)
         .map(|n| n.groups.into_values().flatten().collect())
-        .unwrap_or_default()
+        .map_err(|e| {
+            format!(
+                "the SecureString names in {} cannot be parsed ({e}); an executed render (`runtime-env --execute`) rewrites them",
+                path.display()
+            )
+        })
 }
 
 /// What the crash recovery at the start of an executed render did.
@@ -83,6 +97,7 @@ pub(super) fn recover(config: &Config) -> Result<Recovered, Error> {
     if let Some(bytes) = fsutil::read_owned(&pending)? {
         match serde_json::from_slice::<Pending>(&bytes) {
             Ok(p) => {
+                check_pending(config, &pending, &p)?;
                 for (temp, target) in &p.renames {
                     if std::fs::symlink_metadata(temp).is_ok() {
                         fsutil::commit_temp(temp, target)?;
@@ -132,16 +147,53 @@ pub(super) fn recover(config: &Config) -> Result<Recovered, Error> {
     Ok(recovered)
 }
 
+/// The pending file is read back from disk and names paths the agent renames
+/// as root, so each pair must be one this agent could have written: the temp
+/// file is a [`fsutil::write_temp`] name (`.wavemap-tmp-<group>.env-<pid>`)
+/// directly in `env_dir`, and the target is that same `<group>.env` in
+/// `env_dir`. Anything else is refused whole (exit 2) before any rename,
+/// and the file is left for the operator to look at.
+fn check_pending(config: &Config, path: &Path, pending: &Pending) -> Result<(), Error> {
+    let env_dir = config.runtime.env_dir.as_path();
+    let file_in_env_dir = |p: &Path| -> Option<String> {
+        (p.parent() == Some(env_dir))
+            .then(|| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .flatten()
+    };
+    for (temp, target) in &pending.renames {
+        let target_name = file_in_env_dir(target).filter(|n| {
+            n.strip_suffix(".env")
+                .is_some_and(crate::config::is_group_name)
+        });
+        let temp_ok = target_name.as_deref().is_some_and(|target_name| {
+            file_in_env_dir(temp)
+                .and_then(|n| {
+                    n.strip_prefix(&format!("{}{target_name}-", fsutil::TEMP_PREFIX))
+                        .map(str::to_owned)
+                })
+                .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        });
+        if !temp_ok {
+            return Err(Error::invalid(
+                path.display().to_string(),
+                format!(
+                    "it asks to rename {} over {}, which is not a temp file of this agent's renamed over a <group>.env in the env folder {}; nothing was renamed",
+                    temp.display(),
+                    target.display(),
+                    env_dir.display()
+                ),
+                "the file was not written by this agent: find out who changed it, then remove it and rerun the render (it rewrites every env file)",
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| path.display().to_string())
 }
-
-/// Test seam (end-to-end crash test only): sleep this many milliseconds
-/// between the temp writes and the renames, so a test can SIGKILL the agent
-/// exactly there.
-const PAUSE_BEFORE_RENAME_ENV: &str = "WAVEMAP_AGENT_TEST_PAUSE_BEFORE_RENAME_MS";
 
 /// A render's changed files, written in full beside the live ones and not
 /// yet renamed in. [`Staged::promote`] makes them live; dropping it
@@ -218,7 +270,7 @@ impl Staged {
         };
         let names_dir = self.names_path.parent().map(Path::to_path_buf);
         let result = names_dir
-            .map_or(Ok(()), |d| fsutil::ensure_dir(&d, 0o755))
+            .map_or(Ok(()), |d| fsutil::ensure_dir(&d, fsutil::AGENT_DIR_MODE))
             .and_then(|()| {
                 if fsutil::read_owned(&self.names_path)?.as_deref() == Some(self.names.as_slice()) {
                     Ok(())
@@ -244,13 +296,8 @@ impl Staged {
             cleanup(&temps);
             return Err(e.into());
         }
-        if let Some(ms) = std::env::var(PAUSE_BEFORE_RENAME_ENV)
-            .ok()
-            .and_then(|v| v.parse::<u64>().ok())
-        {
-            log::info!(stage = "env-render"; "{PAUSE_BEFORE_RENAME_ENV}: pausing {ms} ms before the renames");
-            std::thread::sleep(std::time::Duration::from_millis(ms));
-        }
+        // Debug builds only: the crash test kills the agent here.
+        crate::testpoint::delay_before_renames();
         for (temp, target) in &temps {
             fsutil::commit_temp(temp, target)?;
         }
@@ -312,5 +359,53 @@ mod tests {
         assert_eq!(std::fs::read(&backend).unwrap(), b"A='new'\n");
         assert!(!temp.exists() && !stray.exists());
         assert!(!pending_path(&config).exists());
+    }
+
+    #[test]
+    fn a_pending_pair_outside_the_agents_naming_is_refused_before_any_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        std::fs::create_dir_all(dir.path().join("env")).unwrap();
+        std::fs::create_dir_all(dir.path().join("state")).unwrap();
+        let env = dir.path().join("env");
+        let outside = dir.path().join("victim");
+        std::fs::write(&outside, b"keep").unwrap();
+        let evil = env.join(".wavemap-tmp-backend.env-12");
+        std::fs::write(&evil, b"x").unwrap();
+        let cases: Vec<(PathBuf, PathBuf)> = vec![
+            // target outside env_dir
+            (evil.clone(), outside.clone()),
+            // target not <group>.env
+            (evil.clone(), env.join("backend.conf")),
+            // temp outside env_dir
+            (outside.clone(), env.join("backend.env")),
+            // temp not the agent's naming, or for another target
+            (env.join("backend.env.new"), env.join("backend.env")),
+            (
+                env.join(".wavemap-tmp-frontend.env-12"),
+                env.join("backend.env"),
+            ),
+            (
+                env.join(".wavemap-tmp-backend.env-x"),
+                env.join("backend.env"),
+            ),
+            // escape by `..`
+            (evil.clone(), env.join("../victim.env")),
+        ];
+        for (temp, target) in cases {
+            let pending = Pending {
+                schema_version: 1,
+                pid: 1,
+                renames: vec![(temp.clone(), target.clone())],
+            };
+            std::fs::write(pending_path(&config), serde_json::to_vec(&pending).unwrap()).unwrap();
+            let err = recover(&config).unwrap_err();
+            assert_eq!(err.exit_code(), crate::error::exit::INVALID, "{err}");
+            let text = err.to_string();
+            assert!(text.contains("env-render-pending.json"), "{text}");
+            assert!(text.contains("nothing was renamed"), "{text}");
+            assert!(pending_path(&config).exists(), "the evidence stays");
+            assert_eq!(std::fs::read(&outside).unwrap(), b"keep");
+        }
     }
 }

@@ -39,7 +39,7 @@ use crate::ssm::{self, Contract};
 mod commit;
 mod guard;
 
-pub use commit::{secure_variables, Staged};
+pub use commit::{secure_variables, secure_variables_checked, Staged};
 pub use guard::{EmptyGuard, RenderError};
 
 /// Env files hold secrets: owner read/write only, folder owner only.
@@ -282,6 +282,7 @@ pub async fn render_staged(
     options: RenderOptions,
 ) -> Result<(RenderSummary, Option<Staged>), RenderError> {
     let recovered = if options.execute {
+        tighten_env_dir(config)?;
         commit::recover(config)?
     } else {
         commit::Recovered::default()
@@ -295,6 +296,16 @@ pub async fn render_staged(
     let (mut summary, staged) = stage_fetched(config, &contract, &live, options)?;
     summary.recovered = recovered.finished;
     Ok((summary, staged))
+}
+
+/// An env folder looser than 0700 (made by hand, or by an older agent) is
+/// narrowed at every executed render, and the journal says what it was.
+fn tighten_env_dir(config: &Config) -> Result<(), Error> {
+    let dir = config.runtime.env_dir.as_path();
+    if let Some(old) = crate::fsutil::tighten_dir(dir, ENV_DIR_MODE)? {
+        log::warn!(stage = "env-render"; "the env folder {} had mode {old:04o}; narrowed to {ENV_DIR_MODE:04o}", dir.display());
+    }
+    Ok(())
 }
 
 /// Finish a promotion (or a render's rename phase) that a killed process

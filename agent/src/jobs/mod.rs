@@ -199,8 +199,15 @@ pub async fn run_with_env(
         &format!("job {} (jobs.timeout)", job.name),
         config.jobs.timeout.duration(),
     )?;
-    let secure = crate::envrender::secure_variables(config);
-    register_container_secrets(&docker, &container, &secure).await;
+    // Fail closed: a job whose secrets the agent cannot know would print
+    // them unredacted, so it does not start (exit 69, naming why).
+    let secure = crate::envrender::secure_variables_checked(config).map_err(|why| {
+        Error::unavailable(
+            Dependency::JobRedaction,
+            format!("{why}; the job was not started, since its output could not be redacted"),
+        )
+    })?;
+    register_container_secrets(&docker, &container, &secure).await?;
     Ok(run_in(&docker, &container, config, job, env).await?)
 }
 
@@ -252,7 +259,7 @@ async fn wait_for_running_job(
             return Err(LockError::Busy {
                 path: format!(
                     "exec {short} in the API container {}",
-                    &container[..container.len().min(12)]
+                    container.get(..12).unwrap_or(container)
                 ),
                 holder: format!("job `{argv}` is still running there, left by an earlier run; a second one is never started"),
                 waited_secs: retry.elapsed().as_secs(),
@@ -318,13 +325,13 @@ async fn running_job_execs(
 /// the agent never read itself in this run. Register the ones the rendered
 /// env files name as SecureString (`secure`), and those that look like
 /// secrets (by name, or a URL with a password), so a job that prints them is
-/// redacted. Best effort: without the inspect, redaction of our own secrets
-/// still applies.
+/// redacted. Without the inspect the container's values are unknown, so
+/// this fails (exit 69) and the job does not start.
 async fn register_container_secrets(
     docker: &Docker,
     container: &str,
     secure: &std::collections::BTreeSet<String>,
-) {
+) -> Result<(), Error> {
     let env = match docker
         .inspect_container(
             container,
@@ -334,8 +341,10 @@ async fn register_container_secrets(
     {
         Ok(inspect) => inspect.config.and_then(|c| c.env).unwrap_or_default(),
         Err(e) => {
-            log::debug!(stage = "job"; "cannot inspect the API container for its env: {e}");
-            return;
+            return Err(Error::unavailable(
+                Dependency::JobRedaction,
+                format!("cannot inspect the API container {} for its env ({e}); the job was not started, since its output could not be redacted", container.get(..12).unwrap_or(container)),
+            ));
         }
     };
     for entry in env {
@@ -349,6 +358,7 @@ async fn register_container_secrets(
             }
         }
     }
+    Ok(())
 }
 
 /// Names that carry credentials by convention, or a URL with a password.
@@ -603,6 +613,31 @@ fn pidfd_signal(pidfd: &OwnedFd, signal: i32) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_failed_inspect_stops_the_job_with_exit_69() {
+        // A socket file nobody listens on (bound, then closed): the inspect
+        // fails as when the Engine went away.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+        let docker = Docker::connect_with_unix(
+            &socket.display().to_string(),
+            5,
+            bollard::API_DEFAULT_VERSION,
+        )
+        .unwrap();
+        let err = register_container_secrets(&docker, "0123456789abcdef", &BTreeSet::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.exit_code(), crate::error::exit::UNAVAILABLE, "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot inspect the API container 0123456789ab")
+                && text.contains("the job was not started"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn credentials_in_env_are_recognised() {

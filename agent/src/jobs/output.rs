@@ -2,8 +2,9 @@
 //!
 //! SSM keeps only the first 8,000 characters of a command's stderr, so a
 //! job that prints 20,000 lines must not push the final error out of it.
-//! Every line, redacted, goes to a 0600 file `state_dir/jobs/<operation
-//! id>.log` (and to the journal at debug when journald runs); stderr shows
+//! Every line, redacted and with its control characters replaced, goes to a
+//! 0600 file `state_dir/jobs/<operation id>.log` (and to the journal at
+//! debug, only with `-v`, when journald runs); stderr shows
 //! the first lines and the last `jobs.tail_lines` of each job, with the count
 //! skipped, within a budget shared by the jobs of one command. Warning lines
 //! are counted, sampled and reduced to a shape whose fingerprint changes only
@@ -89,18 +90,21 @@ pub fn shape_fingerprint(shapes: &BTreeSet<String>) -> String {
 fn open_job_log(config: &Config) -> Option<(std::fs::File, PathBuf)> {
     let dir = config.agent.state_dir.join("jobs");
     let path = dir.join(format!("{}.log", operation::id()));
-    let opened = crate::fsutil::ensure_dir(config.agent.state_dir.as_path(), 0o755)
-        .and_then(|()| crate::fsutil::ensure_dir(&dir, 0o700))
-        .map_err(Error::from)
-        .and_then(|()| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&path)
-                .map_err(|e| Error::io("open", &path, e))
-        });
+    let opened = crate::fsutil::ensure_dir(
+        config.agent.state_dir.as_path(),
+        crate::fsutil::AGENT_DIR_MODE,
+    )
+    .and_then(|()| crate::fsutil::ensure_dir(&dir, crate::fsutil::PRIVATE_DIR_MODE))
+    .map_err(Error::from)
+    .and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))
+    });
     match opened {
         Ok(file) => {
             operation::set_job_log(path.clone());
@@ -113,9 +117,11 @@ fn open_job_log(config: &Config) -> Option<(std::fs::File, PathBuf)> {
     }
 }
 
-/// The journal, when there is one: every job line goes there at debug.
+/// The journal, when there is one and `-v` was given: every job line goes
+/// there at debug. Without `-v` job output stays out of the journal, which
+/// more people can read than the job log file.
 fn journal() -> Option<systemd_journal_logger::JournalLog> {
-    if !std::path::Path::new("/run/systemd/journal/socket").exists() {
+    if !crate::logging::verbose() || !std::path::Path::new("/run/systemd/journal/socket").exists() {
         return None;
     }
     systemd_journal_logger::JournalLog::new()
@@ -231,7 +237,7 @@ impl Sink {
     }
 
     fn line(&mut self, line: &str) {
-        let line = redact(line.trim_end_matches('\r'));
+        let line = crate::output::printable(&redact(line.trim_end_matches('\r')));
         let number = self.outcome.line_count;
         self.outcome.line_count += 1;
         if let Some((file, _)) = &mut self.log {
@@ -268,7 +274,7 @@ impl Sink {
         if self.head_shown == number && number < HEAD_LINES && cost <= self.budget / 2 {
             self.budget -= cost;
             self.head_shown += 1;
-            log::info!(stage = self.job.as_str(); "| {shown}");
+            log::info!(stage = self.job.as_str(), job_output = true; "| {shown}");
             return;
         }
         if self.tail_limit > 0 {
@@ -315,7 +321,7 @@ impl Sink {
             log::warn!(stage = self.job.as_str(); "{}", self.where_lines_are(p));
         }
         for line in shown {
-            log::info!(stage = self.job.as_str(); "| {line}");
+            log::info!(stage = self.job.as_str(), job_output = true; "| {line}");
         }
         self.tail_limit = 0;
         self.tail.clear();
