@@ -38,6 +38,7 @@ const FOREIGN: &[(&str, &str)] = &[
     // cargo
     ("--all-targets", "cargo"),
     ("--ignored", "cargo test"),
+    ("--release", "cargo build"),
     ("--test", "cargo test"),
     ("--workspace", "cargo"),
     // docker compose
@@ -45,9 +46,13 @@ const FOREIGN: &[(&str, &str)] = &[
     ("--force-recreate", "docker compose up"),
     ("--format", "docker compose config"),
     ("--hash", "docker compose config"),
+    ("--filter", "docker image prune"),
+    ("--pull", "docker compose create"),
     ("--wait", "docker compose up"),
     // coreutils and systemd
     ("--check", "sha256sum, cargo fmt"),
+    ("--collect", "systemd-run"),
+    ("--pipe", "systemd-run"),
     ("--root", "systemd-tmpfiles"),
     ("--strict", "sha256sum"),
     // this repository's scripts

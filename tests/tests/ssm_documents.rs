@@ -1359,7 +1359,10 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     // document, then send that pair through the deploy document.
     let run = run_document("wavemap-runtime-deploy.json", &rel_b, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(running_image(&td.name, "api").await, backend_b);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_b).await
+    );
     let run = run_document("wavemap-runtime-receipt.json", &[], &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
     assert_eq!(
@@ -1390,8 +1393,14 @@ async fn documents_drive_a_release_cycle_on_the_local_stack() {
     ];
     let run = run_document("wavemap-runtime-deploy.json", &from_receipt, &td, &secret);
     assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
-    assert_eq!(running_image(&td.name, "api").await, backend_a);
-    assert_eq!(running_image(&td.name, "frontend").await, frontend_a);
+    assert_eq!(
+        running_image(&td.name, "api").await,
+        wavemap_e2e::pinned(&backend_a).await
+    );
+    assert_eq!(
+        running_image(&td.name, "frontend").await,
+        wavemap_e2e::pinned(&frontend_a).await
+    );
 
     let run = run_document(
         "wavemap-media-discrepancy-report.json",
@@ -1513,6 +1522,10 @@ fn documents_pass_a_deadline_below_their_timeout_and_the_readme_states_the_waits
         ("wavemap-runtime-rollback.json", deploy),
         ("wavemap-runtime-record-release.json", lock + docker + smoke),
         ("wavemap-runtime-env.json", lock + aws),
+        // lock, Docker (each image removal is one Engine request)
+        ("wavemap-runtime-prune.json", lock + docker),
+        // reads one file: no lock, no Docker, no AWS
+        ("wavemap-runtime-receipt.json", 0),
         (
             "wavemap-database-status.json",
             docker + d("docker", "request_timeout") + ledger,
@@ -1536,7 +1549,9 @@ fn documents_pass_a_deadline_below_their_timeout_and_the_readme_states_the_waits
         let readme = read_text(&docs_dir().join("README.md"));
         let row = readme
             .lines()
-            .find(|l| l.starts_with(&format!("| `{name}` | ")) && l.contains(" + "))
+            .filter(|l| l.starts_with(&format!("| `{name}` | ")))
+            // the waits table's row: document, waits, sum, deadline
+            .find(|l| l.split('|').count() == 6)
             .unwrap_or_else(|| panic!("README.md has no row of waits for {name}"));
         let cells: Vec<&str> = row.split('|').map(str::trim).collect();
         assert_eq!(
