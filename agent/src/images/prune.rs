@@ -210,6 +210,8 @@ pub async fn plan(config: &Config, docker: &Docker) -> Result<Plan, Error> {
 /// What `--execute` did.
 #[derive(Debug, Default)]
 pub struct Done {
+    /// One name per image whose references all went (its tag when it has
+    /// one; its digest references went with it).
     pub removed: Vec<String>,
     pub bytes: u64,
     /// `ref: why` for references the Engine refused (a container took the
@@ -236,7 +238,6 @@ pub async fn remove(config: &Config, docker: &Docker, plan: &Plan) -> Done {
                     status_code: 404, ..
                 }) => {
                     log::info!(stage = "prune"; "removed {reference}");
-                    done.removed.push(reference.clone());
                 }
                 Err(e) => {
                     all_gone = false;
@@ -247,6 +248,7 @@ pub async fn remove(config: &Config, docker: &Docker, plan: &Plan) -> Done {
         }
         if all_gone {
             done.bytes += removal.bytes;
+            done.removed.extend(removal.refs.first().cloned());
         }
     }
     let after = root
@@ -292,13 +294,20 @@ pub async fn run(
         return Ok(());
     }
     let refs: Vec<String> = plan.remove.iter().flat_map(|r| r.refs.clone()).collect();
+    // One name per image in the markers (tags sort first); the log names
+    // every reference removed.
+    let names: Vec<String> = plan
+        .remove
+        .iter()
+        .filter_map(|r| r.refs.first().cloned())
+        .collect();
     report.marker(
         &format!("{prefix}_REPOSITORIES"),
         plan.repositories.join(","),
     );
     report.marker(&format!("{prefix}_KEPT"), plan.kept);
     report.marker(&format!("{prefix}_COUNT"), plan.remove.len());
-    report.marker(&format!("{prefix}_IMAGES"), listed(&refs));
+    report.marker(&format!("{prefix}_IMAGES"), listed(&names));
     if plan.remove.is_empty() {
         report.marker(&format!("{prefix}_BYTES"), 0);
         report.marker(&format!("{prefix}_RESULT"), "nothing-to-prune");
