@@ -293,5 +293,5 @@ def gaps(d, ratio_text):
         be = s["boot"]["beyond"]["median"]
         out.append(f"- **Boot recovery (no target).** The daemon is READY {f0(abs(be))} ms "
                    f"{'after' if be >= 0 else 'before'} `docker compose up -d --wait` returns from the same "
-                   "state (median of the rounds), although it also renders the env files from SSM first.")
+                   "state (median of the rounds).")
     return out or ["Every target is met in this run."]
