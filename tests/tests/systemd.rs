@@ -31,8 +31,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use wavemap_e2e::{
-    docker, docker_cli, private_copy, release_args, stack, unique_name, with_execute,
-    RuntimeProject, TestDir,
+    docker, private_copy, release_args, stack, unique_name, with_execute, RuntimeProject, TestDir,
 };
 
 const UNIT: &str = "wavemap-agent";
@@ -356,55 +355,6 @@ fn agent_config(name: &str, prefix: &str, ready_timeout: u64) -> String {
     )
 }
 
-/// Delete `image`'s manifest from the local registry (its blobs stay):
-/// the tag is then unknown to a pull, as after an ECR lifecycle expiry.
-fn delete_from_registry(image: &str) {
-    let s = stack();
-    let rest = image
-        .strip_prefix(&format!("{}/", s.registry))
-        .expect("image in the local registry");
-    let (repo, tag) = rest.rsplit_once(':').expect("tagged");
-    let auth = format!("{}:{}", s.registry_user, s.registry_password);
-    let url = format!("http://{}/v2/{repo}/manifests/{tag}", s.registry);
-    let head = run(
-        Command::new("curl").args([
-            "-sS",
-            "-I",
-            "-u",
-            &auth,
-            "-H",
-            "Accept: application/vnd.docker.distribution.manifest.v2+json",
-            &url,
-        ]),
-        None,
-    );
-    let digest = head
-        .stdout
-        .lines()
-        .find_map(|l| {
-            l.split_once(':')
-                .filter(|(k, _)| k.eq_ignore_ascii_case("docker-content-digest"))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| panic!("no digest for {image}: {}", head.dump()));
-    let del = run(
-        Command::new("curl").args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-X",
-            "DELETE",
-            "-u",
-            &auth,
-            &format!("http://{}/v2/{repo}/manifests/{digest}", s.registry),
-        ]),
-        None,
-    );
-    assert_eq!(del.stdout.trim(), "202", "DELETE manifest: {}", del.dump());
-}
-
 /// Run the deploy document's script in the container as the SSM Agent
 /// would (`sh`, parameters as `SSM_<name>`), through the packaged sandbox.
 /// With `analyze`, find its transient unit while it runs and check
@@ -647,7 +597,8 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
             "{service} not healthy when `systemctl start` returned (READY came early): {at_ready:?}"
         );
         if service == "api" {
-            assert_eq!(image, &backend);
+            // Deploys run the pair pinned to the digests they pulled.
+            assert_eq!(image, &wavemap_e2e::pinned(&backend).await);
         }
     }
     let status_text = m.prop("StatusText");
@@ -772,8 +723,12 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     assert!(all_healthy(&project).await, "stop touched the app");
 
     // --- 6. degraded, then healed with no unit restart ----------------------
-    // A release whose backend tag is gone from the registry at boot (and
-    // from the host), pushed again a little later.
+    // A release whose backend bytes are on neither the host nor the
+    // registry at boot, and come back a little later. Releases run pinned
+    // by digest, and the copy's bytes are the stack's image A, which stays
+    // on the host and in the registry: so the recorded backend digest is
+    // made one no registry holds, and the real one is written back as
+    // "the cause goes away".
     let repo_prefix = unique_name("systemd-heal");
     let copy_b = private_copy(&backend, &repo_prefix);
     let copy_f = private_copy(&frontend, &repo_prefix);
@@ -790,8 +745,12 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let out = m.agent(&deploy);
     assert_eq!(out.code, 0, "deploy of the private copy: {}", out.dump());
     remove_app(&project).await;
-    docker_cli(&["rmi", &copy_b], None);
-    delete_from_registry(&copy_b);
+    let state = "/var/lib/wavemap-agent/current-release.json";
+    let recorded = m.sh(&format!("cat {state}")).stdout;
+    let real = wavemap_e2e::registry_digest(&copy_b).1;
+    assert!(recorded.contains(&real), "{recorded}");
+    let absent = format!("sha256:{}", "0".repeat(64));
+    m.write(state, &recorded.replace(&real, &absent));
     m.write(
         "/etc/wavemap-agent/agent.toml",
         &agent_config(&project, &td.parameter_prefix(), 8),
@@ -808,7 +767,8 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     println!("StatusText when degraded: {degraded}");
     assert!(
         degraded.starts_with("degraded: boot recovery failed") && degraded.contains("retrying in"),
-        "StatusText: {degraded}"
+        "StatusText: {degraded}\n{}",
+        m.journal()
     );
     assert!(degraded.contains("pull"), "{degraded}");
     let pid = m.prop("MainPID");
@@ -820,9 +780,7 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
         "healthy although the backend image is gone"
     );
     // The cause goes away.
-    docker_cli(&["tag", &backend, &copy_b], None);
-    docker_cli(&["push", &copy_b], None);
-    docker_cli(&["rmi", &copy_b], None);
+    m.write(state, &recorded);
     wait_until(
         Duration::from_secs(120),
         "the heal after the tag came back",
@@ -840,7 +798,12 @@ async fn the_packaged_unit_under_systemd_recovers_degrades_heals_and_survives_up
     let now = app(&project).await;
     assert!(all_healthy(&project).await, "{now:?}");
     assert!(
-        now.iter().any(|(s, _, i, _)| s == "api" && i == &copy_b),
+        now.iter().any(|(s, _, i, _)| s == "api"
+            && *i
+                == format!(
+                    "{}@{real}",
+                    copy_b.rsplit_once(':').map_or(copy_b.as_str(), |(r, _)| r)
+                )),
         "{now:?}"
     );
     let status = m.agent(&["status", "--json"]);
